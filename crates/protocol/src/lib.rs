@@ -1,0 +1,49 @@
+//! Confab protocol v1, as specified in `spec/protocol.md`.
+//!
+//! This crate is the single implementation of the protocol's rules that every
+//! other crate drives. It never touches a socket, a file or the clock: time
+//! comes in as an `Instant` argument and randomness as an RNG argument.
+//!
+//! Layout:
+//! - [`wire`]: the prost types generated from `proto/confab/v1/*.proto`.
+//! - [`codec`]: size-capped encoding and decoding of frames (§3, §4).
+//! - [`names`]: validated newtypes for user-supplied strings (§12.3).
+//! - [`error`]: error codes, close codes and the [`error::Rejection`] a server sends (§13).
+//! - [`limits`]: server limits and the token-bucket rate limiter (§12).
+//! - [`rules`]: pure server-side rules: request validation, history ranges,
+//!   the resume decision and typing expiry (§7-§11).
+//! - [`http`]: JSON bodies of the HTTP endpoints and their JSON Schemas (§5).
+//! - [`session`]: the sans-IO client session state machine (§6-§10, §14).
+
+pub mod codec;
+pub mod error;
+pub mod frames;
+pub mod http;
+pub mod limits;
+pub mod names;
+pub mod rules;
+pub mod session;
+
+/// Prost types generated from `proto/confab/v1/*.proto` (package `confab.v1`).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod wire {
+    include!(concat!(env!("OUT_DIR"), "/confab.v1.rs"));
+}
+
+/// WebSocket subprotocol a v1 client offers and a v1 server selects (§3.2).
+pub const SUBPROTOCOL: &str = "confab.v1";
+
+/// Path of the WebSocket endpoint (§3.1).
+pub const WEBSOCKET_PATH: &str = "/v1/ws";
+
+/// Names of the optional capabilities (§3.4).
+pub mod capability {
+    /// Typing indicators (§11.2).
+    pub const TYPING: &str = "typing";
+    /// Presence pushes (§11.1).
+    pub const PRESENCE: &str = "presence";
+    /// Room-list change pushes (§7.1).
+    pub const ROOM_LIST_PUSH: &str = "room-list-push";
+    /// Every optional capability this crate knows.
+    pub const ALL: [&str; 3] = [TYPING, PRESENCE, ROOM_LIST_PUSH];
+}

@@ -1,0 +1,148 @@
+//! Server limits and the per-user send rate limiter.
+//!
+//! Spec: §12 (liveness and limits). The limits travel to the client in
+//! `Welcome.limits`; [`TokenBucket`] is the rate rule of §12.5, with time
+//! passed in so it is testable without a clock.
+
+use std::time::{Duration, Instant};
+
+use crate::codec::DEFAULT_MAX_FRAME_BYTES;
+use crate::names::DEFAULT_MAX_TEXT_BYTES;
+use crate::wire;
+
+/// The limits a server enforces and announces (§12). Defaults are the
+/// reference server's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Largest WebSocket message accepted, in bytes.
+    pub max_frame_bytes: u32,
+    /// Largest message text, in UTF-8 bytes.
+    pub max_text_bytes: u32,
+    /// Largest history page.
+    pub max_history_page: u32,
+    /// Most messages one Resume replays per room.
+    pub max_resume_replay: u32,
+    /// Sustained sends per second per user.
+    pub send_rate_per_sec: u32,
+    /// Burst of the send rate limiter.
+    pub send_burst: u32,
+    /// Interval of server pings.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a peer is dropped.
+    pub idle_timeout: Duration,
+    /// Time to live of a typing indicator.
+    pub typing_ttl: Duration,
+    /// Outbound frames queued per connection before it is closed as slow.
+    pub outbound_queue_frames: u32,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES as u32,
+            max_text_bytes: DEFAULT_MAX_TEXT_BYTES as u32,
+            max_history_page: 100,
+            max_resume_replay: 500,
+            send_rate_per_sec: 10,
+            send_burst: 30,
+            heartbeat_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            typing_ttl: Duration::from_secs(6),
+            outbound_queue_frames: 1024,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+impl ServerLimits {
+    /// The wire form sent in `Welcome`.
+    pub fn to_wire(&self) -> wire::Limits {
+        wire::Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_text_bytes: self.max_text_bytes,
+            max_history_page: self.max_history_page,
+            max_resume_replay: self.max_resume_replay,
+            send_rate_per_sec: self.send_rate_per_sec,
+            send_burst: self.send_burst,
+            heartbeat_interval_ms: millis(self.heartbeat_interval),
+            idle_timeout_ms: millis(self.idle_timeout),
+            typing_ttl_ms: millis(self.typing_ttl),
+            outbound_queue_frames: self.outbound_queue_frames,
+        }
+    }
+}
+
+/// A token bucket: `burst` tokens, refilled at `rate_per_sec` (§12.5).
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    capacity: f64,
+    rate_per_sec: f64,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate_per_sec: u32, burst: u32, now: Instant) -> Self {
+        let capacity = f64::from(burst.max(1));
+        Self {
+            capacity,
+            rate_per_sec: f64::from(rate_per_sec.max(1)),
+            tokens: capacity,
+            updated: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate_per_sec).min(self.capacity);
+        self.updated = now;
+    }
+
+    /// Takes one token, or says how long until one is available.
+    pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            let missing = 1.0 - self.tokens;
+            // Round up to whole milliseconds so a client that waits exactly
+            // retry_after_ms always finds a token.
+            let ms = (missing / self.rate_per_sec * 1000.0).ceil();
+            Err(Duration::from_millis(ms as u64))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_burst_then_paces() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(10, 3, t0);
+        for _ in 0..3 {
+            assert!(bucket.try_take(t0).is_ok());
+        }
+        let wait = bucket.try_take(t0).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(100));
+        // Waiting exactly the advised time succeeds.
+        assert!(bucket.try_take(t0 + wait).is_ok());
+        assert!(bucket.try_take(t0 + wait).is_err());
+    }
+
+    #[test]
+    fn bucket_never_exceeds_capacity() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(10, 2, t0);
+        let later = t0 + Duration::from_secs(3600);
+        assert!(bucket.try_take(later).is_ok());
+        assert!(bucket.try_take(later).is_ok());
+        assert!(bucket.try_take(later).is_err());
+    }
+}

@@ -22,6 +22,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
+    // The descriptor set feeds pbjson-build, which adds the canonical proto3
+    // JSON mapping (serde) used by transcripts, `tail --json` and scenarios.
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptor_path = out.join("confab_descriptor.bin");
+    config.file_descriptor_set_path(&descriptor_path);
     config.compile_protos(&paths, &[root])?;
+    let descriptors = std::fs::read(&descriptor_path)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .build(&[".confab"])?;
     Ok(())
 }

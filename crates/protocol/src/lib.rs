@@ -28,6 +28,8 @@ pub mod session;
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod wire {
     include!(concat!(env!("OUT_DIR"), "/confab.v1.rs"));
+    // Canonical proto3 JSON mapping (serde) of every type, from pbjson-build.
+    include!(concat!(env!("OUT_DIR"), "/confab.v1.serde.rs"));
 }
 
 /// WebSocket subprotocol a v1 client offers and a v1 server selects (§3.2).

@@ -1,0 +1,1020 @@
+//! The sans-IO client session state machine.
+//!
+//! Spec: §6 (authentication), §8-§10 (messages, history, resume), §12.1
+//! (liveness) and §14 (client behaviour). The REPL client, the bot SDK and
+//! the conformance suite all drive this one machine, in the style of
+//! `quinn-proto`:
+//!
+//! - `handle_*` feeds in what happened: a transport opened or closed, a frame
+//!   arrived, time passed. Time is always an argument (`now`), randomness an
+//!   RNG argument; nothing here reads a clock or touches a socket.
+//! - `poll_transmit` yields frames to write, `poll_event` things to show,
+//!   `poll_timeout` the next instant `handle_timeout` must be called.
+//! - Commands (`send_message`, `join`, ...) queue requests.
+//!
+//! It guarantees, for a correct server: every message is shown once, in seq
+//! order per room, with gaps filled from history; sends survive reconnects in
+//! the outbox and are resent in order with their original `client_msg_id`.
+
+mod backoff;
+mod outbox;
+mod rooms;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand_core::RngCore;
+
+pub use backoff::Backoff;
+pub use outbox::{Outbox, OutboxEntry};
+use rooms::{Accepted, FillNext, RoomTrack};
+
+use crate::error::CloseCode;
+use crate::names::{ClientMsgId, MessageText, RoomName, Topic, ValidationError};
+use crate::wire::{
+    self, ClientFrame, ErrorCode, FetchHistory, MessageKind, RoomInfo, RoomPosition, ServerFrame,
+    client_frame::Body as C, fetch_history::Anchor, room_resume::Status as ResumeStatus,
+    server_frame::Body as S,
+};
+
+/// Largest server frame a client accepts (§12.2).
+pub const MAX_SERVER_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Settings of a session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Bearer token from the login endpoint.
+    pub token: String,
+    /// Optional capabilities to ask for (§3.4).
+    pub capabilities: Vec<String>,
+    /// Client name for the server's logs.
+    pub client_name: String,
+    /// How long a request may go unanswered before `RequestTimedOut`.
+    pub request_timeout: Duration,
+    /// How often to send a keepalive Ping while online (§12.1).
+    pub keepalive_interval: Duration,
+    /// Reconnect backoff (§14.2).
+    pub backoff: Backoff,
+    /// Page size used to fill gaps.
+    pub gap_page: u32,
+    /// Sends on the wire at once. 1 keeps per-sender order even when the
+    /// server rejects a send as rate limited; more trades that for throughput.
+    pub max_in_flight: usize,
+}
+
+impl SessionConfig {
+    /// Defaults with the given token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self {
+            token: token.into(),
+            capabilities: crate::capability::ALL
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
+            client_name: "confab-protocol".to_owned(),
+            request_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(15),
+            backoff: Backoff::default(),
+            gap_page: 100,
+            max_in_flight: 1,
+        }
+    }
+}
+
+/// Connection state, as shown to users (§14.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// The driver should open a transport now and call `handle_connected`.
+    Connecting,
+    /// Transport open, Auth sent, waiting for Welcome.
+    Authenticating,
+    /// Welcome received; requests flow.
+    Online,
+    /// Waiting for the backoff timer before attempt `attempt`.
+    Reconnecting {
+        /// When the next attempt starts.
+        at: Instant,
+        /// Attempt number, from 0.
+        attempt: u32,
+    },
+    /// Stopped for good; only a new session (new login) continues.
+    Offline(OfflineReason),
+}
+
+/// Why a session stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OfflineReason {
+    /// The user closed the session.
+    Closed,
+    /// The token was rejected (invalid, expired or revoked); log in again.
+    AuthRejected(ErrorCode),
+    /// The session was logged out (close 4410).
+    LoggedOut,
+    /// The server closed with a code after which reconnecting would not help.
+    ClosedByServer(u16),
+}
+
+/// What a request was for, reported with its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestKind {
+    /// Auth.
+    Auth,
+    /// Ping.
+    Ping,
+    /// ListRooms.
+    ListRooms,
+    /// CreateRoom.
+    CreateRoom(String),
+    /// JoinRoom.
+    JoinRoom(String),
+    /// LeaveRoom.
+    LeaveRoom(String),
+    /// ListMembers.
+    ListMembers(String),
+    /// SendMessage with this client_msg_id.
+    Send(String),
+    /// FetchHistory asked for by the user.
+    History(String),
+    /// FetchHistory filling a gap.
+    GapFill(String),
+    /// Resume.
+    Resume,
+    /// SetTyping.
+    SetTyping(String),
+}
+
+/// Something to show or act on.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// The connection state changed. On `Connecting` the driver opens a transport.
+    StateChanged(ConnectionState),
+    /// Authenticated: who we are, what the server allows.
+    Welcome(wire::Welcome),
+    /// A room message, shown exactly once and in seq order per room.
+    Message {
+        /// The message.
+        message: wire::Message,
+        /// True when this user sent it (from any of its connections).
+        from_self: bool,
+    },
+    /// The server durably stored one of our sends.
+    Acked(wire::SendAck),
+    /// The server refused a send for good; it left the outbox.
+    SendFailed {
+        /// The refused send.
+        entry: OutboxEntry,
+        /// Why.
+        error: wire::Error,
+    },
+    /// The outbox changed (entry added or removed): drivers persisting it save now.
+    OutboxChanged,
+    /// Reply to ListRooms.
+    RoomList(Vec<RoomInfo>),
+    /// A pushed room-list change.
+    RoomListUpdate(wire::RoomListUpdate),
+    /// Joined (or created) a room.
+    Joined(RoomInfo),
+    /// Left a room.
+    Left(String),
+    /// Reply to ListMembers.
+    Members(wire::MemberList),
+    /// Reply to a user's FetchHistory.
+    History(wire::HistoryPage),
+    /// How resuming a room went (§10.3).
+    Resumed(wire::RoomResume),
+    /// The room's history was reset on the server (§10.5): earlier
+    /// messages shown for it belong to the old epoch.
+    EpochChanged {
+        /// Room.
+        room: String,
+        /// Its head seq in the new epoch.
+        head_seq: u64,
+    },
+    /// Messages the server could not supply were skipped (a server bug).
+    GapSkipped {
+        /// Room.
+        room: String,
+        /// First missing seq.
+        from: u64,
+        /// Last missing seq.
+        to: u64,
+    },
+    /// Presence push.
+    Presence(wire::Presence),
+    /// Typing push.
+    Typing(wire::Typing),
+    /// Reply to a Ping this session's user sent.
+    Pong(u64),
+    /// A request failed with a typed error.
+    RequestFailed {
+        /// Request id.
+        request_id: u64,
+        /// What it was.
+        kind: RequestKind,
+        /// The server's error.
+        error: wire::Error,
+    },
+    /// A request got no answer in time.
+    RequestTimedOut {
+        /// Request id.
+        request_id: u64,
+        /// What it was.
+        kind: RequestKind,
+    },
+    /// A request was lost with the connection before it was answered.
+    RequestAborted {
+        /// Request id.
+        request_id: u64,
+        /// What it was.
+        kind: RequestKind,
+    },
+    /// An error frame that answers no request of ours.
+    ServerError(wire::Error),
+    /// The keepalive Ping went unanswered: the driver should drop the
+    /// transport and call `handle_disconnected`.
+    TransportStale,
+}
+
+/// Why a command could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// A field failed validation.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The session is not online; only sends are queued while offline.
+    #[error(
+        "not connected; wait until the session is online, or send a message (those are queued)"
+    )]
+    NotOnline,
+    /// The session stopped for good.
+    #[error("the session has stopped; log in again")]
+    Stopped,
+}
+
+#[derive(Debug)]
+struct Pending {
+    kind: RequestKind,
+    deadline: Option<Instant>,
+}
+
+/// The client session state machine. See the module docs.
+#[derive(Debug)]
+pub struct ClientSession {
+    config: SessionConfig,
+    state: ConnectionState,
+    attempt: u32,
+    next_request_id: u64,
+    transmit: VecDeque<ClientFrame>,
+    events: VecDeque<SessionEvent>,
+    pending: HashMap<u64, Pending>,
+    outbox: Outbox,
+    rooms: BTreeMap<String, RoomTrack>,
+    welcome: Option<wire::Welcome>,
+    max_text_bytes: usize,
+    keepalive_at: Option<Instant>,
+    keepalive_ping: Option<u64>,
+    /// Sends wait until then after a retryable refusal (§12.5 retry_after_ms).
+    sends_paused_until: Option<Instant>,
+    user_closed: bool,
+}
+
+impl ClientSession {
+    /// A session that wants to connect now.
+    pub fn new(config: SessionConfig) -> Self {
+        let mut session = Self {
+            config,
+            state: ConnectionState::Connecting,
+            attempt: 0,
+            next_request_id: 1,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            pending: HashMap::new(),
+            outbox: Outbox::default(),
+            rooms: BTreeMap::new(),
+            welcome: None,
+            max_text_bytes: crate::names::DEFAULT_MAX_TEXT_BYTES,
+            keepalive_at: None,
+            keepalive_ping: None,
+            sends_paused_until: None,
+            user_closed: false,
+        };
+        session
+            .events
+            .push_back(SessionEvent::StateChanged(ConnectionState::Connecting));
+        session
+    }
+
+    // ----- inspection -------------------------------------------------------
+
+    /// Current connection state.
+    pub fn state(&self) -> &ConnectionState {
+        &self.state
+    }
+
+    /// The Welcome of the current or last connection.
+    pub fn welcome(&self) -> Option<&wire::Welcome> {
+        self.welcome.as_ref()
+    }
+
+    /// Unacknowledged sends, oldest first.
+    pub fn outbox(&self) -> impl Iterator<Item = &OutboxEntry> {
+        self.outbox.entries()
+    }
+
+    /// Highest seq shown per room, with its epoch: what a position store saves.
+    pub fn positions(&self) -> Vec<RoomPosition> {
+        self.rooms
+            .iter()
+            .map(|(room, t)| RoomPosition {
+                room: room.clone(),
+                last_seq: t.last_seq,
+                epoch: t.epoch.clone(),
+            })
+            .collect()
+    }
+
+    // ----- restoring saved state -------------------------------------------
+
+    /// Loads outbox entries saved by an earlier run; they are sent, in
+    /// order and with their ids, once online. Entries already queued are skipped.
+    pub fn restore_outbox(&mut self, entries: impl IntoIterator<Item = OutboxEntry>) {
+        for entry in entries {
+            self.outbox.push(entry);
+        }
+    }
+
+    /// Loads room positions saved by an earlier run, so the next Resume
+    /// replays exactly what came after them (§10.1).
+    pub fn restore_positions(&mut self, positions: impl IntoIterator<Item = RoomPosition>) {
+        for p in positions {
+            self.rooms
+                .insert(p.room, RoomTrack::new(p.last_seq, p.epoch));
+        }
+    }
+
+    // ----- transport events -------------------------------------------------
+
+    /// The transport is open: authenticate (§6.1).
+    pub fn handle_connected(&mut self, now: Instant) {
+        if matches!(self.state, ConnectionState::Offline(_)) {
+            return;
+        }
+        self.set_state(ConnectionState::Authenticating);
+        let auth = C::Auth(wire::Auth {
+            token: self.config.token.clone(),
+            capabilities: self.config.capabilities.clone(),
+            client_name: self.config.client_name.clone(),
+        });
+        self.request(auth, RequestKind::Auth, now);
+    }
+
+    /// Opening the transport failed: back off and try again.
+    pub fn handle_connect_failed(&mut self, now: Instant, rng: &mut impl RngCore) {
+        self.handle_disconnected(now, None, rng);
+    }
+
+    /// The transport closed, with the peer's close code if there was one (§13.2).
+    pub fn handle_disconnected(
+        &mut self,
+        now: Instant,
+        close_code: Option<u16>,
+        rng: &mut impl RngCore,
+    ) {
+        if matches!(self.state, ConnectionState::Offline(_)) {
+            return;
+        }
+        self.transmit.clear();
+        self.keepalive_at = None;
+        self.keepalive_ping = None;
+        self.outbox.reset_in_flight();
+        for track in self.rooms.values_mut() {
+            track.gap_fill = None;
+        }
+        let mut aborted: Vec<(u64, Pending)> = self.pending.drain().collect();
+        aborted.sort_by_key(|(id, _)| *id);
+        for (request_id, p) in aborted {
+            if !matches!(
+                p.kind,
+                RequestKind::Send(_)
+                    | RequestKind::GapFill(_)
+                    | RequestKind::Resume
+                    | RequestKind::Auth
+            ) {
+                self.events.push_back(SessionEvent::RequestAborted {
+                    request_id,
+                    kind: p.kind,
+                });
+            }
+        }
+        if self.user_closed {
+            self.set_state(ConnectionState::Offline(OfflineReason::Closed));
+            return;
+        }
+        if let Some(code) = close_code.and_then(CloseCode::from_u16) {
+            let reason = match code {
+                CloseCode::LoggedOut => Some(OfflineReason::LoggedOut),
+                CloseCode::AuthFailed => Some(OfflineReason::AuthRejected(ErrorCode::TokenInvalid)),
+                c if c.should_reconnect() || c == CloseCode::Normal => None,
+                c => Some(OfflineReason::ClosedByServer(c.as_u16())),
+            };
+            if let Some(reason) = reason {
+                self.set_state(ConnectionState::Offline(reason));
+                return;
+            }
+        }
+        let attempt = self.attempt;
+        self.attempt = self.attempt.saturating_add(1);
+        let at = now + self.config.backoff.delay(attempt, rng);
+        self.set_state(ConnectionState::Reconnecting { at, attempt });
+    }
+
+    /// Time passed: expire requests, start a due reconnect, send keepalives.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let ConnectionState::Reconnecting { at, .. } = self.state {
+            if now >= at {
+                self.set_state(ConnectionState::Connecting);
+            }
+            return;
+        }
+        let mut expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        expired.sort_unstable();
+        for request_id in expired {
+            let Some(p) = self.pending.remove(&request_id) else {
+                continue;
+            };
+            if self.keepalive_ping == Some(request_id) {
+                self.keepalive_ping = None;
+                self.events.push_back(SessionEvent::TransportStale);
+                continue;
+            }
+            if let RequestKind::Send(_) = p.kind {
+                // The send stays in the outbox; it is resent after a reconnect.
+                self.outbox.unsend(request_id);
+            }
+            self.events.push_back(SessionEvent::RequestTimedOut {
+                request_id,
+                kind: p.kind,
+            });
+        }
+        if self.sends_paused_until.is_some_and(|until| until <= now) {
+            self.pump_outbox_at(now);
+        }
+        if self.state == ConnectionState::Online
+            && self.keepalive_at.is_some_and(|at| at <= now)
+            && self.keepalive_ping.is_none()
+        {
+            let id = self.request(C::Ping(wire::Ping { nonce: 0 }), RequestKind::Ping, now);
+            self.keepalive_ping = Some(id);
+            self.keepalive_at = Some(now + self.config.keepalive_interval);
+        }
+    }
+
+    /// Decodes and handles one binary message from the server.
+    pub fn handle_bytes(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+    ) -> Result<(), crate::codec::DecodeError> {
+        let max = self
+            .welcome
+            .as_ref()
+            .and_then(|w| w.limits.as_ref())
+            .map_or(crate::codec::DEFAULT_MAX_FRAME_BYTES, |l| {
+                l.max_frame_bytes as usize
+            })
+            // §12.2: max_frame_bytes bounds what clients send; a server frame
+            // carries up to a full history page, so clients accept 16 MiB.
+            .max(MAX_SERVER_FRAME_BYTES);
+        let frame = crate::codec::decode_server_frame(bytes, max)?;
+        self.handle_frame(now, frame);
+        Ok(())
+    }
+
+    /// Handles one frame from the server.
+    pub fn handle_frame(&mut self, now: Instant, frame: ServerFrame) {
+        if matches!(self.state, ConnectionState::Offline(_)) {
+            return;
+        }
+        let Some(body) = frame.body else { return };
+        let pending = if frame.request_id == 0 {
+            None
+        } else {
+            self.pending.remove(&frame.request_id)
+        };
+        if self.keepalive_ping == Some(frame.request_id) && frame.request_id != 0 {
+            self.keepalive_ping = None;
+            return;
+        }
+        match body {
+            S::Welcome(welcome) => self.on_welcome(now, welcome),
+            S::Error(error) => self.on_error(now, frame.request_id, pending, error),
+            S::Message(message) => self.on_message(now, message),
+            S::SendAck(ack) => self.on_ack(now, ack),
+            S::HistoryPage(page) => self.on_history(now, pending, page),
+            S::Resumed(resumed) => self.on_resumed(now, resumed),
+            S::RoomJoined(joined) => {
+                if let Some(room) = joined.room {
+                    self.on_joined(now, &room);
+                    self.events.push_back(SessionEvent::Joined(room));
+                }
+            }
+            S::RoomLeft(left) => {
+                self.rooms.remove(&left.name);
+                self.events.push_back(SessionEvent::Left(left.name));
+            }
+            S::RoomList(list) => self.events.push_back(SessionEvent::RoomList(list.rooms)),
+            S::RoomListUpdate(update) => {
+                self.events.push_back(SessionEvent::RoomListUpdate(update))
+            }
+            S::MemberList(members) => self.events.push_back(SessionEvent::Members(members)),
+            S::Presence(p) => self.events.push_back(SessionEvent::Presence(p)),
+            S::Typing(t) => self.events.push_back(SessionEvent::Typing(t)),
+            S::Pong(pong) => {
+                if pending.is_some() {
+                    self.events.push_back(SessionEvent::Pong(pong.nonce));
+                }
+            }
+        }
+    }
+
+    // ----- commands ---------------------------------------------------------
+
+    /// Queues a message. It goes into the outbox at once (so it survives a
+    /// disconnect) and is sent when the session is online. Returns its id.
+    pub fn send_message(
+        &mut self,
+        now: Instant,
+        room: &str,
+        text: &str,
+        action: bool,
+        client_msg_id: ClientMsgId,
+    ) -> Result<ClientMsgId, CommandError> {
+        if matches!(self.state, ConnectionState::Offline(_)) {
+            return Err(CommandError::Stopped);
+        }
+        let room = RoomName::parse(room)?;
+        let text = MessageText::parse(text, self.max_text_bytes)?;
+        self.outbox.push(OutboxEntry {
+            client_msg_id: client_msg_id.as_str().to_owned(),
+            room: room.into_string(),
+            text: text.into_string(),
+            action,
+        });
+        self.events.push_back(SessionEvent::OutboxChanged);
+        self.pump_outbox_at(now);
+        Ok(client_msg_id)
+    }
+
+    /// Lists rooms, optionally subscribing to changes (§7.1).
+    pub fn list_rooms(&mut self, now: Instant, subscribe: bool) -> Result<u64, CommandError> {
+        self.online_request(
+            now,
+            C::ListRooms(wire::ListRooms { subscribe }),
+            RequestKind::ListRooms,
+        )
+    }
+
+    /// Creates a room and joins it (§7.2).
+    pub fn create_room(
+        &mut self,
+        now: Instant,
+        name: &str,
+        topic: &str,
+    ) -> Result<u64, CommandError> {
+        let name = RoomName::parse(name)?;
+        let topic = Topic::parse(topic)?;
+        let kind = RequestKind::CreateRoom(name.to_string());
+        let body = C::CreateRoom(wire::CreateRoom {
+            name: name.into_string(),
+            topic: topic.into_string(),
+        });
+        self.online_request(now, body, kind)
+    }
+
+    /// Joins a room (§7.3).
+    pub fn join_room(&mut self, now: Instant, name: &str) -> Result<u64, CommandError> {
+        let name = RoomName::parse(name)?;
+        let kind = RequestKind::JoinRoom(name.to_string());
+        self.online_request(
+            now,
+            C::JoinRoom(wire::JoinRoom {
+                name: name.into_string(),
+            }),
+            kind,
+        )
+    }
+
+    /// Leaves a room (§7.4).
+    pub fn leave_room(&mut self, now: Instant, name: &str) -> Result<u64, CommandError> {
+        let name = RoomName::parse(name)?;
+        let kind = RequestKind::LeaveRoom(name.to_string());
+        self.online_request(
+            now,
+            C::LeaveRoom(wire::LeaveRoom {
+                name: name.into_string(),
+            }),
+            kind,
+        )
+    }
+
+    /// Lists a room's members (§7.5).
+    pub fn list_members(&mut self, now: Instant, room: &str) -> Result<u64, CommandError> {
+        let room = RoomName::parse(room)?;
+        let kind = RequestKind::ListMembers(room.to_string());
+        self.online_request(
+            now,
+            C::ListMembers(wire::ListMembers {
+                room: room.into_string(),
+            }),
+            kind,
+        )
+    }
+
+    /// Fetches a page of history (§9); the reply comes as `SessionEvent::History`.
+    pub fn fetch_history(
+        &mut self,
+        now: Instant,
+        room: &str,
+        anchor: Option<Anchor>,
+        limit: u32,
+    ) -> Result<u64, CommandError> {
+        let room = RoomName::parse(room)?;
+        let kind = RequestKind::History(room.to_string());
+        let body = C::FetchHistory(FetchHistory {
+            room: room.into_string(),
+            anchor,
+            limit,
+        });
+        self.online_request(now, body, kind)
+    }
+
+    /// Says the user started or stopped typing (§11.2). No reply on success.
+    pub fn set_typing(&mut self, room: &str, active: bool) -> Result<u64, CommandError> {
+        let room = RoomName::parse(room)?;
+        if self.state != ConnectionState::Online {
+            return Err(CommandError::NotOnline);
+        }
+        let id = self.alloc_id();
+        // Not tracked as pending: success has no reply. An error still
+        // echoes the id and surfaces as ServerError.
+        self.transmit.push_back(ClientFrame::request(
+            id,
+            C::SetTyping(wire::SetTyping {
+                room: room.into_string(),
+                active,
+            }),
+        ));
+        Ok(id)
+    }
+
+    /// Sends a Ping (§12.1); the reply comes as `SessionEvent::Pong(nonce)`.
+    pub fn ping(&mut self, now: Instant, nonce: u64) -> Result<u64, CommandError> {
+        self.online_request(now, C::Ping(wire::Ping { nonce }), RequestKind::Ping)
+    }
+
+    /// Closes the session for good; the driver closes the transport with 1000.
+    pub fn close(&mut self) {
+        self.user_closed = true;
+        self.transmit.clear();
+        self.set_state(ConnectionState::Offline(OfflineReason::Closed));
+    }
+
+    // ----- polling ----------------------------------------------------------
+
+    /// The next frame to write to the transport.
+    pub fn poll_transmit(&mut self) -> Option<ClientFrame> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event to show or act on.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next instant at which `handle_timeout` has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if let ConnectionState::Reconnecting { at, .. } = self.state {
+            return Some(at);
+        }
+        let requests = self.pending.values().filter_map(|p| p.deadline).min();
+        let resume_sends = self.sends_paused_until.filter(|_| !self.outbox.is_empty());
+        [requests, self.keepalive_at, resume_sends]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    // ----- internals --------------------------------------------------------
+
+    fn set_state(&mut self, state: ConnectionState) {
+        if self.state != state {
+            self.state = state.clone();
+            self.events.push_back(SessionEvent::StateChanged(state));
+        }
+    }
+
+    fn alloc_id(&mut self) -> u64 {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        id
+    }
+
+    fn request(&mut self, body: C, kind: RequestKind, now: Instant) -> u64 {
+        let id = self.alloc_id();
+        self.pending.insert(
+            id,
+            Pending {
+                kind,
+                deadline: Some(now + self.config.request_timeout),
+            },
+        );
+        self.transmit.push_back(ClientFrame::request(id, body));
+        id
+    }
+
+    fn online_request(
+        &mut self,
+        now: Instant,
+        body: C,
+        kind: RequestKind,
+    ) -> Result<u64, CommandError> {
+        match self.state {
+            ConnectionState::Online => Ok(self.request(body, kind, now)),
+            ConnectionState::Offline(_) => Err(CommandError::Stopped),
+            _ => Err(CommandError::NotOnline),
+        }
+    }
+
+    /// Puts outbox entries on the wire, oldest first, up to `max_in_flight`.
+    fn pump_outbox_at(&mut self, now: Instant) {
+        if self.state != ConnectionState::Online {
+            return;
+        }
+        if self.sends_paused_until.is_some_and(|until| now < until) {
+            return;
+        }
+        self.sends_paused_until = None;
+        while self.outbox.in_flight() < self.config.max_in_flight.max(1) {
+            let id = self.next_request_id;
+            let Some(entry) = self.outbox.next_unsent(id) else {
+                break;
+            };
+            let body = C::SendMessage(wire::SendMessage {
+                room: entry.room.clone(),
+                client_msg_id: entry.client_msg_id.clone(),
+                text: entry.text.clone(),
+                kind: if entry.action {
+                    MessageKind::Action
+                } else {
+                    MessageKind::Text
+                } as i32,
+            });
+            let kind = RequestKind::Send(entry.client_msg_id.clone());
+            let sent = self.request(body, kind, now);
+            debug_assert_eq!(sent, id);
+        }
+    }
+
+    fn on_welcome(&mut self, now: Instant, welcome: wire::Welcome) {
+        self.attempt = 0;
+        if let Some(limits) = &welcome.limits {
+            self.max_text_bytes = limits.max_text_bytes as usize;
+        }
+        // §10.1: resume every room we know and every room we are a member of.
+        let mut positions: BTreeMap<String, RoomPosition> = BTreeMap::new();
+        for info in &welcome.rooms {
+            let track = self
+                .rooms
+                .entry(info.name.clone())
+                .or_insert_with(|| RoomTrack::new(info.head_seq, info.epoch.clone()));
+            positions.insert(
+                info.name.clone(),
+                RoomPosition {
+                    room: info.name.clone(),
+                    last_seq: track.last_seq,
+                    epoch: track.epoch.clone(),
+                },
+            );
+        }
+        for (room, track) in &self.rooms {
+            positions
+                .entry(room.clone())
+                .or_insert_with(|| RoomPosition {
+                    room: room.clone(),
+                    last_seq: track.last_seq,
+                    epoch: track.epoch.clone(),
+                });
+        }
+        self.events
+            .push_back(SessionEvent::Welcome(welcome.clone()));
+        self.welcome = Some(welcome);
+        self.set_state(ConnectionState::Online);
+        let resume = C::Resume(wire::Resume {
+            rooms: positions.into_values().collect(),
+        });
+        self.request(resume, RequestKind::Resume, now);
+        self.keepalive_at = Some(now + self.config.keepalive_interval);
+        self.pump_outbox_at(now);
+    }
+
+    fn on_error(
+        &mut self,
+        now: Instant,
+        request_id: u64,
+        pending: Option<Pending>,
+        error: wire::Error,
+    ) {
+        let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
+        if matches!(
+            code,
+            ErrorCode::TokenInvalid | ErrorCode::TokenExpired | ErrorCode::TokenRevoked
+        ) {
+            self.set_state(ConnectionState::Offline(OfflineReason::AuthRejected(code)));
+            self.events.push_back(SessionEvent::ServerError(error));
+            return;
+        }
+        let Some(p) = pending else {
+            self.events.push_back(SessionEvent::ServerError(error));
+            return;
+        };
+        match p.kind {
+            RequestKind::Send(_) if error.retryable => {
+                // The send keeps its place at the head of the outbox and goes
+                // out again once the server's retry_after_ms has passed (or
+                // one backoff base, when the server gave no hint). Nothing is
+                // surfaced: a retry the session handles is not the user's error.
+                self.outbox.unsend(request_id);
+                let wait = if error.retry_after_ms > 0 {
+                    Duration::from_millis(u64::from(error.retry_after_ms))
+                } else {
+                    self.config.backoff.base
+                };
+                self.sends_paused_until = Some(now + wait);
+            }
+            RequestKind::Send(ref client_msg_id) => {
+                if let Some(entry) = self.outbox.remove(client_msg_id) {
+                    self.events.push_back(SessionEvent::OutboxChanged);
+                    self.events
+                        .push_back(SessionEvent::SendFailed { entry, error });
+                }
+            }
+            RequestKind::GapFill(ref room) => {
+                if let Some(track) = self.rooms.get_mut(room) {
+                    track.gap_fill = None;
+                }
+                self.events.push_back(SessionEvent::RequestFailed {
+                    request_id,
+                    kind: p.kind,
+                    error,
+                });
+            }
+            kind => self.events.push_back(SessionEvent::RequestFailed {
+                request_id,
+                kind,
+                error,
+            }),
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, message: wire::Message) {
+        let room = message.room.clone();
+        let track = self
+            .rooms
+            .entry(room.clone())
+            // First sight of a room we hold no position for: start here.
+            .or_insert_with(|| RoomTrack::new(message.seq.saturating_sub(1), String::new()));
+        let mut out = Vec::new();
+        let accepted = track.accept(message, &mut out);
+        self.emit_messages(out);
+        if let Accepted::Held { start_fill: true } = accepted {
+            let after_seq = self.rooms.get(&room).map_or(0, |t| t.last_seq);
+            self.start_gap_fill(now, &room, after_seq);
+        }
+    }
+
+    fn start_gap_fill(&mut self, now: Instant, room: &str, after_seq: u64) {
+        if self.state != ConnectionState::Online {
+            return;
+        }
+        let body = C::FetchHistory(FetchHistory {
+            room: room.to_owned(),
+            anchor: Some(Anchor::AfterSeq(after_seq)),
+            limit: self.config.gap_page,
+        });
+        let id = self.request(body, RequestKind::GapFill(room.to_owned()), now);
+        if let Some(track) = self.rooms.get_mut(room) {
+            track.gap_fill = Some(id);
+        }
+    }
+
+    fn emit_messages(&mut self, messages: Vec<wire::Message>) {
+        let me = self.welcome.as_ref().map(|w| w.username.as_str());
+        let events: Vec<SessionEvent> = messages
+            .into_iter()
+            .map(|message| SessionEvent::Message {
+                from_self: Some(message.sender.as_str()) == me,
+                message,
+            })
+            .collect();
+        self.events.extend(events);
+    }
+
+    fn on_ack(&mut self, now: Instant, ack: wire::SendAck) {
+        // An ack for an id not in the outbox (already acked, or never ours)
+        // is ignored: acks are idempotent by construction.
+        if self.outbox.remove(&ack.client_msg_id).is_some() {
+            self.events.push_back(SessionEvent::OutboxChanged);
+            self.events.push_back(SessionEvent::Acked(ack));
+        }
+        self.pump_outbox_at(now);
+    }
+
+    fn on_history(&mut self, now: Instant, pending: Option<Pending>, page: wire::HistoryPage) {
+        match pending.map(|p| p.kind) {
+            Some(RequestKind::GapFill(room)) => {
+                let Some(track) = self.rooms.get_mut(&room) else {
+                    return;
+                };
+                let mut out = Vec::new();
+                let next = track.fill(page.messages, page.has_more, &mut out);
+                self.emit_messages(out);
+                match next {
+                    FillNext::Done => {}
+                    FillNext::More { after_seq } => self.start_gap_fill(now, &room, after_seq),
+                    FillNext::Skipped { from, to } => {
+                        self.events
+                            .push_back(SessionEvent::GapSkipped { room, from, to });
+                    }
+                }
+            }
+            Some(_) => self.events.push_back(SessionEvent::History(page)),
+            None => {}
+        }
+    }
+
+    fn on_resumed(&mut self, now: Instant, resumed: wire::Resumed) {
+        for outcome in resumed.rooms {
+            let status =
+                ResumeStatus::try_from(outcome.status).unwrap_or(ResumeStatus::Unspecified);
+            match status {
+                ResumeStatus::Replayed => {
+                    if let Some(track) = self.rooms.get_mut(&outcome.room) {
+                        track.epoch = outcome.epoch.clone();
+                    }
+                }
+                ResumeStatus::GapTooLarge => {
+                    let track = self.rooms.get_mut(&outcome.room);
+                    if let Some(track) = track {
+                        track.epoch = outcome.epoch.clone();
+                        track.fill_until = track.fill_until.max(outcome.head_seq);
+                        // §10.4: page forward unless a live message already started it.
+                        if track.gap_fill.is_none() && track.last_seq < outcome.head_seq {
+                            let after = track.last_seq;
+                            self.start_gap_fill(now, &outcome.room, after);
+                        }
+                    }
+                }
+                ResumeStatus::EpochChanged => {
+                    let track = self.rooms.entry(outcome.room.clone()).or_default();
+                    track.reset_to(outcome.head_seq, outcome.epoch.clone());
+                    self.events.push_back(SessionEvent::EpochChanged {
+                        room: outcome.room.clone(),
+                        head_seq: outcome.head_seq,
+                    });
+                }
+                ResumeStatus::NotAMember | ResumeStatus::Unspecified => {
+                    self.rooms.remove(&outcome.room);
+                }
+            }
+            self.events.push_back(SessionEvent::Resumed(outcome));
+        }
+    }
+
+    fn on_joined(&mut self, now: Instant, room: &RoomInfo) {
+        match self.rooms.get_mut(&room.name) {
+            // We held a position in this epoch: fetch what we missed.
+            Some(track) if track.epoch == room.epoch && track.last_seq < room.head_seq => {
+                if track.gap_fill.is_none() {
+                    let after = track.last_seq;
+                    self.start_gap_fill(now, &room.name, after);
+                }
+            }
+            Some(track) if track.epoch == room.epoch => {}
+            _ => {
+                self.rooms.insert(
+                    room.name.clone(),
+                    RoomTrack::new(room.head_seq, room.epoch.clone()),
+                );
+            }
+        }
+    }
+}

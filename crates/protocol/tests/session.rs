@@ -1,0 +1,456 @@
+//! Deterministic tests of the client session state machine: no sockets, no
+//! sleeps, no clock. Time is a variable the test advances; the "server" is
+//! the test feeding frames.
+
+use std::time::{Duration, Instant};
+
+use confab_protocol::names::ClientMsgId;
+use confab_protocol::session::{
+    Backoff, ClientSession, ConnectionState, OutboxEntry, SessionConfig, SessionEvent,
+};
+use confab_protocol::wire::{
+    self, ClientFrame, ServerFrame, client_frame::Body as C, fetch_history::Anchor,
+    room_resume::Status, server_frame::Body as S,
+};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+const EPOCH: &str = "e1";
+
+struct Harness {
+    session: ClientSession,
+    now: Instant,
+    rng: StdRng,
+}
+
+fn msg(room: &str, seq: u64, sender: &str) -> wire::Message {
+    wire::Message {
+        room: room.into(),
+        seq,
+        message_id: format!("m-{room}-{seq}"),
+        sender: sender.into(),
+        client_msg_id: format!("c-{room}-{seq}"),
+        text: format!("text {seq}"),
+        kind: wire::MessageKind::Text as i32,
+        server_ts_ms: 0,
+    }
+}
+
+fn room(name: &str, head_seq: u64) -> wire::RoomInfo {
+    wire::RoomInfo {
+        name: name.into(),
+        head_seq,
+        epoch: EPOCH.into(),
+        ..Default::default()
+    }
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with_config(SessionConfig::new("token"))
+    }
+
+    fn with_config(config: SessionConfig) -> Self {
+        Self {
+            session: ClientSession::new(config),
+            now: Instant::now(),
+            rng: StdRng::seed_from_u64(7),
+        }
+    }
+
+    fn transmit(&mut self) -> Vec<ClientFrame> {
+        std::iter::from_fn(|| self.session.poll_transmit()).collect()
+    }
+
+    fn events(&mut self) -> Vec<SessionEvent> {
+        std::iter::from_fn(|| self.session.poll_event()).collect()
+    }
+
+    fn feed(&mut self, frame: ServerFrame) {
+        self.session.handle_frame(self.now, frame);
+    }
+
+    /// Connects, answers Auth with a Welcome listing `rooms`, returns what
+    /// the session sent after Welcome (Resume first).
+    fn connect(&mut self, rooms: Vec<wire::RoomInfo>) -> Vec<ClientFrame> {
+        self.session.handle_connected(self.now);
+        let auth = self.transmit();
+        assert!(
+            matches!(auth[0].body, Some(C::Auth(_))),
+            "first frame is Auth: {auth:?}"
+        );
+        self.feed(ServerFrame::reply(
+            auth[0].request_id,
+            S::Welcome(wire::Welcome {
+                username: "me".into(),
+                rooms,
+                ..Default::default()
+            }),
+        ));
+        assert_eq!(self.session.state(), &ConnectionState::Online);
+        self.transmit()
+    }
+
+    fn resumed(&mut self, resume: &ClientFrame, outcomes: Vec<(&str, Status, u64)>) {
+        let rooms = outcomes
+            .into_iter()
+            .map(|(room, status, head_seq)| wire::RoomResume {
+                room: room.into(),
+                status: status as i32,
+                head_seq,
+                epoch: EPOCH.into(),
+                replayed: 0,
+            })
+            .collect();
+        self.feed(ServerFrame::reply(
+            resume.request_id,
+            S::Resumed(wire::Resumed { rooms }),
+        ));
+    }
+
+    fn shown(&mut self) -> Vec<(String, u64)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                SessionEvent::Message { message, .. } => Some((message.room, message.seq)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn disconnect(&mut self, code: Option<u16>) {
+        self.session
+            .handle_disconnected(self.now, code, &mut self.rng);
+        let ConnectionState::Reconnecting { at, .. } = *self.session.state() else {
+            panic!("expected Reconnecting, got {:?}", self.session.state());
+        };
+        self.now = at;
+        self.session.handle_timeout(self.now);
+        assert_eq!(self.session.state(), &ConnectionState::Connecting);
+    }
+}
+
+fn seqs(room: &str, range: std::ops::RangeInclusive<u64>) -> Vec<(String, u64)> {
+    range.map(|s| (room.to_owned(), s)).collect()
+}
+
+#[test]
+fn resume_after_welcome_names_every_room_at_its_head() {
+    let mut h = Harness::new();
+    let sent = h.connect(vec![room("a", 5), room("b", 0)]);
+    let Some(C::Resume(resume)) = &sent[0].body else {
+        panic!("expected Resume, got {sent:?}")
+    };
+    let got: Vec<_> = resume
+        .rooms
+        .iter()
+        .map(|p| (p.room.as_str(), p.last_seq, p.epoch.as_str()))
+        .collect();
+    assert_eq!(got, vec![("a", 5, EPOCH), ("b", 0, EPOCH)]);
+}
+
+#[test]
+fn a_duplicate_delivery_is_shown_once() {
+    let mut h = Harness::new();
+    h.connect(vec![room("a", 0)]);
+    h.events();
+    for seq in [1, 2, 2, 1, 3, 3] {
+        h.feed(ServerFrame::push(S::Message(msg("a", seq, "bob"))));
+    }
+    assert_eq!(h.shown(), seqs("a", 1..=3));
+}
+
+#[test]
+fn a_gap_triggers_exactly_one_history_request_then_all_in_order() {
+    let mut h = Harness::new();
+    h.connect(vec![room("a", 2)]);
+    h.events();
+    // 3 and 4 are lost; 5, 6, 7 arrive live.
+    for seq in [5, 6, 7] {
+        h.feed(ServerFrame::push(S::Message(msg("a", seq, "bob"))));
+    }
+    assert!(h.shown().is_empty(), "nothing is shown across a gap");
+    let requests = h.transmit();
+    assert_eq!(
+        requests.len(),
+        1,
+        "exactly one history request: {requests:?}"
+    );
+    let Some(C::FetchHistory(fetch)) = &requests[0].body else {
+        panic!("{requests:?}")
+    };
+    assert_eq!(fetch.anchor, Some(Anchor::AfterSeq(2)));
+    // The server answers with 3..=6; 5 and 6 are duplicates of held ones.
+    h.feed(ServerFrame::reply(
+        requests[0].request_id,
+        S::HistoryPage(wire::HistoryPage {
+            room: "a".into(),
+            messages: (3..=6).map(|s| msg("a", s, "bob")).collect(),
+            has_more: true,
+            head_seq: 7,
+            epoch: EPOCH.into(),
+        }),
+    ));
+    assert_eq!(h.shown(), seqs("a", 3..=7));
+    // has_more was true but nothing is missing any more: no further request.
+    assert!(h.transmit().is_empty());
+    h.feed(ServerFrame::push(S::Message(msg("a", 8, "bob"))));
+    assert_eq!(h.shown(), seqs("a", 8..=8));
+}
+
+#[test]
+fn gap_too_large_pages_history_forward_until_has_more_is_false() {
+    let mut h = Harness::new();
+    h.session.restore_positions([wire::RoomPosition {
+        room: "a".into(),
+        last_seq: 1,
+        epoch: EPOCH.into(),
+    }]);
+    let sent = h.connect(vec![room("a", 250)]);
+    h.resumed(&sent[0], vec![("a", Status::GapTooLarge, 250)]);
+    let mut shown = Vec::new();
+    let mut after = 1;
+    for _ in 0..3 {
+        let req = h.transmit();
+        assert_eq!(req.len(), 1, "one page request at a time: {req:?}");
+        let Some(C::FetchHistory(f)) = &req[0].body else {
+            panic!()
+        };
+        assert_eq!(f.anchor, Some(Anchor::AfterSeq(after)));
+        let last = (after + 100).min(250);
+        h.feed(ServerFrame::reply(
+            req[0].request_id,
+            S::HistoryPage(wire::HistoryPage {
+                room: "a".into(),
+                messages: (after + 1..=last).map(|s| msg("a", s, "bob")).collect(),
+                has_more: last < 250,
+                head_seq: 250,
+                epoch: EPOCH.into(),
+            }),
+        ));
+        shown.extend(h.shown());
+        after = last;
+    }
+    assert_eq!(shown, seqs("a", 2..=250));
+    assert!(h.transmit().is_empty());
+}
+
+#[test]
+fn outbox_survives_reconnect_and_is_resent_in_order_with_the_same_ids() {
+    let mut h = Harness::new();
+    h.connect(vec![room("a", 0)]);
+    let ids: Vec<ClientMsgId> = (1..=3)
+        .map(|i| ClientMsgId::parse(format!("cid-{i}")).unwrap())
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        h.session
+            .send_message(h.now, "a", &format!("hello {i}"), false, id.clone())
+            .unwrap();
+    }
+    let first = h.transmit();
+    assert_eq!(first.len(), 1, "one send in flight by default");
+    // The connection drops before any ack.
+    h.disconnect(None);
+    assert_eq!(h.session.outbox().count(), 3);
+    let resent = h.connect(vec![room("a", 0)]);
+    let mut sent_ids = Vec::new();
+    let mut frames = resent;
+    loop {
+        let sends: Vec<_> = frames
+            .iter()
+            .filter_map(|f| match &f.body {
+                Some(C::SendMessage(s)) => {
+                    Some((f.request_id, s.client_msg_id.clone(), s.room.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        if sends.is_empty() {
+            break;
+        }
+        for (request_id, client_msg_id, room) in sends {
+            sent_ids.push(client_msg_id.clone());
+            h.feed(ServerFrame::reply(
+                request_id,
+                S::SendAck(wire::SendAck {
+                    room,
+                    client_msg_id,
+                    seq: sent_ids.len() as u64,
+                    ..Default::default()
+                }),
+            ));
+        }
+        frames = h.transmit();
+    }
+    let want: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    assert_eq!(sent_ids, want);
+    assert_eq!(h.session.outbox().count(), 0);
+}
+
+#[test]
+fn restored_outbox_is_sent_after_welcome() {
+    let mut h = Harness::new();
+    h.session.restore_outbox([OutboxEntry {
+        client_msg_id: "saved-1".into(),
+        room: "a".into(),
+        text: "typed offline".into(),
+        action: false,
+    }]);
+    let sent = h.connect(vec![room("a", 0)]);
+    assert!(matches!(sent[0].body, Some(C::Resume(_))));
+    let Some(C::SendMessage(s)) = &sent[1].body else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(s.client_msg_id, "saved-1");
+}
+
+#[test]
+fn an_ack_for_an_unknown_id_is_ignored() {
+    let mut h = Harness::new();
+    h.connect(vec![room("a", 0)]);
+    h.session
+        .send_message(h.now, "a", "x", false, ClientMsgId::parse("mine").unwrap())
+        .unwrap();
+    h.transmit();
+    h.events();
+    h.feed(ServerFrame::reply(
+        999,
+        S::SendAck(wire::SendAck {
+            room: "a".into(),
+            client_msg_id: "not-mine".into(),
+            seq: 1,
+            ..Default::default()
+        }),
+    ));
+    assert!(h.events().is_empty());
+    assert_eq!(h.session.outbox().count(), 1);
+}
+
+#[test]
+fn a_rate_limited_send_is_retried_after_retry_after_without_surfacing_an_error() {
+    let mut h = Harness::new();
+    h.connect(vec![room("a", 0)]);
+    h.session
+        .send_message(h.now, "a", "x", false, ClientMsgId::parse("rl-1").unwrap())
+        .unwrap();
+    let first = h.transmit();
+    h.events();
+    h.feed(confab_protocol::error::Rejection::rate_limited(300).into_frame(first[0].request_id));
+    assert!(
+        h.events()
+            .iter()
+            .all(|e| matches!(e, SessionEvent::OutboxChanged)),
+        "no error for the user"
+    );
+    assert!(h.transmit().is_empty(), "nothing resent before retry_after");
+    let due = h.session.poll_timeout().unwrap();
+    assert_eq!(due, h.now + Duration::from_millis(300));
+    h.now = due;
+    h.session.handle_timeout(h.now);
+    let again = h.transmit();
+    let Some(C::SendMessage(s)) = &again[0].body else {
+        panic!("{again:?}")
+    };
+    assert_eq!(s.client_msg_id, "rl-1");
+}
+
+#[test]
+fn a_rejected_token_stops_the_session() {
+    let mut h = Harness::new();
+    h.session.handle_connected(h.now);
+    let auth = h.transmit();
+    h.feed(
+        confab_protocol::error::Rejection::new(wire::ErrorCode::TokenExpired, "expired")
+            .into_frame(auth[0].request_id),
+    );
+    assert!(matches!(h.session.state(), ConnectionState::Offline(_)));
+    // The close that follows does not start a reconnect.
+    h.session.handle_disconnected(h.now, Some(4403), &mut h.rng);
+    assert!(matches!(h.session.state(), ConnectionState::Offline(_)));
+}
+
+#[test]
+fn epoch_change_resets_the_position() {
+    let mut h = Harness::new();
+    h.session.restore_positions([wire::RoomPosition {
+        room: "a".into(),
+        last_seq: 90,
+        epoch: "old".into(),
+    }]);
+    let sent = h.connect(vec![room("a", 3)]);
+    h.resumed(&sent[0], vec![("a", Status::EpochChanged, 3)]);
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| matches!(e, SessionEvent::EpochChanged { head_seq: 3, .. }))
+    );
+    h.feed(ServerFrame::push(S::Message(msg("a", 4, "bob"))));
+    assert_eq!(h.shown(), seqs("a", 4..=4));
+}
+
+#[test]
+fn backoff_grows_and_stays_bounded() {
+    let backoff = Backoff {
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(5),
+    };
+    let ceilings: Vec<u128> = (0..10).map(|a| backoff.ceiling(a).as_millis()).collect();
+    assert_eq!(
+        ceilings,
+        vec![100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000]
+    );
+    assert_eq!(backoff.ceiling(u32::MAX), Duration::from_secs(5));
+    let mut rng = StdRng::seed_from_u64(1);
+    for attempt in 0..40 {
+        for _ in 0..50 {
+            assert!(backoff.delay(attempt, &mut rng) <= backoff.ceiling(attempt));
+        }
+    }
+    // Full jitter: delays spread over the whole range rather than clustering at the top.
+    let samples: Vec<Duration> = (0..200).map(|_| backoff.delay(8, &mut rng)).collect();
+    assert!(samples.iter().any(|d| *d < Duration::from_millis(1000)));
+    assert!(samples.iter().any(|d| *d > Duration::from_millis(4000)));
+}
+
+#[test]
+fn reconnect_attempts_back_off_and_reset_on_welcome() {
+    let mut h = Harness::new();
+    let mut attempts = Vec::new();
+    for _ in 0..4 {
+        h.session.handle_connect_failed(h.now, &mut h.rng);
+        let ConnectionState::Reconnecting { at, attempt } = *h.session.state() else {
+            panic!()
+        };
+        attempts.push(attempt);
+        h.now = at;
+        h.session.handle_timeout(h.now);
+    }
+    assert_eq!(attempts, vec![0, 1, 2, 3]);
+    h.connect(vec![]);
+    h.session.handle_disconnected(h.now, Some(1001), &mut h.rng);
+    assert!(matches!(
+        h.session.state(),
+        ConnectionState::Reconnecting { attempt: 0, .. }
+    ));
+}
+
+#[test]
+fn logout_close_stops_reconnecting() {
+    let mut h = Harness::new();
+    h.connect(vec![]);
+    h.session.handle_disconnected(h.now, Some(4410), &mut h.rng);
+    assert!(matches!(h.session.state(), ConnectionState::Offline(_)));
+}
+
+#[test]
+fn an_unanswered_request_times_out() {
+    let mut h = Harness::new();
+    h.connect(vec![]);
+    h.events();
+    let id = h.session.join_room(h.now, "a").unwrap();
+    h.now += Duration::from_secs(11);
+    h.session.handle_timeout(h.now);
+    assert!(h.events().iter().any(
+        |e| matches!(e, SessionEvent::RequestTimedOut { request_id, .. } if *request_id == id)
+    ));
+}

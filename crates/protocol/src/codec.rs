@@ -17,7 +17,9 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 #[non_exhaustive]
 pub enum DecodeError {
     /// The frame is larger than the agreed maximum.
-    #[error("frame of {size} bytes exceeds the {max}-byte limit; send smaller frames (see Welcome.limits)")]
+    #[error(
+        "frame of {size} bytes exceeds the {max}-byte limit; send smaller frames (see Welcome.limits)"
+    )]
     Oversize {
         /// Size of the rejected frame.
         size: usize,
@@ -25,13 +27,17 @@ pub enum DecodeError {
         max: usize,
     },
     /// The bytes are not a valid confab.v1 envelope (truncated or garbage).
-    #[error("frame is not a valid confab.v1 envelope ({reason}); the peer is broken or speaks another protocol")]
+    #[error(
+        "frame is not a valid confab.v1 envelope ({reason}); the peer is broken or speaks another protocol"
+    )]
     Malformed {
         /// What prost reported.
         reason: String,
     },
     /// The envelope decoded but its body is absent or of a kind this version does not know.
-    #[error("frame with request_id {request_id} has no body known to confab.v1; the peer may speak a newer minor version")]
+    #[error(
+        "frame with request_id {request_id} has no body known to confab.v1; the peer may speak a newer minor version"
+    )]
     UnknownBody {
         /// The request id to echo in the error reply.
         request_id: u64,

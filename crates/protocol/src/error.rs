@@ -203,7 +203,10 @@ mod tests {
         for code in CloseCode::ALL {
             assert!(seen.insert(code.as_u16()), "duplicate {code:?}");
             assert_eq!(CloseCode::from_u16(code.as_u16()), Some(code));
-            assert!(code.reason().len() <= 123, "close reason must fit a control frame");
+            assert!(
+                code.reason().len() <= 123,
+                "close reason must fit a control frame"
+            );
         }
         assert_eq!(CloseCode::from_u16(4999), None);
     }

@@ -67,7 +67,8 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Default longest message text, in bytes (§12.2).
 pub const DEFAULT_MAX_TEXT_BYTES: usize = 4096;
 
-const IDENT_RULE: &str = "use lowercase ASCII letters, digits, '-' and '_', starting with a letter or digit";
+const IDENT_RULE: &str =
+    "use lowercase ASCII letters, digits, '-' and '_', starting with a letter or digit";
 
 fn check_len(field: &'static str, s: &str, min: usize, max: usize) -> Result<(), ValidationError> {
     if s.is_empty() {
@@ -90,12 +91,16 @@ fn check_len(field: &'static str, s: &str, min: usize, max: usize) -> Result<(),
     Ok(())
 }
 
-fn check_ident(field: &'static str, s: &str, min: usize, max: usize) -> Result<(), ValidationError> {
+fn check_ident(
+    field: &'static str,
+    s: &str,
+    min: usize,
+    max: usize,
+) -> Result<(), ValidationError> {
     check_len(field, s, min, max)?;
     for (at, ch) in s.char_indices() {
-        let ok = ch.is_ascii_lowercase()
-            || ch.is_ascii_digit()
-            || (at > 0 && (ch == '-' || ch == '_'));
+        let ok =
+            ch.is_ascii_lowercase() || ch.is_ascii_digit() || (at > 0 && (ch == '-' || ch == '_'));
         if !ok {
             return Err(ValidationError::BadChar {
                 field,
@@ -338,7 +343,11 @@ mod tests {
             ("0123456789a", 10, false),
         ];
         for (input, max, ok) in cases {
-            assert_eq!(MessageText::parse(input, max).is_ok(), ok, "text {input:?} max {max}");
+            assert_eq!(
+                MessageText::parse(input, max).is_ok(),
+                ok,
+                "text {input:?} max {max}"
+            );
         }
     }
 

@@ -434,12 +434,37 @@ fn reconnect_attempts_back_off_and_reset_on_welcome() {
     ));
 }
 
+/// §13.2: which closes lead to an automatic reconnect. One driver, many codes;
+/// `None` is a transport failure without a close frame.
 #[test]
-fn logout_close_stops_reconnecting() {
-    let mut h = Harness::new();
-    h.connect(vec![]);
-    h.session.handle_disconnected(h.now, Some(4410), &mut h.rng);
-    assert!(matches!(h.session.state(), ConnectionState::Offline(_)));
+fn close_codes_decide_whether_to_reconnect() {
+    let cases = [
+        (None, true),
+        (Some(1000), false),
+        (Some(1001), true),
+        (Some(1003), false),
+        (Some(1009), false),
+        (Some(1011), true),
+        (Some(4400), false),
+        (Some(4401), false),
+        (Some(4403), false),
+        (Some(4408), true),
+        (Some(4410), false),
+        (Some(4429), true),
+        (Some(4504), true),
+    ];
+    for (code, reconnects) in cases {
+        let mut h = Harness::new();
+        h.connect(vec![]);
+        h.session.handle_disconnected(h.now, code, &mut h.rng);
+        let reconnecting = matches!(h.session.state(), ConnectionState::Reconnecting { .. });
+        assert_eq!(
+            reconnecting,
+            reconnects,
+            "close {code:?}: {:?}",
+            h.session.state()
+        );
+    }
 }
 
 #[test]

@@ -418,7 +418,7 @@ impl ClientSession {
             let reason = match code {
                 CloseCode::LoggedOut => Some(OfflineReason::LoggedOut),
                 CloseCode::AuthFailed => Some(OfflineReason::AuthRejected(ErrorCode::TokenInvalid)),
-                c if c.should_reconnect() || c == CloseCode::Normal => None,
+                c if c.should_reconnect() => None,
                 c => Some(OfflineReason::ClosedByServer(c.as_u16())),
             };
             if let Some(reason) = reason {

@@ -209,9 +209,29 @@ impl<K: Ord + Clone> TypingTracker<K> {
     }
 }
 
+/// §4.3: a request's id MUST be non-zero; 0 is reserved for pushes.
+pub fn check_request_id(request_id: u64) -> Result<(), Rejection> {
+    if request_id == 0 {
+        return Err(Rejection::new(
+            crate::wire::ErrorCode::InvalidArgument,
+            "request_id must be non-zero; 0 is reserved for pushes",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_must_be_non_zero() {
+        assert!(check_request_id(1).is_ok());
+        assert_eq!(
+            check_request_id(0).unwrap_err().code,
+            crate::wire::ErrorCode::InvalidArgument
+        );
+    }
 
     #[test]
     fn resume_decisions() {
@@ -249,7 +269,17 @@ mod tests {
         assert_eq!((q.range, q.limit), (HistoryRange::After(7), 100));
         let q = HistoryQuery::from_request(&req(Some(Anchor::BeforeSeq(7)), 5), 100).unwrap();
         assert_eq!((q.range, q.limit), (HistoryRange::Before(7), 5));
-        assert!(HistoryQuery::from_request(&FetchHistory { room: "Bad".into(), anchor: None, limit: 1 }, 10).is_err());
+        assert!(
+            HistoryQuery::from_request(
+                &FetchHistory {
+                    room: "Bad".into(),
+                    anchor: None,
+                    limit: 1
+                },
+                10
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -264,7 +294,13 @@ mod tests {
         t.handle_set(("r", "alice"), true, t0 + Duration::from_secs(4));
         assert!(t.handle_timeout(t0 + Duration::from_secs(6)).is_empty());
         let expired = t.handle_timeout(t0 + Duration::from_secs(9));
-        assert_eq!(expired, vec![TypingChange { key: ("r", "alice"), active: false }]);
+        assert_eq!(
+            expired,
+            vec![TypingChange {
+                key: ("r", "alice"),
+                active: false
+            }]
+        );
         assert_eq!(t.poll_timeout(), None);
         // Stopping when not typing pushes nothing.
         assert_eq!(t.handle_set(("r", "alice"), false, t0), None);
@@ -273,19 +309,42 @@ mod tests {
     #[test]
     fn capabilities_are_the_intersection() {
         let requested = vec!["typing".to_owned(), "teleport".to_owned()];
-        assert_eq!(negotiate_capabilities(&requested, &crate::capability::ALL), vec!["typing"]);
+        assert_eq!(
+            negotiate_capabilities(&requested, &crate::capability::ALL),
+            vec!["typing"]
+        );
     }
 
     #[test]
     fn send_validation() {
         let limits = ServerLimits::default();
-        let ok = SendMessage { room: "general".into(), client_msg_id: "c1".into(), text: "hi".into(), kind: 0 };
+        let ok = SendMessage {
+            room: "general".into(),
+            client_msg_id: "c1".into(),
+            text: "hi".into(),
+            kind: 0,
+        };
         assert!(validate_send(&ok, &limits).is_ok());
-        let long = SendMessage { text: "x".repeat(limits.max_text_bytes as usize + 1), ..ok.clone() };
-        assert_eq!(validate_send(&long, &limits).unwrap_err().code, crate::wire::ErrorCode::TextTooLong);
-        let bad_kind = SendMessage { kind: 99, ..ok.clone() };
+        let long = SendMessage {
+            text: "x".repeat(limits.max_text_bytes as usize + 1),
+            ..ok.clone()
+        };
+        assert_eq!(
+            validate_send(&long, &limits).unwrap_err().code,
+            crate::wire::ErrorCode::TextTooLong
+        );
+        let bad_kind = SendMessage {
+            kind: 99,
+            ..ok.clone()
+        };
         assert!(validate_send(&bad_kind, &limits).is_err());
-        let no_id = SendMessage { client_msg_id: String::new(), ..ok };
-        assert_eq!(validate_send(&no_id, &limits).unwrap_err().code, crate::wire::ErrorCode::InvalidArgument);
+        let no_id = SendMessage {
+            client_msg_id: String::new(),
+            ..ok
+        };
+        assert_eq!(
+            validate_send(&no_id, &limits).unwrap_err().code,
+            crate::wire::ErrorCode::InvalidArgument
+        );
     }
 }

@@ -1,0 +1,233 @@
+//! The HTTP routes (§5): register, login, logout, health, metrics, and the
+//! WebSocket endpoint's route.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use confab_protocol::error::CloseCode;
+use confab_protocol::http::{
+    ErrorBody, HttpErrorCode, LOGIN_PATH, LOGOUT_PATH, LoginRequest, LoginResponse, REGISTER_PATH,
+    RegisterRequest, RegisterResponse,
+};
+use confab_protocol::names::{Username, check_password};
+use serde::de::DeserializeOwned;
+
+use crate::auth::{new_token, now_ms, token_hash};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::storage::StoreError;
+
+/// Builds the router of every endpoint.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(REGISTER_PATH, post(register))
+        .route(LOGIN_PATH, post(login))
+        .route(LOGOUT_PATH, post(logout))
+        .route(
+            confab_protocol::WEBSOCKET_PATH,
+            get(crate::ws::upgrade::handle),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// A JSON error response (§5.5).
+pub fn error_response(
+    status: StatusCode,
+    code: HttpErrorCode,
+    message: impl Into<String>,
+) -> Response {
+    (status, axum::Json(ErrorBody::new(code, message))).into_response()
+}
+
+fn internal(err: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %err, "request failed");
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        HttpErrorCode::Internal,
+        "internal error; try again later",
+    )
+}
+
+/// A 429 or 503 with `retry_after_ms` and a `Retry-After` header in whole seconds.
+fn retry_later(status: StatusCode, code: HttpErrorCode, message: &str, wait: Duration) -> Response {
+    let mut body = ErrorBody::new(code, message);
+    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    body.error.retry_after_ms = Some(ms);
+    let mut response = (status, axum::Json(body)).into_response();
+    let secs = ms.div_ceil(1000);
+    if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
+fn bad_json(err: serde_json::Error) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        HttpErrorCode::InvalidRequest,
+        format!("the body must be a JSON object with username and password: {err}"),
+    )
+}
+
+/// `POST /v1/register` (§5.2).
+async fn register(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    let request: RegisterRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(err) => return bad_json(err),
+    };
+    let username = match Username::parse(request.username) {
+        Ok(u) => u,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                HttpErrorCode::InvalidUsername,
+                e.to_string(),
+            );
+        }
+    };
+    if let Err(e) = check_password(&request.password) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            HttpErrorCode::InvalidPassword,
+            e.to_string(),
+        );
+    }
+    let hash = match app.passwords.hash(request.password).await {
+        Ok(h) => h,
+        Err(e) => return internal(e),
+    };
+    match app.store.create_user(&username, &hash, now_ms()).await {
+        Ok(_) => {
+            tracing::info!(user = %username, "registered");
+            let body = RegisterResponse {
+                username: username.into_string(),
+            };
+            (StatusCode::CREATED, axum::Json(body)).into_response()
+        }
+        Err(StoreError::AlreadyExists) => error_response(
+            StatusCode::CONFLICT,
+            HttpErrorCode::UsernameTaken,
+            "that username is taken; choose another",
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+/// The one body for every failed login (§5.3): unknown user and wrong
+/// password MUST be indistinguishable, down to the bytes.
+fn invalid_credentials() -> Response {
+    error_response(
+        StatusCode::UNAUTHORIZED,
+        HttpErrorCode::InvalidCredentials,
+        "unknown username or wrong password",
+    )
+}
+
+/// `POST /v1/login` (§5.3).
+async fn login(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    let request: LoginRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(err) => return bad_json(err),
+    };
+    // Throttled by the requested name, whether or not it exists.
+    if let Err(wait) = app.login_throttle.check(&request.username, Instant::now()) {
+        Metrics::inc(&app.metrics.login_failures);
+        return retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            HttpErrorCode::TooManyAttempts,
+            "too many failed logins for this username; wait retry_after_ms and try again",
+            wait,
+        );
+    }
+    let credentials = match app.store.user_credentials(&request.username).await {
+        Ok(c) => c,
+        Err(e) => return internal(e),
+    };
+    let (user_id, hash) = match credentials {
+        Some(c) => (Some(c.id), Some(c.password_hash)),
+        None => (None, None),
+    };
+    // Verifies against a dummy hash when the user is unknown, so both
+    // failures cost the same time.
+    let matched = app.passwords.verify(request.password, hash).await;
+    let Some(user_id) = user_id.filter(|_| matched) else {
+        Metrics::inc(&app.metrics.login_failures);
+        app.login_throttle
+            .record_failure(&request.username, Instant::now());
+        tracing::info!(user = %request.username.escape_debug(), "login failed");
+        return invalid_credentials();
+    };
+    app.login_throttle.record_success(&request.username);
+    let token = new_token();
+    let now = now_ms();
+    let ttl_ms = i64::try_from(app.config.token_ttl.as_millis()).unwrap_or(i64::MAX);
+    let expires_at_ms = now.saturating_add(ttl_ms);
+    if let Err(e) = app
+        .store
+        .insert_token(&token_hash(&token), user_id, now, expires_at_ms)
+        .await
+    {
+        return internal(e);
+    }
+    tracing::info!(user = %request.username, "logged in");
+    let body = LoginResponse {
+        token,
+        username: request.username,
+        expires_at_ms,
+    };
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// `POST /v1/logout` (§5.4): revokes the token and closes its sockets with 4410.
+async fn logout(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let unauthorized = || {
+        error_response(
+            StatusCode::UNAUTHORIZED,
+            HttpErrorCode::Unauthorized,
+            "send Authorization: Bearer <token> with a live token",
+        )
+    };
+    let Some(token) = bearer(&headers) else {
+        return unauthorized();
+    };
+    let hash = token_hash(token);
+    match app.store.revoke_token(&hash, now_ms()).await {
+        Ok(true) => {
+            let sockets = app.hub.close_token(&hash, CloseCode::LoggedOut);
+            tracing::info!(sockets, "logged out");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => unauthorized(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /metrics` (§5.6).
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.render_metrics(),
+    )
+        .into_response()
+}

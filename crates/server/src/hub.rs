@@ -1,0 +1,774 @@
+//! The hub: rooms, memberships, live connections, and fan-out.
+//!
+//! The hub is the in-memory side of the server. Storage is the truth for
+//! what happened; the hub knows who is connected, which rooms each
+//! connection has activated, and pushes to them.
+//!
+//! # Delivery to a connection (§10.6, §12.4)
+//!
+//! Every connection owns a bounded queue of [`Outbound`] items, drained by
+//! its writer half in order. The hub only ever `try_send`s into it: a full
+//! queue means the client reads too slowly, and that connection alone is
+//! closed with 4429 (counted in metrics). Nobody waits for a slow reader.
+//!
+//! A room's live messages reach a connection only after the room is
+//! *activated* on it, by Resume, CreateRoom or JoinRoom. Activation and the
+//! enqueueing of its [`Outbound::Activate`] marker (which carries the replay
+//! range) happen under the hub lock, and fan-out also runs under that lock
+//! in seq order. So in every queue, the replay of `last_seq+1..=head` comes
+//! before the first live message of the room, which has seq `head+1`: no
+//! gap, no repeat.
+//!
+//! # Locking
+//!
+//! One `std::sync::Mutex` guards all state. Every critical section is
+//! in-memory bookkeeping plus non-blocking `try_send`s, never an await, so a
+//! blocking mutex is both correct and cheaper than an async one; and one
+//! lock gives every push a single global order, which the activation
+//! argument above relies on.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use confab_protocol::codec::encode_server_frame;
+use confab_protocol::error::{CloseCode, Rejection};
+use confab_protocol::names::{RoomName, Username};
+use confab_protocol::rules::{self, ResumeDecision, TypingTracker};
+use confab_protocol::wire::{
+    self, ErrorCode, Member, Presence, Resumed, RoomInfo, RoomListUpdate, RoomResume, ServerFrame,
+    Typing, presence, room_list_update, room_resume, server_frame::Body,
+};
+use confab_protocol::{capability, limits::ServerLimits};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::metrics::Metrics;
+use crate::storage::writer::{CommitSink, Committed};
+use crate::storage::{RoomId, RoomRecord, UserId};
+
+/// One item of a connection's outbound queue.
+#[derive(Debug)]
+pub enum Outbound {
+    /// An encoded reply or push, sent as is.
+    Frame(Bytes),
+    /// A live Message push, shared by every recipient. Skipped when the
+    /// connection already delivered this seq of the room (§10.6).
+    Message {
+        /// Room.
+        room: Arc<RoomName>,
+        /// Seq of the message.
+        seq: u64,
+        /// The encoded push.
+        frame: Bytes,
+    },
+    /// The room became active on this connection: first send every stored
+    /// message with `replay_after < seq <= head` (read from storage), then
+    /// count the room as delivered up to `head`.
+    Activate {
+        /// Room.
+        room: Arc<RoomName>,
+        /// Client's last seen seq.
+        replay_after: u64,
+        /// Room head at activation.
+        head: u64,
+    },
+    /// Close the socket with this code once everything before it is sent.
+    Close(CloseCode),
+}
+
+/// Why a socket ends; the first decision wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// We close with this code.
+    Close(CloseCode),
+    /// The peer closed or vanished; only flush what tungstenite owes it.
+    PeerGone,
+}
+
+/// Identifies one authenticated socket.
+pub type ConnId = u64;
+
+/// Optional capabilities granted to a connection (§3.4).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Capabilities {
+    /// Typing pushes.
+    pub typing: bool,
+    /// Presence pushes.
+    pub presence: bool,
+    /// Room-list pushes.
+    pub room_list_push: bool,
+}
+
+impl Capabilities {
+    /// From the negotiated names.
+    pub fn from_names(names: &[String]) -> Self {
+        let has = |cap: &str| names.iter().any(|n| n == cap);
+        Self {
+            typing: has(capability::TYPING),
+            presence: has(capability::PRESENCE),
+            room_list_push: has(capability::ROOM_LIST_PUSH),
+        }
+    }
+}
+
+/// What a connection registers with once authenticated.
+#[derive(Debug)]
+pub struct Registration {
+    /// User name.
+    pub user: Username,
+    /// SHA-256 hex of the token it authenticated with, for logout (§5.4).
+    pub token_hash: String,
+    /// Granted capabilities.
+    pub caps: Capabilities,
+    /// Its outbound queue.
+    pub outbound: mpsc::Sender<Outbound>,
+    /// Out-of-band close request, seen by both halves of the connection
+    /// even when the queue is full.
+    pub close: watch::Sender<Option<Ending>>,
+}
+
+#[derive(Debug)]
+struct Connection {
+    reg: Registration,
+    room_list_subscribed: bool,
+    active_rooms: HashSet<RoomName>,
+}
+
+#[derive(Debug)]
+struct Room {
+    id: RoomId,
+    name: Arc<RoomName>,
+    topic: String,
+    epoch: String,
+    head_seq: u64,
+    last_activity_ms: i64,
+    members: BTreeSet<Username>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rooms: HashMap<RoomName, Room>,
+    connections: HashMap<ConnId, Connection>,
+    /// Open connections per user; a user is online while this is non-empty.
+    user_connections: HashMap<Username, Vec<ConnId>>,
+    /// Rooms per member.
+    memberships: HashMap<Username, BTreeSet<RoomName>>,
+    next_conn: ConnId,
+}
+
+/// Rooms registry and fan-out. Shared as `Arc<Hub>`.
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<State>,
+    typing: Mutex<TypingTracker<(RoomName, Username)>>,
+    typing_changed: Notify,
+    limits: ServerLimits,
+    metrics: Arc<Metrics>,
+}
+
+fn not_found(room: &RoomName) -> Rejection {
+    Rejection::new(
+        ErrorCode::RoomNotFound,
+        format!("room {room} does not exist; list rooms or create it"),
+    )
+}
+
+fn not_member(room: &RoomName) -> Rejection {
+    Rejection::new(
+        ErrorCode::NotAMember,
+        format!("you are not a member of room {room}; join it first"),
+    )
+}
+
+/// Queues one item; a full queue closes the connection as a slow consumer (§12.4).
+fn deliver(metrics: &Metrics, conn: &Connection, item: Outbound) -> bool {
+    match conn.reg.outbound.try_send(item) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            Metrics::inc(&metrics.queue_drops);
+            let first = conn.reg.close.send_if_modified(|code| {
+                if code.is_none() {
+                    *code = Some(Ending::Close(CloseCode::SlowConsumer));
+                    true
+                } else {
+                    false
+                }
+            });
+            if first {
+                Metrics::inc(&metrics.slow_consumer_closes);
+                tracing::warn!(user = %conn.reg.user, "outbound queue full; closing slow consumer with 4429");
+            }
+            false
+        }
+        // The connection is ending; it no longer needs anything.
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+impl State {
+    fn insert_room(&mut self, record: RoomRecord) {
+        for member in &record.members {
+            self.memberships
+                .entry(member.clone())
+                .or_default()
+                .insert(record.name.clone());
+        }
+        self.rooms.insert(
+            record.name.clone(),
+            Room {
+                id: record.id,
+                name: Arc::new(record.name),
+                topic: record.topic,
+                epoch: record.epoch,
+                head_seq: record.head_seq,
+                last_activity_ms: record.last_activity_ms,
+                members: record.members.into_iter().collect(),
+            },
+        );
+    }
+
+    fn room_info(&self, room: &Room) -> RoomInfo {
+        let online = room
+            .members
+            .iter()
+            .filter(|m| self.user_connections.get(*m).is_some_and(|c| !c.is_empty()))
+            .count();
+        RoomInfo {
+            name: room.name.as_str().to_owned(),
+            topic: room.topic.clone(),
+            member_count: room.members.len() as u32,
+            online_count: online as u32,
+            last_activity_ms: room.last_activity_ms,
+            head_seq: room.head_seq,
+            epoch: room.epoch.clone(),
+        }
+    }
+
+    fn member_room(&self, room: &RoomName, user: &Username) -> Result<&Room, Rejection> {
+        let found = self.rooms.get(room).ok_or_else(|| not_found(room))?;
+        if found.members.contains(user) {
+            Ok(found)
+        } else {
+            Err(not_member(room))
+        }
+    }
+
+    /// Connections of the room's members that activated it, optionally
+    /// filtered by capability and excluding one user.
+    fn room_audience<'a>(
+        &'a self,
+        room: &'a RoomName,
+        exclude: Option<&'a Username>,
+        wants: impl Fn(&Capabilities) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a Connection> + 'a {
+        let members = self.rooms.get(room).map(|r| &r.members);
+        members
+            .into_iter()
+            .flatten()
+            .filter(move |m| Some(*m) != exclude)
+            .filter_map(|m| self.user_connections.get(m))
+            .flatten()
+            .filter_map(|id| self.connections.get(id))
+            .filter(move |c| c.active_rooms.contains(room) && wants(&c.reg.caps))
+    }
+
+    /// Presence of `user` to the other members' connections that have the
+    /// room active and the presence capability (§11.1).
+    fn push_presence(
+        &self,
+        metrics: &Metrics,
+        room: &RoomName,
+        user: &Username,
+        kind: presence::Kind,
+    ) {
+        let frame = encode_server_frame(&ServerFrame::push(Body::Presence(Presence {
+            room: room.as_str().to_owned(),
+            username: user.as_str().to_owned(),
+            kind: kind as i32,
+        })));
+        for conn in self.room_audience(room, Some(user), |c| c.presence) {
+            deliver(metrics, conn, Outbound::Frame(frame.clone()));
+        }
+    }
+
+    fn push_room_list(&self, metrics: &Metrics, room: &RoomName, kind: room_list_update::Kind) {
+        let Some(found) = self.rooms.get(room) else {
+            return;
+        };
+        let mut subscribers = self
+            .connections
+            .values()
+            .filter(|c| c.room_list_subscribed && c.reg.caps.room_list_push)
+            .peekable();
+        if subscribers.peek().is_none() {
+            return;
+        }
+        let frame = encode_server_frame(&ServerFrame::push(Body::RoomListUpdate(RoomListUpdate {
+            kind: kind as i32,
+            room: Some(self.room_info(found)),
+        })));
+        for conn in subscribers {
+            deliver(metrics, conn, Outbound::Frame(frame.clone()));
+        }
+    }
+
+    /// Pushes ONLINE/OFFLINE for every room of `user`, and CHANGED for the
+    /// rooms' online counts.
+    fn push_online_change(&self, metrics: &Metrics, user: &Username, kind: presence::Kind) {
+        let Some(rooms) = self.memberships.get(user) else {
+            return;
+        };
+        for room in rooms {
+            self.push_presence(metrics, room, user, kind);
+            self.push_room_list(metrics, room, room_list_update::Kind::Changed);
+        }
+    }
+}
+
+impl Hub {
+    /// A hub seeded with the stored rooms.
+    pub fn new(rooms: Vec<RoomRecord>, limits: ServerLimits, metrics: Arc<Metrics>) -> Self {
+        let mut state = State::default();
+        for record in rooms {
+            state.insert_room(record);
+        }
+        Self {
+            state: Mutex::new(state),
+            typing: Mutex::new(TypingTracker::new(limits.typing_ttl)),
+            typing_changed: Notify::new(),
+            limits,
+            metrics,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent-enough state for
+        // a chat hub; keep serving rather than poisoning every connection.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers an authenticated connection; pushes ONLINE if it is the
+    /// user's first (§11.1).
+    pub fn register(&self, reg: Registration) -> ConnId {
+        let mut state = self.state();
+        state.next_conn += 1;
+        let id = state.next_conn;
+        let user = reg.user.clone();
+        state.connections.insert(
+            id,
+            Connection {
+                reg,
+                room_list_subscribed: false,
+                active_rooms: HashSet::new(),
+            },
+        );
+        let conns = state.user_connections.entry(user.clone()).or_default();
+        conns.push(id);
+        if conns.len() == 1 {
+            state.push_online_change(&self.metrics, &user, presence::Kind::Online);
+        }
+        id
+    }
+
+    /// Forgets a connection; pushes OFFLINE if it was the user's last.
+    pub fn unregister(&self, id: ConnId) {
+        let mut state = self.state();
+        let Some(conn) = state.connections.remove(&id) else {
+            return;
+        };
+        let user = conn.reg.user;
+        let now_offline = match state.user_connections.get_mut(&user) {
+            Some(conns) => {
+                conns.retain(|c| *c != id);
+                conns.is_empty()
+            }
+            None => false,
+        };
+        if now_offline {
+            state.user_connections.remove(&user);
+            state.push_online_change(&self.metrics, &user, presence::Kind::Offline);
+        }
+    }
+
+    /// Asks every socket authenticated with this token to close (logout, §5.4).
+    pub fn close_token(&self, token_hash: &str, code: CloseCode) -> usize {
+        let state = self.state();
+        let mut closed = 0;
+        for conn in state
+            .connections
+            .values()
+            .filter(|c| c.reg.token_hash == token_hash)
+        {
+            conn.reg.close.send_if_modified(|current| {
+                let changed = current.is_none();
+                current.get_or_insert(Ending::Close(code));
+                changed
+            });
+            closed += 1;
+        }
+        closed
+    }
+
+    /// The user's rooms, for Welcome.rooms (§6.3), sorted by name.
+    pub fn rooms_of(&self, user: &Username) -> Vec<RoomInfo> {
+        let state = self.state();
+        let Some(names) = state.memberships.get(user) else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .filter_map(|n| state.rooms.get(n))
+            .map(|r| state.room_info(r))
+            .collect()
+    }
+
+    /// Every room, by last activity (newest first), then name (§7.1).
+    /// With `subscribe`, the connection gets RoomListUpdate pushes if it has
+    /// the room-list-push capability.
+    pub fn room_list(&self, conn: ConnId, subscribe: bool) -> Vec<RoomInfo> {
+        let mut state = self.state();
+        if subscribe {
+            if let Some(c) = state.connections.get_mut(&conn) {
+                c.room_list_subscribed = true;
+            }
+        }
+        let mut rooms: Vec<RoomInfo> = state.rooms.values().map(|r| state.room_info(r)).collect();
+        rooms.sort_by(|a, b| {
+            b.last_activity_ms
+                .cmp(&a.last_activity_ms)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        rooms
+    }
+
+    /// Id of an existing room.
+    pub fn room_id(&self, room: &RoomName) -> Result<RoomId, Rejection> {
+        self.state()
+            .rooms
+            .get(room)
+            .map(|r| r.id)
+            .ok_or_else(|| not_found(room))
+    }
+
+    /// Id of a room `user` is a member of (§8.1, §9, §11.2 authorization).
+    pub fn member_room_id(&self, room: &RoomName, user: &Username) -> Result<RoomId, Rejection> {
+        self.state().member_room(room, user).map(|r| r.id)
+    }
+
+    /// Members of a room, sorted by name, for a member (§7.5).
+    pub fn members(&self, room: &RoomName, user: &Username) -> Result<Vec<Member>, Rejection> {
+        let state = self.state();
+        let found = state.member_room(room, user)?;
+        Ok(found
+            .members
+            .iter()
+            .map(|m| Member {
+                username: m.as_str().to_owned(),
+                online: state.user_connections.get(m).is_some_and(|c| !c.is_empty()),
+            })
+            .collect())
+    }
+
+    fn activate(
+        &self,
+        state: &mut State,
+        conn: ConnId,
+        room: &RoomName,
+        replay_after: u64,
+    ) -> Option<u64> {
+        let found = state.rooms.get(room)?;
+        let (name, head) = (Arc::clone(&found.name), found.head_seq);
+        let c = state.connections.get_mut(&conn)?;
+        c.active_rooms.insert(room.clone());
+        deliver(
+            &self.metrics,
+            c,
+            Outbound::Activate {
+                room: name,
+                replay_after: replay_after.min(head),
+                head,
+            },
+        );
+        Some(head)
+    }
+
+    fn reply(&self, state: &State, conn: ConnId, frame: &ServerFrame) {
+        if let Some(c) = state.connections.get(&conn) {
+            deliver(
+                &self.metrics,
+                c,
+                Outbound::Frame(encode_server_frame(frame)),
+            );
+        }
+    }
+
+    /// A room just stored by CreateRoom (§7.2): registers it with its
+    /// creator, activates it on `conn` and queues RoomJoined there.
+    pub fn room_created(&self, conn: ConnId, record: RoomRecord, request_id: u64) {
+        let mut state = self.state();
+        let name = record.name.clone();
+        state.insert_room(record);
+        self.activate(&mut state, conn, &name, 0);
+        self.reply_joined(&state, conn, &name, request_id);
+        // The creator is the only member, so there is nobody to tell JOINED (§11.1.5).
+        state.push_room_list(&self.metrics, &name, room_list_update::Kind::Added);
+    }
+
+    fn reply_joined(&self, state: &State, conn: ConnId, room: &RoomName, request_id: u64) {
+        if let Some(found) = state.rooms.get(room) {
+            let info = state.room_info(found);
+            let frame = ServerFrame::reply(
+                request_id,
+                Body::RoomJoined(wire::RoomJoined { room: Some(info) }),
+            );
+            self.reply(state, conn, &frame);
+        }
+    }
+
+    /// A membership just stored by JoinRoom (§7.3): activates the room on
+    /// `conn` from its current head and queues RoomJoined. Idempotent.
+    pub fn member_joined(
+        &self,
+        conn: ConnId,
+        room: &RoomName,
+        user: &Username,
+        request_id: u64,
+    ) -> Result<(), Rejection> {
+        let mut state = self.state();
+        let found = state.rooms.get_mut(room).ok_or_else(|| not_found(room))?;
+        let newly = found.members.insert(user.clone());
+        state
+            .memberships
+            .entry(user.clone())
+            .or_default()
+            .insert(room.clone());
+        let already_active = state
+            .connections
+            .get(&conn)
+            .is_some_and(|c| c.active_rooms.contains(room));
+        if !already_active {
+            let head = state.rooms.get(room).map_or(0, |r| r.head_seq);
+            self.activate(&mut state, conn, room, head);
+        }
+        self.reply_joined(&state, conn, room, request_id);
+        if newly {
+            // §11.1.5, §11.1.7: to the other members, only on a real change.
+            state.push_presence(&self.metrics, room, user, presence::Kind::Joined);
+            state.push_room_list(&self.metrics, room, room_list_update::Kind::Changed);
+        }
+        Ok(())
+    }
+
+    /// A membership just removed by LeaveRoom (§7.4): the room goes inactive
+    /// on every connection of the user.
+    pub fn member_left(&self, room: &RoomName, user: &Username) {
+        let mut state = self.state();
+        if let Some(found) = state.rooms.get_mut(room) {
+            found.members.remove(user);
+        }
+        // §11.1.6: to the remaining members.
+        state.push_presence(&self.metrics, room, user, presence::Kind::Left);
+        if let Some(rooms) = state.memberships.get_mut(user) {
+            rooms.remove(room);
+        }
+        let conn_ids = state
+            .user_connections
+            .get(user)
+            .cloned()
+            .unwrap_or_default();
+        for id in conn_ids {
+            if let Some(c) = state.connections.get_mut(&id) {
+                c.active_rooms.remove(room);
+            }
+        }
+        state.push_room_list(&self.metrics, room, room_list_update::Kind::Changed);
+    }
+
+    /// §10.3 for every room of a Resume, then the Resumed reply, all queued
+    /// on `conn` under one lock so no live message of a resumed room can
+    /// come between its replay and the reply.
+    pub fn resume(
+        &self,
+        conn: ConnId,
+        user: &Username,
+        positions: &[wire::RoomPosition],
+        request_id: u64,
+    ) {
+        let mut state = self.state();
+        let mut results = Vec::with_capacity(positions.len());
+        for pos in positions {
+            let not_a_member = RoomResume {
+                room: pos.room.clone(),
+                status: room_resume::Status::NotAMember as i32,
+                ..RoomResume::default()
+            };
+            let Ok(room) = RoomName::parse(pos.room.as_str()) else {
+                results.push(not_a_member);
+                continue;
+            };
+            let Ok(found) = state.member_room(&room, user) else {
+                results.push(not_a_member);
+                continue;
+            };
+            let (head, epoch) = (found.head_seq, found.epoch.clone());
+            let decision = rules::resume_decision(
+                pos.last_seq,
+                &pos.epoch,
+                &epoch,
+                head,
+                self.limits.max_resume_replay,
+            );
+            let (status, replay_after) = match decision {
+                ResumeDecision::Replay { after_seq } => (room_resume::Status::Replayed, after_seq),
+                ResumeDecision::GapTooLarge => (room_resume::Status::GapTooLarge, head),
+                ResumeDecision::EpochChanged => (room_resume::Status::EpochChanged, head),
+            };
+            self.activate(&mut state, conn, &room, replay_after);
+            let replayed = u32::try_from(head - replay_after).unwrap_or(u32::MAX);
+            results.push(RoomResume {
+                room: pos.room.clone(),
+                status: status as i32,
+                head_seq: head,
+                epoch,
+                replayed: if status == room_resume::Status::Replayed {
+                    replayed
+                } else {
+                    0
+                },
+            });
+        }
+        let frame = ServerFrame::reply(request_id, Body::Resumed(Resumed { rooms: results }));
+        self.reply(&state, conn, &frame);
+    }
+
+    /// §11.2: records SetTyping from a member and pushes the change to the
+    /// other members' connections that have the typing capability.
+    pub fn set_typing(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        active: bool,
+        now: Instant,
+    ) -> Result<(), Rejection> {
+        let state = self.state();
+        state.member_room(room, user)?;
+        let change = self
+            .typing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .handle_set((room.clone(), user.clone()), active, now);
+        if let Some(change) = change {
+            self.push_typing(&state, &change.key.0, &change.key.1, change.active);
+            self.typing_changed.notify_one();
+        }
+        Ok(())
+    }
+
+    fn push_typing(&self, state: &State, room: &RoomName, user: &Username, active: bool) {
+        let frame = encode_server_frame(&ServerFrame::push(Body::Typing(Typing {
+            room: room.as_str().to_owned(),
+            username: user.as_str().to_owned(),
+            active,
+            ttl_ms: u32::try_from(self.limits.typing_ttl.as_millis()).unwrap_or(u32::MAX),
+        })));
+        for conn in state.room_audience(room, Some(user), |c| c.typing) {
+            deliver(&self.metrics, conn, Outbound::Frame(frame.clone()));
+        }
+    }
+
+    /// Pushes active=false for expired typing indicators; returns when the
+    /// next one expires.
+    pub fn expire_typing(&self, now: Instant) -> Option<Instant> {
+        let state = self.state();
+        let mut typing = self.typing.lock().unwrap_or_else(|e| e.into_inner());
+        for change in typing.handle_timeout(now) {
+            self.push_typing(&state, &change.key.0, &change.key.1, false);
+        }
+        typing.poll_timeout()
+    }
+
+    /// Runs typing expiry until shutdown (§11.2).
+    pub async fn run_typing_expiry(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
+        loop {
+            let next = self.expire_typing(Instant::now());
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown.wait() => return,
+                () = self.typing_changed.notified() => {}
+                () = sleep => {}
+            }
+        }
+    }
+
+    /// Counts for /metrics: (rooms, users online).
+    pub fn gauges(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.rooms.len(), state.user_connections.len())
+    }
+}
+
+impl CommitSink for Hub {
+    /// Fan-out of committed messages (§8.4): each push is encoded once and
+    /// the shared bytes queued on every connection that activated the room.
+    fn publish(&self, committed: &[Committed]) {
+        let mut state = self.state();
+        let mut typing = self.typing.lock().unwrap_or_else(|e| e.into_inner());
+        for Committed { message, received } in committed {
+            let Some(room) = state.rooms.get_mut(&message.room) else {
+                continue;
+            };
+            room.head_seq = room.head_seq.max(message.seq);
+            room.last_activity_ms = room.last_activity_ms.max(message.server_ts_ms);
+            let name = Arc::clone(&room.name);
+            let frame = encode_server_frame(&ServerFrame::push(Body::Message(message.to_wire())));
+            let mut delivered = 0u64;
+            for conn in state.room_audience(&name, None, |_| true) {
+                let item = Outbound::Message {
+                    room: Arc::clone(&name),
+                    seq: message.seq,
+                    frame: frame.clone(),
+                };
+                if deliver(&self.metrics, conn, item) {
+                    delivered += 1;
+                }
+            }
+            self.metrics
+                .fanout_deliveries
+                .fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.observe_send_to_deliver(received.elapsed());
+            // §11.2: a sent message ends the sender's typing.
+            if let Ok(sender) = Username::parse(message.sender.as_str()) {
+                if typing
+                    .handle_set(
+                        (message.room.clone(), sender.clone()),
+                        false,
+                        Instant::now(),
+                    )
+                    .is_some()
+                {
+                    self.push_typing(&state, &message.room, &sender, false);
+                }
+            }
+            state.push_room_list(
+                &self.metrics,
+                &message.room,
+                room_list_update::Kind::Changed,
+            );
+        }
+    }
+}
+
+/// The id a connection uses for a user in storage calls.
+#[derive(Debug, Clone)]
+pub struct AuthedUser {
+    /// Id.
+    pub id: UserId,
+    /// Name.
+    pub name: Username,
+}

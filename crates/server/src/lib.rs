@@ -1,0 +1,303 @@
+//! The Confab reference server.
+//!
+//! It serves the HTTP endpoints of §5 and the confab.v1 WebSocket protocol
+//! of §3-§12, stores users, tokens, rooms and messages in SQLite, and is
+//! both the `confab-server` binary and a library, so tests and other crates
+//! can run a real server in-process:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), confab_server::StartError> {
+//! let config = confab_server::Config::for_data_dir("/tmp/confab-test");
+//! let server = confab_server::Server::bind(config).await?.spawn();
+//! println!("ws endpoint: {}", server.ws_url());
+//! // ... connect clients ...
+//! server.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Layout, one concern per file:
+//! - [`config`]: [`Config`] and the command-line flags that fill it.
+//! - [`server`] (private): the accept loop (TLS, connection cap, header timeout, graceful stop).
+//! - [`http`]: the routes: register, login, logout, health, metrics.
+//! - [`ws`]: the WebSocket endpoint: upgrade checks and the per-socket task.
+//! - [`hub`]: rooms, live connections, fan-out, presence and typing.
+//! - [`storage`]: the [`storage::Store`] trait, SQLite, and the group-commit writer.
+//! - [`auth`]: password hashing, tokens, the login throttle.
+//! - [`limit`], [`metrics`], [`shutdown`], [`tls`]: the rest.
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod limit;
+pub mod metrics;
+mod server;
+pub mod shutdown;
+pub mod state;
+pub mod storage;
+pub mod tls;
+pub mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::{Cli, Config, TlsFiles};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{LoginThrottle, Passwords};
+use crate::hub::Hub;
+use crate::limit::{ConnectionLimit, SendRateLimiter};
+use crate::metrics::Metrics;
+use crate::shutdown::{Shutdown, TaskTracker};
+use crate::state::AppState;
+use crate::storage::Store;
+use crate::storage::sqlite::{OpenError, SqliteStore};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Database(#[from] OpenError),
+    /// Loading rooms failed.
+    #[error("cannot load rooms: {0}")]
+    Load(#[from] storage::StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Password hashing is unusable.
+    #[error(transparent)]
+    Hash(#[from] auth::HashError),
+    /// The server task panicked.
+    #[error("server task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Entry point: `Server::bind(config)` opens storage and the listening socket.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// Opens (creating) the data directory and database, runs migrations,
+    /// loads rooms, starts the storage writer and binds the listener. Nothing
+    /// is served until [`BoundServer::serve`].
+    pub async fn bind(config: Config) -> Result<BoundServer, StartError> {
+        if config.database_url.is_none() {
+            tokio::fs::create_dir_all(&config.data_dir)
+                .await
+                .map_err(|source| StartError::DataDir {
+                    path: config.data_dir.display().to_string(),
+                    source,
+                })?;
+        }
+        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        let db_path = config.data_dir.join(config::DATABASE_FILE);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(config.database_url.as_deref(), &db_path).await?);
+        let metrics = Arc::new(Metrics::default());
+        let rooms = store.load_rooms().await?;
+        let hub = Arc::new(Hub::new(rooms, config.limits.clone(), Arc::clone(&metrics)));
+        let passwords = Passwords::new().await?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let (writer, writer_task) = storage::writer::spawn(
+            Arc::clone(&store),
+            Arc::clone(&hub) as Arc<dyn storage::writer::CommitSink>,
+            config.write_batch_max,
+            Arc::clone(&metrics),
+        );
+        let app = Arc::new(AppState {
+            login_throttle: LoginThrottle::new(
+                config.login_free_failures,
+                config.login_lockout_base,
+                config.login_lockout_max,
+            ),
+            send_rate: SendRateLimiter::new(
+                config.limits.send_rate_per_sec,
+                config.limits.send_burst,
+            ),
+            connection_limit: ConnectionLimit::new(config.max_connections),
+            config,
+            store,
+            hub,
+            writer,
+            passwords,
+            metrics,
+            shutdown: Shutdown::new(),
+            sockets: TaskTracker::new(),
+        });
+        Ok(BoundServer {
+            listener,
+            local_addr,
+            tls,
+            app,
+            writer_task,
+        })
+    }
+}
+
+/// A server with storage open and its socket bound, ready to serve.
+pub struct BoundServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    app: Arc<AppState>,
+    writer_task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for BoundServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundServer")
+            .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn urls(addr: SocketAddr, tls: bool) -> (String, String) {
+    let (http, ws) = if tls {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    (
+        format!("{http}://{addr}"),
+        format!("{ws}://{addr}{}", confab_protocol::WEBSOCKET_PATH),
+    )
+}
+
+impl BoundServer {
+    /// The bound address (the real port when the config said port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Base URL of the HTTP endpoints, e.g. `http://127.0.0.1:7420`.
+    pub fn url(&self) -> String {
+        urls(self.local_addr, self.tls.is_some()).0
+    }
+
+    /// URL of the WebSocket endpoint, e.g. `ws://127.0.0.1:7420/v1/ws`.
+    pub fn ws_url(&self) -> String {
+        urls(self.local_addr, self.tls.is_some()).1
+    }
+
+    /// Serves until `shutdown` completes, then stops gracefully: stop
+    /// accepting, close every socket with 1001 (after answering sends already
+    /// being committed), let the storage writer commit everything queued,
+    /// and close the database.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
+        let BoundServer {
+            listener,
+            tls,
+            app,
+            writer_task,
+            ..
+        } = self;
+        let typing_task =
+            tokio::spawn(Arc::clone(&app.hub).run_typing_expiry(app.shutdown.clone()));
+        let router = http::router(Arc::clone(&app));
+        let accept = server::accept_loop(listener, tls, Arc::clone(&app), router);
+        let flag = app.shutdown.clone();
+        let trigger = async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            flag.trigger();
+        };
+        // The accept loop ends once the flag is raised, after HTTP draining.
+        tokio::join!(accept, trigger);
+        app.sockets.close();
+        app.sockets.wait().await;
+        app.writer.stop().await;
+        writer_task.await?;
+        typing_task.await?;
+        if let Err(err) = app.store.close().await {
+            tracing::warn!(error = %err, "closing storage failed");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Serves on a background task; the handle stops it.
+    pub fn spawn(self) -> ServerHandle {
+        let (local_addr, tls) = (self.local_addr, self.tls.is_some());
+        let stop = Shutdown::new();
+        let wait = stop.clone();
+        let task = tokio::spawn(self.serve(async move { wait.wait().await }));
+        ServerHandle {
+            local_addr,
+            tls,
+            stop,
+            task,
+        }
+    }
+}
+
+/// A server running on a background task (see [`BoundServer::spawn`]).
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    tls: bool,
+    stop: Shutdown,
+    task: JoinHandle<Result<(), StartError>>,
+}
+
+impl ServerHandle {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Base URL of the HTTP endpoints.
+    pub fn url(&self) -> String {
+        urls(self.local_addr, self.tls).0
+    }
+
+    /// URL of the WebSocket endpoint.
+    pub fn ws_url(&self) -> String {
+        urls(self.local_addr, self.tls).1
+    }
+
+    /// Stops the server gracefully and waits until storage is closed.
+    pub async fn shutdown(self) -> Result<(), StartError> {
+        self.stop.trigger();
+        self.task.await?
+    }
+}
+
+/// Binds and serves `config` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StartError> {
+    Server::bind(config).await?.serve(shutdown).await
+}

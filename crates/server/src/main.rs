@@ -1,0 +1,57 @@
+//! `confab-server`: parses flags, sets up logging, runs until SIGINT/SIGTERM.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use confab_server::{Cli, Server};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Logs go to stderr, structured key=value; RUST_LOG overrides the level.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = cli.into_config();
+    let data_dir = config.data_dir.display().to_string();
+    let server = Server::bind(config)
+        .await
+        .context("starting confab-server")?;
+    // Tests and scripts parse this exact line (stdout is line-buffered).
+    println!("confab-server listening on {}", server.url());
+    tracing::info!(addr = %server.local_addr(), data_dir, "listening");
+    server.serve(shutdown_signal()).await.context("serving")?;
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,200 @@
+//! Counters and a latency histogram, exposed as Prometheus text on `GET /metrics` (§5.6).
+//!
+//! Hand-written: a dozen atomics and one fixed-bucket histogram do not
+//! justify a metrics framework, and the text format is simple and stable.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds of the send-to-deliver latency buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Server-wide counters. Every field is a relaxed atomic: metrics need no
+/// ordering with anything else, only eventual accuracy.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Authenticated WebSocket connections open now.
+    pub sockets_open: AtomicU64,
+    /// WebSocket connections ever upgraded.
+    pub sockets_total: AtomicU64,
+    /// Messages committed to storage since start.
+    pub messages_stored: AtomicU64,
+    /// Idempotent repeats answered without storing (§8.5).
+    pub duplicate_sends: AtomicU64,
+    /// Message pushes queued to connections by live fan-out.
+    pub fanout_deliveries: AtomicU64,
+    /// Pushes that did not fit a connection's queue (§12.4).
+    pub queue_drops: AtomicU64,
+    /// Connections closed with 4429 (§12.4).
+    pub slow_consumer_closes: AtomicU64,
+    /// Sends refused by the rate limiter (§12.5).
+    pub rate_limited: AtomicU64,
+    /// Failed logins, including throttled ones (§15).
+    pub login_failures: AtomicU64,
+    /// Storage write transactions (group commits).
+    pub write_batches: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_micros: AtomicU64,
+}
+
+/// Gauges read from elsewhere when rendering.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauges {
+    /// Rooms that exist.
+    pub rooms: usize,
+    /// Users with at least one authenticated socket.
+    pub users_online: usize,
+    /// Free connection slots.
+    pub connection_slots_free: usize,
+}
+
+impl Metrics {
+    /// Adds one to a counter.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Records the time from receiving a SendMessage to queueing its push to
+    /// every recipient.
+    pub fn observe_send_to_deliver(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.latency_sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// The Prometheus text exposition (version 0.0.4).
+    pub fn render(&self, gauges: Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        };
+        let counters: [(&str, &str, &AtomicU64); 10] = [
+            (
+                "confab_sockets_open",
+                "Authenticated WebSocket connections open now.",
+                &self.sockets_open,
+            ),
+            (
+                "confab_sockets_total",
+                "WebSocket connections upgraded since start.",
+                &self.sockets_total,
+            ),
+            (
+                "confab_messages_stored_total",
+                "Messages committed to storage since start.",
+                &self.messages_stored,
+            ),
+            (
+                "confab_duplicate_sends_total",
+                "Idempotent repeats answered without storing.",
+                &self.duplicate_sends,
+            ),
+            (
+                "confab_fanout_deliveries_total",
+                "Message pushes queued to connections by live fan-out.",
+                &self.fanout_deliveries,
+            ),
+            (
+                "confab_queue_drops_total",
+                "Pushes that did not fit a connection's outbound queue.",
+                &self.queue_drops,
+            ),
+            (
+                "confab_slow_consumer_closes_total",
+                "Connections closed with 4429 because their queue filled.",
+                &self.slow_consumer_closes,
+            ),
+            (
+                "confab_rate_limited_total",
+                "Sends refused by the per-user rate limiter.",
+                &self.rate_limited,
+            ),
+            (
+                "confab_login_failures_total",
+                "Failed or throttled logins.",
+                &self.login_failures,
+            ),
+            (
+                "confab_write_batches_total",
+                "Storage write transactions (group commits).",
+                &self.write_batches,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            metric(name, kind, help, counter.load(Relaxed));
+        }
+        metric(
+            "confab_rooms",
+            "gauge",
+            "Rooms that exist.",
+            gauges.rooms as u64,
+        );
+        metric(
+            "confab_users_online",
+            "gauge",
+            "Users with at least one authenticated socket.",
+            gauges.users_online as u64,
+        );
+        metric(
+            "confab_connection_slots_free",
+            "gauge",
+            "Connections that can still be accepted before the cap.",
+            gauges.connection_slots_free as u64,
+        );
+
+        let name = "confab_send_to_deliver_seconds";
+        out.push_str(&format!(
+            "# HELP {name} Time from receiving a SendMessage to queueing its push to every recipient.\n# TYPE {name} histogram\n"
+        ));
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            out.push_str(&format!(
+                "{name}_bucket{{le=\"{bound}\"}} {}\n",
+                bucket.load(Relaxed)
+            ));
+        }
+        let count = self.latency_count.load(Relaxed);
+        let sum = self.latency_sum_micros.load(Relaxed) as f64 / 1e6;
+        out.push_str(&format!(
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}\n"
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let metrics = Metrics::default();
+        metrics.observe_send_to_deliver(Duration::from_micros(700));
+        metrics.observe_send_to_deliver(Duration::from_secs(10));
+        let text = metrics.render(Gauges {
+            rooms: 2,
+            users_online: 1,
+            connection_slots_free: 5,
+        });
+        assert!(text.contains("confab_send_to_deliver_seconds_bucket{le=\"0.0005\"} 0"));
+        assert!(text.contains("confab_send_to_deliver_seconds_bucket{le=\"0.001\"} 1"));
+        assert!(text.contains("confab_send_to_deliver_seconds_bucket{le=\"2.5\"} 1"));
+        assert!(text.contains("confab_send_to_deliver_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("confab_rooms 2"));
+    }
+}

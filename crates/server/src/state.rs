@@ -1,0 +1,51 @@
+//! The state every request handler and connection task shares.
+
+use std::sync::Arc;
+
+use crate::auth::{LoginThrottle, Passwords};
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::limit::{ConnectionLimit, SendRateLimiter};
+use crate::metrics::{Gauges, Metrics};
+use crate::shutdown::{Shutdown, TaskTracker};
+use crate::storage::Store;
+use crate::storage::writer::WriterHandle;
+
+/// Shared server state, held as `Arc<AppState>`.
+#[derive(Debug)]
+pub struct AppState {
+    /// The configuration the server started with.
+    pub config: Config,
+    /// Persistent storage.
+    pub store: Arc<dyn Store>,
+    /// Rooms, connections, fan-out.
+    pub hub: Arc<Hub>,
+    /// The group-commit writer for messages.
+    pub writer: WriterHandle,
+    /// Password hashing.
+    pub passwords: Passwords,
+    /// Failed-login throttle.
+    pub login_throttle: LoginThrottle,
+    /// Per-user send rate limiter.
+    pub send_rate: SendRateLimiter,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Raised when the server stops.
+    pub shutdown: Shutdown,
+    /// Every WebSocket task, so shutdown can wait for their close handshakes.
+    pub sockets: TaskTracker,
+    /// The connection cap.
+    pub connection_limit: ConnectionLimit,
+}
+
+impl AppState {
+    /// The Prometheus text for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let (rooms, users_online) = self.hub.gauges();
+        self.metrics.render(Gauges {
+            rooms,
+            users_online,
+            connection_slots_free: self.connection_limit.available(),
+        })
+    }
+}

@@ -1,0 +1,244 @@
+//! Persistent state behind the [`Store`] trait.
+//!
+//! The trait speaks in validated protocol names and plain records, never in
+//! SQL, so a PostgreSQL implementation can be added without touching the
+//! socket, fan-out or protocol code. [`sqlite`] is the reference
+//! implementation. [`writer`] is the storage-agnostic group-commit task that
+//! serialises every message append through [`Store::append_batch`].
+
+pub mod sqlite;
+pub mod writer;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use confab_protocol::names::{ClientMsgId, RoomName, Username};
+use confab_protocol::rules::HistoryRange;
+use confab_protocol::wire::{self, MessageKind};
+
+/// A boxed future, so `Store` can be used as `dyn Store`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A uniqueness rule was violated (username or room name taken).
+    #[error("already exists")]
+    AlreadyExists,
+    /// The referenced row does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The database failed; the request may be retried.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// A user id; stable, never reused.
+pub type UserId = i64;
+/// A room id; stable, never reused.
+pub type RoomId = i64;
+
+/// A registered user's credentials.
+#[derive(Debug, Clone)]
+pub struct UserCredentials {
+    /// Id.
+    pub id: UserId,
+    /// Canonical name.
+    pub username: Username,
+    /// argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// What a token hash resolves to.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    /// Owner id.
+    pub user_id: UserId,
+    /// Owner name.
+    pub username: Username,
+    /// Expiry, ms since the Unix epoch.
+    pub expires_ms: i64,
+    /// Revoked by logout.
+    pub revoked: bool,
+}
+
+/// A room and everything the hub keeps in memory about it.
+#[derive(Debug, Clone)]
+pub struct RoomRecord {
+    /// Id.
+    pub id: RoomId,
+    /// Name.
+    pub name: RoomName,
+    /// Topic.
+    pub topic: String,
+    /// Epoch of its sequence space (§10.2).
+    pub epoch: String,
+    /// Highest stored seq.
+    pub head_seq: u64,
+    /// Last message time (or creation), ms since the Unix epoch.
+    pub last_activity_ms: i64,
+    /// Member names.
+    pub members: Vec<Username>,
+}
+
+/// A message to append, already validated (§8.1) and authorised.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Room id.
+    pub room_id: RoomId,
+    /// Room name.
+    pub room: RoomName,
+    /// Sender id.
+    pub sender_id: UserId,
+    /// Sender name.
+    pub sender: Username,
+    /// Idempotency key.
+    pub client_msg_id: ClientMsgId,
+    /// Text.
+    pub text: String,
+    /// Kind.
+    pub kind: MessageKind,
+    /// Server timestamp to store, ms since the Unix epoch.
+    pub server_ts_ms: i64,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Room name.
+    pub room: RoomName,
+    /// Per-room seq.
+    pub seq: u64,
+    /// UUIDv7.
+    pub message_id: String,
+    /// Sender name.
+    pub sender: String,
+    /// Idempotency key.
+    pub client_msg_id: String,
+    /// Text.
+    pub text: String,
+    /// Kind as the wire enum value.
+    pub kind: i32,
+    /// Server timestamp.
+    pub server_ts_ms: i64,
+}
+
+impl StoredMessage {
+    /// The wire form.
+    pub fn to_wire(&self) -> wire::Message {
+        wire::Message {
+            room: self.room.as_str().to_owned(),
+            seq: self.seq,
+            message_id: self.message_id.clone(),
+            sender: self.sender.clone(),
+            client_msg_id: self.client_msg_id.clone(),
+            text: self.text.clone(),
+            kind: self.kind,
+            server_ts_ms: self.server_ts_ms,
+        }
+    }
+}
+
+/// The outcome of appending one message (§8.5).
+#[derive(Debug, Clone)]
+pub enum AppendOutcome {
+    /// Newly stored; fan it out.
+    Stored(StoredMessage),
+    /// A repeat of an earlier send with the same room and text: the original.
+    Duplicate(StoredMessage),
+    /// The client_msg_id was used before for another room or text.
+    Conflict,
+}
+
+/// A page of history with the room's head at the time of reading (§9).
+#[derive(Debug, Clone)]
+pub struct HistorySlice {
+    /// Messages in ascending seq order.
+    pub messages: Vec<StoredMessage>,
+    /// More exist beyond the page in its direction.
+    pub has_more: bool,
+    /// Room head when read.
+    pub head_seq: u64,
+    /// Room epoch.
+    pub epoch: String,
+}
+
+/// Persistent state of a Confab server.
+///
+/// Implementations must make [`Store::append_batch`] atomic and durable:
+/// when it returns `Ok`, every `Stored` outcome survives a crash, and the
+/// per-room seqs it assigned are gapless and continue the room's head.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Registers a user; `AlreadyExists` when the name is taken.
+    fn create_user<'a>(
+        &'a self,
+        username: &'a Username,
+        password_hash: &'a str,
+        now_ms: i64,
+    ) -> StoreFuture<'a, UserId>;
+
+    /// Looks a user up by name.
+    fn user_credentials<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> StoreFuture<'a, Option<UserCredentials>>;
+
+    /// Stores a token hash.
+    fn insert_token<'a>(
+        &'a self,
+        token_hash: &'a str,
+        user_id: UserId,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Resolves a token hash.
+    fn token<'a>(&'a self, token_hash: &'a str) -> StoreFuture<'a, Option<TokenRecord>>;
+
+    /// Marks a token revoked; returns whether a live (unrevoked, unexpired) token was revoked.
+    fn revoke_token<'a>(&'a self, token_hash: &'a str, now_ms: i64) -> StoreFuture<'a, bool>;
+
+    /// Every room with its members, to seed the hub at startup.
+    fn load_rooms(&self) -> StoreFuture<'_, Vec<RoomRecord>>;
+
+    /// Creates a room with `creator` as its first member; `AlreadyExists` when taken.
+    fn create_room<'a>(
+        &'a self,
+        name: &'a RoomName,
+        topic: &'a str,
+        epoch: &'a str,
+        creator: UserId,
+        now_ms: i64,
+    ) -> StoreFuture<'a, RoomId>;
+
+    /// Adds a member (idempotent).
+    fn add_member(&self, room: RoomId, user: UserId, now_ms: i64) -> StoreFuture<'_, ()>;
+
+    /// Removes a member (idempotent).
+    fn remove_member(&self, room: RoomId, user: UserId) -> StoreFuture<'_, ()>;
+
+    /// Appends messages in one atomic, durable transaction, in order. Repeats
+    /// are detected against stored messages and earlier ones in the batch.
+    fn append_batch<'a>(&'a self, batch: &'a [NewMessage]) -> StoreFuture<'a, Vec<AppendOutcome>>;
+
+    /// Reads a page of history (§9).
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        range: HistoryRange,
+        limit: u32,
+    ) -> StoreFuture<'a, HistorySlice>;
+
+    /// Messages with `after < seq <= up_to`, ascending, at most `limit`.
+    fn messages_between<'a>(
+        &'a self,
+        room: &'a RoomName,
+        after: u64,
+        up_to: u64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<StoredMessage>>;
+
+    /// Flushes and closes; called once, after the writer stopped.
+    fn close(&self) -> StoreFuture<'_, ()>;
+}

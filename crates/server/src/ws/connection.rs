@@ -1,0 +1,814 @@
+//! The per-socket task (§6-§12).
+//!
+//! A socket lives in three phases:
+//!
+//! 1. **Authentication** (§6): the first frame must be Auth, within the auth
+//!    deadline. Until then the task writes to the socket directly.
+//! 2. **Session**: a *reader* half handles client frames strictly in order
+//!    (§4.3) and a *writer* half drains the connection's bounded outbound
+//!    queue (§12.4). Both run in this one task with `join!`, so neither can
+//!    outlive the other and nothing needs `abort()`.
+//! 3. **Teardown**: whoever decides to close says so explicitly: the reader
+//!    queues [`Outbound::Close`] after its last reply, or anyone (hub on a
+//!    full queue, logout, the writer on a dead socket) sets the connection's
+//!    `close` watch, which both halves observe. The writer sends the Close
+//!    frame; the reader keeps reading until the peer answers it (or a grace
+//!    period passes), so unsent data is not cut off by a TCP reset.
+//!
+//! The protocol rules themselves live in `confab_protocol` (codec, rules,
+//! names, limits); this file only routes frames to them and to the hub and
+//! storage.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use confab_protocol::codec::{DecodeError, decode_client_frame, encode_server_frame};
+use confab_protocol::error::{CloseCode, Rejection};
+use confab_protocol::names::{RoomName, Topic};
+use confab_protocol::rules::{self, HistoryQuery};
+use confab_protocol::wire::{
+    self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as ClientBody,
+    server_frame::Body as ServerBody,
+};
+use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Duration, sleep_until};
+
+use crate::auth::{now_ms, token_hash};
+use crate::hub::{AuthedUser, Capabilities, ConnId, Ending, Outbound, Registration};
+use crate::limit::ConnectionPermit;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::storage::writer::AckResult;
+use crate::storage::{NewMessage, RoomRecord, StoreError};
+
+/// After a close is decided, how long the socket may take to flush what is
+/// being written and to answer our Close frame before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// Messages read from storage per query while replaying a Resume.
+const REPLAY_PAGE: u32 = 256;
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+type PendingAck = Pin<
+    Box<dyn Future<Output = (u64, Result<AckResult, oneshot::error::RecvError>)> + Send + Sync>,
+>;
+
+fn close_message(code: CloseCode) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.as_u16(),
+        reason: Utf8Bytes::from_static(code.reason()),
+    }))
+}
+
+fn internal(err: StoreError) -> Rejection {
+    tracing::error!(error = %err, "storage request failed");
+    Rejection::new(ErrorCode::Internal, "storage failed; retry")
+}
+
+/// Whether a read error is tungstenite refusing an oversize message (§12.2).
+fn is_too_big(err: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    matches!(
+        err.into_inner().downcast_ref::<WsError>(),
+        Some(WsError::Capacity(_))
+    )
+}
+
+/// Runs one socket to completion.
+pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<ConnectionPermit>) {
+    // Held until the socket is gone: the connection cap counts WebSockets.
+    let _permit = permit;
+    Metrics::inc(&app.metrics.sockets_total);
+    let (mut sink, mut stream) = socket.split();
+    let Some(session) = authenticate(&app, &mut sink, &mut stream).await else {
+        // The close frame (if any) is sent; give the peer a moment to read it.
+        linger(&mut stream).await;
+        return;
+    };
+
+    let (outbound, queue) = mpsc::channel(app.config.limits.outbound_queue_frames.max(1) as usize);
+    let (close, close_rx) = watch::channel(None);
+    let granted =
+        rules::negotiate_capabilities(&session.requested_caps, &confab_protocol::capability::ALL);
+    let welcome = ServerFrame::reply(
+        session.request_id,
+        ServerBody::Welcome(wire::Welcome {
+            username: session.user.name.as_str().to_owned(),
+            session_id: uuid::Uuid::new_v4().to_string(),
+            server_name: app.config.server_name.clone(),
+            limits: Some(app.config.limits.to_wire()),
+            capabilities: granted.clone(),
+            token_expires_at_ms: session.expires_ms,
+            rooms: app.hub.rooms_of(&session.user.name),
+        }),
+    );
+    // Queued before registering, so Welcome precedes every push. The queue
+    // is new and has room for at least one item.
+    outbound
+        .try_send(Outbound::Frame(encode_server_frame(&welcome)))
+        .ok();
+    let conn = app.hub.register(Registration {
+        user: session.user.name.clone(),
+        token_hash: session.token_hash,
+        caps: Capabilities::from_names(&granted),
+        outbound: outbound.clone(),
+        close: close.clone(),
+    });
+    Metrics::inc(&app.metrics.sockets_open);
+    tracing::info!(user = %session.user.name, conn, client = %session.client_name.escape_debug(), "socket authenticated");
+
+    let reader = Reader {
+        app: &app,
+        conn,
+        user: session.user.clone(),
+        outbound,
+        close: &close,
+        close_rx: close_rx.clone(),
+        pending: FuturesOrdered::new(),
+    };
+    let writer = Writer {
+        app: &app,
+        close: &close,
+        close_rx,
+        closing_since: None,
+        delivered: HashMap::new(),
+    };
+    tokio::join!(reader.run(stream), writer.run(sink, queue));
+
+    app.hub.unregister(conn);
+    app.metrics
+        .sockets_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let end = *close.borrow();
+    tracing::info!(user = %session.user.name, conn, end = ?end, "socket closed");
+}
+
+/// Sets the ending unless one is already set; the first decision wins.
+fn decide(close: &watch::Sender<Option<Ending>>, ending: Ending) {
+    close.send_if_modified(|current| {
+        if current.is_none() {
+            *current = Some(ending);
+            true
+        } else {
+            false
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Phase 1: authentication (§6)
+// ---------------------------------------------------------------------------
+
+struct Session {
+    user: AuthedUser,
+    token_hash: String,
+    expires_ms: i64,
+    requested_caps: Vec<String>,
+    client_name: String,
+    request_id: u64,
+}
+
+async fn send_direct(sink: &mut Sink, frame: &ServerFrame) {
+    // A failed write means the peer is gone; the read side will notice.
+    sink.send(Message::Binary(encode_server_frame(frame)))
+        .await
+        .ok();
+}
+
+async fn reject_and_close(sink: &mut Sink, request_id: u64, rejection: Rejection) {
+    let close = rejection.code.closes_with();
+    send_direct(sink, &rejection.into_frame(request_id)).await;
+    if let Some(code) = close {
+        sink.send(close_message(code)).await.ok();
+    }
+}
+
+/// After we sent Close, reads until the peer answers (or goes), bounded.
+async fn linger(stream: &mut Stream) {
+    let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+    while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, stream.next()).await {}
+}
+
+async fn authenticate(app: &AppState, sink: &mut Sink, stream: &mut Stream) -> Option<Session> {
+    let deadline = tokio::time::Instant::now() + app.config.auth_timeout;
+    let max = app.config.limits.max_frame_bytes as usize;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = app.shutdown.wait() => {
+                sink.send(close_message(CloseCode::GoingAway)).await.ok();
+                return None;
+            }
+            next = tokio::time::timeout_at(deadline, stream.next()) => next,
+        };
+        let message = match next {
+            Err(_) => {
+                // §6.2: no Auth in time.
+                sink.send(close_message(CloseCode::AuthTimeout)).await.ok();
+                return None;
+            }
+            Ok(None) => return None,
+            Ok(Some(Err(err))) => {
+                if is_too_big(err) {
+                    sink.send(close_message(CloseCode::MessageTooBig))
+                        .await
+                        .ok();
+                }
+                return None;
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        let bytes = match message {
+            Message::Binary(bytes) => bytes,
+            Message::Text(_) => {
+                sink.send(close_message(CloseCode::UnsupportedData))
+                    .await
+                    .ok();
+                return None;
+            }
+            Message::Close(_) => return None,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        let frame = match decode_client_frame(&bytes, max) {
+            Ok(frame) => frame,
+            Err(DecodeError::Oversize { .. }) => {
+                sink.send(close_message(CloseCode::MessageTooBig))
+                    .await
+                    .ok();
+                return None;
+            }
+            Err(err @ DecodeError::Malformed { .. }) => {
+                reject_and_close(
+                    sink,
+                    0,
+                    Rejection::new(ErrorCode::MalformedFrame, err.to_string()),
+                )
+                .await;
+                return None;
+            }
+            Err(DecodeError::UnknownBody { request_id }) => {
+                reject_and_close(sink, request_id, unauthenticated()).await;
+                return None;
+            }
+            Err(err) => {
+                reject_and_close(
+                    sink,
+                    0,
+                    Rejection::new(ErrorCode::MalformedFrame, err.to_string()),
+                )
+                .await;
+                return None;
+            }
+        };
+        let ClientFrame { request_id, body } = frame;
+        let Some(ClientBody::Auth(auth)) = body else {
+            // §6.2: anything but Auth first.
+            reject_and_close(sink, request_id, unauthenticated()).await;
+            return None;
+        };
+        if let Err(rejection) = rules::check_request_id(request_id) {
+            send_direct(sink, &rejection.into_frame(0)).await;
+            continue;
+        }
+        match verify_token(app, &auth.token).await {
+            Ok((user, expires_ms)) => {
+                return Some(Session {
+                    user,
+                    token_hash: token_hash(&auth.token),
+                    expires_ms,
+                    requested_caps: auth.capabilities,
+                    client_name: auth.client_name,
+                    request_id,
+                });
+            }
+            Err(rejection) => {
+                let close_code = rejection
+                    .code
+                    .closes_with()
+                    .unwrap_or(CloseCode::InternalError);
+                send_direct(sink, &rejection.into_frame(request_id)).await;
+                sink.send(close_message(close_code)).await.ok();
+                return None;
+            }
+        }
+    }
+}
+
+fn unauthenticated() -> Rejection {
+    Rejection::new(
+        ErrorCode::Unauthenticated,
+        "the first frame on a socket must be Auth with a token from POST /v1/login",
+    )
+}
+
+async fn verify_token(app: &AppState, token: &str) -> Result<(AuthedUser, i64), Rejection> {
+    let record = app
+        .store
+        .token(&token_hash(token))
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Rejection::new(
+                ErrorCode::TokenInvalid,
+                "unknown token; log in again with POST /v1/login",
+            )
+        })?;
+    if record.revoked {
+        return Err(Rejection::new(
+            ErrorCode::TokenRevoked,
+            "this token was logged out; log in again",
+        ));
+    }
+    if record.expires_ms <= now_ms() {
+        return Err(Rejection::new(
+            ErrorCode::TokenExpired,
+            "this token expired; log in again",
+        ));
+    }
+    Ok((
+        AuthedUser {
+            id: record.user_id,
+            name: record.username,
+        },
+        record.expires_ms,
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Phase 2a: the reader half
+// ---------------------------------------------------------------------------
+
+struct Reader<'a> {
+    app: &'a AppState,
+    conn: ConnId,
+    user: AuthedUser,
+    outbound: mpsc::Sender<Outbound>,
+    close: &'a watch::Sender<Option<Ending>>,
+    close_rx: watch::Receiver<Option<Ending>>,
+    /// SendAcks waiting for their commit, in request order (§4.3, §8.3).
+    pending: FuturesOrdered<PendingAck>,
+}
+
+impl Reader<'_> {
+    async fn run(mut self, mut stream: Stream) {
+        let idle = self.app.config.limits.idle_timeout;
+        let max = self.app.config.limits.max_frame_bytes as usize;
+        let mut idle_deadline = tokio::time::Instant::now() + idle;
+        let ending = loop {
+            tokio::select! {
+                biased;
+                changed = self.close_rx.changed() => {
+                    // Someone else decided (hub, logout, writer); nothing to add.
+                    if changed.is_err() || self.close_rx.borrow().is_some() {
+                        break None;
+                    }
+                }
+                () = self.app.shutdown.wait() => {
+                    self.flush_pending_acks().await;
+                    break Some(CloseCode::GoingAway);
+                }
+                Some((request_id, result)) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.answer_ack(request_id, result);
+                }
+                () = sleep_until(idle_deadline) => break Some(CloseCode::IdleTimeout),
+                next = stream.next() => {
+                    // §12.1: any frame from the peer counts as liveness.
+                    idle_deadline = tokio::time::Instant::now() + idle;
+                    match next {
+                        None => break None,
+                        Some(Err(err)) => {
+                            if is_too_big(err) {
+                                break Some(CloseCode::MessageTooBig);
+                            }
+                            break None;
+                        }
+                        Some(Ok(Message::Binary(bytes))) => {
+                            if let Some(code) = self.handle_bytes(&bytes, max).await {
+                                break Some(code);
+                            }
+                        }
+                        Some(Ok(Message::Text(_))) => break Some(CloseCode::UnsupportedData),
+                        Some(Ok(Message::Close(_))) => break None,
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    }
+                }
+            }
+        };
+        match ending {
+            // In-band, so replies queued before it are sent first.
+            Some(code) => {
+                if self.outbound.try_send(Outbound::Close(code)).is_err() {
+                    decide(self.close, Ending::Close(code));
+                }
+            }
+            None => decide(self.close, Ending::PeerGone),
+        }
+        // Keep reading until the peer answers our Close or goes away, so the
+        // kernel never resets a connection with unread data in it.
+        let peer_gone = matches!(*self.close.borrow(), Some(Ending::PeerGone));
+        if !peer_gone {
+            linger(&mut stream).await;
+        }
+    }
+
+    /// Queues a reply; a full queue closes the connection (§12.4).
+    fn send(&self, frame: &ServerFrame) {
+        if self
+            .outbound
+            .try_send(Outbound::Frame(encode_server_frame(frame)))
+            .is_err()
+        {
+            Metrics::inc(&self.app.metrics.queue_drops);
+            decide(self.close, Ending::Close(CloseCode::SlowConsumer));
+        }
+    }
+
+    fn answer_ack(&self, request_id: u64, result: Result<AckResult, oneshot::error::RecvError>) {
+        let frame = match result {
+            Ok(Ok(ack)) => ServerFrame::reply(request_id, ServerBody::SendAck(ack)),
+            Ok(Err(rejection)) => rejection.into_frame(request_id),
+            Err(_) => Rejection::new(
+                ErrorCode::Unavailable,
+                "the server is shutting down; resend after reconnecting",
+            )
+            .into_frame(request_id),
+        };
+        self.send(&frame);
+    }
+
+    /// Before closing for shutdown, answer every send still waiting for its
+    /// commit: the writer is still running and will finish them.
+    async fn flush_pending_acks(&mut self) {
+        while let Some((request_id, result)) = self.pending.next().await {
+            self.answer_ack(request_id, result);
+        }
+    }
+
+    /// Handles one binary message; returns a close code to end the socket.
+    async fn handle_bytes(&mut self, bytes: &Bytes, max: usize) -> Option<CloseCode> {
+        match decode_client_frame(bytes, max) {
+            Ok(frame) => {
+                self.handle_frame(frame).await;
+                None
+            }
+            Err(DecodeError::Oversize { .. }) => Some(CloseCode::MessageTooBig),
+            Err(DecodeError::UnknownBody { request_id }) => {
+                // §4.4: a newer client's frame; say so and carry on.
+                let rejection = Rejection::new(
+                    ErrorCode::UnsupportedFrame,
+                    "this server does not know that frame kind; it speaks confab.v1 as listed in Welcome",
+                );
+                self.send(&rejection.into_frame(request_id));
+                None
+            }
+            Err(err) => {
+                self.send(
+                    &Rejection::new(ErrorCode::MalformedFrame, err.to_string()).into_frame(0),
+                );
+                Some(CloseCode::MalformedFrame)
+            }
+        }
+    }
+
+    async fn handle_frame(&mut self, frame: ClientFrame) {
+        let ClientFrame { request_id, body } = frame;
+        let Some(body) = body else { return };
+        if let Err(rejection) = rules::check_request_id(request_id) {
+            self.send(&rejection.into_frame(0));
+            return;
+        }
+        let name = body.name();
+        let result = match body {
+            ClientBody::Auth(_) => Err(Rejection::new(
+                ErrorCode::AlreadyAuthenticated,
+                "this socket is already authenticated; open a new socket to change users",
+            )),
+            ClientBody::Ping(ping) => Ok(Some(ServerBody::Pong(wire::Pong { nonce: ping.nonce }))),
+            ClientBody::ListRooms(list) => Ok(Some(ServerBody::RoomList(wire::RoomList {
+                rooms: self.app.hub.room_list(self.conn, list.subscribe),
+            }))),
+            ClientBody::CreateRoom(create) => {
+                self.create_room(create, request_id).await.map(|()| None)
+            }
+            ClientBody::JoinRoom(join) => self.join_room(join, request_id).await.map(|()| None),
+            ClientBody::LeaveRoom(leave) => self.leave_room(leave).await.map(Some),
+            ClientBody::ListMembers(list) => self.list_members(list).map(Some),
+            ClientBody::SendMessage(send) => {
+                self.send_message(send, request_id).await.map(|()| None)
+            }
+            ClientBody::FetchHistory(fetch) => self.fetch_history(fetch).await.map(Some),
+            ClientBody::Resume(resume) => {
+                self.app
+                    .hub
+                    .resume(self.conn, &self.user.name, &resume.rooms, request_id);
+                Ok(None)
+            }
+            // §11.2: no reply on success.
+            ClientBody::SetTyping(typing) => self.set_typing(typing).map(|()| None),
+        };
+        match result {
+            Ok(Some(reply)) => self.send(&ServerFrame::reply(request_id, reply)),
+            Ok(None) => {}
+            Err(rejection) => {
+                tracing::debug!(conn = self.conn, frame = name, code = ?rejection.code, "request rejected");
+                self.send(&rejection.into_frame(request_id));
+            }
+        }
+    }
+
+    /// §7.2. The hub queues RoomJoined itself, together with the room's activation.
+    async fn create_room(
+        &self,
+        create: wire::CreateRoom,
+        request_id: u64,
+    ) -> Result<(), Rejection> {
+        let name = RoomName::parse(create.name)?;
+        let topic = Topic::parse(create.topic)?;
+        let epoch = uuid::Uuid::new_v4().simple().to_string();
+        let now = now_ms();
+        let id = match self
+            .app
+            .store
+            .create_room(&name, topic.as_str(), &epoch, self.user.id, now)
+            .await
+        {
+            Ok(id) => id,
+            Err(StoreError::AlreadyExists) => {
+                return Err(Rejection::new(
+                    ErrorCode::RoomExists,
+                    format!("room {name} already exists; join it instead"),
+                ));
+            }
+            Err(err) => return Err(internal(err)),
+        };
+        let record = RoomRecord {
+            id,
+            name,
+            topic: topic.into_string(),
+            epoch,
+            head_seq: 0,
+            last_activity_ms: now,
+            members: vec![self.user.name.clone()],
+        };
+        self.app.hub.room_created(self.conn, record, request_id);
+        Ok(())
+    }
+
+    /// §7.3.
+    async fn join_room(&self, join: wire::JoinRoom, request_id: u64) -> Result<(), Rejection> {
+        let name = RoomName::parse(join.name)?;
+        let room_id = self.app.hub.room_id(&name)?;
+        self.app
+            .store
+            .add_member(room_id, self.user.id, now_ms())
+            .await
+            .map_err(internal)?;
+        self.app
+            .hub
+            .member_joined(self.conn, &name, &self.user.name, request_id)
+    }
+
+    /// §7.4.
+    async fn leave_room(&self, leave: wire::LeaveRoom) -> Result<ServerBody, Rejection> {
+        let name = RoomName::parse(leave.name)?;
+        let room_id = self.app.hub.member_room_id(&name, &self.user.name)?;
+        self.app
+            .store
+            .remove_member(room_id, self.user.id)
+            .await
+            .map_err(internal)?;
+        self.app.hub.member_left(&name, &self.user.name);
+        Ok(ServerBody::RoomLeft(wire::RoomLeft {
+            name: name.into_string(),
+        }))
+    }
+
+    /// §7.5.
+    fn list_members(&self, list: wire::ListMembers) -> Result<ServerBody, Rejection> {
+        let room = RoomName::parse(list.room)?;
+        let members = self.app.hub.members(&room, &self.user.name)?;
+        Ok(ServerBody::MemberList(wire::MemberList {
+            room: room.into_string(),
+            members,
+        }))
+    }
+
+    /// §8: validate, authorise, rate-limit, then hand to the group-commit
+    /// writer. The SendAck is queued when the commit is durable (§8.3).
+    async fn send_message(
+        &mut self,
+        send: wire::SendMessage,
+        request_id: u64,
+    ) -> Result<(), Rejection> {
+        let received = Instant::now();
+        let valid = rules::validate_send(&send, &self.app.config.limits)?;
+        let room_id = self.app.hub.member_room_id(&valid.room, &self.user.name)?;
+        if let Err(wait) = self.app.send_rate.try_send(&self.user.name, received) {
+            Metrics::inc(&self.app.metrics.rate_limited);
+            let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
+            return Err(Rejection::rate_limited(ms));
+        }
+        let message = NewMessage {
+            room_id,
+            room: valid.room,
+            sender_id: self.user.id,
+            sender: self.user.name.clone(),
+            client_msg_id: valid.client_msg_id,
+            text: valid.text.into_string(),
+            kind: valid.kind,
+            server_ts_ms: now_ms(),
+        };
+        let ack = self.app.writer.submit(message, received).await;
+        self.pending
+            .push_back(Box::pin(async move { (request_id, ack.await) }));
+        Ok(())
+    }
+
+    /// §9.
+    async fn fetch_history(&self, fetch: wire::FetchHistory) -> Result<ServerBody, Rejection> {
+        let query = HistoryQuery::from_request(&fetch, self.app.config.limits.max_history_page)?;
+        self.app.hub.member_room_id(&query.room, &self.user.name)?;
+        let slice = self
+            .app
+            .store
+            .history(&query.room, query.range, query.limit)
+            .await
+            .map_err(internal)?;
+        let page = wire::HistoryPage {
+            room: query.room.into_string(),
+            messages: slice.messages.iter().map(|m| m.to_wire()).collect(),
+            has_more: slice.has_more,
+            head_seq: slice.head_seq,
+            epoch: slice.epoch,
+        };
+        Ok(ServerBody::HistoryPage(page))
+    }
+
+    /// §11.2.
+    fn set_typing(&self, typing: wire::SetTyping) -> Result<(), Rejection> {
+        let room = RoomName::parse(typing.room)?;
+        self.app
+            .hub
+            .set_typing(&room, &self.user.name, typing.active, Instant::now())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Phase 2b: the writer half
+// ---------------------------------------------------------------------------
+
+struct Writer<'a> {
+    app: &'a AppState,
+    close: &'a watch::Sender<Option<Ending>>,
+    close_rx: watch::Receiver<Option<Ending>>,
+    /// When a close was decided while a write was blocked.
+    closing_since: Option<tokio::time::Instant>,
+    /// Highest seq delivered per room (§10.6): a seq is never sent twice.
+    delivered: HashMap<RoomName, u64>,
+}
+
+/// The writer could not continue: the socket failed or the grace ran out.
+struct WriteFailed;
+
+impl Writer<'_> {
+    async fn run(mut self, mut sink: Sink, mut queue: mpsc::Receiver<Outbound>) {
+        let interval = self
+            .app
+            .config
+            .limits
+            .heartbeat_interval
+            .max(Duration::from_millis(10));
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ending = loop {
+            if let Some(ending) = *self.close_rx.borrow_and_update() {
+                break ending;
+            }
+            let step = tokio::select! {
+                biased;
+                _ = self.close_rx.changed() => continue,
+                item = queue.recv() => match item {
+                    Some(Outbound::Close(code)) => break Ending::Close(code),
+                    Some(item) => self.write_item(&mut sink, item).await,
+                    // Unreachable while the hub holds a sender; treat as a close.
+                    None => break Ending::Close(CloseCode::GoingAway),
+                },
+                _ = heartbeat.tick() => self.write(&mut sink, Message::Ping(Bytes::new())).await,
+            };
+            if step.is_err() {
+                decide(self.close, Ending::PeerGone);
+                return;
+            }
+        };
+        decide(self.close, ending);
+        match ending {
+            Ending::Close(code) => {
+                self.closing_since
+                    .get_or_insert_with(tokio::time::Instant::now);
+                self.write(&mut sink, close_message(code)).await.ok();
+            }
+            Ending::PeerGone => {
+                // Flush the Close reply tungstenite queued for the peer, if any.
+                self.closing_since
+                    .get_or_insert_with(tokio::time::Instant::now);
+                let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+                tokio::time::timeout_at(deadline, sink.flush()).await.ok();
+            }
+        }
+    }
+
+    async fn write_item(&mut self, sink: &mut Sink, item: Outbound) -> Result<(), WriteFailed> {
+        match item {
+            Outbound::Frame(bytes) => self.write(sink, Message::Binary(bytes)).await,
+            Outbound::Message { room, seq, frame } => {
+                let upto = self.delivered.get(&*room).copied().unwrap_or(0);
+                if seq <= upto {
+                    return Ok(());
+                }
+                self.write(sink, Message::Binary(frame)).await?;
+                self.delivered.insert((*room).clone(), seq);
+                Ok(())
+            }
+            Outbound::Activate {
+                room,
+                replay_after,
+                head,
+            } => self.replay(sink, &room, replay_after, head).await,
+            // Handled by the caller.
+            Outbound::Close(_) => Ok(()),
+        }
+    }
+
+    /// §10.3 REPLAYED and §10.6: sends stored messages `after < seq <= head`
+    /// that this connection has not delivered, then counts the room as
+    /// delivered up to `head`. Live messages of the room are queued behind
+    /// this item, so they follow in seq order.
+    async fn replay(
+        &mut self,
+        sink: &mut Sink,
+        room: &RoomName,
+        after: u64,
+        head: u64,
+    ) -> Result<(), WriteFailed> {
+        let mut cursor = after.max(self.delivered.get(room).copied().unwrap_or(0));
+        while cursor < head {
+            let page = match self
+                .app
+                .store
+                .messages_between(room, cursor, head, REPLAY_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::error!(error = %err, %room, "replay read failed");
+                    decide(self.close, Ending::Close(CloseCode::InternalError));
+                    return Ok(());
+                }
+            };
+            let Some(last) = page.last().map(|m| m.seq) else {
+                break;
+            };
+            for message in page {
+                let frame = ServerFrame::push(ServerBody::Message(message.to_wire()));
+                self.write(sink, Message::Binary(encode_server_frame(&frame)))
+                    .await?;
+            }
+            cursor = last;
+            self.delivered.insert(room.clone(), cursor);
+        }
+        let upto = self.delivered.entry(room.clone()).or_insert(0);
+        *upto = (*upto).max(head);
+        Ok(())
+    }
+
+    /// Writes one message. If a close is decided while the write is blocked
+    /// (typically a slow consumer whose socket buffer is full), the write
+    /// gets `CLOSE_GRACE` more to finish and then the connection is dropped.
+    async fn write(&mut self, sink: &mut Sink, message: Message) -> Result<(), WriteFailed> {
+        let send = sink.send(message);
+        tokio::pin!(send);
+        loop {
+            let deadline = self.closing_since.map(|since| since + CLOSE_GRACE);
+            tokio::select! {
+                result = &mut send => return result.map_err(|_| WriteFailed),
+                changed = self.close_rx.changed(), if deadline.is_none() => {
+                    if changed.is_err() || self.close_rx.borrow().is_some() {
+                        self.closing_since = Some(tokio::time::Instant::now());
+                    }
+                }
+                () = sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    return Err(WriteFailed);
+                }
+            }
+        }
+    }
+}

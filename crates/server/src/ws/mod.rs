@@ -1,0 +1,9 @@
+//! The confab.v1 WebSocket endpoint (§3, §6-§12).
+//!
+//! - [`upgrade`]: the HTTP side: Origin allow-list, subprotocol, size limits.
+//! - [`connection`]: the per-socket task: authentication, then a reader half
+//!   that handles frames in order and a writer half that drains the
+//!   connection's outbound queue.
+
+pub mod connection;
+pub mod upgrade;

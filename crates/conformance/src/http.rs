@@ -1,0 +1,286 @@
+//! The server's base URL and a minimal HTTP/1.1 client for §5 endpoints.
+//!
+//! The suite needs a handful of JSON POSTs per scenario, so one request per
+//! TCP connection (`Connection: close`) over a plain `TcpStream` is enough
+//! and keeps the dependency tree to what the server already uses. Bodies
+//! are read to EOF; chunked responses are decoded.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::RunError;
+
+/// A parsed `http://host:port[/prefix]` base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl {
+    /// Host name or IP as written.
+    pub host: String,
+    /// Port (80 when not written).
+    pub port: u16,
+    /// Path prefix without a trailing slash ("" for none).
+    pub prefix: String,
+}
+
+impl ServerUrl {
+    /// Parses a base URL. Only `http` is supported: TLS is not built in.
+    pub fn parse(url: &str) -> Result<Self, RunError> {
+        let bad = |reason: &str| RunError::BadServerUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = if let Some(rest) = url.strip_prefix("http://") {
+            rest
+        } else if url.starts_with("https://") {
+            return Err(bad(
+                "https is not supported by this build; run the suite against the server's plain http listener (e.g. on loopback)",
+            ));
+        } else {
+            return Err(bad("expected http://host:port"));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            return Err(bad("missing host"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+                let port = p.parse().map_err(|_| bad("port is not a number"))?;
+                (h.to_owned(), port)
+            }
+            _ => (authority.to_owned(), 80),
+        };
+        Ok(Self {
+            host,
+            port,
+            prefix: path.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// `host:port`, as used in the Host header and to connect.
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The WebSocket URL derived from the base: `ws://host:port/prefix/v1/ws`.
+    pub fn ws_url(&self) -> String {
+        format!(
+            "ws://{}{}{}",
+            self.authority(),
+            self.prefix,
+            confab_protocol::WEBSOCKET_PATH
+        )
+    }
+
+    /// The base URL as given, normalised.
+    pub fn base(&self) -> String {
+        format!("http://{}{}", self.authority(), self.prefix)
+    }
+}
+
+/// A response: status, lowercase headers, body bytes.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers with lowercase names, in order.
+    pub headers: Vec<(String, String)>,
+    /// The decoded body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// First header of that (lowercase) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, or as a JSON string when it is not JSON.
+    pub fn body_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&self.body).into_owned())
+        })
+    }
+}
+
+/// Why an HTTP exchange failed (transport, not status).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// Connecting, writing or reading failed.
+    #[error("HTTP I/O with {authority}: {source}")]
+    Io {
+        /// Where.
+        authority: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// No complete response within the timeout.
+    #[error("no HTTP response from {0} within the step timeout")]
+    Timeout(String),
+    /// The bytes are not an HTTP/1.x response.
+    #[error("malformed HTTP response: {0}")]
+    Malformed(String),
+}
+
+/// One request.
+#[derive(Debug, Clone)]
+pub struct HttpRequest<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// Path below the base URL's prefix.
+    pub path: &'a str,
+    /// Body bytes (sent as `application/json`).
+    pub body: Option<Vec<u8>>,
+    /// Bearer token.
+    pub bearer: Option<&'a str>,
+}
+
+/// Sends one request and reads the whole response.
+pub async fn send(
+    url: &ServerUrl,
+    request: HttpRequest<'_>,
+    timeout: Duration,
+) -> Result<HttpResponse, HttpError> {
+    let authority = url.authority();
+    tokio::time::timeout(timeout, exchange(url, &request))
+        .await
+        .map_err(|_| HttpError::Timeout(authority))?
+}
+
+async fn exchange(url: &ServerUrl, request: &HttpRequest<'_>) -> Result<HttpResponse, HttpError> {
+    let authority = url.authority();
+    let io = |source| HttpError::Io {
+        authority: authority.clone(),
+        source,
+    };
+    let mut stream = TcpStream::connect(&authority).await.map_err(io)?;
+    let body = request.body.clone().unwrap_or_default();
+    let mut head = format!(
+        "{} {}{} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\nContent-Length: {}\r\n",
+        request.method,
+        url.prefix,
+        request.path,
+        authority,
+        body.len()
+    );
+    if request.body.is_some() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some(token) = request.bearer {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(&body);
+    stream.write_all(&bytes).await.map_err(io)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.map_err(io)?;
+    parse_response(&raw)
+}
+
+/// Parses a complete HTTP/1.x response.
+pub fn parse_response(raw: &[u8]) -> Result<HttpResponse, HttpError> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| HttpError::Malformed("no end of headers".into()))?;
+    let head = std::str::from_utf8(&raw[..end])
+        .map_err(|_| HttpError::Malformed("headers are not UTF-8".into()))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .filter(|_| status_line.starts_with("HTTP/1."))
+        .ok_or_else(|| HttpError::Malformed(format!("bad status line {status_line:?}")))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &raw[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        decode_chunked(rest)?
+    } else {
+        let len = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(rest.len());
+        rest[..len.min(rest.len())].to_vec()
+    };
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn decode_chunked(mut rest: &[u8]) -> Result<Vec<u8>, HttpError> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| HttpError::Malformed("truncated chunk size".into()))?;
+        let size_text = std::str::from_utf8(&rest[..line_end]).unwrap_or_default();
+        let size =
+            usize::from_str_radix(size_text.split(';').next().unwrap_or_default().trim(), 16)
+                .map_err(|_| HttpError::Malformed(format!("bad chunk size {size_text:?}")))?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        if rest.len() < size + 2 {
+            return Err(HttpError::Malformed("truncated chunk".into()));
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = ServerUrl::parse("http://127.0.0.1:7420").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.prefix.as_str()),
+            ("127.0.0.1", 7420, "")
+        );
+        assert_eq!(u.ws_url(), "ws://127.0.0.1:7420/v1/ws");
+        let u = ServerUrl::parse("http://localhost/chat/").unwrap();
+        assert_eq!(u.ws_url(), "ws://localhost:80/chat/v1/ws");
+        assert!(ServerUrl::parse("ftp://x").is_err());
+        assert!(
+            ServerUrl::parse("https://x:1")
+                .unwrap_err()
+                .to_string()
+                .contains("https")
+        );
+        assert!(ServerUrl::parse("http://x:port").is_err());
+    }
+
+    #[test]
+    fn responses_plain_and_chunked() {
+        let r = parse_response(b"HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}").unwrap();
+        assert_eq!(r.status, 409);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.body_json(), serde_json::json!({}));
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
+        assert_eq!(r.body, b"abcde");
+        assert!(parse_response(b"garbage").is_err());
+    }
+}

@@ -52,6 +52,10 @@ use crate::storage::{NewMessage, RoomRecord, StoreError};
 /// being written and to answer our Close frame before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
+/// At shutdown, how long we wait for a peer to answer our Close (1001): a
+/// live client answers at once, and a dead one must not hold up the restart.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 /// Messages read from storage per query while replaying a Resume.
 const REPLAY_PAGE: u32 = 256;
 
@@ -90,7 +94,12 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
     let (mut sink, mut stream) = socket.split();
     let Some(session) = authenticate(&app, &mut sink, &mut stream).await else {
         // The close frame (if any) is sent; give the peer a moment to read it.
-        linger(&mut stream).await;
+        let grace = if app.shutdown.is_triggered() {
+            SHUTDOWN_GRACE
+        } else {
+            CLOSE_GRACE
+        };
+        linger(&mut stream, grace).await;
         return;
     };
 
@@ -192,8 +201,8 @@ async fn reject_and_close(sink: &mut Sink, request_id: u64, rejection: Rejection
 }
 
 /// After we sent Close, reads until the peer answers (or goes), bounded.
-async fn linger(stream: &mut Stream) {
-    let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+async fn linger(stream: &mut Stream, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
     while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, stream.next()).await {}
 }
 
@@ -413,10 +422,12 @@ impl Reader<'_> {
         }
         // Keep reading until the peer answers our Close or goes away, so the
         // kernel never resets a connection with unread data in it.
-        let peer_gone = matches!(*self.close.borrow(), Some(Ending::PeerGone));
-        if !peer_gone {
-            linger(&mut stream).await;
-        }
+        let grace = match *self.close.borrow() {
+            Some(Ending::PeerGone) => return,
+            _ if ending == Some(CloseCode::GoingAway) => SHUTDOWN_GRACE,
+            _ => CLOSE_GRACE,
+        };
+        linger(&mut stream, grace).await;
     }
 
     /// Queues a reply; a full queue closes the connection (§12.4).

@@ -94,17 +94,25 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("JSON body ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("JSON body ({e}): {:?}", self.body))
     }
 }
 
 /// One HTTP/1.1 request on a fresh connection, with hyper's client.
-pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> HttpResponse {
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
     within("HTTP response", async {
         let stream = TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("HTTP handshake");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("HTTP handshake");
         tokio::spawn(connection);
         let mut request = http::Request::builder()
             .method(method)
@@ -114,12 +122,23 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str, header
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request.body(Full::new(Bytes::from(body.to_owned()))).expect("request");
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .expect("request");
         let response = sender.send_request(request).await.expect("HTTP request");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.into_body().collect().await.expect("body").to_bytes();
-        HttpResponse { status, headers, body }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        HttpResponse {
+            status,
+            headers,
+            body,
+        }
     })
     .await
 }
@@ -129,7 +148,14 @@ fn credentials(user: &str, password: &str) -> String {
 }
 
 pub async fn register(addr: SocketAddr, user: &str, password: &str) -> HttpResponse {
-    http(addr, "POST", "/v1/register", &credentials(user, password), &[]).await
+    http(
+        addr,
+        "POST",
+        "/v1/register",
+        &credentials(user, password),
+        &[],
+    )
+    .await
 }
 
 pub async fn login(addr: SocketAddr, user: &str, password: &str) -> HttpResponse {
@@ -171,19 +197,25 @@ pub struct Client {
 }
 
 pub fn ws_request(addr: SocketAddr) -> tungstenite::handshake::client::Request {
-    let mut request = format!("ws://{addr}/v1/ws").into_client_request().expect("request");
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", HeaderValue::from_static("confab.v1"));
+    let mut request = format!("ws://{addr}/v1/ws")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("confab.v1"),
+    );
     request
 }
 
 impl Client {
     /// Opens a socket offering confab.v1; not yet authenticated.
     pub async fn connect(addr: SocketAddr) -> Self {
-        let (ws, _) = within("WebSocket connect", tokio_tungstenite::connect_async(ws_request(addr)))
-            .await
-            .expect("WebSocket handshake");
+        let (ws, _) = within(
+            "WebSocket connect",
+            tokio_tungstenite::connect_async(ws_request(addr)),
+        )
+        .await
+        .expect("WebSocket handshake");
         Self::from_ws(ws, "anonymous")
     }
 
@@ -197,7 +229,12 @@ impl Client {
     }
 
     /// Connects and authenticates with `token`; returns the client and Welcome.
-    pub async fn authed(addr: SocketAddr, name: &str, token: &str, caps: &[&str]) -> (Self, wire::Welcome) {
+    pub async fn authed(
+        addr: SocketAddr,
+        name: &str,
+        token: &str,
+        caps: &[&str],
+    ) -> (Self, wire::Welcome) {
         let mut client = Self::connect(addr).await;
         client.name = name.to_owned();
         let welcome = client.auth(token, caps).await;
@@ -235,7 +272,8 @@ impl Client {
         self.next_request += 1;
         let id = self.next_request;
         let frame = ClientFrame::request(id, body);
-        self.send_raw(Message::Binary(encode_client_frame(&frame))).await;
+        self.send_raw(Message::Binary(encode_client_frame(&frame)))
+            .await;
         id
     }
 
@@ -245,7 +283,8 @@ impl Client {
             loop {
                 match self.ws.next().await {
                     Some(Ok(Message::Binary(bytes))) => {
-                        let frame = decode_server_frame(&bytes, usize::MAX).expect("server frames decode");
+                        let frame =
+                            decode_server_frame(&bytes, usize::MAX).expect("server frames decode");
                         return Event::Frame(frame);
                     }
                     Some(Ok(Message::Close(frame))) => {
@@ -267,12 +306,18 @@ impl Client {
         }
         match self.read().await {
             Event::Frame(f) => f,
-            Event::Closed(code) => panic!("{}: closed ({code:?}) while waiting for a frame", self.name),
+            Event::Closed(code) => {
+                panic!("{}: closed ({code:?}) while waiting for a frame", self.name)
+            }
         }
     }
 
     /// Reads until a frame matches; earlier frames stay buffered for later.
-    pub async fn expect(&mut self, what: &str, matches: impl Fn(&ServerFrame) -> bool) -> ServerFrame {
+    pub async fn expect(
+        &mut self,
+        what: &str,
+        matches: impl Fn(&ServerFrame) -> bool,
+    ) -> ServerFrame {
         if let Some(pos) = self.buffered.iter().position(&matches) {
             return self.buffered.remove(pos).expect("position is valid");
         }
@@ -280,7 +325,9 @@ impl Client {
             match self.read().await {
                 Event::Frame(f) if matches(&f) => return f,
                 Event::Frame(f) => self.buffered.push_back(f),
-                Event::Closed(code) => panic!("{}: closed ({code:?}) while waiting for {what}", self.name),
+                Event::Closed(code) => {
+                    panic!("{}: closed ({code:?}) while waiting for {what}", self.name)
+                }
             }
         }
     }
@@ -288,7 +335,8 @@ impl Client {
     /// Sends a request and returns the reply that echoes its id.
     pub async fn request(&mut self, body: C) -> ServerFrame {
         let id = self.send(body).await;
-        self.expect(&format!("reply to request {id}"), |f| f.request_id == id).await
+        self.expect(&format!("reply to request {id}"), |f| f.request_id == id)
+            .await
     }
 
     /// Reads until the server closes; returns the close code. Frames read
@@ -343,7 +391,9 @@ impl Client {
     }
 
     pub async fn join_room(&mut self, room: &str) -> wire::RoomInfo {
-        let reply = self.request(C::JoinRoom(wire::JoinRoom { name: room.into() })).await;
+        let reply = self
+            .request(C::JoinRoom(wire::JoinRoom { name: room.into() }))
+            .await;
         match reply.body {
             Some(S::RoomJoined(j)) => j.room.expect("room info"),
             other => panic!("{}: join {room}: {other:?}", self.name),
@@ -359,7 +409,12 @@ impl Client {
     }
 
     /// Sends a message and returns whatever replies (ack or error).
-    pub async fn send_message(&mut self, room: &str, client_msg_id: &str, text: &str) -> ServerFrame {
+    pub async fn send_message(
+        &mut self,
+        room: &str,
+        client_msg_id: &str,
+        text: &str,
+    ) -> ServerFrame {
         self.request(C::SendMessage(wire::SendMessage {
             room: room.into(),
             client_msg_id: client_msg_id.into(),
@@ -420,5 +475,8 @@ pub fn messages(frames: &[ServerFrame]) -> Vec<wire::Message> {
 
 /// `(room, seq)` of each Message push among `frames`.
 pub fn message_seqs(frames: &[ServerFrame]) -> Vec<(String, u64)> {
-    messages(frames).into_iter().map(|m| (m.room, m.seq)).collect()
+    messages(frames)
+        .into_iter()
+        .map(|m| (m.room, m.seq))
+        .collect()
 }

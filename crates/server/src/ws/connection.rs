@@ -94,12 +94,7 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
     let (mut sink, mut stream) = socket.split();
     let Some(session) = authenticate(&app, &mut sink, &mut stream).await else {
         // The close frame (if any) is sent; give the peer a moment to read it.
-        let grace = if app.shutdown.is_triggered() {
-            SHUTDOWN_GRACE
-        } else {
-            CLOSE_GRACE
-        };
-        linger(&mut stream, grace).await;
+        linger(&mut stream, CLOSE_GRACE, &app.shutdown).await;
         return;
     };
 
@@ -200,10 +195,24 @@ async fn reject_and_close(sink: &mut Sink, request_id: u64, rejection: Rejection
     }
 }
 
-/// After we sent Close, reads until the peer answers (or goes), bounded.
-async fn linger(stream: &mut Stream, grace: Duration) {
-    let deadline = tokio::time::Instant::now() + grace;
-    while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, stream.next()).await {}
+/// After we sent Close, reads until the peer answers (or goes), bounded by
+/// `grace`, or by `SHUTDOWN_GRACE` once the server is shutting down.
+async fn linger(stream: &mut Stream, grace: Duration, shutdown: &crate::shutdown::Shutdown) {
+    let mut deadline = tokio::time::Instant::now() + grace;
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            next = stream.next() => match next {
+                Some(Ok(_)) => continue,
+                _ => return,
+            },
+            () = sleep_until(deadline) => return,
+            () = shutdown.wait(), if !shutting_down => {
+                shutting_down = true;
+                deadline = deadline.min(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+            }
+        }
+    }
 }
 
 async fn authenticate(app: &AppState, sink: &mut Sink, stream: &mut Stream) -> Option<Session> {
@@ -422,12 +431,10 @@ impl Reader<'_> {
         }
         // Keep reading until the peer answers our Close or goes away, so the
         // kernel never resets a connection with unread data in it.
-        let grace = match *self.close.borrow() {
-            Some(Ending::PeerGone) => return,
-            _ if ending == Some(CloseCode::GoingAway) => SHUTDOWN_GRACE,
-            _ => CLOSE_GRACE,
-        };
-        linger(&mut stream, grace).await;
+        if matches!(*self.close.borrow(), Some(Ending::PeerGone)) {
+            return;
+        }
+        linger(&mut stream, CLOSE_GRACE, &self.app.shutdown).await;
     }
 
     /// Queues a reply; a full queue closes the connection (§12.4).

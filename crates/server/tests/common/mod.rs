@@ -340,12 +340,17 @@ impl Client {
     }
 
     /// Reads until the server closes; returns the close code. Frames read
-    /// on the way are buffered.
+    /// on the way are buffered. Answers the server's Close, as a client should.
     pub async fn expect_close(&mut self) -> Option<u16> {
         loop {
             match self.read().await {
                 Event::Frame(f) => self.buffered.push_back(f),
-                Event::Closed(code) => return code,
+                Event::Closed(code) => {
+                    // Flushes tungstenite's queued Close reply; errors mean
+                    // the connection is already gone, which is fine too.
+                    within("close reply", self.ws.close(None)).await.ok();
+                    return code;
+                }
             }
         }
     }

@@ -1,0 +1,720 @@
+//! `confab-bench`: runs one workload against the reference server and,
+//! with `--vs`, against the baselines in the same invocation, then prints
+//! the figures side by side and optionally writes them as JSON.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use confab_bench::target::{ChildServer, Kind, Launch};
+use confab_bench::workload::fanout::{self, FanoutConfig, FanoutReport};
+use confab_bench::workload::idle::{self, IdleConfig, IdleReport};
+use confab_bench::workload::ingest::{self, IngestConfig};
+use confab_bench::workload::reconnect::{self, ReconnectConfig};
+use confab_bench::workload::{Progress, RateSweep, geometric_rates};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "confab-bench",
+    version,
+    about = "Open-loop load generator for Confab: idle memory, fan-out latency, durable ingest and reconnect storms, with baselines.",
+    long_about = None
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Measure a Confab server that is already running (http://host:port) instead of spawning one.
+    /// Memory and CPU of the server are then not reported.
+    #[arg(long, global = true)]
+    server: Option<String>,
+
+    /// The confab-server binary to spawn [default: confab-server next to this binary].
+    #[arg(long, global = true)]
+    server_bin: Option<PathBuf>,
+
+    /// Extra flag for the spawned confab-server (repeat for several), e.g. --server-arg=--send-rate=50.
+    #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
+    server_args: Vec<String>,
+
+    /// Pin spawned servers to these CPUs (taskset -c LIST), e.g. 0. Pin the generator
+    /// itself by starting it under taskset, e.g. `taskset -c 1 confab-bench ...`.
+    #[arg(long, global = true)]
+    server_cpus: Option<String>,
+
+    /// Also run the workload against these baselines: ceiling, node-ws (comma-separated).
+    #[arg(long, global = true, value_delimiter = ',')]
+    vs: Vec<String>,
+
+    /// Directory of the Node baseline (server.js, node_modules) [default: crates/bench/peers].
+    #[arg(long, global = true)]
+    peers_dir: Option<PathBuf>,
+
+    /// Where spawned servers keep data and logs [default: $TMPDIR/confab-bench].
+    #[arg(long, global = true)]
+    work_dir: Option<PathBuf>,
+
+    /// Write the results as JSON to this file.
+    #[arg(long, global = true)]
+    json_out: Option<PathBuf>,
+
+    /// No progress bar (results are still printed).
+    #[arg(long, global = true)]
+    no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Workload {
+    /// Server memory per authenticated idle socket: RSS slope between socket counts.
+    Idle {
+        /// Socket counts to measure at (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1000,15000")]
+        sizes: Vec<usize>,
+        /// Sockets per user (a user's devices); keeps the number of argon2 logins small.
+        #[arg(long, default_value_t = 50)]
+        sockets_per_user: usize,
+        /// Users per room.
+        #[arg(long, default_value_t = 10)]
+        users_per_room: usize,
+    },
+    /// R rooms of M members; open-loop publishing; delivery latency per rate.
+    Fanout {
+        /// Rooms.
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+        /// Members per room, each a user with one socket.
+        #[arg(long, default_value_t = 100)]
+        members: usize,
+        /// Publishes per second, all rooms together (without --sweep).
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Seconds of unreported warm-up at the first rate.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        #[command(flatten)]
+        sweep: SweepArgs,
+    },
+    /// Many senders in small rooms: durable acks/s and ack latency, against one fsync per message.
+    Ingest {
+        /// Sending users, one socket each.
+        #[arg(long, default_value_t = 200)]
+        senders: usize,
+        /// Members per room.
+        #[arg(long, default_value_t = 2)]
+        room_size: usize,
+        /// Publishes per second (without --sweep).
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        #[command(flatten)]
+        sweep: SweepArgs,
+        /// Most write+fdatasync rounds of the one-fsync-per-message baseline.
+        #[arg(long, default_value_t = 2000)]
+        fsync_rounds: u32,
+        /// Most seconds of the fsync baseline.
+        #[arg(long, default_value_t = 5.0)]
+        fsync_seconds: f64,
+        /// Directory for the fsync baseline when --server is used [default: the work dir].
+        #[arg(long)]
+        fsync_dir: Option<PathBuf>,
+    },
+    /// K clients drop at once and resume: recovery time, and proof nothing was lost.
+    ReconnectStorm {
+        /// Clients that drop and resume.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Clients per room (each room also has one publisher).
+        #[arg(long, default_value_t = 10)]
+        room_size: usize,
+        /// Publishes per second during the whole run.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Seconds of publishing; the storm hits at one third.
+        #[arg(long, default_value_t = 9.0)]
+        duration: f64,
+        /// Message text bytes.
+        #[arg(long, default_value_t = 64)]
+        text_bytes: usize,
+        /// Seconds to wait for recoveries and stragglers.
+        #[arg(long, default_value_t = 30.0)]
+        drain: f64,
+    },
+    /// Serve the stack-ceiling baseline (used by --vs ceiling).
+    #[command(hide = true)]
+    ServeCeiling {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+/// How a fan-out or ingest run picks and judges its rates.
+#[derive(Debug, Args)]
+struct SweepArgs {
+    /// Sweep rates until one is not sustained (loss, error, or p99 over the target).
+    #[arg(long)]
+    sweep: bool,
+    /// Rates of the sweep (comma-separated) [default: the workload's start × 1.5^i, 10 steps].
+    #[arg(long, value_delimiter = ',')]
+    rates: Vec<f64>,
+    /// Seconds of sending per rate.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Message text bytes.
+    #[arg(long, default_value_t = 64)]
+    text_bytes: usize,
+    /// A rate counts as sustained only with delivery and ack p99 under this many ms.
+    #[arg(long, default_value_t = 50.0)]
+    p99_target_ms: f64,
+    /// Seconds to wait for stragglers after each rate.
+    #[arg(long, default_value_t = 10.0)]
+    drain: f64,
+}
+
+impl SweepArgs {
+    /// The rates to run: `rate` alone, or the sweep's (from `sweep_start` by default).
+    fn into_sweep(self, rate: f64, sweep_start: f64) -> RateSweep {
+        let rates = match (self.sweep, self.rates.is_empty()) {
+            (true, true) => geometric_rates(sweep_start, 1.5, 10),
+            (true, false) => self.rates,
+            (false, _) => vec![rate],
+        };
+        RateSweep {
+            rates,
+            sweep: self.sweep,
+            duration: secs(self.duration),
+            text_bytes: self.text_bytes,
+            p99_target_ms: self.p99_target_ms,
+            drain: secs(self.drain),
+        }
+    }
+}
+
+/// Draws an indicatif bar; notes print above it.
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn stage(&self, name: &str, total: u64) {
+        let style = if total > 0 {
+            ProgressStyle::with_template("{msg:>28} [{bar:40}] {pos}/{len} {elapsed}")
+        } else {
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+        };
+        if let Ok(style) = style {
+            self.0.set_style(style.progress_chars("=> "));
+        }
+        self.0.set_length(total);
+        self.0.set_position(0);
+        self.0.set_message(name.to_owned());
+    }
+
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+
+    fn note(&self, line: &str) {
+        self.0.println(line);
+    }
+}
+
+/// Prints notes, nothing else.
+struct Lines;
+
+impl Progress for Lines {
+    fn note(&self, line: &str) {
+        println!("{line}");
+    }
+}
+
+/// Where and on what the figures were taken.
+#[derive(Debug, Serialize)]
+struct Machine {
+    cpus_online: usize,
+    cpus_available_to_generator: usize,
+    memory_total_kib: Option<u64>,
+    kernel: String,
+    load_average_before: String,
+    load_average_after: String,
+    server_cpus: Option<String>,
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+fn machine(server_cpus: Option<String>, load_before: String) -> Machine {
+    let meminfo = read("/proc/meminfo");
+    Machine {
+        cpus_online: read("/proc/cpuinfo")
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count(),
+        cpus_available_to_generator: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_total_kib: meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()),
+        kernel: read("/proc/sys/kernel/osrelease"),
+        load_average_before: load_before,
+        load_average_after: read("/proc/loadavg"),
+        server_cpus,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Output<T: Serialize> {
+    workload: &'static str,
+    command: Vec<String>,
+    machine: Machine,
+    results: Vec<T>,
+    ratios: Vec<Ratio>,
+}
+
+/// Confab's figure divided by a baseline's, from the same run.
+#[derive(Debug, Clone, Serialize)]
+struct Ratio {
+    metric: String,
+    baseline: String,
+    confab: f64,
+    other: f64,
+    confab_over_baseline: f64,
+}
+
+fn ratio(metric: &str, baseline: &str, confab: f64, other: f64) -> Ratio {
+    Ratio {
+        metric: metric.to_owned(),
+        baseline: baseline.to_owned(),
+        confab,
+        other,
+        confab_over_baseline: if other == 0.0 {
+            f64::NAN
+        } else {
+            confab / other
+        },
+    }
+}
+
+struct Runner {
+    common: Common,
+    launch: Launch,
+    progress: Arc<dyn Progress>,
+}
+
+impl Runner {
+    fn kinds(&self) -> anyhow::Result<Vec<Kind>> {
+        let mut kinds = vec![Kind::Confab];
+        for label in &self.common.vs {
+            match Kind::parse(label.trim()) {
+                Some(Kind::Confab) | None => {
+                    bail!("unknown baseline {label:?}; use ceiling or node-ws")
+                }
+                Some(kind) => kinds.push(kind),
+            }
+        }
+        Ok(kinds)
+    }
+
+    /// Starts a server of `kind` (unless --server names a running Confab).
+    async fn start(
+        &self,
+        kind: Kind,
+        defaults: &[&str],
+    ) -> anyhow::Result<(Option<ChildServer>, confab_bench::client::Endpoint)> {
+        if kind == Kind::Confab {
+            if let Some(url) = &self.common.server {
+                return Ok((None, kind.endpoint(url.trim_end_matches('/'))));
+            }
+        }
+        let mut args: Vec<String> = defaults.iter().map(|s| (*s).to_owned()).collect();
+        args.extend(self.common.server_args.iter().cloned());
+        let child = ChildServer::start(kind, &self.launch, &args).await?;
+        let endpoint = child.endpoint();
+        self.progress.note(&format!(
+            "started {} (pid {}) at {}{}",
+            kind.label(),
+            child.pid,
+            child.http_url,
+            self.launch
+                .cpus
+                .as_deref()
+                .map_or_else(String::new, |c| format!(", pinned to CPUs {c}"))
+        ));
+        Ok((Some(child), endpoint))
+    }
+
+    /// A name prefix that cannot collide with earlier runs on a kept server.
+    fn prefix(&self) -> String {
+        if self.common.server.is_some() {
+            format!("b{}-", std::process::id())
+        } else {
+            String::new()
+        }
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+fn write_json<T: Serialize>(path: &Option<PathBuf>, output: &Output<T>) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(output)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn fanout_ratios(reports: &[FanoutReport]) -> Vec<Ratio> {
+    let Some(confab) = reports.iter().find(|r| r.target == "confab") else {
+        return Vec::new();
+    };
+    let mut ratios = Vec::new();
+    for other in reports.iter().filter(|r| r.target != "confab") {
+        let best = |r: &FanoutReport| r.max_sustained.map_or(0.0, |s| s.deliveries_per_s);
+        ratios.push(ratio(
+            "max sustained deliveries/s",
+            &other.target,
+            best(confab),
+            best(other),
+        ));
+        // At each rate both measured: p99 side by side.
+        for step in &confab.steps {
+            if let Some(o) = other.steps.iter().find(|s| s.rate == step.rate) {
+                ratios.push(ratio(
+                    &format!("delivery p99 ms at {}/s", step.rate),
+                    &other.target,
+                    step.delivery.p99_ms,
+                    o.delivery.p99_ms,
+                ));
+            }
+        }
+    }
+    ratios
+}
+
+fn idle_ratios(reports: &[IdleReport]) -> Vec<Ratio> {
+    let Some(confab) = reports.iter().find(|r| r.target == "confab") else {
+        return Vec::new();
+    };
+    reports
+        .iter()
+        .filter(|r| r.target != "confab")
+        .filter_map(|other| {
+            Some(ratio(
+                "server bytes per idle socket",
+                &other.target,
+                confab.server_bytes_per_socket?,
+                other.server_bytes_per_socket?,
+            ))
+        })
+        .collect()
+}
+
+fn print_ratios(ratios: &[Ratio]) {
+    for r in ratios {
+        println!(
+            "ratio  {:<36} confab {:>12.2}  {:<8} {:>12.2}  confab/{} = {:.2}",
+            r.metric, r.confab, r.baseline, r.other, r.baseline, r.confab_over_baseline
+        );
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Cli { common, workload } = cli;
+    if let Workload::ServeCeiling { listen } = workload {
+        let (addr, serve) = confab_bench::ceiling::bind(listen)
+            .await
+            .context("binding the ceiling server")?;
+        println!("confab-bench ceiling listening on http://{addr}");
+        serve.await;
+        return Ok(());
+    }
+    let load_before = read("/proc/loadavg");
+    let bench_bin = std::env::current_exe().context("locating confab-bench")?;
+    let launch = Launch {
+        confab_bin: common
+            .server_bin
+            .clone()
+            .unwrap_or_else(|| bench_bin.with_file_name("confab-server")),
+        bench_bin,
+        peers_dir: common
+            .peers_dir
+            .clone()
+            .unwrap_or_else(confab_bench::target::default_peers_dir),
+        work_dir: common
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("confab-bench")),
+        cpus: common.server_cpus.clone(),
+    };
+    let progress: Arc<dyn Progress> = if common.no_progress {
+        Arc::new(Lines)
+    } else {
+        Arc::new(Bar(ProgressBar::new(0)))
+    };
+    let runner = Runner {
+        common,
+        launch,
+        progress,
+    };
+    let command: Vec<String> = std::env::args().collect();
+    let kinds = runner.kinds()?;
+    let progress = Arc::clone(&runner.progress);
+    match workload {
+        Workload::ServeCeiling { .. } => Ok(()),
+        Workload::Idle {
+            sizes,
+            sockets_per_user,
+            users_per_room,
+        } => {
+            let config = IdleConfig {
+                sizes,
+                sockets_per_user,
+                users_per_room,
+                prefix: runner.prefix(),
+            };
+            let mut results = Vec::new();
+            for kind in kinds {
+                // The default cap (10,000) is below the largest default size.
+                let (child, endpoint) = runner.start(kind, &["--max-connections", "20000"]).await?;
+                let probe = child.as_ref().map(ChildServer::probe);
+                let report = idle::run(Arc::new(endpoint), &config, probe, &*progress).await;
+                stop(child).await;
+                let report = report?;
+                println!(
+                    "{:<8} server bytes per idle socket: {}   generator: {}   lost sockets {}  events {:?}",
+                    report.target,
+                    report
+                        .server_bytes_per_socket
+                        .map_or_else(|| "n/a".into(), |b| format!("{b:.0}")),
+                    report
+                        .generator_bytes_per_socket
+                        .map_or_else(|| "n/a".into(), |b| format!("{b:.0}")),
+                    report.integrity.lost_sockets,
+                    report.events
+                );
+                results.push(report);
+            }
+            let ratios = idle_ratios(&results);
+            print_ratios(&ratios);
+            let machine = machine(runner.launch.cpus.clone(), load_before);
+            write_json(
+                &runner.common.json_out,
+                &Output {
+                    workload: "idle",
+                    command,
+                    machine,
+                    results,
+                    ratios,
+                },
+            )
+        }
+        Workload::Fanout {
+            rooms,
+            members,
+            rate,
+            warmup,
+            sweep,
+        } => {
+            let config = FanoutConfig {
+                rooms,
+                members,
+                rates: sweep.into_sweep(rate, 250.0),
+                warmup: secs(warmup),
+                prefix: runner.prefix(),
+            };
+            let mut results = Vec::new();
+            for kind in kinds {
+                // Rate limits are per-user policy (§12.5); lifted so a sweep
+                // finds the server's capacity, not the policy's.
+                let (child, endpoint) = runner
+                    .start(kind, &["--send-rate", "1000000", "--send-burst", "1000000"])
+                    .await?;
+                let probe = child.as_ref().map(ChildServer::probe);
+                let report = fanout::run(Arc::new(endpoint), &config, probe, &*progress).await;
+                stop(child).await;
+                let report = report?;
+                println!(
+                    "{:<8} max sustained: {}   integrity {:?}   events {:?}",
+                    report.target,
+                    report.max_sustained.map_or_else(
+                        || "none".into(),
+                        |s| format!(
+                            "{:.0} publishes/s = {:.0} deliveries/s (p99 {:.2} ms)",
+                            s.rate, s.deliveries_per_s, s.p99_ms
+                        )
+                    ),
+                    report.integrity,
+                    report.events
+                );
+                results.push(report);
+            }
+            let ratios = fanout_ratios(&results);
+            print_ratios(&ratios);
+            let machine = machine(runner.launch.cpus.clone(), load_before);
+            write_json(
+                &runner.common.json_out,
+                &Output {
+                    workload: "fanout",
+                    command,
+                    machine,
+                    results,
+                    ratios,
+                },
+            )
+        }
+        Workload::Ingest {
+            senders,
+            room_size,
+            rate,
+            sweep,
+            fsync_rounds,
+            fsync_seconds,
+            fsync_dir,
+        } => {
+            if kinds.len() > 1 {
+                progress.note(
+                    "ingest: baselines store nothing, so --vs is ignored; the baseline is one fsync per message",
+                );
+            }
+            let config = IngestConfig {
+                senders,
+                room_size,
+                rates: sweep.into_sweep(rate, 500.0),
+                fsync_rounds,
+                fsync_time: secs(fsync_seconds),
+                prefix: runner.prefix(),
+            };
+            let (child, endpoint) = runner
+                .start(
+                    Kind::Confab,
+                    &["--send-rate", "1000000", "--send-burst", "1000000"],
+                )
+                .await?;
+            let probe = child.as_ref().map(ChildServer::probe);
+            // Same disk as the database: inside the spawned server's data dir.
+            let dir = child
+                .as_ref()
+                .and_then(|c| c.data_dir.clone())
+                .or(fsync_dir)
+                .unwrap_or_else(|| runner.launch.work_dir.clone());
+            std::fs::create_dir_all(&dir).ok();
+            let report = ingest::run(Arc::new(endpoint), &config, probe, &dir, &*progress).await;
+            stop(child).await;
+            let report = report?;
+            println!(
+                "confab   best sustained {} acks/s, {} messages per commit; one fsync per message: {:.0}/s; ratio {}   integrity {:?}   events {:?}",
+                report
+                    .best_sustained_acks_per_s
+                    .map_or_else(|| "n/a".into(), |a| format!("{a:.0}")),
+                report
+                    .messages_per_commit
+                    .map_or_else(|| "n/a".into(), |m| format!("{m:.1}")),
+                report.fsync.per_second,
+                report
+                    .ratio_vs_fsync_per_message
+                    .map_or_else(|| "n/a".into(), |r| format!("{r:.1}x")),
+                report.integrity,
+                report.events
+            );
+            let ratios = report
+                .best_sustained_acks_per_s
+                .map(|a| {
+                    vec![ratio(
+                        "durable acks/s",
+                        "fsync-per-message",
+                        a,
+                        report.fsync.per_second,
+                    )]
+                })
+                .unwrap_or_default();
+            print_ratios(&ratios);
+            let machine = machine(runner.launch.cpus.clone(), load_before);
+            write_json(
+                &runner.common.json_out,
+                &Output {
+                    workload: "ingest",
+                    command,
+                    machine,
+                    results: vec![report],
+                    ratios,
+                },
+            )
+        }
+        Workload::ReconnectStorm {
+            clients,
+            room_size,
+            rate,
+            duration,
+            text_bytes,
+            drain,
+        } => {
+            if kinds.len() > 1 {
+                progress.note("reconnect-storm: the baselines have no resume, so --vs is ignored");
+            }
+            let config = ReconnectConfig {
+                clients,
+                room_size,
+                rate,
+                duration: secs(duration),
+                text_bytes,
+                drain: secs(drain),
+                prefix: runner.prefix(),
+            };
+            let (child, endpoint) = runner
+                .start(Kind::Confab, &["--max-connections", "20000"])
+                .await?;
+            let probe = child.as_ref().map(ChildServer::probe);
+            let report = reconnect::run(Arc::new(endpoint), &config, probe, &*progress).await;
+            stop(child).await;
+            let report = report?;
+            println!(
+                "confab   {}/{} clients back ({} fully replayed); recovery {}; full recovery {:.1} ms; lost messages {}; integrity {:?}; events {:?}",
+                report.recovered,
+                report.clients,
+                report.replayed_all,
+                report.recovery,
+                report.full_recovery_ms,
+                report.lost_messages,
+                report.integrity,
+                report.events
+            );
+            let machine = machine(runner.launch.cpus.clone(), load_before);
+            write_json(
+                &runner.common.json_out,
+                &Output {
+                    workload: "reconnect-storm",
+                    command,
+                    machine,
+                    results: vec![report],
+                    ratios: Vec::new(),
+                },
+            )
+        }
+    }
+}
+
+async fn stop(child: Option<ChildServer>) {
+    if let Some(child) = child {
+        child.stop().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Touch the clock base before any message is stamped.
+    confab_bench::clock::now_ns();
+    run(cli).await
+}

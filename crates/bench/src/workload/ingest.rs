@@ -1,0 +1,201 @@
+//! `ingest`: many senders in small rooms, where storage is the bottleneck:
+//! how many *durable, acknowledged* messages per second the server takes,
+//! and how long a sender waits for its SendAck (§8.3).
+//!
+//! A SendAck means the message's transaction committed with an fsync. A
+//! server that fsyncs once per message can ack at most as many messages
+//! per second as the disk does fsyncs, so the run also measures exactly
+//! that on the same disk — write a small record, `fdatasync`, repeat, in a
+//! file next to the database (SQLite uses fdatasync on Linux) — and
+//! reports the ratio. Group commit is what lets the ratio exceed 1.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{Integrity, PhaseReport, Progress, Publisher, RateSweep, UserPlan, populate};
+use crate::BenchError;
+use crate::client::Endpoint;
+use crate::stats::Recorder;
+use crate::stats::{ShardedHistogram, Summary};
+use crate::target::ProcessProbe;
+
+/// Parameters of an ingest run.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Sending users, one socket each.
+    pub senders: usize,
+    /// Members per room.
+    pub room_size: usize,
+    /// The rates to measure.
+    pub rates: RateSweep,
+    /// Most write+fsync rounds of the baseline.
+    pub fsync_rounds: u32,
+    /// Longest the fsync baseline may run.
+    pub fsync_time: Duration,
+    /// Prefix of user and room names.
+    pub prefix: String,
+}
+
+/// One write+fsync per message, measured on the server's disk.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FsyncBaseline {
+    /// Rounds done.
+    pub rounds: u32,
+    /// Rounds per second: the most messages per second a
+    /// one-fsync-per-message server could acknowledge here.
+    pub per_second: f64,
+    /// Latency of one write+fdatasync.
+    pub latency: Summary,
+}
+
+/// What an ingest run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    /// Server label.
+    pub target: String,
+    /// Senders.
+    pub senders: usize,
+    /// Members per room.
+    pub room_size: usize,
+    /// One entry per rate.
+    pub steps: Vec<PhaseReport>,
+    /// Highest acks per second among sustained rates.
+    pub best_sustained_acks_per_s: Option<f64>,
+    /// Messages per storage transaction over the run, from `/metrics`.
+    pub messages_per_commit: Option<f64>,
+    /// The one-fsync-per-message baseline.
+    pub fsync: FsyncBaseline,
+    /// best_sustained_acks_per_s / fsync.per_second.
+    pub ratio_vs_fsync_per_message: Option<f64>,
+    /// Sockets lost, gaps and duplicates.
+    pub integrity: Integrity,
+    /// Errors and anomalies by kind.
+    pub events: BTreeMap<String, u64>,
+}
+
+/// Writes a 128-byte record and fdatasyncs it, `rounds` times at most and
+/// for `within` at most, in a scratch file in `dir`.
+pub fn fsync_baseline(
+    dir: &Path,
+    rounds: u32,
+    within: Duration,
+) -> Result<FsyncBaseline, BenchError> {
+    let path = dir.join(format!("fsync-baseline-{}.tmp", std::process::id()));
+    let mut file = std::fs::File::create(&path)
+        .map_err(|e| BenchError::io(format!("creating {}", path.display()), e))?;
+    let record = [b'r'; 128];
+    let histogram = ShardedHistogram::default();
+    let started = Instant::now();
+    let mut done = 0;
+    while done < rounds && started.elapsed() < within {
+        let t = Instant::now();
+        file.write_all(&record)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| BenchError::io(format!("write+fdatasync {}", path.display()), e))?;
+        histogram.record(0, t.elapsed());
+        done += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    drop(file);
+    std::fs::remove_file(&path).ok();
+    Ok(FsyncBaseline {
+        rounds: done,
+        per_second: f64::from(done) / elapsed,
+        latency: histogram.summary(),
+    })
+}
+
+async fn commits(endpoint: &Endpoint) -> Option<(f64, f64)> {
+    let stored = crate::http::metric(&endpoint.http_url, "confab_messages_stored_total")
+        .await
+        .ok()??;
+    let batches = crate::http::metric(&endpoint.http_url, "confab_write_batches_total")
+        .await
+        .ok()??;
+    Some((stored, batches))
+}
+
+/// Runs the ingest workload against `endpoint`; the fsync baseline runs in
+/// `fsync_dir`, which should be on the server's data disk.
+pub async fn run(
+    endpoint: Arc<Endpoint>,
+    config: &IngestConfig,
+    server: Option<ProcessProbe>,
+    fsync_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<IngestReport, BenchError> {
+    if config.senders == 0 || config.room_size == 0 || config.rates.rates.is_empty() {
+        return Err(BenchError::Config(
+            "ingest needs senders, a room size and at least one rate".into(),
+        ));
+    }
+    progress.stage("fsync baseline", 0);
+    let dir = fsync_dir.to_owned();
+    let (rounds, within) = (config.fsync_rounds, config.fsync_time);
+    let fsync = tokio::task::spawn_blocking(move || fsync_baseline(&dir, rounds, within))
+        .await
+        .map_err(|e| BenchError::Config(format!("fsync baseline panicked: {e}")))??;
+    progress.note(&format!(
+        "fsync    one write+fdatasync per message: {:.0}/s  ({})",
+        fsync.per_second, fsync.latency
+    ));
+
+    let users: Vec<UserPlan> = (0..config.senders)
+        .map(|i| UserPlan {
+            name: format!("{}in-{i}", config.prefix),
+            rooms: vec![format!("{}in-{}", config.prefix, i / config.room_size)],
+            connections: 1,
+        })
+        .collect();
+    let recorder = Recorder::new(config.rates.rates.len());
+    let population = populate(&endpoint, &users, &recorder, progress).await?;
+    let publishers: Vec<Publisher> = population
+        .conns
+        .iter()
+        .enumerate()
+        .map(|(i, conn)| {
+            // The last room may be smaller than the others.
+            let room = i / config.room_size;
+            let members = config
+                .room_size
+                .min(config.senders - room * config.room_size);
+            Publisher {
+                tx: conn.tx.clone(),
+                room: Arc::clone(&conn.rooms[0]),
+                audience: u32::try_from(members).unwrap_or(u32::MAX),
+            }
+        })
+        .collect();
+    let publishers = Arc::new(publishers);
+    let before = commits(&endpoint).await;
+    let label = format!("{} ingest", endpoint.name);
+    let steps = config
+        .rates
+        .run(&label, &publishers, 0, &recorder, server, progress)
+        .await;
+    let after = commits(&endpoint).await;
+    let outcomes = population.close().await;
+    let messages_per_commit = match (before, after) {
+        (Some((s0, b0)), Some((s1, b1))) if b1 > b0 => Some((s1 - s0) / (b1 - b0)),
+        _ => None,
+    };
+    let best_sustained_acks_per_s = config.rates.best(&steps).map(|s| s.acks_per_s);
+    Ok(IngestReport {
+        target: endpoint.name.clone(),
+        senders: config.senders,
+        room_size: config.room_size,
+        steps,
+        best_sustained_acks_per_s,
+        messages_per_commit,
+        ratio_vs_fsync_per_message: best_sustained_acks_per_s
+            .map(|a| a / fsync.per_second.max(1e-9)),
+        fsync,
+        integrity: Integrity::of(&outcomes),
+        events: recorder.events(),
+    })
+}

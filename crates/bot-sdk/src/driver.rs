@@ -169,6 +169,24 @@ pub enum SendError {
     DriverClosed(#[from] DriverClosed),
 }
 
+/// Why [`DriverHandle::request`] got no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The request was not queued (invalid argument, not online, stopped).
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The session stopped for good, or the driver ended, before the reply.
+    #[error("the session stopped before the reply arrived")]
+    Interrupted,
+}
+
+impl From<DriverClosed> for RequestError {
+    fn from(_: DriverClosed) -> Self {
+        RequestError::Interrupted
+    }
+}
+
 /// A queued message, waiting for its SendAck (§8.3).
 #[derive(Debug)]
 pub struct PendingSend {
@@ -193,9 +211,31 @@ impl PendingSend {
 
 type Call = Box<dyn FnOnce(&mut ClientSession, Instant) + Send>;
 type AckSender = oneshot::Sender<Result<wire::SendAck, SendError>>;
+/// Looks at each session event until it sees the reply it waits for.
+type ReplyWaiter = Box<dyn FnMut(&SessionEvent) -> Matched + Send>;
+
+/// What a reply waiter made of an event.
+#[derive(PartialEq, Eq)]
+enum Matched {
+    No,
+    /// The reply; the event also goes to the channel.
+    Reply,
+    /// A failure of this request: reported to the requester only.
+    Failure,
+}
+
+/// Whether `event` reports the failure of request `id`.
+fn is_failure_of(id: u64, event: &SessionEvent) -> bool {
+    matches!(event,
+        SessionEvent::RequestFailed { request_id, .. }
+        | SessionEvent::RequestTimedOut { request_id, .. }
+        | SessionEvent::RequestAborted { request_id, .. } if *request_id == id)
+}
+type StartRequest = Box<dyn FnOnce(&mut ClientSession, Instant) -> Option<ReplyWaiter> + Send>;
 
 enum Command {
     Call(Call),
+    Request(StartRequest),
     Send {
         room: String,
         text: String,
@@ -242,6 +282,85 @@ impl DriverHandle {
             .await
             .map_err(|_| DriverClosed)?;
         rx.await.map_err(|_| DriverClosed)
+    }
+
+    /// Starts a request and waits for its reply. `start` queues the request
+    /// on the session and returns its request id (as the session's commands
+    /// do); `reply` is shown every later session event with that id until it
+    /// returns `Some`. The reply event reaches the event channel as well,
+    /// but an error the requester receives (`RequestFailed`, `RequestTimedOut`
+    /// or `RequestAborted` carrying the request's id) does not: it is
+    /// reported once, to the requester.
+    ///
+    /// Unlike waiting on the event channel, this cannot deadlock when the
+    /// caller is the channel's consumer: the driver keeps reading the socket
+    /// while a reply is awaited. The reply's matcher should also accept the
+    /// request's `RequestFailed`, `RequestTimedOut` and `RequestAborted`
+    /// events, which carry the id.
+    ///
+    /// ```no_run
+    /// # async fn example(handle: confab_bot_sdk::driver::DriverHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// use confab_protocol::session::SessionEvent;
+    ///
+    /// let members = handle
+    ///     .request(
+    ///         |session, now| session.list_members(now, "lobby"),
+    ///         |id, event| match event {
+    ///             SessionEvent::Members(list) if list.room == "lobby" => Some(Ok(list.clone())),
+    ///             SessionEvent::RequestFailed { request_id, error, .. } if *request_id == id => {
+    ///                 Some(Err(error.message.clone()))
+    ///             }
+    ///             _ => None,
+    ///         },
+    ///     )
+    ///     .await??;
+    /// println!("{} members", members.members.len());
+    /// # Ok(()) }
+    /// ```
+    pub async fn request<R, S, M>(&self, start: S, mut reply: M) -> Result<R, RequestError>
+    where
+        S: FnOnce(&mut ClientSession, Instant) -> Result<u64, CommandError> + Send + 'static,
+        M: FnMut(u64, &SessionEvent) -> Option<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (queued_tx, queued_rx) = oneshot::channel();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let begin: StartRequest = Box::new(move |session, now| {
+            let id = match start(session, now) {
+                Ok(id) => id,
+                Err(err) => {
+                    if queued_tx.send(Err(err)).is_err() {
+                        tracing::debug!("requester stopped waiting");
+                    }
+                    return None;
+                }
+            };
+            if queued_tx.send(Ok(())).is_err() {
+                return None;
+            }
+            let mut reply_tx = Some(reply_tx);
+            Some(Box::new(move |event: &SessionEvent| {
+                let Some(value) = reply(id, event) else {
+                    return Matched::No;
+                };
+                if let Some(tx) = reply_tx.take() {
+                    if tx.send(value).is_err() {
+                        tracing::debug!("requester stopped waiting for the reply");
+                    }
+                }
+                if is_failure_of(id, event) {
+                    Matched::Failure
+                } else {
+                    Matched::Reply
+                }
+            }))
+        });
+        self.commands
+            .send(Command::Request(begin))
+            .await
+            .map_err(|_| RequestError::Interrupted)?;
+        queued_rx.await.map_err(|_| RequestError::Interrupted)??;
+        reply_rx.await.map_err(|_| RequestError::Interrupted)
     }
 
     /// Queues a message with a fresh `client_msg_id` (UUIDv7). It goes
@@ -317,6 +436,7 @@ pub fn spawn(
         events_closed: false,
         pending: VecDeque::new(),
         waiters: HashMap::new(),
+        replies: Vec::new(),
         ws: None,
         connecting: None,
         close_code: None,
@@ -356,6 +476,8 @@ struct Driver {
     pending: VecDeque<DriverEvent>,
     /// Sends awaiting their ack, by client_msg_id.
     waiters: HashMap<String, AckSender>,
+    /// Requests awaiting their reply.
+    replies: Vec<ReplyWaiter>,
     ws: Option<Ws>,
     connecting: Option<Connecting>,
     /// Close frame received on the current socket, if any.
@@ -418,6 +540,11 @@ impl Driver {
             };
             match step {
                 Step::Command(Some(Command::Call(call))) => call(&mut self.session, now()),
+                Step::Command(Some(Command::Request(start))) => {
+                    if let Some(waiter) = start(&mut self.session, now()) {
+                        self.replies.push(waiter);
+                    }
+                }
                 Step::Command(Some(Command::Send {
                     room,
                     text,
@@ -468,7 +595,8 @@ impl Driver {
         }
         let backlog = self.pending.len();
         backlog < self.options.event_capacity
-            || (!self.waiters.is_empty() && backlog < self.options.max_buffered_events)
+            || ((!self.waiters.is_empty() || !self.replies.is_empty())
+                && backlog < self.options.max_buffered_events)
     }
 
     fn queue_send(
@@ -509,11 +637,24 @@ impl Driver {
                     for (_, waiter) in self.waiters.drain() {
                         resolve(waiter, Err(SendError::Stopped(*reason)));
                     }
+                    // Dropping the waiters tells their requesters: Interrupted.
+                    self.replies.clear();
                 }
                 _ => {}
             }
+            let mut answered_failure = false;
+            self.replies.retain_mut(|waiter| match waiter(&event) {
+                Matched::No => true,
+                Matched::Reply => false,
+                Matched::Failure => {
+                    answered_failure = true;
+                    false
+                }
+            });
             let stale = matches!(event, SessionEvent::TransportStale);
-            self.push(DriverEvent::Session(event));
+            if !answered_failure {
+                self.push(DriverEvent::Session(event));
+            }
             if stale && self.ws.take().is_some() {
                 // Dropping the socket without a close handshake: the peer is
                 // not answering, so waiting for its close frame is pointless.
@@ -626,6 +767,7 @@ impl Driver {
         for (_, waiter) in self.waiters.drain() {
             resolve(waiter, Err(SendError::DriverClosed(DriverClosed)));
         }
+        self.replies.clear();
         // Deliver what fits without waiting: the consumer may be the one
         // awaiting shutdown.
         let mut undelivered = 0usize;

@@ -1,0 +1,180 @@
+//! What a bot sees: typed events built from the session's events.
+
+use confab_protocol::session::{ConnectionState, RequestKind};
+use confab_protocol::wire::{self, MessageKind, RoomInfo, presence::Kind as WirePresenceKind};
+
+/// Something that happened, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A room message: each is delivered once, in seq order per room,
+    /// including after reconnects and restarts (with a position store).
+    Message(Message),
+    /// Someone came online, went offline, joined or left a room (§11.1).
+    Presence {
+        /// The room.
+        room: String,
+        /// Who.
+        user: String,
+        /// What happened.
+        kind: PresenceKind,
+    },
+    /// Someone started or stopped typing (§11.2).
+    Typing {
+        /// The room.
+        room: String,
+        /// Who.
+        user: String,
+        /// Started (true) or stopped.
+        active: bool,
+    },
+    /// The bot joined or created a room.
+    RoomJoined(RoomInfo),
+    /// The bot left a room.
+    RoomLeft(String),
+    /// A room was added or changed (§7.1; needs a subscribed room list).
+    RoomListChanged(wire::RoomListUpdate),
+    /// The connection state changed (connecting, online, reconnecting, offline).
+    Connection(ConnectionState),
+    /// Something went wrong; the bot keeps running unless the state goes offline.
+    Error(ErrorEvent),
+}
+
+/// What a presence push says (§11.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PresenceKind {
+    /// The user's first connection opened.
+    Online,
+    /// The user's last connection closed.
+    Offline,
+    /// The user joined the room.
+    Joined,
+    /// The user left the room.
+    Left,
+}
+
+/// Errors reported as events: nothing the bot author has to retry.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ErrorEvent {
+    /// The server refused a message for good (not a rate limit: those are retried).
+    SendFailed {
+        /// Target room.
+        room: String,
+        /// The text that was not stored.
+        text: String,
+        /// The server's error.
+        error: wire::Error,
+    },
+    /// A request (join, list, ...) was refused.
+    RequestFailed {
+        /// What it was.
+        kind: RequestKind,
+        /// The server's error.
+        error: wire::Error,
+    },
+    /// A request got no answer in time, or was lost with the connection.
+    RequestLost {
+        /// What it was.
+        kind: RequestKind,
+    },
+    /// An error frame answering nothing of ours.
+    Server(wire::Error),
+    /// A room's history was reset on the server (§10.5); the bot continues
+    /// from its new head.
+    EpochChanged {
+        /// The room.
+        room: String,
+        /// Its head in the new epoch.
+        head_seq: u64,
+    },
+    /// Messages the server could not supply were skipped (a server bug).
+    GapSkipped {
+        /// The room.
+        room: String,
+        /// First missing seq.
+        from: u64,
+        /// Last missing seq.
+        to: u64,
+    },
+    /// Opening a connection failed; the SDK retries with backoff.
+    ConnectFailed(String),
+    /// The connection ended; the SDK reconnects unless the state goes offline.
+    Disconnected {
+        /// The server's close code, if any (§13.2).
+        close_code: Option<u16>,
+        /// Why.
+        reason: String,
+    },
+    /// The server sent something undecodable; it was skipped.
+    InvalidFrame(String),
+    /// Saving a position failed; a restart may handle a message again.
+    PositionNotSaved(String),
+    /// A handler returned an error (the bot goes on with the next event).
+    Handler(String),
+}
+
+/// A room message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    message: wire::Message,
+    from_self: bool,
+}
+
+impl Message {
+    pub(crate) fn new(message: wire::Message, from_self: bool) -> Self {
+        Self { message, from_self }
+    }
+
+    /// The room.
+    pub fn room(&self) -> &str {
+        &self.message.room
+    }
+
+    /// Position in the room (§8.2): 1, 2, 3, ... without gaps.
+    pub fn seq(&self) -> u64 {
+        self.message.seq
+    }
+
+    /// Who sent it.
+    pub fn sender(&self) -> &str {
+        &self.message.sender
+    }
+
+    /// The text.
+    pub fn text(&self) -> &str {
+        &self.message.text
+    }
+
+    /// Whether it is an action (`/me waves`).
+    pub fn is_action(&self) -> bool {
+        self.message.kind == MessageKind::Action as i32
+    }
+
+    /// Whether this bot's user sent it (from any connection). A bot that
+    /// answers messages ignores these, so it never answers itself.
+    pub fn from_self(&self) -> bool {
+        self.from_self
+    }
+
+    /// Server time of storage, milliseconds since the Unix epoch.
+    pub fn server_ts_ms(&self) -> i64 {
+        self.message.server_ts_ms
+    }
+
+    /// The wire message, e.g. to serialize with its proto3 JSON mapping.
+    pub fn wire(&self) -> &wire::Message {
+        &self.message
+    }
+}
+
+pub(crate) fn presence_kind(kind: i32) -> Option<PresenceKind> {
+    match WirePresenceKind::try_from(kind).ok()? {
+        WirePresenceKind::Online => Some(PresenceKind::Online),
+        WirePresenceKind::Offline => Some(PresenceKind::Offline),
+        WirePresenceKind::Joined => Some(PresenceKind::Joined),
+        WirePresenceKind::Left => Some(PresenceKind::Left),
+        WirePresenceKind::Unspecified => None,
+    }
+}

@@ -1,0 +1,336 @@
+//! The bot layer against a real confab-server over real sockets.
+//!
+//! Nothing here sleeps to synchronize: every wait is for an event, bounded
+//! by `common::within` so a hang fails instead of stalling CI.
+
+mod common;
+
+use common::{PASSWORD, TestServer, connected, next_message, within};
+use confab_bot_sdk::{
+    Client, Commands, Context, Dice, Event, FilePositionStore, PositionStore, RoomPosition,
+    StoreError,
+};
+use tokio::sync::mpsc;
+
+fn dice_commands() -> Commands {
+    Commands::new("!")
+        .command("roll", "roll dice", |cmd, (dice,): (Dice,)| async move {
+            let (rolls, total) = dice.roll();
+            cmd.reply(&format!("{dice}: {rolls:?} = {total}")).await?;
+            Ok(())
+        })
+        .command("time", "the server's clock", |cmd, (): ()| async move {
+            cmd.reply("it is now").await?;
+            Ok(())
+        })
+}
+
+async fn dicebot(server: &TestServer) -> Client {
+    Client::builder(server.url())
+        .credentials("dicebot", PASSWORD)
+        .register_if_missing(true)
+        .join(["lobby"])
+        .create_missing_rooms(true)
+        .connect()
+        .await
+        .expect("bot connects")
+}
+
+/// Sends `text` as `user` and returns the bot's next message after it.
+async fn ask(user: &mut Client, text: &str) -> String {
+    user.room("lobby").send(text).await.expect("sent");
+    loop {
+        let message = next_message(user).await;
+        if message.sender() == "dicebot" {
+            return message.text().to_owned();
+        }
+    }
+}
+
+#[tokio::test]
+async fn bot_answers_commands_with_help_and_usage() {
+    let server = TestServer::start().await;
+    let bot = dicebot(&server).await;
+    let bot_task = tokio::spawn(bot.run(dice_commands()));
+    let mut alice = connected(&server.url(), "alice", &["lobby"]).await;
+
+    let roll = ask(&mut alice, "!roll 2d6").await;
+    assert!(roll.starts_with("2d6: ["), "{roll}");
+    let total: u64 = roll.rsplit(" = ").next().unwrap().parse().unwrap();
+    assert!((2..=12).contains(&total), "{roll}");
+
+    assert_eq!(
+        ask(&mut alice, "!help").await,
+        "commands:\n!roll <dice> - roll dice\n!time - the server's clock\n!help - list the commands"
+    );
+    let usage = ask(&mut alice, "!roll banana").await;
+    assert!(
+        usage.starts_with("usage: !roll <dice>, e.g. !roll 2d6"),
+        "{usage}"
+    );
+    assert_eq!(
+        ask(&mut alice, "!dance").await,
+        "unknown command !dance; try !help"
+    );
+    // Plain chat is not a command and gets no answer: the next bot message
+    // is the answer to the command after it.
+    alice.room("lobby").send("hello bot").await.unwrap();
+    assert_eq!(ask(&mut alice, "!time").await, "it is now");
+
+    alice.shutdown().await;
+    bot_task.abort();
+}
+
+#[tokio::test]
+async fn bot_does_not_answer_its_own_messages() {
+    let server = TestServer::start().await;
+    let bot = dicebot(&server).await;
+    let bot_ctx: Context = bot.context();
+    let bot_task = tokio::spawn(bot.run(dice_commands()));
+    let mut alice = connected(&server.url(), "alice", &["lobby"]).await;
+
+    // The bot says something that looks like a command.
+    let own_seq = bot_ctx.room("lobby").send("!help").await.unwrap();
+    let seen = next_message(&mut alice).await;
+    assert_eq!((seen.seq(), seen.sender()), (own_seq, "dicebot"));
+
+    // Then alice asks. The bot handles events in order and a reply is
+    // stored before its handler returns, so an answer to its own "!help"
+    // would come before the answer to alice's.
+    alice.room("lobby").send("!help").await.unwrap();
+    let mine = next_message(&mut alice).await;
+    assert_eq!((mine.sender(), mine.text()), ("alice", "!help"));
+    let reply = next_message(&mut alice).await;
+    assert_eq!(reply.sender(), "dicebot");
+    assert!(reply.text().starts_with("commands:"), "{}", reply.text());
+    assert_eq!(reply.seq(), own_seq + 2, "exactly one reply, to alice");
+
+    alice.shutdown().await;
+    bot_task.abort();
+}
+
+/// A handler that reports every message from others, in handling order.
+fn recorder(tx: mpsc::UnboundedSender<(u64, String)>) -> impl confab_bot_sdk::Handler {
+    move |_ctx: Context, event: Event| {
+        let tx = tx.clone();
+        async move {
+            if let Event::Message(message) = event {
+                if !message.from_self() {
+                    tx.send((message.seq(), message.text().to_owned()))?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn expect_handled(rx: &mut mpsc::UnboundedReceiver<(u64, String)>, texts: &[String]) {
+    for text in texts {
+        let (_, handled) = within("the bot to handle a message", rx.recv())
+            .await
+            .expect("bot alive");
+        assert_eq!(&handled, text);
+    }
+}
+
+fn texts(range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| format!("message {i}")).collect()
+}
+
+#[tokio::test]
+async fn bot_resumes_after_server_restart_without_loss_or_duplicates() {
+    let mut server = TestServer::start().await;
+    let url = server.url();
+    let bot = connected(&url, "recorder", &["lobby"]).await;
+    let (tx, mut handled) = mpsc::unbounded_channel();
+    let bot_task = tokio::spawn(bot.run(recorder(tx)));
+    let alice = connected(&url, "alice", &["lobby"]).await;
+    let lobby = alice.room("lobby");
+
+    for text in texts(0..3) {
+        lobby.send(&text).await.unwrap();
+    }
+    expect_handled(&mut handled, &texts(0..3)).await;
+
+    // While the server is down, alice queues messages; they are stored
+    // once the server is back, while the bot is reconnecting.
+    server.stop().await;
+    let mut pending = Vec::new();
+    for text in texts(3..10) {
+        let send = alice
+            .context()
+            .driver()
+            .send_message("lobby", &text, false)
+            .await;
+        pending.push(send.expect("queued while offline"));
+    }
+    server.restart().await;
+    for send in pending {
+        within("ack after restart", send.acked()).await.unwrap();
+    }
+    for text in texts(10..12) {
+        lobby.send(&text).await.unwrap();
+    }
+    expect_handled(&mut handled, &texts(3..12)).await;
+
+    // Nothing more was handled: a barrier message is the next one.
+    lobby.send("barrier").await.unwrap();
+    expect_handled(&mut handled, &["barrier".to_owned()]).await;
+
+    alice.shutdown().await;
+    bot_task.abort();
+}
+
+/// A file store that also reports each save, so the test knows when a
+/// handled message is durable before it kills the bot.
+#[derive(Debug)]
+struct ReportingStore {
+    inner: FilePositionStore,
+    saved: mpsc::UnboundedSender<u64>,
+}
+
+impl PositionStore for ReportingStore {
+    fn load(&self) -> Result<Vec<RoomPosition>, StoreError> {
+        self.inner.load()
+    }
+
+    fn save(&self, position: &RoomPosition) -> Result<(), StoreError> {
+        self.inner.save(position)?;
+        if self.saved.send(position.last_seq).is_err() {
+            return Err(StoreError::Other("test ended".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// Runs a recorder bot on its own thread and runtime until `kill` fires;
+/// then the runtime is dropped with everything in it (no graceful close).
+fn run_killable_bot(
+    url: confab_bot_sdk::ServerUrl,
+    store_path: std::path::PathBuf,
+    handled: mpsc::UnboundedSender<(u64, String)>,
+    saved: mpsc::UnboundedSender<u64>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let bot = Client::builder(url)
+                .credentials("archivist", PASSWORD)
+                .register_if_missing(true)
+                .join(["lobby"])
+                .position_store(ReportingStore {
+                    inner: FilePositionStore::new(store_path),
+                    saved,
+                })
+                .connect()
+                .await
+                .expect("bot connects");
+            tokio::select! {
+                result = bot.run(recorder(handled)) => panic!("bot stopped: {result:?}"),
+                _ = killed => {}
+            }
+        });
+        drop(runtime);
+    });
+    (kill, thread)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_bot_restarts_from_its_file_store_exactly_once() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("positions.json");
+    // The room exists before the bot's first start.
+    let alice = connected(&url, "alice", &["lobby"]).await;
+    let lobby = alice.room("lobby");
+    lobby.send("before the bot").await.unwrap();
+
+    let (handled_tx, mut handled) = mpsc::unbounded_channel();
+    let (saved_tx, mut saved) = mpsc::unbounded_channel();
+    let (kill, thread) = run_killable_bot(url.clone(), store_path.clone(), handled_tx, saved_tx);
+    // The bot's join saved the head (seq 1): the earlier message is not for it.
+    assert_eq!(within("join saved", saved.recv()).await, Some(1));
+
+    let mut last = 0;
+    for text in texts(0..3) {
+        last = lobby.send(&text).await.unwrap();
+    }
+    expect_handled(&mut handled, &texts(0..3)).await;
+    while within("position saved", saved.recv()).await != Some(last) {}
+    kill.send(()).unwrap();
+    thread.join().unwrap();
+
+    // While the bot is dead.
+    for text in texts(3..8) {
+        lobby.send(&text).await.unwrap();
+    }
+
+    let (handled_tx, mut handled) = mpsc::unbounded_channel();
+    let (saved_tx, _saved) = mpsc::unbounded_channel();
+    let (kill, thread) = run_killable_bot(url.clone(), store_path, handled_tx, saved_tx);
+    expect_handled(&mut handled, &texts(3..8)).await;
+    for text in texts(8..10) {
+        lobby.send(&text).await.unwrap();
+    }
+    expect_handled(&mut handled, &texts(8..10)).await;
+    kill.send(()).unwrap();
+    thread.join().unwrap();
+    // Every message was handled once: the receivers saw exactly 0..10 in order.
+    assert!(handled.try_recv().is_err());
+    alice.shutdown().await;
+}
+
+#[tokio::test]
+async fn sends_faster_than_the_rate_limit_all_arrive_in_order_without_errors() {
+    let server = TestServer::start_with(|config| {
+        config.limits.send_rate_per_sec = 20;
+        config.limits.send_burst = 3;
+    })
+    .await;
+    let url = server.url();
+    let mut bot = connected(&url, "chatty", &["lobby"]).await;
+    let mut alice = connected(&url, "alice", &["lobby"]).await;
+
+    // Queue 20 messages at once: far past the burst of 3.
+    let driver = bot.context().driver().clone();
+    let mut pending = Vec::new();
+    for text in texts(0..20) {
+        pending.push(driver.send_message("lobby", &text, false).await.unwrap());
+    }
+    let mut seqs = Vec::new();
+    for send in pending {
+        seqs.push(within("ack", send.acked()).await.expect("no error").seq);
+    }
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
+
+    // Alice receives them all, in order.
+    for (i, text) in texts(0..20).iter().enumerate() {
+        let message = next_message(&mut alice).await;
+        assert_eq!(
+            (message.seq(), message.text()),
+            (i as u64 + 1, text.as_str())
+        );
+    }
+    // The bot's own stream shows its 20 messages and no error.
+    let mut own = 0;
+    while own < 20 {
+        match within("bot event", bot.next_event()).await.unwrap() {
+            Event::Message(m) => {
+                assert!(m.from_self());
+                own += 1;
+            }
+            Event::Error(err) => panic!("error surfaced to the bot author: {err:?}"),
+            _ => {}
+        }
+    }
+    alice.shutdown().await;
+    bot.shutdown().await;
+}

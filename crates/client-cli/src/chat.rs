@@ -1,0 +1,1164 @@
+//! The chat view: which room is current, what has been shown, which of the
+//! user's own messages still wait for their SendAck.
+//!
+//! [`Chat`] holds no protocol logic: ordering, dedupe, gap filling, the
+//! outbox, resends and reconnects all belong to the session. It decides
+//! what the user sees, and turns the user's lines into [`Action`]s on the
+//! session. It does no I/O and reads no clock: it consumes session events
+//! and input lines, and returns [`Out`]s for the caller to carry out, so it
+//! is tested with plain values.
+//!
+//! Showing the user's own message once: a sent line is held back for a
+//! short grace period. If the server stores it in time (SendAck, or the
+//! echo of the message itself, whichever comes first) it is shown once,
+//! plainly. Otherwise (offline, slow server) it is shown marked
+//! `(pending)`, and a `✓ delivered` line follows when it is stored. The
+//! server's echo of a message the user sent from this client is never shown
+//! a second time.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use confab_protocol::session::{
+    ClientSession, CommandError, ConnectionState, OfflineReason, OutboxEntry, RequestKind,
+    SessionEvent,
+};
+use confab_protocol::wire::{
+    self, ErrorCode, RoomInfo, presence::Kind as PresenceKind,
+    room_list_update::Kind as UpdateKind, room_resume::Status as ResumeStatus,
+};
+
+use crate::commands::{self, DEFAULT_HISTORY, Input};
+use crate::render::{self, Mark, RoomMark};
+use crate::style::Style;
+
+/// How long a sent message may wait for its SendAck before it is shown as pending.
+pub const SEND_GRACE: Duration = Duration::from_millis(400);
+
+/// How many acknowledged ids are remembered to recognise late echoes.
+const ACKED_MEMORY: usize = 512;
+
+/// Something for the caller to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    /// Print these lines above the prompt.
+    Print(String),
+    /// Run this on the session.
+    Do(Action),
+    /// The outbox changed: write it to disk.
+    SaveOutbox,
+    /// Exit.
+    Quit,
+    /// Log out (HTTP), forget the saved token, exit.
+    Logout,
+    /// The saved token was refused: forget it and show the login screen.
+    LoginAgain,
+}
+
+/// A command on the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Queue a message in the outbox.
+    Send {
+        /// Room.
+        room: String,
+        /// Text.
+        text: String,
+        /// `/me`.
+        action: bool,
+        /// Idempotency key (§8.5), chosen here so the echo can be recognised.
+        client_msg_id: String,
+    },
+    /// JoinRoom.
+    Join(String),
+    /// CreateRoom.
+    Create {
+        /// Name.
+        name: String,
+        /// Topic.
+        topic: String,
+    },
+    /// LeaveRoom.
+    Leave(String),
+    /// ListMembers.
+    Members(String),
+    /// FetchHistory of the newest `limit` messages.
+    History {
+        /// Room.
+        room: String,
+        /// Page size.
+        limit: u32,
+    },
+    /// ListRooms with subscribe (§7.1).
+    ListRooms,
+    /// SetTyping.
+    Typing {
+        /// Room.
+        room: String,
+        /// Started or stopped.
+        active: bool,
+    },
+}
+
+/// What an action returned that the caller needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing to report.
+    Done,
+    /// A send was queued; the outbox as it is now, to be written before
+    /// the message is shown as pending.
+    Queued(Vec<OutboxEntry>),
+}
+
+impl Action {
+    /// Runs the action on the session.
+    pub fn apply(self, session: &mut ClientSession, now: Instant) -> Result<Applied, CommandError> {
+        match self {
+            Action::Send {
+                room,
+                text,
+                action,
+                client_msg_id,
+            } => {
+                let id = confab_protocol::names::ClientMsgId::parse(client_msg_id)?;
+                session.send_message(now, &room, &text, action, id)?;
+                return Ok(Applied::Queued(session.outbox().cloned().collect()));
+            }
+            Action::Join(room) => session.join_room(now, &room).map(drop)?,
+            Action::Create { name, topic } => session.create_room(now, &name, &topic).map(drop)?,
+            Action::Leave(room) => session.leave_room(now, &room).map(drop)?,
+            Action::Members(room) => session.list_members(now, &room).map(drop)?,
+            Action::History { room, limit } => {
+                session.fetch_history(now, &room, None, limit).map(drop)?
+            }
+            Action::ListRooms => session.list_rooms(now, true).map(drop)?,
+            Action::Typing { room, active } => session.set_typing(&room, active).map(drop)?,
+        }
+        Ok(Applied::Done)
+    }
+}
+
+/// What a request the user is waiting for is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Busy {
+    Join(String),
+    Create(String),
+    Leave(String),
+    Members(String),
+    /// Loading the view of a room (its recent history) after join or switch.
+    View(String),
+    History(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HistoryFor {
+    /// The page fills the view of a room just entered.
+    View,
+    /// `/history N`.
+    Command(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendState {
+    /// Handed to the session, not yet confirmed queued.
+    Queuing,
+    /// Queued; not shown yet, within the grace period that ends then.
+    Hidden(Instant),
+    /// Shown with the pending mark.
+    Pending,
+}
+
+#[derive(Debug, Clone)]
+struct OwnSend {
+    client_msg_id: String,
+    room: String,
+    text: String,
+    action: bool,
+    state: SendState,
+}
+
+/// The chat view. See the module docs.
+#[derive(Debug)]
+pub struct Chat {
+    style: Style,
+    /// Formats a server timestamp (ms since the Unix epoch) as a time of day.
+    clock: fn(i64) -> String,
+    /// The current wall time in ms since the Unix epoch.
+    wall: fn() -> i64,
+    server: String,
+    me: String,
+    state: ConnectionState,
+    welcomed: bool,
+    connect_failures: u32,
+    current: Option<String>,
+    joined: BTreeSet<String>,
+    rooms: Vec<RoomInfo>,
+    rooms_known: bool,
+    show_rooms_when_listed: bool,
+    unread: BTreeMap<String, u32>,
+    /// Highest seq shown per room, so a history page and live messages
+    /// that overlap are not shown twice.
+    shown_upto: HashMap<String, u64>,
+    /// Live messages held while the view of their room loads.
+    loading: HashMap<String, Vec<wire::Message>>,
+    /// History requests in flight, oldest first (replies come in request order, §4.3).
+    history_waiting: VecDeque<(String, HistoryFor)>,
+    busy: Option<Busy>,
+    sends: Vec<OwnSend>,
+    acked: VecDeque<String>,
+    typing_seen: HashMap<String, Instant>,
+    my_typing: Option<(String, Instant)>,
+    typing_ttl: Duration,
+}
+
+impl Chat {
+    /// A chat view for `me` on `server`, before the first connection.
+    pub fn new(
+        style: Style,
+        server: &str,
+        me: &str,
+        clock: fn(i64) -> String,
+        wall: fn() -> i64,
+    ) -> Self {
+        Self {
+            style,
+            clock,
+            wall,
+            server: server.to_owned(),
+            me: me.to_owned(),
+            state: ConnectionState::Connecting,
+            welcomed: false,
+            connect_failures: 0,
+            current: None,
+            joined: BTreeSet::new(),
+            rooms: Vec::new(),
+            rooms_known: false,
+            show_rooms_when_listed: true,
+            unread: BTreeMap::new(),
+            shown_upto: HashMap::new(),
+            loading: HashMap::new(),
+            history_waiting: VecDeque::new(),
+            busy: None,
+            sends: Vec::new(),
+            acked: VecDeque::new(),
+            typing_seen: HashMap::new(),
+            my_typing: None,
+            typing_ttl: Duration::from_millis(6000),
+        }
+    }
+
+    // ----- what the prompt and the completer read --------------------------
+
+    /// The connection state.
+    pub fn state(&self) -> &ConnectionState {
+        &self.state
+    }
+
+    /// The current room.
+    pub fn current(&self) -> Option<&str> {
+        self.current.as_deref()
+    }
+
+    /// Every room name known, for completion.
+    pub fn room_names(&self) -> Vec<String> {
+        let mut names: BTreeSet<String> = self.rooms.iter().map(|r| r.name.clone()).collect();
+        names.extend(self.joined.iter().cloned());
+        names.into_iter().collect()
+    }
+
+    /// Rooms the user has joined, for completion.
+    pub fn joined_rooms(&self) -> Vec<String> {
+        self.joined.iter().cloned().collect()
+    }
+
+    /// Whether the next line may be read: no request the user waits for is
+    /// outstanding (a `/join` shows the room before the next prompt).
+    pub fn input_ready(&self) -> bool {
+        self.busy.is_none()
+    }
+
+    /// When [`Chat::handle_tick`] has work next.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.sends
+            .iter()
+            .filter_map(|s| match s.state {
+                SendState::Hidden(until) => Some(until),
+                _ => None,
+            })
+            .min()
+    }
+
+    // ----- inputs ----------------------------------------------------------
+
+    /// Messages left in the outbox by an earlier run: shown as pending.
+    pub fn restore(&mut self, entries: &[OutboxEntry]) -> Vec<Out> {
+        if entries.is_empty() {
+            return Vec::new();
+        }
+        let mut out = vec![self.notice(&format!(
+            "{} unsent message{} from last time; they are sent when connected:",
+            entries.len(),
+            if entries.len() == 1 { "" } else { "s" }
+        ))];
+        let time = (self.clock)((self.wall)());
+        for entry in entries {
+            out.push(Out::Print(format!(
+                "{} {}",
+                self.style.dim(&format!("#{}", entry.room)),
+                render::chat_line(
+                    self.style,
+                    &time,
+                    &self.me,
+                    &entry.text,
+                    entry.action,
+                    Mark::Pending
+                )
+            )));
+            self.sends.push(OwnSend {
+                client_msg_id: entry.client_msg_id.clone(),
+                room: entry.room.clone(),
+                text: entry.text.clone(),
+                action: entry.action,
+                state: SendState::Pending,
+            });
+        }
+        out
+    }
+
+    /// A line the user entered.
+    pub fn handle_line(&mut self, line: &str, now: Instant) -> Vec<Out> {
+        match commands::parse(line) {
+            Ok(None) => Vec::new(),
+            Ok(Some(input)) => self.handle_input(input, now),
+            Err(sentence) => vec![self.error(&sentence)],
+        }
+    }
+
+    fn handle_input(&mut self, input: Input, now: Instant) -> Vec<Out> {
+        match input {
+            Input::Say(text) => self.say(text, false),
+            Input::Me(text) => self.say(text, true),
+            Input::Join(room) => {
+                self.busy = Some(Busy::Join(room.clone()));
+                vec![Out::Do(Action::Join(room))]
+            }
+            Input::Create { name, topic } => {
+                self.busy = Some(Busy::Create(name.clone()));
+                vec![Out::Do(Action::Create { name, topic })]
+            }
+            Input::Switch(room) => self.switch(room, now),
+            Input::Leave(room) => {
+                let Some(room) = room.or_else(|| self.current.clone()) else {
+                    return vec![self.error("you are in no room; /leave NAME names one")];
+                };
+                self.busy = Some(Busy::Leave(room.clone()));
+                vec![Out::Do(Action::Leave(room))]
+            }
+            Input::Who => {
+                let Some(room) = self.current.clone() else {
+                    return vec![self.no_room()];
+                };
+                self.busy = Some(Busy::Members(room.clone()));
+                vec![Out::Do(Action::Members(room))]
+            }
+            Input::History(limit) => {
+                let Some(room) = self.current.clone() else {
+                    return vec![self.no_room()];
+                };
+                self.busy = Some(Busy::History(room.clone()));
+                self.history_waiting
+                    .push_back((room.clone(), HistoryFor::Command(limit)));
+                vec![Out::Do(Action::History { room, limit })]
+            }
+            Input::Rooms => self.show_rooms(),
+            Input::Help => vec![Out::Print(format!(
+                "{}\n{}",
+                self.style
+                    .bold("Commands (Tab completes commands and room names):"),
+                commands::help_text().trim_end()
+            ))],
+            Input::Logout => vec![Out::Logout],
+            Input::Quit => vec![Out::Quit],
+        }
+    }
+
+    fn say(&mut self, text: String, action: bool) -> Vec<Out> {
+        let Some(room) = self.current.clone() else {
+            return vec![self.no_room()];
+        };
+        // A message ends typing on the server (§11.2).
+        self.my_typing = None;
+        let client_msg_id = uuid::Uuid::now_v7().to_string();
+        self.sends.push(OwnSend {
+            client_msg_id: client_msg_id.clone(),
+            room: room.clone(),
+            text: text.replace("\r\n", "\n"),
+            action,
+            state: SendState::Queuing,
+        });
+        vec![Out::Do(Action::Send {
+            room,
+            text: text.replace("\r\n", "\n"),
+            action,
+            client_msg_id,
+        })]
+    }
+
+    fn switch(&mut self, room: String, now: Instant) -> Vec<Out> {
+        if !self.joined.contains(&room) {
+            return vec![self.error(&format!(
+                "you have not joined #{room}; /join {room} enters it"
+            ))];
+        }
+        if self.current.as_deref() == Some(room.as_str()) {
+            return vec![self.notice(&format!("already in #{room}"))];
+        }
+        let mut out = self.stop_typing();
+        let unread = self.unread.get(&room).copied().unwrap_or(0);
+        out.push(self.notice(&format!("now in #{room}")));
+        out.extend(self.enter_view(&room, unread.clamp(5, 100), now));
+        out
+    }
+
+    /// Makes `room` current and asks for its newest `limit` messages.
+    fn enter_view(&mut self, room: &str, limit: u32, _now: Instant) -> Vec<Out> {
+        self.current = Some(room.to_owned());
+        self.unread.remove(room);
+        self.typing_seen.clear();
+        self.loading.insert(room.to_owned(), Vec::new());
+        self.history_waiting
+            .push_back((room.to_owned(), HistoryFor::View));
+        self.busy = Some(Busy::View(room.to_owned()));
+        vec![Out::Do(Action::History {
+            room: room.to_owned(),
+            limit,
+        })]
+    }
+
+    fn show_rooms(&mut self) -> Vec<Out> {
+        if !self.rooms_known {
+            if self.state == ConnectionState::Online {
+                self.show_rooms_when_listed = true;
+                return vec![Out::Do(Action::ListRooms)];
+            }
+            return vec![self.notice("not connected yet; the room list shows once connected")];
+        }
+        let mut out = vec![Out::Print(self.rooms_table())];
+        if self.state != ConnectionState::Online {
+            out.push(self.notice("(as of the last connection)"));
+        }
+        out
+    }
+
+    fn rooms_table(&self) -> String {
+        let marks: BTreeMap<String, RoomMark> = self
+            .joined
+            .iter()
+            .map(|room| {
+                (
+                    room.clone(),
+                    RoomMark {
+                        joined: true,
+                        unread: self.unread.get(room).copied().unwrap_or(0),
+                        current: self.current.as_deref() == Some(room.as_str()),
+                    },
+                )
+            })
+            .collect();
+        render::rooms_table(self.style, &self.rooms, &marks, (self.wall)())
+    }
+
+    /// The edited line changed: `has_text` when it holds message text
+    /// (not a command). Sends SetTyping, renewed every half TTL (§11.2).
+    pub fn handle_editing(&mut self, has_text: bool, now: Instant) -> Vec<Out> {
+        if self.state != ConnectionState::Online {
+            return Vec::new();
+        }
+        let Some(room) = self.current.clone() else {
+            return Vec::new();
+        };
+        if !has_text {
+            return self.stop_typing();
+        }
+        let due = match &self.my_typing {
+            Some((typing_room, at)) => *typing_room != room || now >= *at + self.typing_ttl / 2,
+            None => true,
+        };
+        if !due {
+            return Vec::new();
+        }
+        self.my_typing = Some((room.clone(), now));
+        vec![Out::Do(Action::Typing { room, active: true })]
+    }
+
+    fn stop_typing(&mut self) -> Vec<Out> {
+        match self.my_typing.take() {
+            Some((room, _)) if self.state == ConnectionState::Online => {
+                vec![Out::Do(Action::Typing {
+                    room,
+                    active: false,
+                })]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Time passed: show sends whose grace period ended as pending.
+    pub fn handle_tick(&mut self, now: Instant) -> Vec<Out> {
+        let mut out = Vec::new();
+        let time = (self.clock)((self.wall)());
+        for send in &mut self.sends {
+            if let SendState::Hidden(until) = send.state {
+                if until <= now {
+                    send.state = SendState::Pending;
+                    out.push(pending_line(self.style, &time, &self.me, send));
+                }
+            }
+        }
+        out
+    }
+
+    /// An action ran on the session.
+    pub fn handle_applied(
+        &mut self,
+        action: &Action,
+        result: Result<Applied, CommandError>,
+        now: Instant,
+    ) -> Vec<Out> {
+        match (action, result) {
+            (Action::Send { client_msg_id, .. }, Ok(_)) => {
+                let online = self.state == ConnectionState::Online;
+                let time = (self.clock)((self.wall)());
+                let Some(send) = self
+                    .sends
+                    .iter_mut()
+                    .find(|s| s.client_msg_id == *client_msg_id)
+                else {
+                    return Vec::new();
+                };
+                if send.state != SendState::Queuing {
+                    return Vec::new();
+                }
+                if online {
+                    send.state = SendState::Hidden(now + SEND_GRACE);
+                    Vec::new()
+                } else {
+                    send.state = SendState::Pending;
+                    vec![pending_line(self.style, &time, &self.me, send)]
+                }
+            }
+            (_, Ok(_)) => Vec::new(),
+            (Action::Send { client_msg_id, .. }, Err(err)) => {
+                self.sends.retain(|s| s.client_msg_id != *client_msg_id);
+                vec![self.error(&format!("not sent: {err}"))]
+            }
+            (Action::Typing { .. }, Err(_)) => Vec::new(),
+            (action, Err(err)) => {
+                self.busy = None;
+                if let Action::History { room, .. } = action {
+                    self.forget_history_request(room);
+                }
+                let what = describe(action);
+                let text = match err {
+                    CommandError::NotOnline => {
+                        format!("{what}: not connected; try again when the prompt says online")
+                    }
+                    err => format!("{what}: {err}"),
+                };
+                vec![self.error(&text)]
+            }
+        }
+    }
+
+    /// The oldest outstanding history request of `room` ended without a page.
+    fn forget_history_request(&mut self, room: &str) -> Vec<Out> {
+        let Some(pos) = self.history_waiting.iter().position(|(r, _)| r == room) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some((_, HistoryFor::View)) = self.history_waiting.remove(pos) {
+            // Show what arrived live meanwhile rather than holding it back.
+            if let Some(held) = self.loading.remove(room) {
+                for message in held {
+                    out.extend(self.show_live(message));
+                }
+            }
+        }
+        out
+    }
+
+    /// A session event.
+    pub fn handle_event(&mut self, event: SessionEvent, now: Instant) -> Vec<Out> {
+        match event {
+            SessionEvent::StateChanged(state) => self.on_state(state, now),
+            SessionEvent::Welcome(welcome) => self.on_welcome(welcome),
+            SessionEvent::Message { message, from_self } => self.on_message(message, from_self),
+            SessionEvent::Acked(ack) => self.on_acked(&ack),
+            SessionEvent::SendFailed { entry, error } => {
+                self.sends.retain(|s| s.client_msg_id != entry.client_msg_id);
+                vec![self.error(&format!(
+                    "not delivered to #{}: {} (\"{}\")",
+                    entry.room,
+                    error.message,
+                    render::excerpt(&entry.text, 40)
+                ))]
+            }
+            SessionEvent::OutboxChanged => vec![Out::SaveOutbox],
+            SessionEvent::RoomList(rooms) => {
+                self.rooms = rooms;
+                sort_rooms(&mut self.rooms);
+                self.rooms_known = true;
+                if std::mem::take(&mut self.show_rooms_when_listed) {
+                    vec![Out::Print(self.rooms_table())]
+                } else {
+                    Vec::new()
+                }
+            }
+            SessionEvent::RoomListUpdate(update) => self.on_room_update(update),
+            SessionEvent::Joined(info) => self.on_joined(info, now),
+            SessionEvent::Left(room) => self.on_left(&room),
+            SessionEvent::Members(list) => {
+                if self.busy == Some(Busy::Members(list.room.clone())) {
+                    self.busy = None;
+                }
+                vec![Out::Print(render::members_line(self.style, &list))]
+            }
+            SessionEvent::History(page) => self.on_history(page),
+            SessionEvent::Resumed(outcome) => {
+                let status =
+                    ResumeStatus::try_from(outcome.status).unwrap_or(ResumeStatus::Unspecified);
+                if status == ResumeStatus::NotAMember {
+                    return self.lost_room(&outcome.room);
+                }
+                Vec::new()
+            }
+            SessionEvent::EpochChanged { room, .. } => {
+                self.shown_upto.remove(&room);
+                vec![self.notice(&format!(
+                    "the server reset the history of #{room}; earlier messages of it belong to its old history"
+                ))]
+            }
+            SessionEvent::GapSkipped { room, from, to } => vec![self.notice(&format!(
+                "messages {from}-{to} of #{room} could not be fetched from the server and are skipped"
+            ))],
+            SessionEvent::Presence(presence) => self.on_presence(&presence),
+            SessionEvent::Typing(typing) => self.on_typing(&typing, now),
+            SessionEvent::RequestFailed { kind, error, .. } => self.on_request_failed(kind, &error),
+            SessionEvent::RequestTimedOut { kind, .. } => self.on_request_lost(
+                kind,
+                "the server did not answer in time; check the connection and try again",
+            ),
+            SessionEvent::RequestAborted { kind, .. } => self.on_request_lost(
+                kind,
+                "the connection dropped before the server answered; try again once online",
+            ),
+            SessionEvent::ServerError(error) => vec![self.error(&error.message)],
+            // Pong answers nothing the user asked; a stale transport is the
+            // driver's to drop, and the state change that follows is shown.
+            _ => Vec::new(),
+        }
+    }
+
+    /// Opening a connection failed; `reason` says why. Said once per streak.
+    pub fn handle_connect_failed(&mut self, reason: &str) -> Vec<Out> {
+        self.connect_failures += 1;
+        if self.connect_failures == 1 {
+            vec![self.error(reason)]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn on_state(&mut self, state: ConnectionState, now: Instant) -> Vec<Out> {
+        let previous = std::mem::replace(&mut self.state, state.clone());
+        let mut out = Vec::new();
+        match &state {
+            ConnectionState::Connecting => {
+                if !self.welcomed && matches!(previous, ConnectionState::Connecting) {
+                    out.push(self.notice(&format!("connecting to {}…", self.server)));
+                }
+            }
+            ConnectionState::Authenticating | ConnectionState::Online => {}
+            ConnectionState::Reconnecting { at, attempt } => {
+                let wait = at.saturating_duration_since(now).as_secs_f64();
+                self.lose_connection();
+                if previous == ConnectionState::Online {
+                    out.push(self.notice(
+                        "connection lost; reconnecting. Messages you send meanwhile wait in the outbox",
+                    ));
+                } else if wait >= 1.0 {
+                    // Quick retries pass silently; the prompt shows them.
+                    out.push(self.notice(&format!(
+                        "still offline; next try in {wait:.1}s (attempt {})",
+                        attempt + 1
+                    )));
+                }
+            }
+            ConnectionState::Offline(reason) => {
+                self.lose_connection();
+                out.push(self.error(&render::offline_sentence(*reason)));
+                if matches!(
+                    reason,
+                    OfflineReason::AuthRejected(_) | OfflineReason::LoggedOut
+                ) {
+                    out.push(Out::LoginAgain);
+                }
+            }
+        }
+        out
+    }
+
+    fn lose_connection(&mut self) {
+        self.my_typing = None;
+        self.typing_seen.clear();
+    }
+
+    fn on_welcome(&mut self, welcome: wire::Welcome) -> Vec<Out> {
+        self.me = welcome.username.clone();
+        self.connect_failures = 0;
+        if let Some(limits) = &welcome.limits {
+            if limits.typing_ttl_ms > 0 {
+                self.typing_ttl = Duration::from_millis(u64::from(limits.typing_ttl_ms));
+            }
+        }
+        self.joined = welcome.rooms.iter().map(|r| r.name.clone()).collect();
+        for room in &welcome.rooms {
+            upsert(&mut self.rooms, room.clone());
+        }
+        let mut out = Vec::new();
+        if self.welcomed {
+            out.push(self.notice("reconnected; catching up on what was missed"));
+        } else {
+            self.welcomed = true;
+            out.push(self.notice(&format!(
+                "connected to {} as {}. /help lists the commands",
+                self.server, self.me
+            )));
+        }
+        if let Some(current) = self.current.clone() {
+            if !self.joined.contains(&current) {
+                out.extend(self.lost_room(&current));
+            }
+        }
+        // The room-list subscription belongs to the connection (§7.1).
+        out.push(Out::Do(Action::ListRooms));
+        out
+    }
+
+    fn is_own_echo(&self, client_msg_id: &str) -> bool {
+        !client_msg_id.is_empty()
+            && (self.sends.iter().any(|s| s.client_msg_id == client_msg_id)
+                || self.acked.iter().any(|id| id == client_msg_id))
+    }
+
+    fn on_message(&mut self, message: wire::Message, from_self: bool) -> Vec<Out> {
+        self.typing_seen.remove(&message.sender);
+        if from_self && self.is_own_echo(&message.client_msg_id) {
+            let upto = self.shown_upto.entry(message.room.clone()).or_default();
+            *upto = (*upto).max(message.seq);
+            return self.confirm_own(&message.client_msg_id, Some(&message));
+        }
+        if let Some(held) = self.loading.get_mut(&message.room) {
+            held.push(message);
+            return Vec::new();
+        }
+        if self.current.as_deref() == Some(message.room.as_str()) {
+            return self.show_live(message);
+        }
+        if from_self || !self.joined.contains(&message.room) {
+            return Vec::new();
+        }
+        let unread = self.unread.entry(message.room.clone()).or_default();
+        *unread += 1;
+        if *unread == 1 {
+            let room = message.room;
+            return vec![self.notice(&format!("new messages in #{room} (/switch {room})"))];
+        }
+        Vec::new()
+    }
+
+    fn show_live(&mut self, message: wire::Message) -> Vec<Out> {
+        let upto = self.shown_upto.entry(message.room.clone()).or_default();
+        if message.seq <= *upto {
+            return Vec::new();
+        }
+        *upto = message.seq;
+        vec![Out::Print(self.message_line(&message))]
+    }
+
+    fn message_line(&self, message: &wire::Message) -> String {
+        render::message_line(self.style, &(self.clock)(message.server_ts_ms), message)
+    }
+
+    /// One of our sends is stored: by its SendAck, or by its echo
+    /// (`message`). Whichever comes first shows it; the other is silent.
+    fn confirm_own(&mut self, client_msg_id: &str, message: Option<&wire::Message>) -> Vec<Out> {
+        let Some(pos) = self
+            .sends
+            .iter()
+            .position(|s| s.client_msg_id == client_msg_id)
+        else {
+            return Vec::new();
+        };
+        let send = self.sends.remove(pos);
+        self.acked.push_back(send.client_msg_id.clone());
+        if self.acked.len() > ACKED_MEMORY {
+            self.acked.pop_front();
+        }
+        let line = match send.state {
+            SendState::Pending => render::delivered_line(self.style, &send.room, &send.text),
+            SendState::Queuing | SendState::Hidden(_) => {
+                if self.current.as_deref() != Some(send.room.as_str()) {
+                    render::delivered_line(self.style, &send.room, &send.text)
+                } else {
+                    let ts = message.map_or((self.wall)(), |m| m.server_ts_ms);
+                    render::chat_line(
+                        self.style,
+                        &(self.clock)(ts),
+                        &self.me,
+                        &send.text,
+                        send.action,
+                        Mark::Delivered,
+                    )
+                }
+            }
+        };
+        vec![Out::Print(line)]
+    }
+
+    fn on_acked(&mut self, ack: &wire::SendAck) -> Vec<Out> {
+        self.confirm_own(&ack.client_msg_id, None)
+    }
+
+    fn on_room_update(&mut self, update: wire::RoomListUpdate) -> Vec<Out> {
+        let Some(room) = update.room else {
+            return Vec::new();
+        };
+        match UpdateKind::try_from(update.kind).unwrap_or(UpdateKind::Unspecified) {
+            UpdateKind::Added => {
+                let name = room.name.clone();
+                let topic = room.topic.clone();
+                let ours =
+                    self.busy == Some(Busy::Create(name.clone())) || self.joined.contains(&name);
+                upsert(&mut self.rooms, room);
+                if ours {
+                    return Vec::new();
+                }
+                let topic = if topic.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", render::excerpt(&topic, 60))
+                };
+                vec![self.notice(&format!("new room #{name}{topic} (/join {name})"))]
+            }
+            UpdateKind::Changed => {
+                upsert(&mut self.rooms, room);
+                Vec::new()
+            }
+            UpdateKind::Removed => {
+                self.rooms.retain(|r| r.name != room.name);
+                Vec::new()
+            }
+            UpdateKind::Unspecified => Vec::new(),
+        }
+    }
+
+    fn on_joined(&mut self, info: RoomInfo, now: Instant) -> Vec<Out> {
+        let name = info.name.clone();
+        let created = self.busy == Some(Busy::Create(name.clone()));
+        let asked = created || self.busy == Some(Busy::Join(name.clone()));
+        self.joined.insert(name.clone());
+        upsert(&mut self.rooms, info.clone());
+        if !asked {
+            return Vec::new();
+        }
+        let mut out = self.stop_typing();
+        let topic = if info.topic.is_empty() {
+            String::new()
+        } else {
+            format!(" - {}", info.topic)
+        };
+        let verb = if created { "created" } else { "joined" };
+        out.push(self.notice(&format!(
+            "{verb} #{name}{topic} ({} member{}, {} online)",
+            info.member_count,
+            if info.member_count == 1 { "" } else { "s" },
+            info.online_count
+        )));
+        out.extend(self.enter_view(&name, DEFAULT_HISTORY, now));
+        out
+    }
+
+    fn on_left(&mut self, room: &str) -> Vec<Out> {
+        if self.busy == Some(Busy::Leave(room.to_owned())) {
+            self.busy = None;
+        }
+        self.joined.remove(room);
+        self.unread.remove(room);
+        self.loading.remove(room);
+        let mut text = format!("left #{room}");
+        if self.current.as_deref() == Some(room) {
+            self.current = None;
+            self.my_typing = None;
+            if !self.joined.is_empty() {
+                let others: Vec<&str> = self.joined.iter().map(String::as_str).collect();
+                text.push_str(&format!("; /switch to one of: {}", others.join(", ")));
+            } else {
+                text.push_str("; /join or /create a room to chat");
+            }
+        }
+        vec![self.notice(&text)]
+    }
+
+    /// The user is no longer a member of `room` (left from elsewhere).
+    fn lost_room(&mut self, room: &str) -> Vec<Out> {
+        self.joined.remove(room);
+        self.unread.remove(room);
+        if self.current.as_deref() == Some(room) {
+            self.current = None;
+            return vec![self.notice(&format!(
+                "you are no longer a member of #{room}; /join {room} to return"
+            ))];
+        }
+        Vec::new()
+    }
+
+    fn on_history(&mut self, page: wire::HistoryPage) -> Vec<Out> {
+        let Some(pos) = self
+            .history_waiting
+            .iter()
+            .position(|(room, _)| *room == page.room)
+        else {
+            return Vec::new();
+        };
+        let Some((room, purpose)) = self.history_waiting.remove(pos) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        match purpose {
+            HistoryFor::View => {
+                if self.busy == Some(Busy::View(room.clone())) {
+                    self.busy = None;
+                }
+                if page.has_more {
+                    out.push(self.notice(&format!(
+                        "recent messages of #{room} (/history N shows more):"
+                    )));
+                } else if page.messages.is_empty() {
+                    out.push(self.notice(&format!("no messages in #{room} yet; say hello")));
+                }
+                let mut upto = 0;
+                for message in &page.messages {
+                    upto = upto.max(message.seq);
+                    out.push(Out::Print(self.message_line(message)));
+                }
+                let shown = self.shown_upto.entry(room.clone()).or_default();
+                *shown = (*shown).max(upto);
+                if let Some(held) = self.loading.remove(&room) {
+                    for message in held {
+                        out.extend(self.show_live(message));
+                    }
+                }
+            }
+            HistoryFor::Command(limit) => {
+                if self.busy == Some(Busy::History(room.clone())) {
+                    self.busy = None;
+                }
+                out.push(self.notice(&format!(
+                    "last {} message{} of #{room}:",
+                    page.messages.len(),
+                    if page.messages.len() == 1 { "" } else { "s" }
+                )));
+                for message in &page.messages {
+                    out.push(Out::Print(self.message_line(message)));
+                }
+                let more = if page.has_more {
+                    format!(
+                        " (older ones exist; /history {} shows more)",
+                        limit.saturating_mul(2).min(100)
+                    )
+                } else {
+                    String::new()
+                };
+                out.push(self.notice(&format!("end of history{more}")));
+            }
+        }
+        out
+    }
+
+    fn on_presence(&mut self, presence: &wire::Presence) -> Vec<Out> {
+        if presence.username == self.me || self.current.as_deref() != Some(presence.room.as_str()) {
+            return Vec::new();
+        }
+        let user = &presence.username;
+        let room = &presence.room;
+        let text = match PresenceKind::try_from(presence.kind).unwrap_or(PresenceKind::Unspecified)
+        {
+            PresenceKind::Online => format!("{user} is online"),
+            PresenceKind::Offline => {
+                self.typing_seen.remove(user);
+                format!("{user} went offline")
+            }
+            PresenceKind::Joined => format!("{user} joined #{room}"),
+            PresenceKind::Left => {
+                self.typing_seen.remove(user);
+                format!("{user} left #{room}")
+            }
+            PresenceKind::Unspecified => return Vec::new(),
+        };
+        vec![self.notice(&text)]
+    }
+
+    fn on_typing(&mut self, typing: &wire::Typing, now: Instant) -> Vec<Out> {
+        if typing.username == self.me || self.current.as_deref() != Some(typing.room.as_str()) {
+            return Vec::new();
+        }
+        if !typing.active {
+            self.typing_seen.remove(&typing.username);
+            return Vec::new();
+        }
+        let ttl = Duration::from_millis(u64::from(typing.ttl_ms.max(1)));
+        let was_typing = self
+            .typing_seen
+            .insert(typing.username.clone(), now + ttl)
+            .is_some_and(|until| until > now);
+        if was_typing {
+            return Vec::new();
+        }
+        vec![Out::Print(
+            self.style
+                .dim(&format!("   {} is typing…", typing.username)),
+        )]
+    }
+
+    fn on_request_failed(&mut self, kind: RequestKind, error: &wire::Error) -> Vec<Out> {
+        let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
+        let mut out = self.settle(&kind);
+        let text = match (&kind, code) {
+            (RequestKind::JoinRoom(room), ErrorCode::RoomNotFound) => {
+                format!("there is no room #{room}; /create {room} [TOPIC] starts it")
+            }
+            (RequestKind::CreateRoom(room), ErrorCode::RoomExists) => {
+                format!("#{room} exists already; /join {room} enters it")
+            }
+            (
+                RequestKind::ListMembers(room)
+                | RequestKind::History(room)
+                | RequestKind::LeaveRoom(room),
+                ErrorCode::NotAMember,
+            ) => format!("you are not a member of #{room}; /join {room} first"),
+            (RequestKind::GapFill(room), _) => format!(
+                "could not fetch the messages #{room} missed: {}",
+                error.message
+            ),
+            (kind, _) => format!("{}: {}", describe_kind(kind), error.message),
+        };
+        out.push(self.error(&text));
+        out
+    }
+
+    fn on_request_lost(&mut self, kind: RequestKind, why: &str) -> Vec<Out> {
+        let mut out = self.settle(&kind);
+        match kind {
+            // The session keeps the send in the outbox and resends it.
+            RequestKind::Send(_) => out.push(self.notice(
+                "the server has not acknowledged a message yet; it stays pending and is resent after reconnecting",
+            )),
+            // Internal requests: the session retries them on the next connection.
+            RequestKind::Auth | RequestKind::Ping | RequestKind::Resume | RequestKind::GapFill(_) => {}
+            RequestKind::SetTyping(_) | RequestKind::ListRooms => {}
+            kind => out.push(self.error(&format!("{}: {why}", describe_kind(&kind)))),
+        }
+        out
+    }
+
+    /// A request ended without its reply: stop waiting for it.
+    fn settle(&mut self, kind: &RequestKind) -> Vec<Out> {
+        let busy = match kind {
+            RequestKind::JoinRoom(r) => Some(Busy::Join(r.clone())),
+            RequestKind::CreateRoom(r) => Some(Busy::Create(r.clone())),
+            RequestKind::LeaveRoom(r) => Some(Busy::Leave(r.clone())),
+            RequestKind::ListMembers(r) => Some(Busy::Members(r.clone())),
+            RequestKind::History(r) => {
+                if self.busy == Some(Busy::View(r.clone())) {
+                    self.busy = None;
+                }
+                Some(Busy::History(r.clone()))
+            }
+            _ => None,
+        };
+        if busy.is_some() && self.busy == busy {
+            self.busy = None;
+        }
+        if let RequestKind::History(room) = kind {
+            return self.forget_history_request(room);
+        }
+        Vec::new()
+    }
+
+    fn notice(&self, text: &str) -> Out {
+        Out::Print(render::notice(self.style, text))
+    }
+
+    fn error(&self, text: &str) -> Out {
+        Out::Print(render::error(self.style, text))
+    }
+
+    fn no_room(&self) -> Out {
+        self.error("you are in no room yet; /join NAME or /create NAME first (/rooms lists them)")
+    }
+}
+
+/// One of the user's messages, marked as waiting for the server.
+fn pending_line(style: Style, time: &str, me: &str, send: &OwnSend) -> Out {
+    Out::Print(render::chat_line(
+        style,
+        time,
+        me,
+        &send.text,
+        send.action,
+        Mark::Pending,
+    ))
+}
+
+/// Keeps the server's order: most recent activity first, then by name (§7.1).
+fn sort_rooms(rooms: &mut [RoomInfo]) {
+    rooms.sort_by(|a, b| {
+        b.last_activity_ms
+            .cmp(&a.last_activity_ms)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+}
+
+fn upsert(rooms: &mut Vec<RoomInfo>, info: RoomInfo) {
+    match rooms.iter_mut().find(|r| r.name == info.name) {
+        Some(slot) => *slot = info,
+        None => rooms.push(info),
+    }
+    sort_rooms(rooms);
+}
+
+fn describe(action: &Action) -> String {
+    match action {
+        Action::Send { room, .. } => format!("sending to #{room}"),
+        Action::Join(room) => format!("/join {room}"),
+        Action::Create { name, .. } => format!("/create {name}"),
+        Action::Leave(room) => format!("/leave {room}"),
+        Action::Members(_) => "/who".to_owned(),
+        Action::History { .. } => "fetching history".to_owned(),
+        Action::ListRooms => "/rooms".to_owned(),
+        Action::Typing { .. } => "typing".to_owned(),
+    }
+}
+
+fn describe_kind(kind: &RequestKind) -> String {
+    match kind {
+        RequestKind::CreateRoom(room) => format!("/create {room}"),
+        RequestKind::JoinRoom(room) => format!("/join {room}"),
+        RequestKind::LeaveRoom(room) => format!("/leave {room}"),
+        RequestKind::ListMembers(_) => "/who".to_owned(),
+        RequestKind::History(room) => format!("history of #{room}"),
+        RequestKind::ListRooms => "listing rooms".to_owned(),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,331 @@
+//! The chat loop: wires the SDK's connection driver, the [`Chat`] view and
+//! the editor together, and keeps the outbox file in step with the session.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use confab_bot_sdk::ServerUrl;
+use confab_bot_sdk::driver::{self, DriverEvent, DriverHandle, DriverOptions};
+use confab_bot_sdk::http;
+use confab_protocol::session::{Backoff, ClientSession, SessionConfig};
+use tokio::sync::mpsc;
+
+use crate::chat::{Applied, Chat, Out};
+use crate::editor::{self, EditorInput, PromptInfo, Screen, SharedPrompt};
+use crate::render;
+use crate::store::{self, SavedLogin, Store, StoreError};
+use crate::style::Style;
+
+/// Client name sent in Auth (§6.1), for the server's logs.
+pub const CLIENT_NAME: &str = concat!("confab-cli/", env!("CARGO_PKG_VERSION"));
+
+/// How long the prompt waits for a command's reply before it comes back
+/// anyway; the session's own request timeout normally answers first.
+const BUSY_LIMIT: Duration = Duration::from_secs(15);
+
+/// How a chat session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatEnd {
+    /// `/quit` or end of input.
+    Quit,
+    /// `/logout` succeeded.
+    LoggedOut,
+    /// The saved token was refused: log in again.
+    LoginAgain,
+}
+
+/// Settings of a chat session.
+#[derive(Debug, Clone)]
+pub struct ChatOptions {
+    /// Colour.
+    pub style: Style,
+    /// Largest reconnect delay (§14.2); tests shorten it.
+    pub reconnect_cap: Option<Duration>,
+}
+
+/// A session config for this client.
+pub fn session_config(token: &str, reconnect_cap: Option<Duration>) -> SessionConfig {
+    let mut config = SessionConfig::new(token);
+    config.client_name = CLIENT_NAME.to_owned();
+    if let Some(cap) = reconnect_cap {
+        config.backoff = Backoff {
+            base: Backoff::default().base.min(cap),
+            cap,
+        };
+    }
+    config
+}
+
+/// Local time of day of a server timestamp, `12:04`.
+pub fn clock(ms: i64) -> String {
+    local_time(ms, "%H:%M")
+}
+
+/// Local time of day of a server timestamp with seconds, `12:04:05`.
+pub fn clock_seconds(ms: i64) -> String {
+    local_time(ms, "%H:%M:%S")
+}
+
+fn local_time(ms: i64, format: &str) -> String {
+    use chrono::TimeZone;
+    match chrono::Local.timestamp_millis_opt(ms) {
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+            t.format(format).to_string()
+        }
+        chrono::LocalResult::None => "--:--".to_owned(),
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn wall_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs the chat until the user quits, logs out, or must log in again.
+pub async fn run(
+    server: &ServerUrl,
+    login: &SavedLogin,
+    store: &Store,
+    options: &ChatOptions,
+) -> Result<ChatEnd, StoreError> {
+    let style = options.style;
+    let outbox_path = store.outbox_path(&login.username, server.host(), server.port());
+    let restored = store::load_outbox(&outbox_path)?;
+    let mut session = ClientSession::new(session_config(&login.token, options.reconnect_cap));
+    session.restore_outbox(restored.clone());
+    let (handle, events) = driver::spawn(server.clone(), session, DriverOptions::default());
+
+    let chat = Chat::new(style, &server.to_string(), &login.username, clock, wall_ms);
+    let prompt = SharedPrompt::new(prompt_info(&chat));
+    let (editor, screen, inputs) = editor::start(style, prompt.clone());
+    let mut app = App {
+        style,
+        chat,
+        handle,
+        screen,
+        prompt,
+        outbox_path,
+        server: server.clone(),
+        token: login.token.clone(),
+        store: store.clone(),
+        end: None,
+        login_again: false,
+    };
+    let first = app.chat.restore(&restored);
+    app.carry_out(first).await?;
+    let end = app.run(events, inputs, &editor).await;
+    app.handle.shutdown().await;
+    editor.stop(app.screen);
+    end
+}
+
+fn prompt_info(chat: &Chat) -> PromptInfo {
+    PromptInfo {
+        state: chat.state().clone(),
+        room: chat.current().map(str::to_owned),
+        rooms: chat.room_names(),
+        joined: chat.joined_rooms(),
+    }
+}
+
+struct App {
+    style: Style,
+    chat: Chat,
+    handle: DriverHandle,
+    screen: Screen,
+    prompt: SharedPrompt,
+    outbox_path: PathBuf,
+    server: ServerUrl,
+    token: String,
+    store: Store,
+    end: Option<ChatEnd>,
+    /// The token was refused; the next line the user enters ends the chat.
+    login_again: bool,
+}
+
+impl App {
+    async fn run(
+        &mut self,
+        mut events: mpsc::Receiver<DriverEvent>,
+        mut inputs: mpsc::UnboundedReceiver<EditorInput>,
+        editor: &editor::EditorThread,
+    ) -> Result<ChatEnd, StoreError> {
+        // Since when a read line waits for the chat to let the editor go on.
+        let mut waiting_since: Option<Instant> = None;
+        let mut events_open = true;
+        loop {
+            let deadline = self.chat.next_deadline();
+            let busy_deadline = waiting_since.map(|t| t + BUSY_LIMIT);
+            let outs = tokio::select! {
+                event = events.recv(), if events_open => match event {
+                    Some(event) => self.on_driver_event(event),
+                    None => {
+                        events_open = false;
+                        self.login_again = true;
+                        vec![Out::Print(render::error(
+                            self.style,
+                            "the connection driver stopped; press Enter to exit",
+                        ))]
+                    }
+                },
+                input = inputs.recv() => match input {
+                    Some(EditorInput::Line(line)) => {
+                        waiting_since = Some(Instant::now());
+                        if self.login_again {
+                            self.end = Some(ChatEnd::LoginAgain);
+                            Vec::new()
+                        } else {
+                            self.chat.handle_line(&line, Instant::now())
+                        }
+                    }
+                    Some(EditorInput::Editing(has_text)) => {
+                        self.chat.handle_editing(has_text, Instant::now())
+                    }
+                    Some(EditorInput::Interrupted) => vec![Out::Print(render::notice(
+                        self.style,
+                        "line discarded; /quit or Ctrl-D exits",
+                    ))],
+                    Some(EditorInput::Eof) | None => {
+                        self.end = Some(if self.login_again { ChatEnd::LoginAgain } else { ChatEnd::Quit });
+                        Vec::new()
+                    }
+                },
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    self.chat.handle_tick(Instant::now())
+                }
+                () = sleep_until(busy_deadline), if busy_deadline.is_some() => {
+                    waiting_since = None;
+                    editor.ready();
+                    Vec::new()
+                }
+            };
+            self.carry_out(outs).await?;
+            if let Some(end) = self.end {
+                if end == ChatEnd::Quit {
+                    self.say_goodbye().await;
+                }
+                return Ok(end);
+            }
+            *self.prompt.lock() = prompt_info(&self.chat);
+            if waiting_since.is_some() && self.chat.input_ready() {
+                waiting_since = None;
+                editor.ready();
+            }
+        }
+    }
+
+    fn on_driver_event(&mut self, event: DriverEvent) -> Vec<Out> {
+        let now = Instant::now();
+        match event {
+            DriverEvent::Session(event) => self.chat.handle_event(event, now),
+            DriverEvent::ConnectFailed(err) => self.chat.handle_connect_failed(&err.to_string()),
+            DriverEvent::InvalidFrame(what) => vec![Out::Print(render::error(
+                self.style,
+                &format!("ignored a frame this client cannot read: {what}"),
+            ))],
+            // The session's state change that follows says what matters.
+            _ => Vec::new(),
+        }
+    }
+
+    /// Carries out `outs`, and what the chat asks for in response, in order.
+    async fn carry_out(&mut self, outs: Vec<Out>) -> Result<(), StoreError> {
+        let mut queue: std::collections::VecDeque<Out> = outs.into();
+        while let Some(out) = queue.pop_front() {
+            match out {
+                Out::Print(text) => self.screen.print(text),
+                Out::Do(action) => {
+                    let run = action.clone();
+                    let result = self
+                        .handle
+                        .call(move |session, now| run.apply(session, now))
+                        .await;
+                    let Ok(result) = result else {
+                        self.screen.print(render::error(
+                            self.style,
+                            "the connection driver stopped; restart confab",
+                        ));
+                        self.end = Some(ChatEnd::Quit);
+                        return Ok(());
+                    };
+                    if let Ok(Applied::Queued(entries)) = &result {
+                        // On disk before it is shown as pending: a message
+                        // shown as pending survives a crash.
+                        store::save_outbox(&self.outbox_path, entries)?;
+                    }
+                    let more = self.chat.handle_applied(&action, result, Instant::now());
+                    for (i, out) in more.into_iter().enumerate() {
+                        queue.insert(i, out);
+                    }
+                }
+                Out::SaveOutbox => self.save_outbox().await?,
+                Out::Quit => self.end = Some(ChatEnd::Quit),
+                Out::Logout => self.logout().await?,
+                Out::LoginAgain => {
+                    self.login_again = true;
+                    self.screen
+                        .print(render::notice(self.style, "press Enter to log in again"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn save_outbox(&mut self) -> Result<(), StoreError> {
+        let entries = self
+            .handle
+            .call(|session, _| session.outbox().cloned().collect::<Vec<_>>())
+            .await;
+        match entries {
+            Ok(entries) => store::save_outbox(&self.outbox_path, &entries),
+            // The driver is gone; the file holds the last saved state.
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn logout(&mut self) -> Result<(), StoreError> {
+        match http::logout(&self.server, &self.token).await {
+            // Unauthorized: the token was revoked already; forgetting it is all that is left.
+            Ok(()) | Err(http::Error::Unauthorized { .. }) => {
+                self.store.delete_login()?;
+                self.screen.print(render::notice(
+                    self.style,
+                    "logged out: the token is revoked and no longer saved. Run confab to log in again",
+                ));
+                self.end = Some(ChatEnd::LoggedOut);
+            }
+            Err(err) => self.screen.print(render::error(
+                self.style,
+                &format!(
+                    "could not log out ({err}); the token still works and stays saved. Try /logout again"
+                ),
+            )),
+        }
+        Ok(())
+    }
+
+    async fn say_goodbye(&mut self) {
+        let unsent = self
+            .handle
+            .call(|session, _| session.outbox().count())
+            .await
+            .unwrap_or(0);
+        if unsent > 0 {
+            self.screen.print(render::notice(
+                self.style,
+                &format!(
+                    "{unsent} message{} not yet delivered; {} sent the next time you start confab",
+                    if unsent == 1 { "" } else { "s" },
+                    if unsent == 1 { "it is" } else { "they are" }
+                ),
+            ));
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,343 @@
+//! Turning protocol values into lines of text. Pure functions: the caller
+//! passes the time of day and the current time, so tests need no clock.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use confab_protocol::session::{ConnectionState, OfflineReason};
+use confab_protocol::wire::{self, MessageKind};
+
+use crate::style::Style;
+
+/// Visible width of the connection state at the start of the prompt. The
+/// prompt's width must not change while a line is edited (the editor lays
+/// the line out from it), so every state is padded to this width.
+pub const STATE_WIDTH: usize = 14;
+
+/// The connection state as the prompt shows it, padded to [`STATE_WIDTH`].
+pub fn prompt_state(style: Style, state: &ConnectionState, now: Instant) -> String {
+    let (text, paint): (String, fn(Style, &str) -> String) = match state {
+        ConnectionState::Online => ("online".into(), Style::green),
+        ConnectionState::Connecting | ConnectionState::Authenticating => {
+            ("connecting".into(), Style::yellow)
+        }
+        ConnectionState::Reconnecting { at, .. } => {
+            let secs = at.saturating_duration_since(now).as_secs_f64().ceil() as u64;
+            (format!("reconnect {}s", secs.min(99)), Style::yellow)
+        }
+        ConnectionState::Offline(_) => ("offline".into(), Style::red),
+    };
+    let pad = STATE_WIDTH.saturating_sub(text.chars().count());
+    format!("{}{}", paint(style, &text), " ".repeat(pad))
+}
+
+/// The prompt: connection state, then the current room.
+pub fn prompt(style: Style, state: &ConnectionState, now: Instant, room: Option<&str>) -> String {
+    let room = match room {
+        Some(room) => style.cyan(&format!("#{room}")),
+        None => style.dim("(no room)"),
+    };
+    format!("{} {room}> ", prompt_state(style, state, now))
+}
+
+/// Why the session stopped, said so the user knows what to do.
+pub fn offline_sentence(reason: OfflineReason) -> String {
+    match reason {
+        OfflineReason::Closed => "disconnected".to_owned(),
+        OfflineReason::AuthRejected(_) => {
+            "the server no longer accepts your saved login; log in again".to_owned()
+        }
+        OfflineReason::LoggedOut => "this login was logged out; log in again".to_owned(),
+        OfflineReason::ClosedByServer(code) => format!(
+            "the server closed the connection (code {code}) and asked not to reconnect; restart confab to try again"
+        ),
+        _ => "offline".to_owned(),
+    }
+}
+
+/// Whether a message is one of ours still waiting for its SendAck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Stored by the server.
+    Delivered,
+    /// In the outbox, not yet acknowledged.
+    Pending,
+}
+
+/// One chat line: `12:04 <alice> hello`, or `12:04 * alice waves` for an action.
+/// Further lines of a multi-line text are indented under the first.
+pub fn chat_line(
+    style: Style,
+    time: &str,
+    sender: &str,
+    text: &str,
+    action: bool,
+    mark: Mark,
+) -> String {
+    let head = if action {
+        format!("{} * {} ", style.dim(time), style.nick(sender))
+    } else {
+        format!("{} <{}> ", style.dim(time), style.nick(sender))
+    };
+    let indent = " ".repeat(time.chars().count() + 1);
+    let mut out = head;
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+            out.push_str(&indent);
+        }
+        out.push_str(line);
+    }
+    if mark == Mark::Pending {
+        out.push(' ');
+        out.push_str(&style.yellow("(pending)"));
+    }
+    out
+}
+
+/// A stored message as a chat line.
+pub fn message_line(style: Style, time: &str, message: &wire::Message) -> String {
+    let action = message.kind == MessageKind::Action as i32;
+    chat_line(
+        style,
+        time,
+        &message.sender,
+        &message.text,
+        action,
+        Mark::Delivered,
+    )
+}
+
+/// The update line that clears a pending mark.
+pub fn delivered_line(style: Style, room: &str, text: &str) -> String {
+    format!(
+        "{} {}",
+        style.green("✓ delivered"),
+        style.dim(&format!("#{room}: {}", excerpt(text, 40)))
+    )
+}
+
+/// At most `max` characters of the first line of `text`, with an ellipsis when cut.
+pub fn excerpt(text: &str, max: usize) -> String {
+    let first = text.lines().next().unwrap_or("");
+    if first.chars().count() <= max && !text.contains('\n') {
+        return first.to_owned();
+    }
+    let cut: String = first.chars().take(max).collect();
+    format!("{cut}…")
+}
+
+/// A notice from the client itself.
+pub fn notice(style: Style, text: &str) -> String {
+    style.dim(&format!("-- {text}"))
+}
+
+/// Something went wrong; `text` says what to do.
+pub fn error(style: Style, text: &str) -> String {
+    style.red(&format!("!! {text}"))
+}
+
+/// How long ago `then_ms` was, compactly.
+pub fn ago(now_ms: i64, then_ms: i64) -> String {
+    if then_ms <= 0 {
+        return "never".to_owned();
+    }
+    let secs = (now_ms - then_ms).max(0) / 1000;
+    match secs {
+        0..60 => "just now".to_owned(),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+/// What the rooms table knows about one room beyond its RoomInfo.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomMark {
+    /// The user is a member.
+    pub joined: bool,
+    /// Messages received and not shown; known only for joined rooms.
+    pub unread: u32,
+    /// The current room.
+    pub current: bool,
+}
+
+/// The rooms table, most recently active first (the server's order, §7.1).
+pub fn rooms_table(
+    style: Style,
+    rooms: &[wire::RoomInfo],
+    marks: &BTreeMap<String, RoomMark>,
+    now_ms: i64,
+) -> String {
+    if rooms.is_empty() {
+        return notice(style, "no rooms yet; create one with /create NAME [TOPIC]");
+    }
+    let name_width = rooms
+        .iter()
+        .map(|r| r.name.len() + 1)
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let mut out = style.bold(&format!(
+        "  {:<name_width$}  {:>7}  {:>6}  {:>6}  {:<13}  TOPIC",
+        "ROOM", "MEMBERS", "ONLINE", "UNREAD", "LAST ACTIVITY"
+    ));
+    for room in rooms {
+        let mark = marks.get(&room.name).copied().unwrap_or_default();
+        let flag = if mark.current {
+            ">"
+        } else if mark.joined {
+            "*"
+        } else {
+            " "
+        };
+        let unread = if mark.joined {
+            mark.unread.to_string()
+        } else {
+            "-".to_owned()
+        };
+        let name = format!("#{}", room.name);
+        out.push('\n');
+        out.push_str(&format!(
+            "{flag} {:<name_width$}  {:>7}  {:>6}  {:>6}  {:<13}  {}",
+            name,
+            room.member_count,
+            room.online_count,
+            unread,
+            ago(now_ms, room.last_activity_ms),
+            excerpt(&room.topic, 50),
+        ));
+    }
+    out.push('\n');
+    out.push_str(&style.dim(
+        "  > current room, * joined. /join NAME to enter one, /create NAME [TOPIC] to start one.",
+    ));
+    out
+}
+
+/// `/who`: the members, online ones marked.
+pub fn members_line(style: Style, list: &wire::MemberList) -> String {
+    let names: Vec<String> = list
+        .members
+        .iter()
+        .map(|m| {
+            if m.online {
+                format!("{}*", style.nick(&m.username))
+            } else {
+                m.username.clone()
+            }
+        })
+        .collect();
+    format!(
+        "members of #{} ({}; * online): {}",
+        list.room,
+        list.members.len(),
+        names.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Duration;
+
+    const PLAIN: Style = Style::plain();
+
+    #[test]
+    fn prompt_state_has_one_width_for_every_state() {
+        let now = Instant::now();
+        let states = [
+            ConnectionState::Online,
+            ConnectionState::Connecting,
+            ConnectionState::Authenticating,
+            ConnectionState::Reconnecting {
+                at: now + Duration::from_secs(1000),
+                attempt: 9,
+            },
+            ConnectionState::Offline(OfflineReason::Closed),
+        ];
+        for state in &states {
+            assert_eq!(
+                prompt_state(PLAIN, state, now).chars().count(),
+                STATE_WIDTH,
+                "{state:?}"
+            );
+        }
+        let retry = ConnectionState::Reconnecting {
+            at: now + Duration::from_millis(2100),
+            attempt: 0,
+        };
+        assert_eq!(prompt_state(PLAIN, &retry, now).trim_end(), "reconnect 3s");
+        assert_eq!(
+            prompt(PLAIN, &ConnectionState::Online, now, Some("general")),
+            "online         #general> "
+        );
+    }
+
+    #[test]
+    fn chat_lines() {
+        assert_eq!(
+            chat_line(PLAIN, "12:04", "alice", "hi", false, Mark::Delivered),
+            "12:04 <alice> hi"
+        );
+        assert_eq!(
+            chat_line(PLAIN, "12:04", "alice", "waves", true, Mark::Pending),
+            "12:04 * alice waves (pending)"
+        );
+        assert_eq!(
+            chat_line(PLAIN, "12:04", "bob", "one\ntwo", false, Mark::Delivered),
+            "12:04 <bob> one\n      two"
+        );
+        assert_eq!(
+            delivered_line(PLAIN, "general", "hello"),
+            "✓ delivered #general: hello"
+        );
+    }
+
+    #[test]
+    fn excerpts_and_ages() {
+        assert_eq!(excerpt("short", 10), "short");
+        assert_eq!(excerpt("abcdef", 3), "abc…");
+        assert_eq!(excerpt("a\nb", 10), "a…");
+        assert_eq!(ago(100_000, 99_000), "just now");
+        assert_eq!(ago(10 * 60_000, 0), "never");
+        assert_eq!(ago(3_600_000 * 5, 3_600_000 * 2), "3h ago");
+    }
+
+    #[test]
+    fn rooms_table_marks_joined_and_current() {
+        let room = |name: &str, topic: &str| wire::RoomInfo {
+            name: name.into(),
+            topic: topic.into(),
+            member_count: 3,
+            online_count: 1,
+            last_activity_ms: 1_000,
+            head_seq: 7,
+            epoch: "e".into(),
+        };
+        let mut marks = BTreeMap::new();
+        marks.insert(
+            "general".to_owned(),
+            RoomMark {
+                joined: true,
+                unread: 2,
+                current: true,
+            },
+        );
+        let table = rooms_table(
+            PLAIN,
+            &[room("general", "chat"), room("ops", "")],
+            &marks,
+            121_000,
+        );
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].contains("ROOM") && lines[0].contains("UNREAD"));
+        assert_eq!(
+            lines[1],
+            "> #general        3       1       2  2m ago         chat"
+        );
+        assert!(lines[2].starts_with("  #ops "), "{}", lines[2]);
+        assert!(lines[2].contains("      -  "), "{}", lines[2]);
+    }
+}

@@ -6,9 +6,11 @@
 mod common;
 
 use common::{PASSWORD, TestServer, connected, next_message, within};
+use confab_bot_sdk::driver::DriverOptions;
+use confab_bot_sdk::protocol::session::ConnectionState;
 use confab_bot_sdk::{
-    Client, Commands, Context, Dice, Event, FilePositionStore, PositionStore, RoomPosition,
-    StoreError,
+    Client, Commands, Context, Dice, ErrorEvent, Event, FilePositionStore, PositionStore,
+    PresenceKind, RoomPosition, StoreError,
 };
 use tokio::sync::mpsc;
 
@@ -111,12 +113,24 @@ async fn bot_does_not_answer_its_own_messages() {
 
 /// A handler that reports every message from others, in handling order.
 fn recorder(tx: mpsc::UnboundedSender<(u64, String)>) -> impl confab_bot_sdk::Handler {
+    recorder_stuck_at(tx, None)
+}
+
+/// Like [`recorder`], but handling the message `stuck_at` never finishes.
+fn recorder_stuck_at(
+    tx: mpsc::UnboundedSender<(u64, String)>,
+    stuck_at: Option<String>,
+) -> impl confab_bot_sdk::Handler {
     move |_ctx: Context, event: Event| {
         let tx = tx.clone();
+        let stuck_at = stuck_at.clone();
         async move {
             if let Event::Message(message) = event {
                 if !message.from_self() {
                     tx.send((message.seq(), message.text().to_owned()))?;
+                    if stuck_at.as_deref() == Some(message.text()) {
+                        std::future::pending::<()>().await;
+                    }
                 }
             }
             Ok(())
@@ -210,6 +224,7 @@ fn run_killable_bot(
     store_path: std::path::PathBuf,
     handled: mpsc::UnboundedSender<(u64, String)>,
     saved: mpsc::UnboundedSender<u64>,
+    stuck_at: Option<String>,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
     std::thread::JoinHandle<()>,
@@ -233,7 +248,7 @@ fn run_killable_bot(
                 .await
                 .expect("bot connects");
             tokio::select! {
-                result = bot.run(recorder(handled)) => panic!("bot stopped: {result:?}"),
+                result = bot.run(recorder_stuck_at(handled, stuck_at)) => panic!("bot stopped: {result:?}"),
                 _ = killed => {}
             }
         });
@@ -255,10 +270,12 @@ async fn killed_bot_restarts_from_its_file_store_exactly_once() {
 
     let (handled_tx, mut handled) = mpsc::unbounded_channel();
     let (saved_tx, mut saved) = mpsc::unbounded_channel();
-    let (kill, thread) = run_killable_bot(url.clone(), store_path.clone(), handled_tx, saved_tx);
+    let (kill, thread) =
+        run_killable_bot(url.clone(), store_path.clone(), handled_tx, saved_tx, None);
     // The bot's join saved the head (seq 1): the earlier message is not for it.
     assert_eq!(within("join saved", saved.recv()).await, Some(1));
 
+    // Run 1 handles 0..3 and is killed while idle, its last position durable.
     let mut last = 0;
     for text in texts(0..3) {
         last = lobby.send(&text).await.unwrap();
@@ -273,19 +290,143 @@ async fn killed_bot_restarts_from_its_file_store_exactly_once() {
         lobby.send(&text).await.unwrap();
     }
 
+    // Run 2 catches up from its file, and is killed in the middle of
+    // handling "message 5".
     let (handled_tx, mut handled) = mpsc::unbounded_channel();
     let (saved_tx, _saved) = mpsc::unbounded_channel();
-    let (kill, thread) = run_killable_bot(url.clone(), store_path, handled_tx, saved_tx);
-    expect_handled(&mut handled, &texts(3..8)).await;
+    let stuck_at = Some("message 5".to_owned());
+    let (kill, thread) = run_killable_bot(
+        url.clone(),
+        store_path.clone(),
+        handled_tx,
+        saved_tx,
+        stuck_at,
+    );
+    expect_handled(&mut handled, &texts(3..6)).await;
+    kill.send(()).unwrap();
+    thread.join().unwrap();
+    assert!(
+        handled.try_recv().is_err(),
+        "nothing handled after the stuck message"
+    );
+
+    // Run 3 handles "message 5" again (its handler never finished) and
+    // everything after it, once.
+    let (handled_tx, mut handled) = mpsc::unbounded_channel();
+    let (saved_tx, _saved) = mpsc::unbounded_channel();
+    let (kill, thread) = run_killable_bot(url.clone(), store_path, handled_tx, saved_tx, None);
+    expect_handled(&mut handled, &texts(5..8)).await;
     for text in texts(8..10) {
         lobby.send(&text).await.unwrap();
     }
     expect_handled(&mut handled, &texts(8..10)).await;
     kill.send(()).unwrap();
     thread.join().unwrap();
-    // Every message was handled once: the receivers saw exactly 0..10 in order.
-    assert!(handled.try_recv().is_err());
+    assert!(handled.try_recv().is_err(), "nothing handled twice");
     alice.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_handler_awaiting_its_send_does_not_stall_a_full_event_channel() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    // An event channel of one: every incoming message fills it while the
+    // handler awaits the ack of its echo.
+    let bot = Client::builder(url.clone())
+        .credentials("echo", PASSWORD)
+        .register_if_missing(true)
+        .join(["lobby"])
+        .create_missing_rooms(true)
+        .driver_options(DriverOptions::default().event_capacity(1))
+        .connect()
+        .await
+        .unwrap();
+    let bot_task = tokio::spawn(bot.run(|ctx: Context, event: Event| async move {
+        if let Event::Message(message) = event {
+            if !message.from_self() {
+                let echo = format!("echo: {}", message.text());
+                ctx.room(message.room()).send(&echo).await?;
+            }
+        }
+        Ok(())
+    }));
+    let mut alice = connected(&url, "alice", &["lobby"]).await;
+    let driver = alice.context().driver().clone();
+    let mut pending = Vec::new();
+    for text in texts(0..25) {
+        pending.push(driver.send_message("lobby", &text, false).await.unwrap());
+    }
+    for send in pending {
+        within("ack", send.acked()).await.unwrap();
+    }
+    let mut echoes = Vec::new();
+    while echoes.len() < 25 {
+        let message = next_message(&mut alice).await;
+        if message.sender() == "echo" {
+            echoes.push(message.text().to_owned());
+        }
+    }
+    let expected: Vec<String> = texts(0..25).iter().map(|t| format!("echo: {t}")).collect();
+    assert_eq!(echoes, expected);
+    alice.shutdown().await;
+    bot_task.abort();
+}
+
+#[tokio::test]
+async fn bot_sees_presence_typing_and_connection_events() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let mut bot = connected(&url, "watcher", &["lobby"]).await;
+    let alice = connected(&url, "alice", &["lobby"]).await;
+    alice.room("lobby").set_typing(true).await.unwrap();
+    let mut joined = false;
+    loop {
+        match within("presence and typing", bot.next_event())
+            .await
+            .unwrap()
+        {
+            Event::Presence { room, user, kind } if user == "alice" => {
+                assert_eq!(room, "lobby");
+                joined |= kind == PresenceKind::Joined;
+            }
+            Event::Typing { room, user, active } => {
+                assert_eq!(
+                    (room.as_str(), user.as_str(), active),
+                    ("lobby", "alice", true)
+                );
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(joined, "alice's join was seen before her typing");
+    // The server going away shows as a disconnect and a reconnect.
+    let mut server = server;
+    server.restart().await;
+    let mut states = Vec::new();
+    loop {
+        match within("reconnect", bot.next_event()).await.unwrap() {
+            Event::Connection(state) => {
+                let online = state == ConnectionState::Online;
+                states.push(state);
+                if online {
+                    break;
+                }
+            }
+            Event::Error(ErrorEvent::Disconnected { close_code, .. }) => {
+                assert_eq!(close_code, Some(1001), "server shutdown closes with 1001");
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        states
+            .iter()
+            .any(|s| matches!(s, ConnectionState::Reconnecting { .. })),
+        "{states:?}"
+    );
+    alice.shutdown().await;
+    bot.shutdown().await;
 }
 
 #[tokio::test]

@@ -470,3 +470,66 @@ impl Store for SqliteStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use confab_protocol::names::ClientMsgId;
+    use confab_protocol::wire::MessageKind;
+
+    use super::*;
+
+    /// §8.2 and §8.5 inside one transaction: repeats of a key earlier in the
+    /// same batch are recognised, and seqs stay gapless around them.
+    #[tokio::test]
+    async fn one_batch_assigns_gapless_seqs_and_sees_its_own_repeats() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(None, &dir.path().join("t.db"))
+            .await
+            .expect("open");
+        let alice = Username::parse("alice").expect("name");
+        let room = RoomName::parse("general").expect("name");
+        let user = store.create_user(&alice, "phc", 1).await.expect("user");
+        let room_id = store
+            .create_room(&room, "", "epoch-1", user, 1)
+            .await
+            .expect("room");
+        let message = |id: &str, text: &str| NewMessage {
+            room_id,
+            room: room.clone(),
+            sender_id: user,
+            sender: alice.clone(),
+            client_msg_id: ClientMsgId::parse(id).expect("id"),
+            text: text.to_owned(),
+            kind: MessageKind::Text,
+            server_ts_ms: 5,
+        };
+        let batch = [
+            message("a", "first"),
+            message("a", "first"),
+            message("a", "changed"),
+            message("b", "second"),
+        ];
+        let outcomes = store.append_batch(&batch).await.expect("commit");
+        let summary: Vec<String> = outcomes
+            .iter()
+            .map(|o| match o {
+                AppendOutcome::Stored(m) => format!("stored {}", m.seq),
+                AppendOutcome::Duplicate(m) => format!("duplicate {}", m.seq),
+                AppendOutcome::Conflict => "conflict".to_owned(),
+            })
+            .collect();
+        assert_eq!(summary, ["stored 1", "duplicate 1", "conflict", "stored 2"]);
+        let rooms = store.load_rooms().await.expect("rooms");
+        assert_eq!((rooms[0].head_seq, rooms[0].last_activity_ms), (2, 5));
+        let page = store
+            .history(&room, HistoryRange::After(0), 10)
+            .await
+            .expect("history");
+        let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(
+            (seqs, page.has_more, page.epoch.as_str()),
+            (vec![1, 2], false, "epoch-1")
+        );
+        store.close().await.expect("close");
+    }
+}

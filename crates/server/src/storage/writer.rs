@@ -235,3 +235,204 @@ fn ack(message: &StoredMessage, duplicate: bool) -> SendAck {
         duplicate,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use confab_protocol::names::{ClientMsgId, RoomName, Username};
+    use confab_protocol::rules::HistoryRange;
+    use confab_protocol::wire::MessageKind;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::storage::{
+        HistorySlice, RoomId, RoomRecord, StoreError, StoreFuture, TokenRecord, UserCredentials,
+        UserId,
+    };
+
+    /// A store that records batch sizes and holds each append until the
+    /// test hands it a permit, so requests pile up behind a commit.
+    #[derive(Debug)]
+    struct GatedStore {
+        entered: tokio::sync::Notify,
+        gate: Semaphore,
+        batches: Mutex<Vec<usize>>,
+    }
+
+    fn unused<'a, T: Send + 'a>() -> StoreFuture<'a, T> {
+        Box::pin(async { Err(StoreError::Database("not used by the writer".into())) })
+    }
+
+    impl Store for GatedStore {
+        fn create_user<'a>(
+            &'a self,
+            _: &'a Username,
+            _: &'a str,
+            _: i64,
+        ) -> StoreFuture<'a, UserId> {
+            unused()
+        }
+        fn user_credentials<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<UserCredentials>> {
+            unused()
+        }
+        fn insert_token<'a>(
+            &'a self,
+            _: &'a str,
+            _: UserId,
+            _: i64,
+            _: i64,
+        ) -> StoreFuture<'a, ()> {
+            unused()
+        }
+        fn token<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<TokenRecord>> {
+            unused()
+        }
+        fn revoke_token<'a>(&'a self, _: &'a str, _: i64) -> StoreFuture<'a, bool> {
+            unused()
+        }
+        fn load_rooms(&self) -> StoreFuture<'_, Vec<RoomRecord>> {
+            unused()
+        }
+        fn create_room<'a>(
+            &'a self,
+            _: &'a RoomName,
+            _: &'a str,
+            _: &'a str,
+            _: UserId,
+            _: i64,
+        ) -> StoreFuture<'a, RoomId> {
+            unused()
+        }
+        fn add_member(&self, _: RoomId, _: UserId, _: i64) -> StoreFuture<'_, ()> {
+            unused()
+        }
+        fn remove_member(&self, _: RoomId, _: UserId) -> StoreFuture<'_, ()> {
+            unused()
+        }
+        fn history<'a>(
+            &'a self,
+            _: &'a RoomName,
+            _: HistoryRange,
+            _: u32,
+        ) -> StoreFuture<'a, HistorySlice> {
+            unused()
+        }
+        fn messages_between<'a>(
+            &'a self,
+            _: &'a RoomName,
+            _: u64,
+            _: u64,
+            _: u32,
+        ) -> StoreFuture<'a, Vec<StoredMessage>> {
+            unused()
+        }
+        fn close(&self) -> StoreFuture<'_, ()> {
+            unused()
+        }
+
+        fn append_batch<'a>(
+            &'a self,
+            batch: &'a [NewMessage],
+        ) -> StoreFuture<'a, Vec<AppendOutcome>> {
+            Box::pin(async move {
+                self.entered.notify_one();
+                self.gate.acquire().await.expect("gate open").forget();
+                let start = {
+                    let mut batches = self.batches.lock().expect("lock");
+                    batches.push(batch.len());
+                    batches.iter().sum::<usize>() - batch.len()
+                };
+                Ok(batch
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        AppendOutcome::Stored(StoredMessage {
+                            room: m.room.clone(),
+                            seq: (start + i + 1) as u64,
+                            message_id: format!("id-{}", start + i + 1),
+                            sender: m.sender.to_string(),
+                            client_msg_id: m.client_msg_id.to_string(),
+                            text: m.text.clone(),
+                            kind: m.kind as i32,
+                            server_ts_ms: m.server_ts_ms,
+                        })
+                    })
+                    .collect())
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct Published(Mutex<Vec<u64>>);
+
+    impl CommitSink for Published {
+        fn publish(&self, committed: &[Committed]) {
+            self.0
+                .lock()
+                .expect("lock")
+                .extend(committed.iter().map(|c| c.message.seq));
+        }
+    }
+
+    fn message(i: usize) -> NewMessage {
+        NewMessage {
+            room_id: 1,
+            room: RoomName::parse("general").expect("name"),
+            sender_id: 1,
+            sender: Username::parse("alice").expect("name"),
+            client_msg_id: ClientMsgId::parse(format!("c{i}")).expect("id"),
+            text: format!("text {i}"),
+            kind: MessageKind::Text,
+            server_ts_ms: 0,
+        }
+    }
+
+    /// Requests that queue while a commit is in progress are written
+    /// together in the next transaction, acked after it, and published in
+    /// seq order before their acks.
+    #[tokio::test]
+    async fn requests_queued_during_a_commit_share_the_next_transaction() {
+        let store = Arc::new(GatedStore {
+            entered: tokio::sync::Notify::new(),
+            gate: Semaphore::new(0),
+            batches: Mutex::new(Vec::new()),
+        });
+        let published = Arc::new(Published::default());
+        let (writer, task) = spawn(
+            store.clone(),
+            published.clone(),
+            100,
+            Arc::new(Metrics::default()),
+        );
+        let first = writer.submit(message(0), Instant::now()).await;
+        // The writer holds the first request in a (gated) commit while ten more queue.
+        store.entered.notified().await;
+        let mut rest = Vec::new();
+        for i in 1..=10 {
+            rest.push(writer.submit(message(i), Instant::now()).await);
+        }
+        store.gate.add_permits(2);
+        assert_eq!(first.await.expect("answered").expect("stored").seq, 1);
+        for (i, ack) in rest.into_iter().enumerate() {
+            let ack = ack.await.expect("answered").expect("stored");
+            assert_eq!((ack.seq, ack.duplicate), (i as u64 + 2, false));
+        }
+        assert_eq!(
+            *store.batches.lock().expect("lock"),
+            vec![1, 10],
+            "one transaction for the ten"
+        );
+        assert_eq!(
+            *published.0.lock().expect("lock"),
+            (1..=11).collect::<Vec<u64>>()
+        );
+        writer.stop().await;
+        task.await.expect("writer ends");
+        let late = writer.submit(message(99), Instant::now()).await;
+        assert_eq!(
+            late.await.expect("answered").unwrap_err().code,
+            ErrorCode::Unavailable
+        );
+    }
+}

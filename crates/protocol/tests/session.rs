@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use confab_protocol::names::ClientMsgId;
 use confab_protocol::session::{
-    Backoff, ClientSession, ConnectionState, OutboxEntry, SessionConfig, SessionEvent,
+    Backoff, ClientSession, ConnectionState, OfflineReason, OutboxEntry, SessionConfig,
+    SessionEvent,
 };
 use confab_protocol::wire::{
     self, ClientFrame, ServerFrame, client_frame::Body as C, fetch_history::Anchor,
@@ -367,6 +368,87 @@ fn a_rejected_token_stops_the_session() {
     // The close that follows does not start a reconnect.
     h.session.handle_disconnected(h.now, Some(4403), &mut h.rng);
     assert!(matches!(h.session.state(), ConnectionState::Offline(_)));
+}
+
+#[test]
+fn a_new_token_after_rejection_reconnects_with_positions_and_outbox() {
+    let mut h = Harness::new();
+    let resume = h.connect(vec![room("lobby", 4)]);
+    h.resumed(&resume[0], vec![("lobby", Status::Replayed, 4)]);
+    h.feed(ServerFrame::push(S::Message(msg("lobby", 5, "bob"))));
+    assert_eq!(h.shown(), seqs("lobby", 5..=5));
+    // The token expires; a send queued afterwards waits in the outbox.
+    h.feed(
+        confab_protocol::error::Rejection::new(wire::ErrorCode::TokenExpired, "expired")
+            .into_frame(0),
+    );
+    h.session.handle_disconnected(h.now, Some(4403), &mut h.rng);
+    assert!(matches!(
+        h.session.state(),
+        ConnectionState::Offline(OfflineReason::AuthRejected(_))
+    ));
+    h.events();
+    let queued = h.session.send_message(
+        h.now,
+        "lobby",
+        "hi",
+        false,
+        ClientMsgId::parse("c1").unwrap(),
+    );
+    assert!(queued.is_err(), "an offline session takes no sends");
+    h.session.reauthenticate("token-2").unwrap();
+    assert_eq!(h.session.state(), &ConnectionState::Connecting);
+    h.session
+        .send_message(
+            h.now,
+            "lobby",
+            "hi",
+            false,
+            ClientMsgId::parse("c1").unwrap(),
+        )
+        .unwrap();
+    h.session.handle_connected(h.now);
+    let auth = h.transmit();
+    let Some(C::Auth(sent)) = &auth[0].body else {
+        panic!("expected Auth, got {auth:?}");
+    };
+    assert_eq!(sent.token, "token-2");
+    h.feed(ServerFrame::reply(
+        auth[0].request_id,
+        S::Welcome(wire::Welcome {
+            username: "me".into(),
+            rooms: vec![room("lobby", 6)],
+            ..Default::default()
+        }),
+    ));
+    let after = h.transmit();
+    let Some(C::Resume(resume)) = &after[0].body else {
+        panic!("expected Resume, got {after:?}");
+    };
+    assert_eq!(
+        resume.rooms[0].last_seq, 5,
+        "resumes from the last shown seq"
+    );
+    assert!(
+        matches!(&after[1].body, Some(C::SendMessage(m)) if m.client_msg_id == "c1"),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn only_a_rejected_token_can_be_replaced_after_stopping() {
+    let mut h = Harness::new();
+    h.session.close();
+    assert_eq!(
+        h.session.reauthenticate("token-2"),
+        Err(confab_protocol::session::CommandError::Stopped)
+    );
+    let mut h = Harness::new();
+    h.session.reauthenticate("token-2").unwrap();
+    assert_eq!(h.session.state(), &ConnectionState::Connecting);
+    h.session.handle_connected(h.now);
+    let auth = h.transmit();
+    assert!(matches!(&auth[0].body, Some(C::Auth(a)) if a.token == "token-2"));
 }
 
 #[test]

@@ -681,6 +681,29 @@ impl ClientSession {
         self.online_request(now, C::Ping(wire::Ping { nonce }), RequestKind::Ping)
     }
 
+    /// Replaces the bearer token, e.g. after logging in again (§6.2: "a
+    /// client receiving 4403 logs in again before reconnecting"). A session
+    /// stopped by a rejected token (`Offline(AuthRejected)`) starts
+    /// connecting again at once, keeping its room positions and outbox, so
+    /// nothing is lost or shown twice across the new login. In other
+    /// non-offline states the token is used from the next Auth on. A session
+    /// that stopped for another reason stays stopped (`Stopped`).
+    pub fn reauthenticate(&mut self, token: impl Into<String>) -> Result<(), CommandError> {
+        match self.state {
+            ConnectionState::Offline(OfflineReason::AuthRejected(_)) => {
+                self.config.token = token.into();
+                self.attempt = 0;
+                self.set_state(ConnectionState::Connecting);
+                Ok(())
+            }
+            ConnectionState::Offline(_) => Err(CommandError::Stopped),
+            _ => {
+                self.config.token = token.into();
+                Ok(())
+            }
+        }
+    }
+
     /// Closes the session for good; the driver closes the transport with 1000.
     pub fn close(&mut self) {
         self.user_closed = true;

@@ -181,24 +181,31 @@ fn not_member(room: &RoomName) -> Rejection {
     )
 }
 
-/// Queues one item; a full queue closes the connection as a slow consumer (§12.4).
+/// A frame did not fit a connection's queue (§12.4): count the drop and, the
+/// first time, close the connection with 4429. The client resumes without
+/// loss, and nobody else waits for it.
+pub fn overflowed(metrics: &Metrics, close: &watch::Sender<Option<Ending>>, user: &Username) {
+    Metrics::inc(&metrics.queue_drops);
+    let first = close.send_if_modified(|ending| {
+        if ending.is_none() {
+            *ending = Some(Ending::Close(CloseCode::SlowConsumer));
+            true
+        } else {
+            false
+        }
+    });
+    if first {
+        Metrics::inc(&metrics.slow_consumer_closes);
+        tracing::warn!(%user, "outbound queue full; closing slow consumer with 4429");
+    }
+}
+
+/// Queues one item without waiting; see [`overflowed`] for a full queue.
 fn deliver(metrics: &Metrics, conn: &Connection, item: Outbound) -> bool {
     match conn.reg.outbound.try_send(item) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {
-            Metrics::inc(&metrics.queue_drops);
-            let first = conn.reg.close.send_if_modified(|code| {
-                if code.is_none() {
-                    *code = Some(Ending::Close(CloseCode::SlowConsumer));
-                    true
-                } else {
-                    false
-                }
-            });
-            if first {
-                Metrics::inc(&metrics.slow_consumer_closes);
-                tracing::warn!(user = %conn.reg.user, "outbound queue full; closing slow consumer with 4429");
-            }
+            overflowed(metrics, &conn.reg.close, &conn.reg.user);
             false
         }
         // The connection is ending; it no longer needs anything.

@@ -121,12 +121,20 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
         .ok();
     let conn = app.hub.register(Registration {
         user: session.user.name.clone(),
-        token_hash: session.token_hash,
+        token_hash: session.token_hash.clone(),
         caps: Capabilities::from_names(&granted),
         outbound: outbound.clone(),
         close: close.clone(),
     });
     Metrics::inc(&app.metrics.sockets_open);
+    // A logout that revoked the token between our check and the register
+    // above found no socket to close (§5.4); look once more now that the hub
+    // knows this one, so the socket cannot outlive its token.
+    if let Ok(Some(record)) = app.store.token(&session.token_hash).await {
+        if record.revoked {
+            decide(&close, Ending::Close(CloseCode::LoggedOut));
+        }
+    }
     tracing::info!(user = %session.user.name, conn, client = %session.client_name.escape_debug(), "socket authenticated");
 
     let reader = Reader {

@@ -11,6 +11,7 @@ use confab_protocol::session::{
 use confab_protocol::wire::{self, ErrorCode, RoomInfo, RoomPosition, room_resume::Status};
 use futures_util::future::BoxFuture;
 use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
 
 use crate::driver::{self, DriverEvent, DriverHandle, DriverOptions};
 use crate::error::{Error, HandlerError};
@@ -36,17 +37,30 @@ where
     }
 }
 
-#[derive(Debug)]
-enum Auth {
-    Credentials { username: String, password: String },
-    Token(String),
+/// Username and password, kept to log in again when the token is rejected.
+#[derive(Clone)]
+struct Credentials {
+    server: ServerUrl,
+    username: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password never appears in logs (§15.4).
+        f.debug_struct("Credentials")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Configures and connects a [`Client`]; see [`Client::builder`].
 #[derive(Debug)]
 pub struct ClientBuilder {
     server: ServerUrl,
-    auth: Option<Auth>,
+    credentials: Option<Credentials>,
+    token: Option<String>,
     register_if_missing: bool,
     join: Vec<String>,
     create_missing_rooms: bool,
@@ -58,18 +72,23 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// Logs in with a username and password (§5.3).
+    /// Logs in with a username and password (§5.3). They are kept in
+    /// memory: when the server rejects the token later (expired or revoked,
+    /// close 4403) the client logs in again and carries on where it was.
     pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
-        self.auth = Some(Auth::Credentials {
+        self.credentials = Some(Credentials {
+            server: self.server.clone(),
             username: username.into(),
             password: password.into(),
         });
         self
     }
 
-    /// Uses a token from an earlier login instead of credentials.
+    /// Uses a token from an earlier login. With [`credentials`](Self::credentials)
+    /// as well, the token is tried first and the credentials log in again
+    /// once it is rejected.
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.auth = Some(Auth::Token(token.into()));
+        self.token = Some(token.into());
         self
     }
 
@@ -134,12 +153,18 @@ impl ClientBuilder {
     /// Logs in (registering if asked), restores saved positions, connects,
     /// waits until online and joins the rooms asked for.
     pub async fn connect(self) -> Result<Client, Error> {
-        let token = match self.auth {
-            None => return Err(Error::MissingCredentials),
-            Some(Auth::Token(token)) => token,
-            Some(Auth::Credentials { username, password }) => {
-                login(&self.server, &username, &password, self.register_if_missing).await?
+        let token = match (self.token, &self.credentials) {
+            (Some(token), _) => token,
+            (None, Some(c)) => {
+                login(
+                    &c.server,
+                    &c.username,
+                    &c.password,
+                    self.register_if_missing,
+                )
+                .await?
             }
+            (None, None) => return Err(Error::MissingCredentials),
         };
         let mut saved = HashMap::new();
         if let Some(store) = &self.store {
@@ -165,6 +190,9 @@ impl ClientBuilder {
             unsaved: None,
             username: String::new(),
             stop: Arc::new(Notify::new()),
+            credentials: self.credentials,
+            relogin: None,
+            offline: None,
         };
         let welcome = match tokio::time::timeout(self.connect_timeout, client.wait_online()).await {
             Ok(Ok(welcome)) => welcome,
@@ -227,6 +255,38 @@ async fn login(
     }
 }
 
+/// Logs in after the token was rejected, waiting out login throttling (§5.3).
+async fn relogin(c: &Credentials) -> Result<String, Error> {
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        match crate::http::login(&c.server, &c.username, &c.password).await {
+            Ok(login) => return Ok(login.token),
+            Err(crate::http::Error::Throttled { retry_after, .. }) if attempt < ATTEMPTS => {
+                tokio::time::sleep(retry_after).await;
+                attempt += 1;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+async fn poll_relogin(relogin: &mut Option<JoinHandle<Result<(), Error>>>) -> Result<(), Error> {
+    let Some(task) = relogin.as_mut() else {
+        return std::future::pending().await;
+    };
+    match task.await {
+        Ok(result) => result,
+        Err(err) => {
+            // Only a panic in the login path ends the task this way.
+            tracing::warn!(error = %err, "login task failed");
+            Err(Error::Stopped(OfflineReason::AuthRejected(
+                ErrorCode::TokenInvalid,
+            )))
+        }
+    }
+}
+
 /// A connected bot. Handle events with [`run`](Self::run) (or
 /// [`run_until_ctrl_c`](Self::run_until_ctrl_c)) and a [`Handler`], or pull
 /// them with [`next_event`](Self::next_event).
@@ -251,6 +311,12 @@ pub struct Client {
     unsaved: Option<(String, u64)>,
     username: String,
     stop: Arc<Notify>,
+    /// For logging in again after the token is rejected.
+    credentials: Option<Credentials>,
+    /// A login in progress after the token was rejected.
+    relogin: Option<JoinHandle<Result<(), Error>>>,
+    /// Why the session is offline, while it is.
+    offline: Option<OfflineReason>,
 }
 
 impl Client {
@@ -258,7 +324,8 @@ impl Client {
     pub fn builder(server: ServerUrl) -> ClientBuilder {
         ClientBuilder {
             server,
-            auth: None,
+            credentials: None,
+            token: None,
             register_if_missing: false,
             join: Vec::new(),
             create_missing_rooms: false,
@@ -293,6 +360,10 @@ impl Client {
     ///
     /// Calling this marks the message returned by the previous call as
     /// handled and saves its position. Cancel-safe.
+    ///
+    /// When the server rejects the token, the client (given credentials)
+    /// logs in again: `Connection(Offline(AuthRejected))` is then followed
+    /// by `Connection(Connecting)`, or by `Error(LoginFailed)` if that failed.
     pub async fn next_event(&mut self) -> Option<Event> {
         self.save_handled();
         loop {
@@ -301,7 +372,21 @@ impl Client {
             }
             let raw = match self.backlog.pop_front() {
                 Some(raw) => raw,
-                None => self.events.recv().await?,
+                None => tokio::select! {
+                    raw = self.events.recv() => raw?,
+                    outcome = poll_relogin(&mut self.relogin) => {
+                        self.relogin = None;
+                        match outcome {
+                            // The session is connecting again.
+                            Ok(()) => self.offline = None,
+                            Err(err) => {
+                                let event = Event::Error(ErrorEvent::LoginFailed(err.to_string()));
+                                self.synthesized.push_back(event);
+                            }
+                        }
+                        continue;
+                    }
+                },
             };
             if let Some(event) = self.translate(raw) {
                 if let Event::Message(message) = &event {
@@ -349,17 +434,15 @@ impl Client {
             let Some(event) = event else {
                 break Ok(());
             };
-            let offline = match &event {
-                Event::Connection(ConnectionState::Offline(reason)) => Some(*reason),
-                _ => None,
-            };
             if let Err(err) = handler.handle(ctx.clone(), event).await {
                 tracing::warn!(error = %err, "handler failed");
                 self.synthesized
                     .push_back(Event::Error(ErrorEvent::Handler(err.to_string())));
             }
             self.save_handled();
-            match offline {
+            // Offline for good, unless a new login is under way.
+            match self.offline {
+                _ if self.relogin.is_some() => {}
                 Some(OfflineReason::Closed) => break Ok(()),
                 Some(reason) => break Err(Error::Stopped(reason)),
                 None => {}
@@ -403,6 +486,24 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Logs in again in the background and hands the session the new token.
+    fn start_relogin(&mut self) {
+        let Some(credentials) = self.credentials.clone() else {
+            return;
+        };
+        if self.relogin.is_some() {
+            return;
+        }
+        let driver = self.driver.clone();
+        self.relogin = Some(tokio::spawn(async move {
+            let token = relogin(&credentials).await?;
+            driver
+                .call(move |session, _| session.reauthenticate(token))
+                .await?
+                .map_err(|err| Error::Request(err.into()))
+        }));
     }
 
     fn save_handled(&mut self) {
@@ -471,7 +572,16 @@ impl Client {
             SessionEvent::Message { message, from_self } => {
                 Event::Message(Message::new(message, from_self))
             }
-            SessionEvent::StateChanged(state) => Event::Connection(state),
+            SessionEvent::StateChanged(state) => {
+                self.offline = match state {
+                    ConnectionState::Offline(reason) => Some(reason),
+                    _ => None,
+                };
+                if let ConnectionState::Offline(OfflineReason::AuthRejected(_)) = state {
+                    self.start_relogin();
+                }
+                Event::Connection(state)
+            }
             SessionEvent::Welcome(welcome) => {
                 for room in &welcome.rooms {
                     self.epochs.insert(room.name.clone(), room.epoch.clone());

@@ -109,6 +109,9 @@ pub enum ErrorEvent {
     },
     /// The server sent something undecodable; it was skipped.
     InvalidFrame(String),
+    /// Logging in again after the server rejected the token failed; the
+    /// session stays offline.
+    LoginFailed(String),
     /// Saving a position failed; a restart may handle a message again.
     PositionNotSaved(String),
     /// A handler returned an error (the bot goes on with the next event).

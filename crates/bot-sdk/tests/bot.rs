@@ -475,3 +475,57 @@ async fn sends_faster_than_the_rate_limit_all_arrive_in_order_without_errors() {
     alice.shutdown().await;
     bot.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_revoked_token_is_replaced_by_a_new_login_without_loss() {
+    use confab_server::storage::Store;
+
+    let mut server = TestServer::start().await;
+    let url = server.url();
+    confab_bot_sdk::http::register(&url, "keeper", PASSWORD)
+        .await
+        .unwrap();
+    let token = confab_bot_sdk::http::login(&url, "keeper", PASSWORD)
+        .await
+        .unwrap()
+        .token;
+    let bot = Client::builder(url.clone())
+        .token(token.clone())
+        .credentials("keeper", PASSWORD)
+        .join(["lobby"])
+        .create_missing_rooms(true)
+        .connect()
+        .await
+        .unwrap();
+    let (tx, mut handled) = mpsc::unbounded_channel();
+    let bot_task = tokio::spawn(bot.run(recorder(tx)));
+    let alice = connected(&url, "alice", &["lobby"]).await;
+    let lobby = alice.room("lobby");
+    lobby.send("message 0").await.unwrap();
+    expect_handled(&mut handled, &texts(0..1)).await;
+
+    // Revoke the bot's token while the server is down; on reconnect the
+    // server answers TOKEN_REVOKED and closes with 4403.
+    server.stop().await;
+    let db = server.data_dir().join(confab_server::config::DATABASE_FILE);
+    let store = confab_server::storage::sqlite::SqliteStore::open(None, &db)
+        .await
+        .unwrap();
+    let now_ms = confab_server::auth::now_ms();
+    assert!(
+        store
+            .revoke_token(&confab_server::auth::token_hash(&token), now_ms)
+            .await
+            .unwrap()
+    );
+    store.close().await.unwrap();
+    server.restart().await;
+
+    for text in texts(1..4) {
+        lobby.send(&text).await.unwrap();
+    }
+    expect_handled(&mut handled, &texts(1..4)).await;
+    assert!(!bot_task.is_finished(), "the bot kept running");
+    alice.shutdown().await;
+    bot_task.abort();
+}

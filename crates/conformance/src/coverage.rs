@@ -32,13 +32,24 @@ pub fn spec_rules(spec: &str) -> Vec<Rule> {
         .unwrap_or_else(|_| unreachable!("the rule pattern is valid"));
     let mut seen = BTreeSet::new();
     let mut rules = Vec::new();
-    for line in spec.lines() {
+    let lines: Vec<&str> = spec.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
         if let Some(c) = pattern.captures(line)
             && seen.insert(c[1].to_owned())
         {
+            // A bullet continues on indented lines up to the next bullet or blank line.
+            let mut text = c[2].to_owned();
+            for next in &lines[i + 1..] {
+                let trimmed = next.trim_start();
+                if trimmed.is_empty() || trimmed.starts_with("- ") || !next.starts_with(' ') {
+                    break;
+                }
+                text.push(' ');
+                text.push_str(trimmed);
+            }
             rules.push(Rule {
                 id: c[1].to_owned(),
-                text: clean(&c[2]),
+                text: clean(&text),
             });
         }
     }
@@ -178,7 +189,7 @@ mod tests {
     use super::*;
     use crate::scenario::parse_scenario;
 
-    const SPEC: &str = "## 8.3\n- **[R-8.3.1]** The server MUST send `SendAck` only after commit.\n- **[R-8.3.2]** Second | rule.\n- **[R-8.10.1]** Later.\n";
+    const SPEC: &str = "## 8.3\n- **[R-8.3.1]** The server MUST send `SendAck`\n  only after commit.\n- **[R-8.3.2]** Second | rule.\n- **[R-8.10.1]** Later.\n";
 
     fn scenario(name: &str, covers: &str) -> Scenario {
         let text = format!("name: {name}\nsummary: s\ncovers: [{covers}]\nsteps: []\n");

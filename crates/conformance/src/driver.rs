@@ -26,6 +26,9 @@ use crate::scenario::{
 };
 use crate::vars::Vars;
 
+/// Most transcript entries kept in a failure report.
+const MAX_TRANSCRIPT: usize = 400;
+
 /// Run-wide facts every scenario needs.
 #[derive(Debug, Clone)]
 pub struct Environment {
@@ -241,7 +244,11 @@ impl<'a> Driver<'a> {
                 message: e.message,
                 expected: e.expected,
                 actual: e.actual,
-                transcript: self.transcript,
+                transcript: {
+                    // Floods make transcripts long; the end is what explains a failure.
+                    let skip = self.transcript.len().saturating_sub(MAX_TRANSCRIPT);
+                    self.transcript.split_off(skip)
+                },
             }))),
         }
     }
@@ -958,14 +965,34 @@ impl<'a> Driver<'a> {
                 actor,
                 frame,
                 bind,
+                append_hex,
                 expect,
             } => {
-                let (frame, request_id, json) = self.build_frame(actor, frame)?;
+                let (frame, request_id, mut json) = self.build_frame(actor, frame)?;
                 self.vars.set("req", Value::from(request_id));
                 if let Some(name) = bind {
                     self.vars.set(name.clone(), Value::from(request_id));
                 }
-                self.send_frame(actor, &frame, json, false).await?;
+                match append_hex {
+                    None => self.send_frame(actor, &frame, json, false).await?,
+                    Some(extra) => {
+                        let mut bytes =
+                            confab_protocol::codec::encode_client_frame(&frame).to_vec();
+                        bytes.extend_from_slice(extra);
+                        let hex: String = extra.iter().map(|b| format!("{b:02x}")).collect();
+                        json["appendedHex"] = Value::from(hex);
+                        let number = self.actors[actor.as_str()].connection_number;
+                        self.transcript
+                            .push(json!({"actor": actor, "conn": number, "send": json}));
+                        let Some(connection) = self.actor(actor).connection.as_mut() else {
+                            return fail(format!("{actor} has no open connection"));
+                        };
+                        connection
+                            .send_binary(bytes)
+                            .await
+                            .map_err(|e| Halt::Fail(StepError::new(format!("{actor}: {e}"))))?;
+                    }
+                }
                 self.expect_frames(actor, expect).await
             }
             Step::Recv { actor, expect } => self.expect_frames(actor, expect).await,
@@ -1036,6 +1063,7 @@ impl<'a> Driver<'a> {
                 count,
                 replies,
                 allow_disconnect,
+                no_replies,
                 bind,
                 timeout_ms,
             } => {
@@ -1043,7 +1071,7 @@ impl<'a> Driver<'a> {
                     actor,
                     frame,
                     count,
-                    replies,
+                    (!*no_replies).then_some(replies.as_slice()),
                     *allow_disconnect,
                     bind.as_deref(),
                     timeout_ms.as_ref(),
@@ -1081,7 +1109,13 @@ impl<'a> Driver<'a> {
                     ));
                 };
                 match action {
-                    FaultAction::Cut => proxy.cut_all(),
+                    FaultAction::Cut => {
+                        proxy.cut_all();
+                        // The cut is synchronous at the proxy, but the actor
+                        // learns of it from its socket: wait for that, so a
+                        // following step sees a dead connection.
+                        self.await_end(actor).await;
+                    }
                     FaultAction::Hold => {
                         proxy.hold_client_to_server(true);
                         proxy.hold_server_to_client(true);
@@ -1091,6 +1125,8 @@ impl<'a> Driver<'a> {
                         proxy.hold_client_to_server(false);
                         proxy.hold_server_to_client(false);
                     }
+                    FaultAction::CutAfterServerBytes(n) => proxy.arm_cut_after_server_bytes(*n),
+                    FaultAction::CutAfterClientBytes(n) => proxy.arm_cut_after_client_bytes(*n),
                 }
                 self.transcript
                     .push(json!({"actor": actor, "fault": format!("{action:?}")}));
@@ -1330,6 +1366,7 @@ impl<'a> Driver<'a> {
         positions: Option<&[Value]>,
         expect: &FrameExpectation,
     ) -> Result<(), Halt> {
+        self.pull_ready(actor_name);
         let live = self.actors[actor_name]
             .connection
             .as_ref()
@@ -1546,7 +1583,7 @@ impl<'a> Driver<'a> {
         actor_name: &str,
         template: &Value,
         count: &Value,
-        replies: &[ReplyCount],
+        replies: Option<&[ReplyCount]>,
         allow_disconnect: bool,
         bind: Option<&str>,
         timeout_ms: Option<&Value>,
@@ -1572,6 +1609,13 @@ impl<'a> Driver<'a> {
                 Err(e) => return Err(e),
             }
         }
+        let Some(replies) = replies else {
+            if let Some(prefix) = bind {
+                self.vars
+                    .set(format!("{prefix}.sent"), Value::from(ids.len()));
+            }
+            return Ok(());
+        };
         let timeout = self.timeout(timeout_ms)?;
         // Each frame gets the step timeout's worth of patience, at least.
         let timeout = timeout
@@ -1835,6 +1879,7 @@ impl<'a> Driver<'a> {
             history.insert(room, messages);
         }
         let complete: Vec<String> = spec.complete.clone();
+        self.await_heads(&complete, &history).await?;
         let violations = invariants::check(&self.ledger, &history, &complete);
         if violations.is_empty() {
             Ok(())
@@ -1849,6 +1894,76 @@ impl<'a> Driver<'a> {
                 None,
             )))
         }
+    }
+}
+
+impl Driver<'_> {
+    /// Reads the actor's connection until it ends, keeping what arrives.
+    async fn await_end(&mut self, actor: &str) {
+        let deadline = tokio::time::Instant::now() + self.env.step_timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(connection) = self.actor(actor).connection.as_mut() else {
+                return;
+            };
+            let Some(event) = connection.next_event(remaining).await else {
+                return;
+            };
+            let terminal = event.is_terminal();
+            if self.observe(actor, &event) {
+                self.actor(actor).pending.push_back(event);
+            }
+            if terminal {
+                return;
+            }
+        }
+    }
+
+    /// Reads each complete actor's connection until it has received the
+    /// head of every checked room, so completeness is judged on everything
+    /// the server sent, not on how fast it arrived. Frames read here stay
+    /// queued for later steps.
+    async fn await_heads(
+        &mut self,
+        actors: &[String],
+        history: &BTreeMap<String, Vec<MessageRecord>>,
+    ) -> Result<(), Halt> {
+        let deadline = tokio::time::Instant::now() + self.env.step_timeout;
+        for actor in actors {
+            for (room, messages) in history {
+                let head = messages.last().map_or(0, |m| m.seq);
+                let mut kept = VecDeque::new();
+                loop {
+                    let seen = self
+                        .ledger
+                        .received
+                        .iter()
+                        .filter(|(a, _, m)| a == actor && &m.room == room)
+                        .map(|(_, _, m)| m.seq)
+                        .max()
+                        .unwrap_or(0);
+                    let live = self.actors[actor.as_str()]
+                        .connection
+                        .as_ref()
+                        .is_some_and(|c| !c.finished);
+                    if seen >= head || !live {
+                        break;
+                    }
+                    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let Some(connection) = self.actor(actor).connection.as_mut() else {
+                        break;
+                    };
+                    let Some(event) = connection.next_event(remaining).await else {
+                        break;
+                    };
+                    if self.observe(actor, &event) {
+                        kept.push_back(event);
+                    }
+                }
+                self.actor(actor).pending.extend(kept);
+            }
+        }
+        Ok(())
     }
 }
 

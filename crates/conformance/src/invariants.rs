@@ -163,10 +163,11 @@ fn check_room(
     // Per-sender order: first sends of one connection are stored in send order.
     let mut streams: BTreeMap<(&str, u32), Vec<&str>> = BTreeMap::new();
     for s in ledger.sends.iter().filter(|s| s.room == room && !s.resend) {
-        streams
-            .entry((s.actor.as_str(), s.connection))
-            .or_default()
-            .push(s.client_msg_id.as_str());
+        let ids = streams.entry((s.actor.as_str(), s.connection)).or_default();
+        // A repeated key is the same message, not a new one (§8.5).
+        if !ids.contains(&s.client_msg_id.as_str()) {
+            ids.push(s.client_msg_id.as_str());
+        }
     }
     for ((actor, connection), ids) in &streams {
         let user = ledger

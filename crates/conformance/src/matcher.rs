@@ -20,8 +20,8 @@
 //! | `{$one_of: [m, ...]}` | anything one of the m match |
 //! | `{$sorted_by: [-lastActivityMs, name]}` | an array of objects sorted by those keys (`-`: descending; integers numerically, strings by bytes) |
 //!
-//! Expected keys may be written in snake_case; they are compared in the
-//! camelCase proto3 JSON uses. Variables are substituted before matching, so
+//! Expected keys may be written in snake_case; when the actual object has no
+//! such key they are compared in the camelCase proto3 JSON uses. Variables are substituted before matching, so
 //! a captured value is required by writing `$name`.
 
 use std::collections::BTreeMap;
@@ -164,7 +164,13 @@ fn match_at(
                 other => return Err(fail(path, "an object", other)),
             };
             for (key, want) in map {
-                let key = camel(key);
+                // The key as written (HTTP bodies are snake_case), else its
+                // camelCase form (proto3 JSON).
+                let key = if actual_map.contains_key(key) {
+                    key.clone()
+                } else {
+                    camel(key)
+                };
                 match_at(want, actual_map.get(&key), &join(path, &key), caps)?;
             }
             Ok(())

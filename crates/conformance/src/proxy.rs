@@ -67,6 +67,11 @@ struct Shared {
     // A std Mutex: held for a push or a drain, never across an await.
     live: Mutex<Vec<CancellationToken>>,
     accepted: Mutex<u64>,
+    // Armed cuts: bytes still forwarded in a direction before the live
+    // connections are cut. Set by scenario steps, so a cut lands at a point
+    // of the script rather than at a byte count fixed in advance.
+    armed_up: Mutex<Option<u64>>,
+    armed_down: Mutex<Option<u64>>,
 }
 
 /// A running proxy. Dropping it stops accepting and cuts every connection.
@@ -89,6 +94,8 @@ impl FaultProxy {
             hold_down: watch::Sender::new(false),
             live: Mutex::new(Vec::new()),
             accepted: Mutex::new(0),
+            armed_up: Mutex::new(None),
+            armed_down: Mutex::new(None),
         });
         let shutdown = CancellationToken::new();
         tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown.clone()));
@@ -120,6 +127,16 @@ impl FaultProxy {
     /// Stops (true) or resumes (false) forwarding server-to-client bytes.
     pub fn hold_server_to_client(&self, hold: bool) {
         self.shared.hold_down.send_replace(hold);
+    }
+
+    /// Cuts the live connection after `bytes` more server-to-client bytes.
+    pub fn arm_cut_after_server_bytes(&self, bytes: u64) {
+        *lock(&self.shared.armed_down) = Some(bytes);
+    }
+
+    /// Cuts the live connection after `bytes` more client-to-server bytes.
+    pub fn arm_cut_after_client_bytes(&self, bytes: u64) {
+        *lock(&self.shared.armed_up) = Some(bytes);
     }
 
     /// How many connections were accepted so far.
@@ -225,9 +242,17 @@ async fn pump(
     cut: CancellationToken,
 ) {
     let plan = &shared.plan;
-    let (mut hold, cut_after) = match direction {
-        Direction::ClientToServer => (shared.hold_up.subscribe(), plan.cut_after_client_bytes),
-        Direction::ServerToClient => (shared.hold_down.subscribe(), plan.cut_after_server_bytes),
+    let (mut hold, cut_after, armed) = match direction {
+        Direction::ClientToServer => (
+            shared.hold_up.subscribe(),
+            plan.cut_after_client_bytes,
+            &shared.armed_up,
+        ),
+        Direction::ServerToClient => (
+            shared.hold_down.subscribe(),
+            plan.cut_after_server_bytes,
+            &shared.armed_down,
+        ),
     };
     let mut hold_writer = hold.clone();
     let cut_after = cut_after.filter(|_| first);
@@ -246,6 +271,8 @@ async fn pump(
         16 * 1024
     };
 
+    // Tells the writer that the reader stopped for a cut rather than EOF.
+    let cut_requested = std::sync::atomic::AtomicBool::new(false);
     let reader = async {
         let mut buf = vec![0u8; read_size];
         let mut forwarded: u64 = 0;
@@ -269,6 +296,18 @@ async fn pump(
                     cut_now = true;
                 }
             }
+            {
+                let mut budget = lock(armed);
+                if let Some(left) = *budget {
+                    if (chunk.len() as u64) >= left {
+                        chunk.truncate(usize::try_from(left).unwrap_or(chunk.len()));
+                        *budget = None;
+                        cut_now = true;
+                    } else {
+                        *budget = Some(left - chunk.len() as u64);
+                    }
+                }
+            }
             forwarded += chunk.len() as u64;
             let jitter = if plan.jitter_ms > 0 {
                 rng.random_range(0..=plan.jitter_ms)
@@ -283,13 +322,13 @@ async fn pump(
             }
             if cut_now {
                 // Let the writer deliver the partial chunk, then cut.
+                cut_requested.store(true, std::sync::atomic::Ordering::Relaxed);
                 drop(tx);
                 return;
             }
         }
     };
     let writer = async {
-        let mut cut_when_done = false;
         while let Some((release, chunk)) = rx.recv().await {
             tokio::time::sleep_until(release).await;
             while *hold_writer.borrow_and_update() {
@@ -304,9 +343,8 @@ async fn pump(
                 let pause = Duration::from_secs_f64(chunk.len() as f64 / rate as f64);
                 tokio::time::sleep(pause).await;
             }
-            cut_when_done = cut_after.is_some();
         }
-        if cut_when_done {
+        if cut_requested.load(std::sync::atomic::Ordering::Relaxed) {
             cut.cancel();
         } else {
             dst.shutdown().await.ok();

@@ -136,6 +136,10 @@ pub enum FaultAction {
     HoldServer,
     /// Resume forwarding.
     Release,
+    /// Cut the live connection after this many more server-to-client bytes.
+    CutAfterServerBytes(u64),
+    /// Cut the live connection after this many more client-to-server bytes.
+    CutAfterClientBytes(u64),
 }
 
 /// An HTTP request of an `http` step (§5).
@@ -243,6 +247,10 @@ pub enum Step {
         frame: Value,
         /// Variable bound to the request id (`$req` is always bound).
         bind: Option<String>,
+        /// Raw bytes appended to the encoded frame. Protobuf merges a
+        /// repeated message field, so this can set values JSON cannot
+        /// express, e.g. an unknown enum number (§4.4).
+        append_hex: Option<Vec<u8>>,
         /// What must follow.
         expect: FrameExpectation,
     },
@@ -336,6 +344,9 @@ pub enum Step {
         replies: Vec<ReplyCount>,
         /// Tolerate the connection breaking (fault scenarios).
         allow_disconnect: bool,
+        /// The frames get no reply on success (SetTyping): send only, and
+        /// follow with a barrier.
+        no_replies: bool,
         /// Variable prefix for `.sent`, `.acked`, `.replied`.
         bind: Option<String>,
         /// Timeout override.
@@ -463,7 +474,15 @@ const VERBS: &[(&str, &[&str])] = &[
     ),
     (
         "send",
-        &["frame", "as", "expect", "unordered", "timeout_ms", "ignore"],
+        &[
+            "frame",
+            "as",
+            "expect",
+            "unordered",
+            "timeout_ms",
+            "ignore",
+            "append_hex",
+        ],
     ),
     ("recv", &["frames", "unordered", "timeout_ms", "ignore"]),
     ("barrier", &["ignore"]),
@@ -502,12 +521,13 @@ const VERBS: &[(&str, &[&str])] = &[
             "allow_disconnect",
             "as",
             "timeout_ms",
+            "no_replies",
         ],
     ),
     ("recv_messages", &["room", "count", "timeout_ms", "ignore"]),
     ("drain", &["kinds", "until", "timeout_ms"]),
     ("resend_unacked", &["as", "timeout_ms"]),
-    ("fault", &["action"]),
+    ("fault", &["action", "bytes"]),
     ("check_invariants", &[]),
     ("set", &[]),
 ];
@@ -635,16 +655,19 @@ struct Modifiers {
     hex: Option<String>,
     zeros: Option<Value>,
     padded_ping: Option<PaddedPingSpec>,
+    append_hex: Option<String>,
     query: Option<String>,
     repeat_until_status: Option<u16>,
     max_attempts: Option<u32>,
     count: Option<Value>,
     replies: Option<Vec<ReplyCount>>,
     allow_disconnect: Option<bool>,
+    no_replies: Option<bool>,
     room: Option<String>,
     kinds: Option<Vec<String>>,
     until: Option<Value>,
     action: Option<String>,
+    bytes: Option<u64>,
     note: Option<String>,
 }
 
@@ -749,6 +772,7 @@ fn parse_step(value: &Value) -> Result<Step, String> {
             actor: actor_name(verb, arg)?,
             frame: m.frame.clone().ok_or("`send` needs `frame`")?,
             bind: m.bind.clone(),
+            append_hex: m.append_hex.as_deref().map(parse_hex).transpose()?,
             expect: expectation(m.expect.clone(), &m),
         },
         "recv" => Step::Recv {
@@ -821,6 +845,7 @@ fn parse_step(value: &Value) -> Result<Step, String> {
             count: m.count.ok_or("`flood` needs `count`")?,
             replies: m.replies.unwrap_or_default(),
             allow_disconnect: m.allow_disconnect.unwrap_or(false),
+            no_replies: m.no_replies.unwrap_or(false),
             bind: m.bind,
             timeout_ms: m.timeout_ms,
         },
@@ -849,9 +874,15 @@ fn parse_step(value: &Value) -> Result<Step, String> {
                 Some("hold") => FaultAction::Hold,
                 Some("hold_server") => FaultAction::HoldServer,
                 Some("release") => FaultAction::Release,
+                Some("cut_after_server_bytes") => FaultAction::CutAfterServerBytes(
+                    m.bytes.ok_or("cut_after_server_bytes needs `bytes`")?,
+                ),
+                Some("cut_after_client_bytes") => FaultAction::CutAfterClientBytes(
+                    m.bytes.ok_or("cut_after_client_bytes needs `bytes`")?,
+                ),
                 other => {
                     return Err(format!(
-                        "fault action {other:?}: use cut, hold, hold_server or release"
+                        "fault action {other:?}: use cut, hold, hold_server, release, cut_after_server_bytes or cut_after_client_bytes"
                     ));
                 }
             },

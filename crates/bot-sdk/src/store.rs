@@ -52,6 +52,17 @@ pub trait PositionStore: Send + Sync + fmt::Debug + 'static {
     fn save(&self, position: &RoomPosition) -> Result<(), StoreError>;
 }
 
+/// A shared store, e.g. one [`MemoryPositionStore`] for several clients in turn.
+impl<T: PositionStore> PositionStore for std::sync::Arc<T> {
+    fn load(&self) -> Result<Vec<RoomPosition>, StoreError> {
+        (**self).load()
+    }
+
+    fn save(&self, position: &RoomPosition) -> Result<(), StoreError> {
+        (**self).save(position)
+    }
+}
+
 /// Positions in memory: survives reconnects, not restarts.
 #[derive(Debug, Default)]
 pub struct MemoryPositionStore {

@@ -529,3 +529,40 @@ async fn a_revoked_token_is_replaced_by_a_new_login_without_loss() {
     alice.shutdown().await;
     bot_task.abort();
 }
+
+#[tokio::test]
+async fn skip_backlog_ignores_what_was_sent_while_away() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let store = std::sync::Arc::new(confab_bot_sdk::MemoryPositionStore::new());
+    let alice = connected(&url, "alice", &["lobby"]).await;
+    let lobby = alice.room("lobby");
+    let start = |skip_backlog: bool| {
+        Client::builder(url.clone())
+            .credentials("skipper", PASSWORD)
+            .register_if_missing(true)
+            .join(["lobby"])
+            .position_store(std::sync::Arc::clone(&store))
+            .skip_backlog(skip_backlog)
+            .connect()
+    };
+
+    let mut bot = start(false).await.unwrap();
+    lobby.send("seen").await.unwrap();
+    assert_eq!(next_message(&mut bot).await.text(), "seen");
+    bot.shutdown().await;
+    lobby.send("missed 1").await.unwrap();
+    lobby.send("missed 2").await.unwrap();
+
+    let mut bot = start(true).await.unwrap();
+    lobby.send("after restart").await.unwrap();
+    assert_eq!(next_message(&mut bot).await.text(), "after restart");
+    bot.shutdown().await;
+
+    // Without skip_backlog the same store resumes after the last handled one.
+    lobby.send("while away").await.unwrap();
+    let mut bot = start(false).await.unwrap();
+    assert_eq!(next_message(&mut bot).await.text(), "while away");
+    bot.shutdown().await;
+    alice.shutdown().await;
+}

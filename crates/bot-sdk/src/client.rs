@@ -632,8 +632,12 @@ impl Client {
             }
             SessionEvent::RequestTimedOut { kind, .. }
             | SessionEvent::RequestAborted { kind, .. } => {
-                // The keepalive Ping's fate shows as TransportStale; Auth's as a state change.
-                if matches!(kind, RequestKind::Ping | RequestKind::Auth) {
+                // The keepalive Ping's fate shows as TransportStale, Auth's as
+                // a state change; a send stays in the outbox and is resent.
+                if matches!(
+                    kind,
+                    RequestKind::Ping | RequestKind::Auth | RequestKind::Send(_)
+                ) {
                     return None;
                 }
                 Event::Error(ErrorEvent::RequestLost { kind })

@@ -296,9 +296,14 @@ impl Chat {
             return Vec::new();
         }
         let mut out = vec![self.notice(&format!(
-            "{} unsent message{} from last time; they are sent when connected:",
+            "{} unsent message{} from last time; {} sent when connected:",
             entries.len(),
-            if entries.len() == 1 { "" } else { "s" }
+            if entries.len() == 1 { "" } else { "s" },
+            if entries.len() == 1 {
+                "it is"
+            } else {
+                "they are"
+            }
         ))];
         let time = (self.clock)((self.wall)());
         for entry in entries {

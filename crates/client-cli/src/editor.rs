@@ -318,7 +318,7 @@ fn read_lines(
                 if !line.trim().is_empty() {
                     editor.add_history_entry(line.as_str()).ok();
                 }
-                if !line.trim().is_empty() && !line.starts_with('/') {
+                if shown_again(&line) {
                     erase_echo(&mut editor, &text, &line);
                 }
                 inputs.send(EditorInput::Editing(false)).ok();
@@ -338,6 +338,13 @@ fn read_lines(
             }
         }
     }
+}
+
+/// Whether the chat prints `line` back as a chat line (a message or an action).
+fn shown_again(line: &str) -> bool {
+    (!line.trim().is_empty() && !line.starts_with('/'))
+        || line.starts_with("//")
+        || line.starts_with("/me ")
 }
 
 /// Removes the prompt line a chat message was typed on: the message comes

@@ -199,6 +199,9 @@ impl App {
                     Vec::new()
                 }
             };
+            // The prompt is redrawn as soon as a line is printed: let it
+            // show the state the chat is in now, then again after actions.
+            *self.prompt.lock() = prompt_info(&self.chat);
             self.carry_out(outs).await?;
             if let Some(end) = self.end {
                 if end == ChatEnd::Quit {

@@ -1,0 +1,386 @@
+//! End-to-end tests: the real `confab` binary in a pseudo-terminal against
+//! the real reference server (in-process). Every wait is an expectation on
+//! the client's output with a timeout; nothing sleeps.
+
+mod support;
+
+use support::{Client, Home, Lines, Server, run};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A user logged in through the real login screen (`confab login`).
+fn logged_in(server: &Server, username: &str) -> Home {
+    let home = Home::new();
+    let mut client = Client::spawn(&home, &["--server", &server.url(), "login"]);
+    client.register(username, PASSWORD);
+    client.expect(&format!("logged in as {username}"));
+    client.expect_exit();
+    home
+}
+
+/// Starts the chat for a logged-in user and waits until it is connected.
+/// Lines typed from now on wait in the terminal until the prompt reads them.
+fn chat(home: &Home) -> Client {
+    let mut client = Client::spawn(home, &[]);
+    client.expect("connected to");
+    client
+}
+
+/// The words of `room`'s row in the last rooms table of `output`.
+fn table_row(output: &str, room: &str) -> Vec<String> {
+    let table = output
+        .rsplit_once("LAST ACTIVITY")
+        .unwrap_or_else(|| panic!("a rooms table: {output}"))
+        .1;
+    table
+        .lines()
+        .map(|line| {
+            line.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .find(|words| words.iter().take(2).any(|w| *w == room))
+        .unwrap_or_else(|| panic!("{room} in the rooms table: {table}"))
+}
+
+#[test]
+fn first_login_registers_then_the_cached_token_skips_login_and_logout_forgets_it() {
+    let server = Server::start();
+    let home = Home::new();
+
+    let mut first = Client::spawn(&home, &["--server", &server.url()]);
+    first.register("alice", PASSWORD);
+    first.expect("logged in as alice");
+    first.expect(&format!("connected to {} as alice", server.url()));
+    first.expect("no rooms yet");
+    first.quit();
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.login_file())
+            .expect("token saved")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the saved token is private");
+    }
+    let token = home.token();
+
+    // No --server, no prompts: the saved login is used.
+    let mut second = Client::spawn(&home, &[]);
+    let before = second.expect(&format!("connected to {} as alice", server.url()));
+    assert!(!before.contains("Username"), "no login screen: {before}");
+    second.expect("online");
+    second.line("/logout");
+    second.expect("logged out");
+    second.expect_exit();
+    assert!(!home.login_file().exists(), "the saved token is deleted");
+    assert!(server.token_was_revoked(&token), "the token is revoked");
+}
+
+#[test]
+fn login_mistakes_get_a_sentence_and_a_retry() {
+    let server = Server::start();
+    let _alice = logged_in(&server, "alice");
+    let home = Home::new();
+
+    // A port nobody listens on: the server was stopped, so its port is free.
+    let mut gone = Server::start();
+    let dead_url = gone.url();
+    gone.stop();
+
+    let mut client = Client::spawn(&home, &["--server", &dead_url]);
+    client.expect("Username:");
+    client.line("alice");
+    client.expect("Password:");
+    client.line(PASSWORD);
+    client.expect("cannot reach");
+    client.expect("Server [");
+    client.line(&server.url());
+    client.expect("Username [alice]:");
+    client.line("");
+    client.expect("Password:");
+    client.line("not the password");
+    client.expect("No account 'alice' here or wrong password. Register it? [y/N]");
+    client.line("n");
+    client.expect("Username [alice]:");
+    client.line("");
+    client.expect("Password:");
+    client.line(PASSWORD);
+    let shown = client.expect("connected to");
+    assert!(!shown.contains("panicked"), "{shown}");
+    client.quit();
+}
+
+#[test]
+fn the_rooms_list_shows_counts_and_updates_live() {
+    let server = Server::start();
+    let alice_home = logged_in(&server, "alice");
+    let bob_home = logged_in(&server, "bob");
+
+    let mut alice = chat(&alice_home);
+    alice.line("/create general Everything and nothing");
+    alice.expect("created #general - Everything and nothing (1 member, 1 online)");
+
+    let mut bob = chat(&bob_home);
+    let table = bob.expect("/join NAME to enter one");
+    let row = table_row(&table, "#general");
+    // ROOM MEMBERS ONLINE UNREAD LAST-ACTIVITY TOPIC
+    assert_eq!(&row[..4], ["#general", "1", "1", "-"], "{table}");
+    assert_eq!(
+        row[4..].join(" "),
+        "just now Everything and nothing",
+        "{table}"
+    );
+
+    // Created while bob watches: pushed to him (RoomListUpdate ADDED).
+    alice.line("/create ops");
+    alice.expect("created #ops");
+    bob.expect("new room #ops (/join ops)");
+
+    // Counts follow membership (RoomListUpdate CHANGED).
+    bob.enter("general", false);
+    bob.line("/rooms");
+    let table = bob.expect("/join NAME to enter one");
+    // ">" marks the current room.
+    let row = table_row(&table, "#general");
+    assert_eq!(&row[..5], [">", "#general", "2", "2", "0"], "{table}");
+    assert!(!table_row(&table, "#ops").is_empty());
+
+    alice.quit();
+    bob.quit();
+}
+
+#[test]
+fn two_clients_chat_both_ways_with_typing_and_join_notices() {
+    let server = Server::start();
+    let alice_home = logged_in(&server, "alice");
+    let bob_home = logged_in(&server, "bob");
+
+    let mut alice = chat(&alice_home);
+    alice.enter("general", true);
+    alice.line("before bob came");
+    alice.expect("<alice> before bob came");
+
+    let mut bob = chat(&bob_home);
+    bob.enter("general", false);
+    // Recent history is shown on join.
+    bob.expect("<alice> before bob came");
+    alice.expect("bob joined #general");
+
+    bob.line("hi alice");
+    alice.expect("<bob> hi alice");
+    alice.line("hey bob");
+    bob.expect("<alice> hey bob");
+    alice.line("/me waves");
+    bob.expect("* alice waves");
+
+    // Typing shows on the other side before anything is sent.
+    bob.type_text("still typing");
+    alice.expect("bob is typing");
+
+    alice.line("/who");
+    alice.expect("members of #general (2; * online): alice*, bob*");
+
+    // The sender sees its own line once: the server's echo of it is not
+    // shown again (the one "<alice> just once" left is the history line).
+    alice.line("just once");
+    alice.expect("<alice> just once");
+    alice.line("/history 3");
+    let after = alice.expect("end of history");
+    assert_eq!(after.matches("<alice> just once").count(), 1, "{after}");
+
+    alice.quit();
+    bob.clear_line();
+    bob.quit();
+}
+
+#[test]
+fn a_second_room_receives_none_of_the_first_rooms_messages() {
+    let server = Server::start();
+    let alice_home = logged_in(&server, "alice");
+    let bob_home = logged_in(&server, "bob");
+
+    let mut alice = chat(&alice_home);
+    alice.enter("alpha", true);
+    alice.enter("beta", true);
+
+    let mut bob = chat(&bob_home);
+    bob.enter("beta", false);
+
+    alice.line("/switch alpha");
+    alice.expect("now in #alpha");
+    alice.line("secret of alpha");
+    alice.expect("<alice> secret of alpha");
+    alice.line("/switch beta");
+    alice.expect("now in #beta");
+    alice.line("hello beta");
+
+    let seen = bob.expect("<alice> hello beta");
+    assert!(!seen.contains("secret of alpha"), "{seen}");
+    bob.line("/rooms");
+    let table = bob.expect("/join NAME to enter one");
+    assert!(!table.contains("secret"), "{table}");
+
+    alice.quit();
+    bob.quit();
+}
+
+#[test]
+fn a_message_typed_while_the_server_is_down_is_delivered_once_when_it_returns() {
+    let mut server = Server::start();
+    let alice_home = logged_in(&server, "alice");
+    let bob_home = logged_in(&server, "bob");
+
+    let mut alice = chat(&alice_home);
+    alice.enter("general", true);
+    let mut bob = chat(&bob_home);
+    bob.enter("general", false);
+
+    server.stop();
+    alice.expect("connection lost");
+    // The prompt shows the state, e.g. "reconnect 1s  #general> ".
+    alice.expect("reconnect ");
+    bob.expect("connection lost");
+
+    alice.line("typed while down");
+    alice.expect("<alice> typed while down (pending)");
+
+    server.restart();
+    alice.expect("reconnected");
+    alice.expect("delivered #general: typed while down");
+    bob.expect("<alice> typed while down");
+
+    // Exactly once: nothing repeats it before a later message, and the
+    // stored history holds it once.
+    alice.line("after the outage");
+    let between = bob.expect("<alice> after the outage");
+    assert!(!between.contains("typed while down"), "{between}");
+    bob.line("/history 10");
+    let history = bob.expect("end of history");
+    assert_eq!(history.matches("typed while down").count(), 1, "{history}");
+    assert!(!alice_home.outbox_file("alice", &server).exists());
+
+    alice.quit();
+    bob.quit();
+}
+
+#[test]
+fn the_outbox_survives_a_killed_client_and_is_flushed_on_the_next_start() {
+    let mut server = Server::start();
+    let alice_home = logged_in(&server, "alice");
+    let bob_home = logged_in(&server, "bob");
+
+    let mut alice = chat(&alice_home);
+    alice.enter("general", true);
+    let mut bob = chat(&bob_home);
+    bob.enter("general", false);
+
+    server.stop();
+    alice.expect("connection lost");
+    alice.line("written offline");
+    alice.expect("<alice> written offline (pending)");
+    let outbox = alice_home.outbox_file("alice", &server);
+    let saved = std::fs::read_to_string(&outbox).expect("outbox file written");
+    assert_eq!(saved.lines().count(), 1, "{saved}");
+    let entry: serde_json::Value = serde_json::from_str(saved.trim()).expect("JSON line");
+    assert_eq!(entry["room"], "general");
+    assert_eq!(entry["text"], "written offline");
+    let client_msg_id = entry["client_msg_id"].as_str().expect("id").to_owned();
+    alice.kill();
+
+    server.restart();
+    bob.expect("reconnected");
+    let mut alice = Client::spawn(&alice_home, &[]);
+    alice.expect("1 unsent message from last time");
+    alice.expect("<alice> written offline (pending)");
+    alice.expect("delivered #general: written offline");
+    bob.expect("<alice> written offline");
+    assert!(!outbox.exists(), "the outbox is empty once delivered");
+
+    // Stored once, with the id it was given before the kill.
+    let mut tail =
+        Lines::spawn(bob_home.command(&["tail", "--room", "general", "--json", "--history", "50"]));
+    let line = tail.next();
+    let message: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(message["text"], "written offline");
+    assert_eq!(message["clientMsgId"], client_msg_id.as_str());
+    bob.line("/history 10");
+    let history = bob.expect("end of history");
+    assert_eq!(history.matches("written offline").count(), 1, "{history}");
+
+    alice.quit();
+    bob.quit();
+}
+
+#[test]
+fn tail_json_prints_history_then_live_messages_and_send_works_with_a_token() {
+    let server = Server::start();
+    let token = server.token_for("carol", PASSWORD);
+    let nobody = Home::new();
+    let with_token = |args: &[&str]| {
+        let mut command = nobody.command(args);
+        command
+            .env("CONFAB_SERVER", server.url())
+            .env("CONFAB_TOKEN", &token);
+        command
+    };
+    // A room to talk in, then a first message: `send` joins as needed.
+    let alice_home = logged_in(&server, "alice");
+    let mut alice = chat(&alice_home);
+    alice.enter("news", true);
+    let (ok, _, err) = run(with_token(&["send", "--room", "news", "first", "post"]));
+    assert!(ok, "send failed: {err}");
+    alice.expect("<carol> first post");
+
+    let mut tail = Lines::spawn(with_token(&["tail", "--room", "news", "--json"]));
+    let first: serde_json::Value = serde_json::from_str(&tail.next()).expect("JSON line");
+    assert_eq!(first["room"], "news");
+    assert_eq!(first["sender"], "carol");
+    assert_eq!(first["text"], "first post");
+    assert_eq!(first["seq"], "1", "uint64 is a string in proto3 JSON");
+    assert!(first["messageId"].as_str().is_some_and(|id| !id.is_empty()));
+
+    alice.line("live one");
+    let live: serde_json::Value = serde_json::from_str(&tail.next()).expect("JSON line");
+    assert_eq!(live["text"], "live one");
+    assert_eq!(live["sender"], "alice");
+    assert_eq!(live["seq"], "2");
+
+    // The saved login works for send too; --me sends an action.
+    let (ok, _, err) = run(alice_home.command(&["send", "--room", "news", "--me", "nods"]));
+    assert!(ok, "send failed: {err}");
+    let action: serde_json::Value = serde_json::from_str(&tail.next()).expect("JSON line");
+    assert_eq!(action["kind"], "MESSAGE_KIND_ACTION");
+
+    // A bad token is a sentence, not a stack trace.
+    let mut bad = nobody.command(&["send", "--room", "news", "x"]);
+    bad.env("CONFAB_SERVER", server.url())
+        .env("CONFAB_TOKEN", "nope");
+    let (ok, _, err) = run(bad);
+    assert!(!ok);
+    assert!(err.contains("refused the token"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    alice.quit();
+}
+
+#[test]
+fn help_lists_every_command() {
+    let home = Home::new();
+    let (ok, help, _) = run(home.command(&["--help"]));
+    assert!(ok);
+    for command in ["login", "logout", "send", "tail"] {
+        assert!(
+            help.contains(&format!("  {command} ")),
+            "subcommand {command}: {help}"
+        );
+    }
+    for slash in [
+        "/join", "/create", "/switch", "/leave", "/who", "/history", "/me", "/rooms", "/help",
+        "/logout", "/quit",
+    ] {
+        assert!(help.contains(slash), "slash command {slash}: {help}");
+    }
+    assert!(help.contains("NO_COLOR"), "{help}");
+}

@@ -561,3 +561,86 @@ fn an_unanswered_request_times_out() {
         |e| matches!(e, SessionEvent::RequestTimedOut { request_id, .. } if *request_id == id)
     ));
 }
+
+#[test]
+fn a_timed_out_gap_fill_is_asked_for_again_and_the_late_reply_is_harmless() {
+    let mut h = Harness::new();
+    h.connect(vec![room("a", 0)]);
+    h.events();
+    h.feed(ServerFrame::push(S::Message(msg("a", 3, "bob"))));
+    let first = h.transmit();
+    assert_eq!(first.len(), 1);
+    h.now += Duration::from_secs(11);
+    h.session.handle_timeout(h.now);
+    let again = h.transmit();
+    assert_eq!(again.len(), 1, "the fill is requested again: {again:?}");
+    let Some(C::FetchHistory(f)) = &again[0].body else {
+        panic!("{again:?}")
+    };
+    assert_eq!(f.anchor, Some(Anchor::AfterSeq(0)));
+    let page = |id| {
+        ServerFrame::reply(
+            id,
+            S::HistoryPage(wire::HistoryPage {
+                room: "a".into(),
+                messages: (1..=2).map(|s| msg("a", s, "bob")).collect(),
+                has_more: false,
+                head_seq: 3,
+                epoch: EPOCH.into(),
+            }),
+        )
+    };
+    // The late reply to the first request is ignored; the second fills the gap.
+    h.feed(page(first[0].request_id));
+    h.feed(page(again[0].request_id));
+    assert_eq!(h.shown(), seqs("a", 1..=3));
+}
+
+#[test]
+fn a_timed_out_send_is_resent_with_the_same_id_and_acked_once() {
+    let mut h = Harness::new();
+    h.connect(vec![room("a", 0)]);
+    h.session
+        .send_message(
+            h.now,
+            "a",
+            "x",
+            false,
+            ClientMsgId::parse("slow-1").unwrap(),
+        )
+        .unwrap();
+    let first = h.transmit();
+    h.events();
+    h.now += Duration::from_secs(11);
+    h.session.handle_timeout(h.now);
+    let again = h.transmit();
+    let Some(C::SendMessage(s)) = &again[0].body else {
+        panic!("{again:?}")
+    };
+    assert_eq!(s.client_msg_id, "slow-1");
+    assert_ne!(again[0].request_id, first[0].request_id);
+    let ack = wire::SendAck {
+        room: "a".into(),
+        client_msg_id: "slow-1".into(),
+        seq: 1,
+        ..Default::default()
+    };
+    h.feed(ServerFrame::reply(
+        first[0].request_id,
+        S::SendAck(ack.clone()),
+    ));
+    h.feed(ServerFrame::reply(
+        again[0].request_id,
+        S::SendAck(wire::SendAck {
+            duplicate: true,
+            ..ack
+        }),
+    ));
+    let acks = h
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, SessionEvent::Acked(_)))
+        .count();
+    assert_eq!(acks, 1);
+    assert_eq!(h.session.outbox().count(), 0);
+}

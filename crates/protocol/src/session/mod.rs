@@ -456,14 +456,34 @@ impl ClientSession {
                 self.events.push_back(SessionEvent::TransportStale);
                 continue;
             }
-            if let RequestKind::Send(_) = p.kind {
-                // The send stays in the outbox; it is resent after a reconnect.
-                self.outbox.unsend(request_id);
+            let mut resend = false;
+            match &p.kind {
+                // The send keeps its place in the outbox and goes out again
+                // with the same client_msg_id: a late original and the resend
+                // are one message to the server (§8.5).
+                RequestKind::Send(_) => {
+                    self.outbox.unsend(request_id);
+                    resend = true;
+                }
+                // A gap fill that timed out is asked for again; otherwise
+                // the room's held messages would wait for a reconnect.
+                RequestKind::GapFill(room) => {
+                    let room = room.clone();
+                    if let Some(track) = self.rooms.get_mut(&room) {
+                        track.gap_fill = None;
+                        let after = track.last_seq;
+                        self.start_gap_fill(now, &room, after);
+                    }
+                }
+                _ => {}
             }
             self.events.push_back(SessionEvent::RequestTimedOut {
                 request_id,
                 kind: p.kind,
             });
+            if resend {
+                self.pump_outbox_at(now);
+            }
         }
         if self.sends_paused_until.is_some_and(|until| until <= now) {
             self.pump_outbox_at(now);

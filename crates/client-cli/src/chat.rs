@@ -761,7 +761,7 @@ impl Chat {
         if from_self && self.is_own_echo(&message.client_msg_id) {
             let upto = self.shown_upto.entry(message.room.clone()).or_default();
             *upto = (*upto).max(message.seq);
-            return self.confirm_own(&message.client_msg_id, Some(&message));
+            return self.confirm_own(&message.client_msg_id, message.server_ts_ms);
         }
         if let Some(held) = self.loading.get_mut(&message.room) {
             held.push(message);
@@ -795,9 +795,9 @@ impl Chat {
         render::message_line(self.style, &(self.clock)(message.server_ts_ms), message)
     }
 
-    /// One of our sends is stored: by its SendAck, or by its echo
-    /// (`message`). Whichever comes first shows it; the other is silent.
-    fn confirm_own(&mut self, client_msg_id: &str, message: Option<&wire::Message>) -> Vec<Out> {
+    /// One of our sends is stored, at `server_ts_ms`: told by its SendAck or
+    /// by its echo. Whichever comes first shows it; the other is silent.
+    fn confirm_own(&mut self, client_msg_id: &str, server_ts_ms: i64) -> Vec<Out> {
         let Some(pos) = self
             .sends
             .iter()
@@ -816,10 +816,9 @@ impl Chat {
                 if self.current.as_deref() != Some(send.room.as_str()) {
                     render::delivered_line(self.style, &send.room, &send.text)
                 } else {
-                    let ts = message.map_or((self.wall)(), |m| m.server_ts_ms);
                     render::chat_line(
                         self.style,
-                        &(self.clock)(ts),
+                        &(self.clock)(server_ts_ms),
                         &self.me,
                         &send.text,
                         send.action,
@@ -832,7 +831,7 @@ impl Chat {
     }
 
     fn on_acked(&mut self, ack: &wire::SendAck) -> Vec<Out> {
-        self.confirm_own(&ack.client_msg_id, None)
+        self.confirm_own(&ack.client_msg_id, ack.server_ts_ms)
     }
 
     fn on_room_update(&mut self, update: wire::RoomListUpdate) -> Vec<Out> {
@@ -1165,5 +1164,343 @@ fn describe_kind(kind: &RequestKind) -> String {
         RequestKind::History(room) => format!("history of #{room}"),
         RequestKind::ListRooms => "listing rooms".to_owned(),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: &str = "alice";
+
+    fn chat() -> Chat {
+        let mut chat = Chat::new(
+            Style::plain(),
+            "http://server",
+            ME,
+            |ms| format!("t{ms}"),
+            || 5,
+        );
+        let now = Instant::now();
+        chat.handle_event(SessionEvent::StateChanged(ConnectionState::Online), now);
+        let welcome = wire::Welcome {
+            username: ME.into(),
+            rooms: vec![room("general"), room("ops")],
+            ..Default::default()
+        };
+        chat.handle_event(SessionEvent::Welcome(welcome), now);
+        chat.handle_event(
+            SessionEvent::RoomList(vec![room("general"), room("ops")]),
+            now,
+        );
+        chat
+    }
+
+    fn room(name: &str) -> RoomInfo {
+        RoomInfo {
+            name: name.into(),
+            member_count: 2,
+            online_count: 1,
+            epoch: "e1".into(),
+            ..Default::default()
+        }
+    }
+
+    fn message(
+        room: &str,
+        seq: u64,
+        sender: &str,
+        text: &str,
+        client_msg_id: &str,
+    ) -> wire::Message {
+        wire::Message {
+            room: room.into(),
+            seq,
+            message_id: format!("m{seq}"),
+            sender: sender.into(),
+            client_msg_id: client_msg_id.into(),
+            text: text.into(),
+            kind: wire::MessageKind::Text as i32,
+            server_ts_ms: 100 + seq as i64,
+        }
+    }
+
+    fn printed(outs: &[Out]) -> Vec<String> {
+        outs.iter()
+            .filter_map(|out| match out {
+                Out::Print(text) => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn actions(outs: &[Out]) -> Vec<Action> {
+        outs.iter()
+            .filter_map(|out| match out {
+                Out::Do(action) => Some(action.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Enters `name` by /join and answers its view's history with `page`.
+    fn enter(chat: &mut Chat, name: &str, page: Vec<wire::Message>) -> Vec<String> {
+        let now = Instant::now();
+        chat.handle_line(&format!("/join {name}"), now);
+        let mut outs = chat.handle_event(SessionEvent::Joined(room(name)), now);
+        assert!(!chat.input_ready(), "the prompt waits for the view");
+        let head_seq = page.last().map_or(0, |m| m.seq);
+        outs.extend(chat.handle_event(
+            SessionEvent::History(wire::HistoryPage {
+                room: name.into(),
+                messages: page,
+                has_more: false,
+                head_seq,
+                epoch: "e1".into(),
+            }),
+            now,
+        ));
+        assert!(chat.input_ready());
+        printed(&outs)
+    }
+
+    /// Types `text`, lets the session queue it; returns its client_msg_id.
+    fn say(chat: &mut Chat, text: &str, now: Instant) -> (String, Vec<String>) {
+        let outs = chat.handle_line(text, now);
+        let [Action::Send { client_msg_id, .. }] = &actions(&outs)[..] else {
+            panic!("one send: {outs:?}");
+        };
+        let action = actions(&outs).remove(0);
+        let shown = chat.handle_applied(&action, Ok(Applied::Queued(Vec::new())), now);
+        (client_msg_id.clone(), printed(&shown))
+    }
+
+    fn ack(id: &str, seq: u64) -> SessionEvent {
+        SessionEvent::Acked(wire::SendAck {
+            room: "general".into(),
+            client_msg_id: id.into(),
+            seq,
+            message_id: format!("m{seq}"),
+            server_ts_ms: 100 + seq as i64,
+            duplicate: false,
+        })
+    }
+
+    #[test]
+    fn an_acknowledged_message_is_shown_once_and_its_echo_is_not() {
+        let mut chat = chat();
+        enter(&mut chat, "general", Vec::new());
+        let now = Instant::now();
+        let (id, shown) = say(&mut chat, "hi", now);
+        assert!(shown.is_empty(), "held back during the grace period");
+        let shown = printed(&chat.handle_event(ack(&id, 1), now));
+        assert_eq!(shown, ["t101 <alice> hi"]);
+        let echo = SessionEvent::Message {
+            message: message("general", 1, ME, "hi", &id),
+            from_self: true,
+        };
+        assert!(printed(&chat.handle_event(echo, now)).is_empty());
+        assert_eq!(chat.next_deadline(), None);
+    }
+
+    #[test]
+    fn an_echo_before_the_ack_shows_the_message_and_the_ack_stays_silent() {
+        let mut chat = chat();
+        enter(&mut chat, "general", Vec::new());
+        let now = Instant::now();
+        let (id, _) = say(&mut chat, "hi", now);
+        let echo = SessionEvent::Message {
+            message: message("general", 1, ME, "hi", &id),
+            from_self: true,
+        };
+        assert_eq!(printed(&chat.handle_event(echo, now)), ["t101 <alice> hi"]);
+        assert!(printed(&chat.handle_event(ack(&id, 1), now)).is_empty());
+    }
+
+    #[test]
+    fn a_slow_ack_shows_pending_then_a_delivered_line() {
+        let mut chat = chat();
+        enter(&mut chat, "general", Vec::new());
+        let now = Instant::now();
+        let (id, _) = say(&mut chat, "slow", now);
+        assert_eq!(chat.next_deadline(), Some(now + SEND_GRACE));
+        assert!(printed(&chat.handle_tick(now + SEND_GRACE / 2)).is_empty());
+        let shown = printed(&chat.handle_tick(now + SEND_GRACE));
+        assert_eq!(shown, ["t5 <alice> slow (pending)"]);
+        let shown = printed(&chat.handle_event(ack(&id, 1), now + SEND_GRACE));
+        assert_eq!(shown, ["✓ delivered #general: slow"]);
+    }
+
+    #[test]
+    fn offline_sends_show_pending_at_once() {
+        let mut chat = chat();
+        enter(&mut chat, "general", Vec::new());
+        let now = Instant::now();
+        let reconnecting = ConnectionState::Reconnecting {
+            at: now + Duration::from_secs(2),
+            attempt: 0,
+        };
+        let notice = printed(&chat.handle_event(SessionEvent::StateChanged(reconnecting), now));
+        assert!(notice[0].contains("connection lost"), "{notice:?}");
+        let (_, shown) = say(&mut chat, "later", now);
+        assert_eq!(shown, ["t5 <alice> later (pending)"]);
+    }
+
+    #[test]
+    fn restored_sends_are_pending_until_acknowledged() {
+        let mut chat = chat();
+        let entry = OutboxEntry {
+            client_msg_id: "old-1".into(),
+            room: "general".into(),
+            text: "from before".into(),
+            action: false,
+        };
+        let shown = printed(&chat.restore(&[entry]));
+        assert_eq!(
+            shown[0],
+            "-- 1 unsent message from last time; it is sent when connected:"
+        );
+        assert_eq!(shown[1], "#general t5 <alice> from before (pending)");
+        let shown = printed(&chat.handle_event(ack("old-1", 9), Instant::now()));
+        assert_eq!(shown, ["✓ delivered #general: from before"]);
+    }
+
+    #[test]
+    fn history_and_live_messages_that_overlap_are_shown_once_in_order() {
+        let mut chat = chat();
+        let now = Instant::now();
+        chat.handle_line("/join general", now);
+        chat.handle_event(SessionEvent::Joined(room("general")), now);
+        // Live messages 2 and 3 arrive before the page that also holds them.
+        for seq in [2, 3] {
+            let live = SessionEvent::Message {
+                message: message("general", seq, "bob", &format!("m{seq}"), ""),
+                from_self: false,
+            };
+            assert!(printed(&chat.handle_event(live, now)).is_empty());
+        }
+        let page = wire::HistoryPage {
+            room: "general".into(),
+            messages: (1..=3)
+                .map(|seq| message("general", seq, "bob", &format!("m{seq}"), ""))
+                .collect(),
+            has_more: false,
+            head_seq: 3,
+            epoch: "e1".into(),
+        };
+        let shown = printed(&chat.handle_event(SessionEvent::History(page), now));
+        assert_eq!(shown, ["t101 <bob> m1", "t102 <bob> m2", "t103 <bob> m3"]);
+        let live = SessionEvent::Message {
+            message: message("general", 4, "bob", "m4", ""),
+            from_self: false,
+        };
+        assert_eq!(printed(&chat.handle_event(live, now)), ["t104 <bob> m4"]);
+    }
+
+    #[test]
+    fn other_rooms_count_unread_and_say_so_once() {
+        let mut chat = chat();
+        enter(&mut chat, "general", Vec::new());
+        let now = Instant::now();
+        let mut notices = Vec::new();
+        for seq in 1..=2 {
+            let other = SessionEvent::Message {
+                message: message("ops", seq, "bob", "psst", ""),
+                from_self: false,
+            };
+            notices.extend(printed(&chat.handle_event(other, now)));
+        }
+        assert_eq!(notices, ["-- new messages in #ops (/switch ops)"]);
+        let table = printed(&chat.handle_line("/rooms", now)).join("\n");
+        let ops = table.lines().find(|l| l.contains("#ops")).unwrap();
+        assert_eq!(ops.split_whitespace().nth(4), Some("2"), "{table}");
+        // Switching shows the room with at least the unread messages.
+        let outs = chat.handle_line("/switch ops", now);
+        assert_eq!(
+            actions(&outs),
+            [Action::History {
+                room: "ops".into(),
+                limit: 5
+            }]
+        );
+    }
+
+    #[test]
+    fn a_request_without_an_answer_ends_with_a_sentence_and_frees_the_prompt() {
+        let mut chat = chat();
+        let now = Instant::now();
+        chat.handle_line("/join lounge", now);
+        assert!(!chat.input_ready());
+        let timed_out = SessionEvent::RequestTimedOut {
+            request_id: 7,
+            kind: RequestKind::JoinRoom("lounge".into()),
+        };
+        let shown = printed(&chat.handle_event(timed_out, now));
+        assert_eq!(
+            shown,
+            [
+                "!! /join lounge: the server did not answer in time; check the connection and try again"
+            ]
+        );
+        assert!(chat.input_ready());
+    }
+
+    #[test]
+    fn typing_is_sent_once_per_half_ttl_and_stopped_when_the_line_empties() {
+        let mut chat = chat();
+        enter(&mut chat, "general", Vec::new());
+        let now = Instant::now();
+        let start = Action::Typing {
+            room: "general".into(),
+            active: true,
+        };
+        assert_eq!(
+            actions(&chat.handle_editing(true, now)),
+            std::slice::from_ref(&start)
+        );
+        assert!(actions(&chat.handle_editing(true, now + Duration::from_secs(1))).is_empty());
+        assert_eq!(
+            actions(&chat.handle_editing(true, now + Duration::from_secs(3))),
+            [start]
+        );
+        assert_eq!(
+            actions(&chat.handle_editing(false, now + Duration::from_secs(4))),
+            [Action::Typing {
+                room: "general".into(),
+                active: false
+            }]
+        );
+        assert!(actions(&chat.handle_editing(false, now + Duration::from_secs(5))).is_empty());
+    }
+
+    #[test]
+    fn others_typing_is_shown_once_per_burst() {
+        let mut chat = chat();
+        enter(&mut chat, "general", Vec::new());
+        let now = Instant::now();
+        let typing = |active| {
+            SessionEvent::Typing(wire::Typing {
+                room: "general".into(),
+                username: "bob".into(),
+                active,
+                ttl_ms: 6000,
+            })
+        };
+        assert_eq!(
+            printed(&chat.handle_event(typing(true), now)),
+            ["   bob is typing…"]
+        );
+        assert!(printed(&chat.handle_event(typing(true), now + Duration::from_secs(3))).is_empty());
+        assert!(printed(&chat.handle_event(typing(false), now)).is_empty());
+        assert_eq!(printed(&chat.handle_event(typing(true), now)).len(), 1);
+    }
+
+    #[test]
+    fn a_refused_saved_token_asks_for_a_new_login() {
+        let mut chat = chat();
+        let offline =
+            ConnectionState::Offline(OfflineReason::AuthRejected(ErrorCode::TokenRevoked));
+        let outs = chat.handle_event(SessionEvent::StateChanged(offline), Instant::now());
+        assert!(outs.contains(&Out::LoginAgain), "{outs:?}");
     }
 }

@@ -26,6 +26,9 @@ pub struct Config {
     pub limits: ServerLimits,
     /// Most simultaneous TCP connections (HTTP and WebSocket alike).
     pub max_connections: usize,
+    /// Kernel send buffer per connection, in bytes (`None`: the OS default,
+    /// which autotunes up to several MiB). Bounds what a slow reader pins.
+    pub socket_send_buffer: Option<u32>,
     /// How long a new socket may take to send Auth (§6.2).
     pub auth_timeout: Duration,
     /// How long a client may take to send its HTTP request headers (and TLS handshake).
@@ -62,6 +65,8 @@ pub struct TlsFiles {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./confab-data";
+/// Default kernel send buffer per connection.
+pub const DEFAULT_SOCKET_SEND_BUFFER: u32 = 256 * 1024;
 /// Database file name inside the data directory.
 pub const DATABASE_FILE: &str = "confab.db";
 
@@ -73,6 +78,7 @@ impl Default for Config {
             database_url: None,
             limits: ServerLimits::default(),
             max_connections: 10_000,
+            socket_send_buffer: Some(DEFAULT_SOCKET_SEND_BUFFER),
             auth_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             token_ttl: Duration::from_secs(30 * 24 * 3600),
@@ -161,6 +167,11 @@ pub struct Cli {
     #[arg(long, env = "CONFAB_MAX_CONNECTIONS", default_value_t = Config::default().max_connections)]
     pub max_connections: usize,
 
+    /// Kernel send buffer per connection in bytes; 0 keeps the OS default (autotuned, up to several MiB).
+    /// Smaller buffers bound the memory a slow reader pins and let slow consumers be detected sooner.
+    #[arg(long, env = "CONFAB_SOCKET_SEND_BUFFER", default_value_t = DEFAULT_SOCKET_SEND_BUFFER)]
+    pub socket_send_buffer: u32,
+
     /// Milliseconds a new socket has to send Auth before it is closed with 4408 (§6.2).
     #[arg(long, env = "CONFAB_AUTH_TIMEOUT_MS", default_value_t = 10_000)]
     pub auth_timeout_ms: u64,
@@ -229,6 +240,7 @@ impl Cli {
             database_url: self.database_url,
             limits,
             max_connections: self.max_connections.max(1),
+            socket_send_buffer: (self.socket_send_buffer > 0).then_some(self.socket_send_buffer),
             auth_timeout: Duration::from_millis(self.auth_timeout_ms),
             header_read_timeout: Duration::from_millis(self.header_timeout_ms),
             token_ttl: Duration::from_secs(self.token_ttl_hours.saturating_mul(3600)),

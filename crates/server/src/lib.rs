@@ -119,12 +119,12 @@ impl Server {
         let hub = Arc::new(Hub::new(rooms, config.limits.clone(), Arc::clone(&metrics)));
         let passwords = Passwords::new().await?;
         let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
+            server::listen(config.listen, config.socket_send_buffer).map_err(|source| {
+                StartError::Bind {
                     addr: config.listen,
                     source,
-                })?;
+                }
+            })?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,

@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -29,6 +29,30 @@ use crate::state::AppState;
 
 /// How long in-flight HTTP requests get to finish at shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(10);
+
+/// Backlog of not-yet-accepted connections; at the connection cap new
+/// clients wait here (see `ConnectionLimit`).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds the listening socket. Accepted sockets inherit its send buffer
+/// size: a fixed kernel send buffer (instead of autotuning up to several
+/// MiB) bounds the memory a slow reader can pin per connection, and makes
+/// backpressure reach the bounded outbound queue (§12.4) after a few
+/// hundred KiB instead of megabytes.
+pub(crate) fn listen(addr: SocketAddr, send_buffer: Option<u32>) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // A restart must not fail because old connections linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    if let Some(bytes) = send_buffer {
+        socket.set_send_buffer_size(bytes)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Accepts connections until the shutdown flag is raised, then lets the
 /// HTTP connections finish their current request.

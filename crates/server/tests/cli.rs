@@ -21,6 +21,7 @@ fn help_documents_every_option() {
         ("--send-burst", "CONFAB_SEND_BURST"),
         ("--outbound-queue", "CONFAB_OUTBOUND_QUEUE"),
         ("--max-connections", "CONFAB_MAX_CONNECTIONS"),
+        ("--socket-send-buffer", "CONFAB_SOCKET_SEND_BUFFER"),
         ("--auth-timeout-ms", "CONFAB_AUTH_TIMEOUT_MS"),
         ("--header-timeout-ms", "CONFAB_HEADER_TIMEOUT_MS"),
         ("--heartbeat-ms", "CONFAB_HEARTBEAT_MS"),

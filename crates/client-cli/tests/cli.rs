@@ -4,14 +4,19 @@
 
 mod support;
 
-use support::{Client, Home, Lines, Server, run};
+use support::{Client, Home, Lines, Proxy, Server, run};
 
 const PASSWORD: &str = "correct horse battery";
 
 /// A user logged in through the real login screen (`confab login`).
 fn logged_in(server: &Server, username: &str) -> Home {
+    logged_in_at(&server.url(), username)
+}
+
+/// A user logged in at `url` (a server, or a proxy in front of one).
+fn logged_in_at(url: &str, username: &str) -> Home {
     let home = Home::new();
-    let mut client = Client::spawn(&home, &["--server", &server.url(), "login"]);
+    let mut client = Client::spawn(&home, &["--server", url, "login"]);
     client.register(username, PASSWORD);
     client.expect(&format!("logged in as {username}"));
     client.expect_exit();
@@ -260,6 +265,56 @@ fn a_message_typed_while_the_server_is_down_is_delivered_once_when_it_returns() 
     let history = bob.expect("end of history");
     assert_eq!(history.matches("typed while down").count(), 1, "{history}");
     assert!(!alice_home.outbox_file("alice", &server).exists());
+
+    alice.quit();
+    bob.quit();
+}
+
+#[test]
+fn a_client_cut_off_from_the_network_catches_up_in_order_when_it_returns() {
+    let server = Server::start();
+    let proxy = Proxy::start(server.addr());
+    let alice_home = logged_in_at(&proxy.url(), "alice");
+    let bob_home = logged_in(&server, "bob");
+
+    let mut alice = chat(&alice_home);
+    alice.enter("general", true);
+    alice.expect("say hello");
+    let mut bob = chat(&bob_home);
+    bob.enter("general", false);
+    alice.expect("bob joined #general");
+
+    // Only alice loses the network; bob keeps talking.
+    proxy.cut();
+    alice.expect("connection lost");
+    for text in ["missed one", "missed two", "missed three"] {
+        bob.line(text);
+        bob.expect(&format!("<bob> {text}"));
+    }
+    alice.line("said in the dark");
+    alice.expect("<alice> said in the dark (pending)");
+
+    proxy.restore();
+    // Resume replays what was missed, in order, each once (§10); then the
+    // outbox goes out with its original id.
+    let caught_up = alice.expect("<bob> missed three");
+    let one = caught_up
+        .find("<bob> missed one")
+        .expect("missed one replayed");
+    let two = caught_up
+        .find("<bob> missed two")
+        .expect("missed two replayed");
+    assert!(one < two, "{caught_up}");
+    assert_eq!(caught_up.matches("missed one").count(), 1, "{caught_up}");
+    alice.expect("delivered #general: said in the dark");
+    bob.expect("<alice> said in the dark");
+
+    bob.line("welcome back");
+    let between = alice.expect("<bob> welcome back");
+    assert!(
+        !between.contains("missed"),
+        "nothing replayed twice: {between}"
+    );
 
     alice.quit();
     bob.quit();

@@ -84,6 +84,26 @@ fn first_login_registers_then_the_cached_token_skips_login_and_logout_forgets_it
 }
 
 #[test]
+fn a_revoked_saved_token_leads_back_to_the_login_screen() {
+    let server = Server::start();
+    let home = logged_in(&server, "alice");
+    // Logged out elsewhere (e.g. `confab logout` on a copy of the token).
+    assert!(!server.token_was_revoked(&home.token()));
+
+    let mut client = Client::spawn(&home, &[]);
+    client.expect("no longer accepts your saved login");
+    client.expect("press Enter to log in again");
+    client.line("");
+    client.expect("Username [alice]:");
+    client.line("");
+    client.expect("Password:");
+    client.line(PASSWORD);
+    client.expect("logged in as alice");
+    client.expect("connected to");
+    client.quit();
+}
+
+#[test]
 fn login_mistakes_get_a_sentence_and_a_retry() {
     let server = Server::start();
     let _alice = logged_in(&server, "alice");
@@ -179,6 +199,13 @@ fn two_clients_chat_both_ways_with_typing_and_join_notices() {
     bob.expect("<alice> hey bob");
     alice.line("/me waves");
     bob.expect("* alice waves");
+
+    // Tab completes commands, then room names.
+    bob.type_text("/sw\t");
+    bob.expect("/switch ");
+    bob.type_text("gen\t");
+    bob.expect("/switch general");
+    bob.clear_line();
 
     // Typing shows on the other side before anything is sent.
     bob.type_text("still typing");

@@ -113,8 +113,8 @@ impl Server {
         })
     }
 
-    /// Whether `token` still works (logout answers 401 for a revoked one).
-    /// Note: a `true` answer revokes it.
+    /// Logs `token` out and says whether it had been revoked already (the
+    /// server answers 401). Either way it is revoked afterwards.
     pub fn token_was_revoked(&self, token: &str) -> bool {
         let server: confab_bot_sdk::ServerUrl = self.url().parse().expect("url");
         matches!(

@@ -131,8 +131,12 @@ pub struct Cli {
     #[arg(long, env = "CONFAB_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
-    /// Database URL overriding <data-dir>/confab.db, e.g. sqlite:///srv/confab.db.
-    #[arg(long, env = "CONFAB_DATABASE_URL")]
+    // Help given as an attribute: rustdoc would read `<data-dir>` as HTML.
+    #[arg(
+        long,
+        env = "CONFAB_DATABASE_URL",
+        help = "Database URL overriding <data-dir>/confab.db, e.g. sqlite:///srv/confab.db"
+    )]
     pub database_url: Option<String>,
 
     /// Largest message text in UTF-8 bytes (§12.2); longer texts get TEXT_TOO_LONG.
@@ -196,13 +200,14 @@ pub struct Cli {
     #[arg(long, env = "CONFAB_TOKEN_TTL_HOURS", default_value_t = 720)]
     pub token_ttl_hours: u64,
 
-    /// Browser origin allowed to open sockets, e.g. https://chat.example.com; repeat for several.
-    /// Requests with another Origin header get 403; requests without one (non-browser clients) are allowed.
-    /// In the environment, separate origins with commas.
+    // Help given as an attribute: rustdoc would flag the example URL.
     #[arg(
         long = "allowed-origin",
         env = "CONFAB_ALLOWED_ORIGINS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        help = "Browser origin allowed to open sockets, e.g. https://chat.example.com; repeat for several. \
+                Requests with another Origin header get 403; requests without one (non-browser clients) \
+                are allowed. In the environment, separate origins with commas"
     )]
     pub allowed_origins: Vec<String>,
 

@@ -17,12 +17,13 @@
 //!
 //! Layout, one concern per file:
 //! - [`config`]: [`Config`] and the command-line flags that fill it.
-//! - [`server`] (private): the accept loop (TLS, connection cap, header timeout, graceful stop).
+//! - `server` (private): the accept loop (TLS, connection cap, header timeout, graceful stop).
 //! - [`http`]: the routes: register, login, logout, health, metrics.
 //! - [`ws`]: the WebSocket endpoint: upgrade checks and the per-socket task.
 //! - [`hub`]: rooms, live connections, fan-out, presence and typing.
 //! - [`storage`]: the [`storage::Store`] trait, SQLite, and the group-commit writer.
 //! - [`auth`]: password hashing, tokens, the login throttle.
+//! - [`state`]: the shared [`state::AppState`] handlers and sockets use.
 //! - [`limit`], [`metrics`], [`shutdown`], [`tls`]: the rest.
 
 pub mod auth;

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{
-    Client, TestServer, error_code, error_of, http, open_db, register_and_login, ws_request,
+    Client, TestServer, error_code, error_of, logout, open_db, register_and_login, ws_request,
 };
 use confab_protocol::codec::encode_client_frame;
 use confab_protocol::wire::{
@@ -109,10 +109,7 @@ async fn bad_input_gets_typed_errors_and_others_keep_chatting() {
     bystanders.still_chatting("wrong token").await;
 
     // §6.2.4: an expired token (expiry moved into the past in the database).
-    let expiring = common::login(addr, "eve", common::PASSWORD).await.json()["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let expiring = common::login_token(addr, "eve").await;
     let db = open_db(&server.db_path()).await;
     sqlx::query("UPDATE tokens SET expires_ms = 0 WHERE token_hash = ?")
         .bind(confab_server::auth::token_hash(&expiring))
@@ -132,16 +129,7 @@ async fn bad_input_gets_typed_errors_and_others_keep_chatting() {
 
     // §6.2.5: a revoked token.
     let revoked = register_and_login(addr, "mallory").await;
-    let bearer = format!("Bearer {revoked}");
-    let r = http(
-        addr,
-        "POST",
-        "/v1/logout",
-        "",
-        &[("authorization", &bearer)],
-    )
-    .await;
-    assert_eq!(r.status, 204);
+    assert_eq!(logout(addr, &revoked).await.status, 204);
     let mut bad = Client::connect(addr).await;
     let id = bad
         .send(C::Auth(wire::Auth {

@@ -228,12 +228,7 @@ async fn sigterm_closes_sockets_with_1001_and_keeps_acked_messages() {
     assert!(exit.success(), "clean exit after SIGTERM: {exit:?}");
 
     let mut server = start_binary(dir.path()).await;
-    let token = common::login(server.addr, "alice", common::PASSWORD)
-        .await
-        .json()["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let token = common::login_token(server.addr, "alice").await;
     let (mut alice, welcome) = Client::authed(server.addr, "alice", &token, &[]).await;
     assert_eq!(welcome.rooms[0].head_seq, 5);
     let resumed = alice.resume(vec![("general", 0, "")]).await;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Client, TestServer, http, login, open_db, register, register_and_login};
+use common::{Client, TestServer, http, login, logout, open_db, register, register_and_login};
 
 #[tokio::test]
 async fn login_failures_are_identical_and_throttled() {
@@ -83,10 +83,7 @@ async fn secrets_are_stored_hashed_and_logout_closes_sockets() {
     let server = TestServer::start(|_| {}).await;
     let addr = server.addr;
     let token = register_and_login(addr, "alice").await;
-    let other_token = common::login(addr, "alice", common::PASSWORD).await.json()["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let other_token = common::login_token(addr, "alice").await;
     assert_eq!(token.len(), 64, "32 random bytes in hex");
 
     let (mut socket, _) = Client::authed(addr, "alice", &token, &[]).await;
@@ -127,26 +124,11 @@ async fn secrets_are_stored_hashed_and_logout_closes_sockets() {
     assert!(!contains(common::PASSWORD), "raw password stored");
 
     // Logout: 204, the token's socket closes with 4410, the other token's stays.
-    let bearer = format!("Bearer {token}");
-    let r = http(
-        addr,
-        "POST",
-        "/v1/logout",
-        "",
-        &[("authorization", &bearer)],
-    )
-    .await;
+    let r = logout(addr, &token).await;
     assert_eq!((r.status, r.body.len()), (204, 0));
     assert_eq!(socket.expect_close().await, Some(4410));
     other_socket.barrier().await;
-    let again = http(
-        addr,
-        "POST",
-        "/v1/logout",
-        "",
-        &[("authorization", &bearer)],
-    )
-    .await;
+    let again = logout(addr, &token).await;
     assert_eq!(
         (again.status, again.json()["error"]["code"].as_str()),
         (401, Some("unauthorized"))

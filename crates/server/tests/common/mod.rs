@@ -162,15 +162,33 @@ pub async fn login(addr: SocketAddr, user: &str, password: &str) -> HttpResponse
     http(addr, "POST", "/v1/login", &credentials(user, password), &[]).await
 }
 
+/// `POST /v1/logout` with `Authorization: Bearer <token>`.
+pub async fn logout(addr: SocketAddr, token: &str) -> HttpResponse {
+    let bearer = format!("Bearer {token}");
+    http(
+        addr,
+        "POST",
+        "/v1/logout",
+        "",
+        &[("authorization", &bearer)],
+    )
+    .await
+}
+
+/// Logs in (with [`PASSWORD`]) and returns the token.
+pub async fn login_token(addr: SocketAddr, user: &str) -> String {
+    let r = login(addr, user, PASSWORD).await;
+    assert_eq!(r.status, 200, "login {user}: {:?}", r.body);
+    r.json()["token"].as_str().expect("token").to_owned()
+}
+
 pub const PASSWORD: &str = "correct horse battery";
 
 /// Registers `user` and logs in; returns the token.
 pub async fn register_and_login(addr: SocketAddr, user: &str) -> String {
     let r = register(addr, user, PASSWORD).await;
     assert_eq!(r.status, 201, "register {user}: {:?}", r.body);
-    let r = login(addr, user, PASSWORD).await;
-    assert_eq!(r.status, 200, "login {user}: {:?}", r.body);
-    r.json()["token"].as_str().expect("token").to_owned()
+    login_token(addr, user).await
 }
 
 // ---------------------------------------------------------------------------

@@ -109,14 +109,15 @@ pub async fn run(
         token: login.token.clone(),
         store: store.clone(),
         end: None,
-        login_again: false,
+        editor_idle: false,
+        end_on_enter: None,
     };
     let first = app.chat.restore(&restored);
-    app.carry_out(first).await?;
+    app.carry_out(first).await;
     let end = app.run(events, inputs, &editor).await;
     app.handle.shutdown().await;
     editor.stop(app.screen);
-    end
+    Ok(end)
 }
 
 fn prompt_info(chat: &Chat) -> PromptInfo {
@@ -139,8 +140,13 @@ struct App {
     token: String,
     store: Store,
     end: Option<ChatEnd>,
-    /// The token was refused; the next line the user enters ends the chat.
-    login_again: bool,
+    /// Whether the editor is between lines (waiting for the go-ahead, or
+    /// gone). The chat may only end then: otherwise the editor still owns
+    /// the terminal.
+    editor_idle: bool,
+    /// How the chat ends on the next line the user enters, when it cannot
+    /// go on (token refused, driver gone) while the editor is reading.
+    end_on_enter: Option<ChatEnd>,
 }
 
 impl App {
@@ -149,7 +155,7 @@ impl App {
         mut events: mpsc::Receiver<DriverEvent>,
         mut inputs: mpsc::UnboundedReceiver<EditorInput>,
         editor: &editor::EditorThread,
-    ) -> Result<ChatEnd, StoreError> {
+    ) -> ChatEnd {
         // Since when a read line waits for the chat to let the editor go on.
         let mut waiting_since: Option<Instant> = None;
         let mut events_open = true;
@@ -161,18 +167,16 @@ impl App {
                     Some(event) => self.on_driver_event(event),
                     None => {
                         events_open = false;
-                        self.login_again = true;
-                        vec![Out::Print(render::error(
-                            self.style,
-                            "the connection driver stopped; press Enter to exit",
-                        ))]
+                        self.driver_gone();
+                        Vec::new()
                     }
                 },
                 input = inputs.recv() => match input {
                     Some(EditorInput::Line(line)) => {
                         waiting_since = Some(Instant::now());
-                        if self.login_again {
-                            self.end = Some(ChatEnd::LoginAgain);
+                        self.editor_idle = true;
+                        if let Some(end) = self.end_on_enter {
+                            self.end = Some(end);
                             Vec::new()
                         } else {
                             self.chat.handle_line(&line, Instant::now())
@@ -186,7 +190,8 @@ impl App {
                         "line discarded; /quit or Ctrl-D exits",
                     ))],
                     Some(EditorInput::Eof) | None => {
-                        self.end = Some(if self.login_again { ChatEnd::LoginAgain } else { ChatEnd::Quit });
+                        self.editor_idle = true;
+                        self.end = Some(self.end_on_enter.unwrap_or(ChatEnd::Quit));
                         Vec::new()
                     }
                 },
@@ -195,6 +200,7 @@ impl App {
                 }
                 () = sleep_until(busy_deadline), if busy_deadline.is_some() => {
                     waiting_since = None;
+                    self.editor_idle = false;
                     editor.ready();
                     Vec::new()
                 }
@@ -202,16 +208,17 @@ impl App {
             // The prompt is redrawn as soon as a line is printed: let it
             // show the state the chat is in now, then again after actions.
             *self.prompt.lock() = prompt_info(&self.chat);
-            self.carry_out(outs).await?;
+            self.carry_out(outs).await;
             if let Some(end) = self.end {
                 if end == ChatEnd::Quit {
                     self.say_goodbye().await;
                 }
-                return Ok(end);
+                return end;
             }
             *self.prompt.lock() = prompt_info(&self.chat);
             if waiting_since.is_some() && self.chat.input_ready() {
                 waiting_since = None;
+                self.editor_idle = false;
                 editor.ready();
             }
         }
@@ -231,8 +238,40 @@ impl App {
         }
     }
 
+    /// Ends the chat now if the editor is between lines, else on the next line.
+    fn end_with(&mut self, end: ChatEnd) {
+        if self.editor_idle {
+            self.end = Some(end);
+            return;
+        }
+        self.end_on_enter = Some(end);
+        let then = match end {
+            ChatEnd::LoginAgain => "log in again",
+            ChatEnd::Quit | ChatEnd::LoggedOut => "exit",
+        };
+        self.screen.print(render::notice(
+            self.style,
+            &format!("press Enter to {then}"),
+        ));
+    }
+
+    fn driver_gone(&mut self) {
+        self.screen.print(render::error(
+            self.style,
+            "the connection driver stopped unexpectedly; restart confab (unsent messages are kept)",
+        ));
+        self.end_with(ChatEnd::Quit);
+    }
+
+    fn store_failed(&self, err: &StoreError) {
+        self.screen.print(render::error(
+            self.style,
+            &format!("{err}; unsent messages may be lost if confab stops now"),
+        ));
+    }
+
     /// Carries out `outs`, and what the chat asks for in response, in order.
-    async fn carry_out(&mut self, outs: Vec<Out>) -> Result<(), StoreError> {
+    async fn carry_out(&mut self, outs: Vec<Out>) {
         let mut queue: std::collections::VecDeque<Out> = outs.into();
         while let Some(out) = queue.pop_front() {
             match out {
@@ -244,58 +283,55 @@ impl App {
                         .call(move |session, now| run.apply(session, now))
                         .await;
                     let Ok(result) = result else {
-                        self.screen.print(render::error(
-                            self.style,
-                            "the connection driver stopped; restart confab",
-                        ));
-                        self.end = Some(ChatEnd::Quit);
-                        return Ok(());
+                        self.driver_gone();
+                        return;
                     };
                     if let Ok(Applied::Queued(entries)) = &result {
                         // On disk before it is shown as pending: a message
                         // shown as pending survives a crash.
-                        store::save_outbox(&self.outbox_path, entries)?;
+                        if let Err(err) = store::save_outbox(&self.outbox_path, entries) {
+                            self.store_failed(&err);
+                        }
                     }
                     let more = self.chat.handle_applied(&action, result, Instant::now());
                     for (i, out) in more.into_iter().enumerate() {
                         queue.insert(i, out);
                     }
                 }
-                Out::SaveOutbox => self.save_outbox().await?,
-                Out::Quit => self.end = Some(ChatEnd::Quit),
-                Out::Logout => self.logout().await?,
-                Out::LoginAgain => {
-                    self.login_again = true;
-                    self.screen
-                        .print(render::notice(self.style, "press Enter to log in again"));
-                }
+                Out::SaveOutbox => self.save_outbox().await,
+                Out::Quit => self.end_with(ChatEnd::Quit),
+                Out::Logout => self.logout().await,
+                Out::LoginAgain => self.end_with(ChatEnd::LoginAgain),
             }
         }
-        Ok(())
     }
 
-    async fn save_outbox(&mut self) -> Result<(), StoreError> {
+    async fn save_outbox(&mut self) {
         let entries = self
             .handle
             .call(|session, _| session.outbox().cloned().collect::<Vec<_>>())
             .await;
-        match entries {
-            Ok(entries) => store::save_outbox(&self.outbox_path, &entries),
-            // The driver is gone; the file holds the last saved state.
-            Err(_) => Ok(()),
+        // When the driver is gone the file keeps the last saved state.
+        if let Ok(entries) = entries {
+            if let Err(err) = store::save_outbox(&self.outbox_path, &entries) {
+                self.store_failed(&err);
+            }
         }
     }
 
-    async fn logout(&mut self) -> Result<(), StoreError> {
+    async fn logout(&mut self) {
         match http::logout(&self.server, &self.token).await {
             // Unauthorized: the token was revoked already; forgetting it is all that is left.
             Ok(()) | Err(http::Error::Unauthorized { .. }) => {
-                self.store.delete_login()?;
+                let forgotten = match self.store.delete_login() {
+                    Ok(()) => "no longer saved".to_owned(),
+                    Err(err) => format!("still in the config directory ({err}); delete it by hand"),
+                };
                 self.screen.print(render::notice(
                     self.style,
-                    "logged out: the token is revoked and no longer saved. Run confab to log in again",
+                    &format!("logged out: the token is revoked and {forgotten}. Run confab to log in again"),
                 ));
-                self.end = Some(ChatEnd::LoggedOut);
+                self.end_with(ChatEnd::LoggedOut);
             }
             Err(err) => self.screen.print(render::error(
                 self.style,
@@ -304,7 +340,6 @@ impl App {
                 ),
             )),
         }
-        Ok(())
     }
 
     async fn say_goodbye(&mut self) {

@@ -94,3 +94,60 @@ impl SendRateLimiter {
         buckets.retain(|_, (_, last_used)| now.saturating_duration_since(*last_used) < refill);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    #[test]
+    fn a_connection_waits_for_a_free_slot() {
+        let limit = ConnectionLimit::new(1);
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(first) = pin!(limit.acquire()).poll(&mut cx) else {
+            panic!("a free slot is granted at once");
+        };
+        let mut second = pin!(limit.acquire());
+        assert!(second.as_mut().poll(&mut cx).is_pending(), "no second slot");
+        // The permit is shared by the HTTP connection and its WebSocket;
+        // the slot frees only when the last holder lets go.
+        let clone = first.clone();
+        drop(first);
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        drop(clone);
+        assert!(second.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn rate_buckets_are_per_user() {
+        let now = Instant::now();
+        let limiter = SendRateLimiter::new(1, 2);
+        let alice = Username::parse("alice").expect("name");
+        let bob = Username::parse("bob").expect("name");
+        assert!(limiter.try_send(&alice, now).is_ok());
+        assert!(limiter.try_send(&alice, now).is_ok());
+        assert_eq!(limiter.try_send(&alice, now), Err(Duration::from_secs(1)));
+        assert!(
+            limiter.try_send(&bob, now).is_ok(),
+            "another user is unaffected"
+        );
+        // Pruning keeps a bucket that is not yet full again...
+        limiter.prune(now + Duration::from_secs(1));
+        assert!(
+            limiter
+                .try_send(&alice, now + Duration::from_secs(1))
+                .is_ok()
+        );
+        assert!(
+            limiter
+                .try_send(&alice, now + Duration::from_secs(1))
+                .is_err()
+        );
+        // ...and forgets it once it would be.
+        limiter.prune(now + Duration::from_secs(10));
+        assert_eq!(limiter.buckets.lock().expect("lock").len(), 0);
+    }
+}

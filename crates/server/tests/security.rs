@@ -138,3 +138,27 @@ async fn secrets_are_stored_hashed_and_logout_closes_sockets() {
     drop(other_socket);
     server.stop().await;
 }
+
+/// A client that sends part of its request headers and then nothing is
+/// disconnected after the header read timeout, so it cannot hold a slot.
+#[tokio::test]
+async fn a_slow_header_dribble_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server =
+        TestServer::start(|c| c.header_read_timeout = std::time::Duration::from_millis(300)).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("partial headers");
+    let mut rest = Vec::new();
+    let read = common::within("the server to hang up", tcp.read_to_end(&mut rest)).await;
+    // Hyper may answer 408 before closing, or just close (or reset).
+    if let Ok(n) = read {
+        let text = String::from_utf8_lossy(&rest[..n]);
+        assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    drop(tcp);
+    server.stop().await;
+}

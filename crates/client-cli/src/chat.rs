@@ -1066,7 +1066,7 @@ impl Chat {
         match kind {
             // The session keeps the send in the outbox and resends it.
             RequestKind::Send(_) => out.push(self.notice(
-                "the server has not acknowledged a message yet; it stays pending and is resent after reconnecting",
+                "the server has not acknowledged a message in time; it stays pending and is sent again with the same id",
             )),
             // Internal requests: the session retries them on the next connection.
             RequestKind::Auth | RequestKind::Ping | RequestKind::Resume | RequestKind::GapFill(_) => {}

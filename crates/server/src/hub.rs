@@ -181,20 +181,25 @@ fn not_member(room: &RoomName) -> Rejection {
     )
 }
 
+/// Records why a connection ends unless that is already decided (the first
+/// decision wins); returns whether this call decided it.
+pub fn decide(close: &watch::Sender<Option<Ending>>, ending: Ending) -> bool {
+    close.send_if_modified(|current| {
+        if current.is_none() {
+            *current = Some(ending);
+            true
+        } else {
+            false
+        }
+    })
+}
+
 /// A frame did not fit a connection's queue (§12.4): count the drop and, the
 /// first time, close the connection with 4429. The client resumes without
 /// loss, and nobody else waits for it.
 pub fn overflowed(metrics: &Metrics, close: &watch::Sender<Option<Ending>>, user: &Username) {
     Metrics::inc(&metrics.queue_drops);
-    let first = close.send_if_modified(|ending| {
-        if ending.is_none() {
-            *ending = Some(Ending::Close(CloseCode::SlowConsumer));
-            true
-        } else {
-            false
-        }
-    });
-    if first {
+    if decide(close, Ending::Close(CloseCode::SlowConsumer)) {
         Metrics::inc(&metrics.slow_consumer_closes);
         tracing::warn!(%user, "outbound queue full; closing slow consumer with 4429");
     }
@@ -407,11 +412,7 @@ impl Hub {
             .values()
             .filter(|c| c.reg.token_hash == token_hash)
         {
-            conn.reg.close.send_if_modified(|current| {
-                let changed = current.is_none();
-                current.get_or_insert(Ending::Close(code));
-                changed
-            });
+            decide(&conn.reg.close, Ending::Close(code));
             closed += 1;
         }
         closed

@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Duration, sleep_until};
 
 use crate::auth::{now_ms, token_hash};
-use crate::hub::{AuthedUser, Capabilities, ConnId, Ending, Outbound, Registration};
+use crate::hub::{AuthedUser, Capabilities, ConnId, Ending, Outbound, Registration, decide};
 use crate::limit::ConnectionPermit;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -161,18 +161,6 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     let end = *close.borrow();
     tracing::info!(user = %session.user.name, conn, end = ?end, "socket closed");
-}
-
-/// Sets the ending unless one is already set; the first decision wins.
-fn decide(close: &watch::Sender<Option<Ending>>, ending: Ending) {
-    close.send_if_modified(|current| {
-        if current.is_none() {
-            *current = Some(ending);
-            true
-        } else {
-            false
-        }
-    });
 }
 
 // ---------------------------------------------------------------------------
@@ -435,7 +423,9 @@ impl Reader<'_> {
                     decide(self.close, Ending::Close(code));
                 }
             }
-            None => decide(self.close, Ending::PeerGone),
+            None => {
+                decide(self.close, Ending::PeerGone);
+            }
         }
         // Keep reading until the peer answers our Close or goes away, so the
         // kernel never resets a connection with unread data in it.
@@ -447,13 +437,9 @@ impl Reader<'_> {
 
     /// Queues a reply; a full queue closes the connection (§12.4).
     fn send(&self, frame: &ServerFrame) {
-        if self
-            .outbound
-            .try_send(Outbound::Frame(encode_server_frame(frame)))
-            .is_err()
-        {
-            Metrics::inc(&self.app.metrics.queue_drops);
-            decide(self.close, Ending::Close(CloseCode::SlowConsumer));
+        let item = Outbound::Frame(encode_server_frame(frame));
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send(item) {
+            crate::hub::overflowed(&self.app.metrics, self.close, &self.user.name);
         }
     }
 

@@ -207,6 +207,15 @@ impl Client {
         }
     }
 
+    /// Waits for text matching `regex`; returns it.
+    #[track_caller]
+    pub fn expect_regex(&mut self, regex: &str) -> String {
+        match self.pty.exp_regex(regex) {
+            Ok((_, matched)) => matched,
+            Err(err) => panic!("expected /{regex}/ from confab: {err}"),
+        }
+    }
+
     /// Types a line and Enter.
     pub fn line(&mut self, text: &str) {
         self.pty.send_line(text).expect("write to pty");

@@ -269,7 +269,7 @@ async fn presence_and_typing_reach_active_members_with_the_capability() {
 async fn a_silent_peer_is_closed_4504_and_pings_keep_a_reader_alive() {
     let server = TestServer::start(|c| {
         c.limits.heartbeat_interval = Duration::from_millis(50);
-        c.limits.idle_timeout = Duration::from_millis(400);
+        c.limits.idle_timeout = Duration::from_millis(1000);
     })
     .await;
     let addr = server.addr;
@@ -279,7 +279,8 @@ async fn a_silent_peer_is_closed_4504_and_pings_keep_a_reader_alive() {
     // across several idle timeouts' worth of server pings.
     let (mut live, _) = Client::authed(addr, "alice", &token, &[]).await;
     let mut pings = 0;
-    while pings < 20 {
+    // 30 pings span 1.5 idle timeouts.
+    while pings < 30 {
         match common::within("a server ping", futures_util::StreamExt::next(&mut live.ws)).await {
             Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_))) => pings += 1,
             other => panic!("expected pings, got {other:?}"),

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -35,8 +36,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
+        // The JSON bodies are two short strings (a password is at most
+        // 1 KiB); nothing legitimate comes close to this.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
+
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// A JSON error response (§5.5).
 pub fn error_response(
@@ -69,23 +76,31 @@ fn retry_later(status: StatusCode, code: HttpErrorCode, message: &str, wait: Dur
     response
 }
 
-fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, serde_json::Error> {
-    serde_json::from_slice(body)
+/// The body as `T`, or the `400 invalid_request` to answer (§5.1), also
+/// for a body over the size limit, so every error stays an ErrorBody.
+fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, String> {
+    let body =
+        body.map_err(|e| format!("the request body could not be read: {}", e.body_text()))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| format!("the body must be a JSON object with username and password: {e}"))
 }
 
-fn bad_json(err: serde_json::Error) -> Response {
+fn bad_request(message: String) -> Response {
     error_response(
         StatusCode::BAD_REQUEST,
         HttpErrorCode::InvalidRequest,
-        format!("the body must be a JSON object with username and password: {err}"),
+        message,
     )
 }
 
 /// `POST /v1/register` (§5.2).
-async fn register(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
-    let request: RegisterRequest = match parse_json(&body) {
+async fn register(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request: RegisterRequest = match parse_json(body) {
         Ok(r) => r,
-        Err(err) => return bad_json(err),
+        Err(message) => return bad_request(message),
     };
     let username = match Username::parse(request.username) {
         Ok(u) => u,
@@ -136,10 +151,10 @@ fn invalid_credentials() -> Response {
 }
 
 /// `POST /v1/login` (§5.3).
-async fn login(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
-    let request: LoginRequest = match parse_json(&body) {
+async fn login(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let request: LoginRequest = match parse_json(body) {
         Ok(r) => r,
-        Err(err) => return bad_json(err),
+        Err(message) => return bad_request(message),
     };
     // Throttled by the requested name, whether or not it exists.
     if let Err(wait) = app.login_throttle.check(&request.username, Instant::now()) {
@@ -166,7 +181,12 @@ async fn login(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
         Metrics::inc(&app.metrics.login_failures);
         app.login_throttle
             .record_failure(&request.username, Instant::now());
-        tracing::info!(user = %request.username.escape_debug(), "login failed");
+        // The name is logged only when it is a valid one: anything else is
+        // attacker-chosen bytes of any length.
+        match Username::parse(request.username.as_str()) {
+            Ok(user) => tracing::info!(%user, "login failed"),
+            Err(_) => tracing::info!("login failed for an invalid username"),
+        }
         return invalid_credentials();
     };
     app.login_throttle.record_success(&request.username);

@@ -37,6 +37,14 @@ async fn login_failures_are_identical_and_throttled() {
         (400, Some("invalid_request"))
     );
 
+    // An oversized body is refused with an ErrorBody like any bad body.
+    let huge = serde_json::json!({"username": "alice", "password": "p".repeat(20_000)}).to_string();
+    let refused = http(addr, "POST", "/v1/login", &huge, &[]).await;
+    assert_eq!(
+        (refused.status, refused.json()["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+
     let wrong_password = login(addr, "alice", "not the password").await;
     let unknown_user = login(addr, "nobody", "not the password").await;
     assert_eq!(wrong_password.status, 401);

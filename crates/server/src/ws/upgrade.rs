@@ -20,6 +20,14 @@ use crate::http::error_response;
 use crate::limit::ConnectionPermit;
 use crate::state::AppState;
 
+/// tungstenite's read buffer per socket. Its default, 128 KiB, is
+/// zero-filled (memset) on every read poll and so touched in full on every
+/// socket: that made 65% of the server's instructions under fan-out and
+/// ~128 KiB of RSS per idle socket (BENCHMARKS.md; upstream
+/// snapview/tungstenite-rs#547). Client frames are small (at most
+/// max_frame_bytes); a larger one grows the buffer as needed.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// tungstenite buffers outgoing frames up to this size before writing; the
 /// connection's writer flushes after every frame anyway, so this only
 /// coalesces a frame's header with its payload.
@@ -102,6 +110,7 @@ pub async fn handle(
     upgrade
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .protocols([SUBPROTOCOL])

@@ -277,6 +277,21 @@ impl Chat {
         self.busy.is_none()
     }
 
+    /// Whether the first connection attempt has had an outcome: connected,
+    /// or waiting to retry, or stopped.
+    pub fn settled(&self) -> bool {
+        self.welcomed
+            || matches!(
+                self.state,
+                ConnectionState::Reconnecting { .. } | ConnectionState::Offline(_)
+            )
+    }
+
+    /// How many of the user's messages have not been seen stored yet.
+    pub fn unconfirmed(&self) -> usize {
+        self.sends.len()
+    }
+
     /// When [`Chat::handle_tick`] has work next.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.sends

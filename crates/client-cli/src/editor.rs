@@ -227,9 +227,13 @@ impl EditorThread {
 
 /// Starts the editor and printer threads. Lines and edits arrive on the
 /// returned channel.
+/// With `wait_first`, the first line is read only after a go-ahead too
+/// (for input that is not a terminal, e.g. a pipe: its lines are meant for
+/// a connected chat).
 pub fn start(
     style: Style,
     prompt: SharedPrompt,
+    wait_first: bool,
 ) -> (EditorThread, Screen, mpsc::UnboundedReceiver<EditorInput>) {
     let (inputs, inputs_rx) = mpsc::unbounded_channel();
     let (ready, ready_rx) = std_mpsc::channel::<()>();
@@ -264,7 +268,11 @@ pub fn start(
     let thread = thread::Builder::new()
         .name("confab-editor".into())
         .spawn(move || match editor {
-            Some(editor) => read_lines(editor, prompt, inputs, ready_rx),
+            Some(editor) => {
+                if !wait_first || ready_rx.recv().is_ok() {
+                    read_lines(editor, prompt, inputs, ready_rx);
+                }
+            }
             None => {
                 inputs.send(EditorInput::Eof).ok();
             }

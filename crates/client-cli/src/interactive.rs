@@ -1,13 +1,14 @@
 //! The chat loop: wires the SDK's connection driver, the [`Chat`] view and
 //! the editor together, and keeps the outbox file in step with the session.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use confab_bot_sdk::ServerUrl;
 use confab_bot_sdk::driver::{self, DriverEvent, DriverHandle, DriverOptions};
 use confab_bot_sdk::http;
-use confab_protocol::session::{Backoff, ClientSession, SessionConfig};
+use confab_protocol::session::{Backoff, ClientSession, ConnectionState, SessionConfig};
 use tokio::sync::mpsc;
 
 use crate::chat::{Applied, Chat, Out};
@@ -22,6 +23,9 @@ pub const CLIENT_NAME: &str = concat!("confab-cli/", env!("CARGO_PKG_VERSION"));
 /// How long the prompt waits for a command's reply before it comes back
 /// anyway; the session's own request timeout normally answers first.
 const BUSY_LIMIT: Duration = Duration::from_secs(15);
+
+/// How long `/quit` waits for sends on their way to be stored.
+const QUIT_GRACE: Duration = Duration::from_secs(3);
 
 /// How a chat session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +101,11 @@ pub async fn run(
 
     let chat = Chat::new(style, &server.to_string(), &login.username, clock, wall_ms);
     let prompt = SharedPrompt::new(prompt_info(&chat));
-    let (editor, screen, inputs) = editor::start(style, prompt.clone());
+    // Lines from a pipe or file are meant for a connected chat: read the
+    // first once the first connection attempt is over. A person at a
+    // terminal may type at once, online or not.
+    let piped = !std::io::stdin().is_terminal();
+    let (editor, screen, inputs) = editor::start(style, prompt.clone(), piped);
     let mut app = App {
         style,
         chat,
@@ -109,7 +117,8 @@ pub async fn run(
         token: login.token.clone(),
         store: store.clone(),
         end: None,
-        editor_idle: false,
+        editor_idle: piped,
+        first_line_held: piped,
         end_on_enter: None,
     };
     let first = app.chat.restore(&restored);
@@ -144,6 +153,8 @@ struct App {
     /// gone). The chat may only end then: otherwise the editor still owns
     /// the terminal.
     editor_idle: bool,
+    /// The editor waits for a go-ahead before its first line.
+    first_line_held: bool,
     /// How the chat ends on the next line the user enters, when it cannot
     /// go on (token refused, driver gone) while the editor is reading.
     end_on_enter: Option<ChatEnd>,
@@ -211,11 +222,17 @@ impl App {
             self.carry_out(outs).await;
             if let Some(end) = self.end {
                 if end == ChatEnd::Quit {
+                    self.drain_outbox(&mut events).await;
                     self.say_goodbye().await;
                 }
                 return end;
             }
             *self.prompt.lock() = prompt_info(&self.chat);
+            if self.first_line_held && self.chat.settled() {
+                self.first_line_held = false;
+                self.editor_idle = false;
+                editor.ready();
+            }
             if waiting_since.is_some() && self.chat.input_ready() {
                 waiting_since = None;
                 self.editor_idle = false;
@@ -339,6 +356,26 @@ impl App {
                     "could not log out ({err}); the token still works and stays saved. Try /logout again"
                 ),
             )),
+        }
+    }
+
+    /// Before quitting while online, gives sends already on their way a
+    /// moment to be stored, so a line typed just before `/quit` is not left
+    /// in the outbox for next time.
+    async fn drain_outbox(&mut self, events: &mut mpsc::Receiver<DriverEvent>) {
+        let deadline = Instant::now() + QUIT_GRACE;
+        // The chat's count, not the session's outbox: an ack the session has
+        // seen may still wait in the event channel, and the user should see
+        // the message it confirms.
+        while *self.chat.state() == ConnectionState::Online && self.chat.unconfirmed() > 0 {
+            let outs = tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.on_driver_event(event),
+                    None => return,
+                },
+                () = sleep_until(Some(deadline)) => return,
+            };
+            self.carry_out(outs).await;
         }
     }
 

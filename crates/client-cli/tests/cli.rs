@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{Client, Home, Lines, Proxy, Server, run};
+use support::{Client, Home, Lines, Proxy, Server, run, run_with_input};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -446,6 +446,20 @@ fn tail_json_prints_history_then_live_messages_and_send_works_with_a_token() {
     assert!(!err.contains("panicked"), "{err}");
 
     alice.quit();
+}
+
+#[test]
+fn piped_lines_wait_for_the_connection_and_quit_waits_for_the_ack() {
+    let server = Server::start();
+    let home = logged_in(&server, "alice");
+    let (ok, shown) = run_with_input(home.command(&[]), "/create piped\nfrom a pipe\n/quit\n");
+    assert!(ok, "{shown}");
+    assert!(shown.contains("created #piped"), "{shown}");
+    assert!(shown.contains("<alice> from a pipe"), "{shown}");
+    assert!(!shown.contains("not yet delivered"), "{shown}");
+    let mut tail = Lines::spawn(home.command(&["tail", "--room", "piped", "--json"]));
+    let stored: serde_json::Value = serde_json::from_str(&tail.next()).expect("JSON line");
+    assert_eq!(stored["text"], "from a pipe");
 }
 
 #[test]

@@ -408,3 +408,25 @@ impl std::fmt::Debug for Proxy {
         f.debug_struct("Proxy").field("addr", &self.addr).finish()
     }
 }
+
+/// Runs `command` with `input` on stdin to completion; returns (success, stdout).
+pub fn run_with_input(mut command: Command, input: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn confab");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("confab exits");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}

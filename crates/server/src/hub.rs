@@ -131,7 +131,6 @@ pub struct Registration {
 #[derive(Debug)]
 struct Connection {
     reg: Registration,
-    room_list_subscribed: bool,
     active_rooms: HashSet<RoomName>,
 }
 
@@ -154,6 +153,10 @@ struct State {
     user_connections: HashMap<Username, Vec<ConnId>>,
     /// Rooms per member.
     memberships: HashMap<Username, BTreeSet<RoomName>>,
+    /// Connections that sent ListRooms{subscribe:true} and were granted
+    /// room-list-push (§7.1); kept apart so a message does not scan every
+    /// connection to find them.
+    room_list_subscribers: HashSet<ConnId>,
     next_conn: ConnId,
 }
 
@@ -308,19 +311,18 @@ impl State {
         let Some(found) = self.rooms.get(room) else {
             return;
         };
-        let mut subscribers = self
-            .connections
-            .values()
-            .filter(|c| c.room_list_subscribed && c.reg.caps.room_list_push)
-            .peekable();
-        if subscribers.peek().is_none() {
+        if self.room_list_subscribers.is_empty() {
             return;
         }
         let frame = encode_server_frame(&ServerFrame::push(Body::RoomListUpdate(RoomListUpdate {
             kind: kind as i32,
             room: Some(self.room_info(found)),
         })));
-        for conn in subscribers {
+        for conn in self
+            .room_list_subscribers
+            .iter()
+            .filter_map(|id| self.connections.get(id))
+        {
             deliver(metrics, conn, Outbound::Frame(frame.clone()));
         }
     }
@@ -371,7 +373,6 @@ impl Hub {
             id,
             Connection {
                 reg,
-                room_list_subscribed: false,
                 active_rooms: HashSet::new(),
             },
         );
@@ -389,6 +390,7 @@ impl Hub {
         let Some(conn) = state.connections.remove(&id) else {
             return;
         };
+        state.room_list_subscribers.remove(&id);
         let user = conn.reg.user;
         let now_offline = match state.user_connections.get_mut(&user) {
             Some(conns) => {
@@ -436,10 +438,13 @@ impl Hub {
     /// the room-list-push capability.
     pub fn room_list(&self, conn: ConnId, subscribe: bool) -> Vec<RoomInfo> {
         let mut state = self.state();
-        if subscribe {
-            if let Some(c) = state.connections.get_mut(&conn) {
-                c.room_list_subscribed = true;
-            }
+        if subscribe
+            && state
+                .connections
+                .get(&conn)
+                .is_some_and(|c| c.reg.caps.room_list_push)
+        {
+            state.room_list_subscribers.insert(conn);
         }
         let mut rooms: Vec<RoomInfo> = state.rooms.values().map(|r| state.room_info(r)).collect();
         rooms.sort_by(|a, b| {

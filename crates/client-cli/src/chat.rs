@@ -346,15 +346,15 @@ impl Chat {
     }
 
     /// A line the user entered.
-    pub fn handle_line(&mut self, line: &str, now: Instant) -> Vec<Out> {
+    pub fn handle_line(&mut self, line: &str) -> Vec<Out> {
         match commands::parse(line) {
             Ok(None) => Vec::new(),
-            Ok(Some(input)) => self.handle_input(input, now),
+            Ok(Some(input)) => self.handle_input(input),
             Err(sentence) => vec![self.error(&sentence)],
         }
     }
 
-    fn handle_input(&mut self, input: Input, now: Instant) -> Vec<Out> {
+    fn handle_input(&mut self, input: Input) -> Vec<Out> {
         match input {
             Input::Say(text) => self.say(text, false),
             Input::Me(text) => self.say(text, true),
@@ -366,7 +366,7 @@ impl Chat {
                 self.busy = Some(Busy::Create(name.clone()));
                 vec![Out::Do(Action::Create { name, topic })]
             }
-            Input::Switch(room) => self.switch(room, now),
+            Input::Switch(room) => self.switch(room),
             Input::Leave(room) => {
                 let Some(room) = room.or_else(|| self.current.clone()) else {
                     return vec![self.error("you are in no room; /leave NAME names one")];
@@ -424,7 +424,7 @@ impl Chat {
         })]
     }
 
-    fn switch(&mut self, room: String, now: Instant) -> Vec<Out> {
+    fn switch(&mut self, room: String) -> Vec<Out> {
         if !self.joined.contains(&room) {
             return vec![self.error(&format!(
                 "you have not joined #{room}; /join {room} enters it"
@@ -436,12 +436,12 @@ impl Chat {
         let mut out = self.stop_typing();
         let unread = self.unread.get(&room).copied().unwrap_or(0);
         out.push(self.notice(&format!("now in #{room}")));
-        out.extend(self.enter_view(&room, unread.clamp(5, 100), now));
+        out.extend(self.enter_view(&room, unread.clamp(5, 100)));
         out
     }
 
     /// Makes `room` current and asks for its newest `limit` messages.
-    fn enter_view(&mut self, room: &str, limit: u32, _now: Instant) -> Vec<Out> {
+    fn enter_view(&mut self, room: &str, limit: u32) -> Vec<Out> {
         self.current = Some(room.to_owned());
         self.unread.remove(room);
         self.typing_seen.clear();
@@ -635,7 +635,7 @@ impl Chat {
                 }
             }
             SessionEvent::RoomListUpdate(update) => self.on_room_update(update),
-            SessionEvent::Joined(info) => self.on_joined(info, now),
+            SessionEvent::Joined(info) => self.on_joined(info),
             SessionEvent::Left(room) => self.on_left(&room),
             SessionEvent::Members(list) => {
                 if self.busy == Some(Busy::Members(list.room.clone())) {
@@ -882,7 +882,7 @@ impl Chat {
         }
     }
 
-    fn on_joined(&mut self, info: RoomInfo, now: Instant) -> Vec<Out> {
+    fn on_joined(&mut self, info: RoomInfo) -> Vec<Out> {
         let name = info.name.clone();
         let created = self.busy == Some(Busy::Create(name.clone()));
         let asked = created || self.busy == Some(Busy::Join(name.clone()));
@@ -904,7 +904,7 @@ impl Chat {
             if info.member_count == 1 { "" } else { "s" },
             info.online_count
         )));
-        out.extend(self.enter_view(&name, DEFAULT_HISTORY, now));
+        out.extend(self.enter_view(&name, DEFAULT_HISTORY));
         out
     }
 
@@ -1261,7 +1261,7 @@ mod tests {
     /// Enters `name` by /join and answers its view's history with `page`.
     fn enter(chat: &mut Chat, name: &str, page: Vec<wire::Message>) -> Vec<String> {
         let now = Instant::now();
-        chat.handle_line(&format!("/join {name}"), now);
+        chat.handle_line(&format!("/join {name}"));
         let mut outs = chat.handle_event(SessionEvent::Joined(room(name)), now);
         assert!(!chat.input_ready(), "the prompt waits for the view");
         let head_seq = page.last().map_or(0, |m| m.seq);
@@ -1281,7 +1281,7 @@ mod tests {
 
     /// Types `text`, lets the session queue it; returns its client_msg_id.
     fn say(chat: &mut Chat, text: &str, now: Instant) -> (String, Vec<String>) {
-        let outs = chat.handle_line(text, now);
+        let outs = chat.handle_line(text);
         let [Action::Send { client_msg_id, .. }] = &actions(&outs)[..] else {
             panic!("one send: {outs:?}");
         };
@@ -1384,7 +1384,7 @@ mod tests {
     fn history_and_live_messages_that_overlap_are_shown_once_in_order() {
         let mut chat = chat();
         let now = Instant::now();
-        chat.handle_line("/join general", now);
+        chat.handle_line("/join general");
         chat.handle_event(SessionEvent::Joined(room("general")), now);
         // Live messages 2 and 3 arrive before the page that also holds them.
         for seq in [2, 3] {
@@ -1426,11 +1426,11 @@ mod tests {
             notices.extend(printed(&chat.handle_event(other, now)));
         }
         assert_eq!(notices, ["-- new messages in #ops (/switch ops)"]);
-        let table = printed(&chat.handle_line("/rooms", now)).join("\n");
+        let table = printed(&chat.handle_line("/rooms")).join("\n");
         let ops = table.lines().find(|l| l.contains("#ops")).unwrap();
         assert_eq!(ops.split_whitespace().nth(4), Some("2"), "{table}");
         // Switching shows the room with at least the unread messages.
-        let outs = chat.handle_line("/switch ops", now);
+        let outs = chat.handle_line("/switch ops");
         assert_eq!(
             actions(&outs),
             [Action::History {
@@ -1444,7 +1444,7 @@ mod tests {
     fn a_request_without_an_answer_ends_with_a_sentence_and_frees_the_prompt() {
         let mut chat = chat();
         let now = Instant::now();
-        chat.handle_line("/join lounge", now);
+        chat.handle_line("/join lounge");
         assert!(!chat.input_ready());
         let timed_out = SessionEvent::RequestTimedOut {
             request_id: 7,

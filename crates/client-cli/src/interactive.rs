@@ -190,7 +190,7 @@ impl App {
                             self.end = Some(end);
                             Vec::new()
                         } else {
-                            self.chat.handle_line(&line, Instant::now())
+                            self.chat.handle_line(&line)
                         }
                     }
                     Some(EditorInput::Editing(has_text)) => {

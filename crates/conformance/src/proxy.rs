@@ -265,11 +265,7 @@ async fn pump(
     // Bounded, so a held or throttled writer stops the reader and TCP
     // backpressure reaches the sender.
     let (tx, mut rx) = mpsc::channel::<(Instant, Bytes)>(8);
-    let read_size = if throttle.is_some() || plan.small_buffers {
-        1024
-    } else {
-        16 * 1024
-    };
+    let read_size = if throttle.is_some() { 1024 } else { 16 * 1024 };
 
     // Tells the writer that the reader stopped for a cut rather than EOF.
     let cut_requested = std::sync::atomic::AtomicBool::new(false);
@@ -330,7 +326,10 @@ async fn pump(
     };
     let writer = async {
         while let Some((release, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(release).await;
+            // An elapsed deadline would still cost a timer tick per chunk.
+            if release > Instant::now() {
+                tokio::time::sleep_until(release).await;
+            }
             while *hold_writer.borrow_and_update() {
                 if hold_writer.changed().await.is_err() {
                     return;

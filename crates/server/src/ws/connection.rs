@@ -5,9 +5,9 @@
 //! 1. **Authentication** (§6): the first frame must be Auth, within the auth
 //!    deadline. Until then the task writes to the socket directly.
 //! 2. **Session**: a *reader* half handles client frames strictly in order
-//!    (§4.3) and a *writer* half drains the connection's bounded outbound
-//!    queue (§12.4). Both run in this one task with `join!`, so neither can
-//!    outlive the other and nothing needs `abort()`.
+//!    (§4.3) and a *writer* half, on its own task, drains the connection's
+//!    bounded outbound queue (§12.4). The socket task awaits the writer after
+//!    the reader, so neither outlives the socket and nothing needs `abort()`.
 //! 3. **Teardown**: whoever decides to close says so explicitly: the reader
 //!    queues [`Outbound::Close`] after its last reply, or anyone (hub on a
 //!    full queue, logout, the writer on a dead socket) sets the connection's
@@ -147,13 +147,20 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
         pending: FuturesOrdered::new(),
     };
     let writer = Writer {
-        app: &app,
-        close: &close,
+        app: Arc::clone(&app),
+        close: close.clone(),
         close_rx,
         closing_since: None,
         delivered: HashMap::new(),
     };
-    tokio::join!(reader.run(stream), writer.run(sink, queue));
+    // The writer runs on its own task so that a push waking it does not
+    // also poll the reader (and tungstenite's read path) each time. Both
+    // halves end on explicit signals; nothing is aborted.
+    let writer = tokio::spawn(writer.run(sink, queue));
+    reader.run(stream).await;
+    if let Err(err) = writer.await {
+        tracing::error!(conn, error = %err, "socket writer task failed");
+    }
 
     app.hub.unregister(conn);
     app.metrics
@@ -433,6 +440,12 @@ impl Reader<'_> {
             return;
         }
         linger(&mut stream, CLOSE_GRACE, &self.app.shutdown).await;
+        // If the in-band Close is still stuck behind a write to a peer that
+        // does not read, make the decision visible to the writer too: its
+        // blocked write then gets CLOSE_GRACE more, and the socket ends.
+        if let Some(code) = ending {
+            decide(self.close, Ending::Close(code));
+        }
     }
 
     /// Queues a reply; a full queue closes the connection (§12.4).
@@ -677,9 +690,9 @@ impl Reader<'_> {
 // Phase 2b: the writer half
 // ---------------------------------------------------------------------------
 
-struct Writer<'a> {
-    app: &'a AppState,
-    close: &'a watch::Sender<Option<Ending>>,
+struct Writer {
+    app: Arc<AppState>,
+    close: watch::Sender<Option<Ending>>,
     close_rx: watch::Receiver<Option<Ending>>,
     /// When a close was decided while a write was blocked.
     closing_since: Option<tokio::time::Instant>,
@@ -690,7 +703,7 @@ struct Writer<'a> {
 /// The writer could not continue: the socket failed or the grace ran out.
 struct WriteFailed;
 
-impl Writer<'_> {
+impl Writer {
     async fn run(mut self, mut sink: Sink, mut queue: mpsc::Receiver<Outbound>) {
         let interval = self
             .app
@@ -717,11 +730,11 @@ impl Writer<'_> {
                 _ = heartbeat.tick() => self.write(&mut sink, Message::Ping(Bytes::new())).await,
             };
             if step.is_err() {
-                decide(self.close, Ending::PeerGone);
+                decide(&self.close, Ending::PeerGone);
                 return;
             }
         };
-        decide(self.close, ending);
+        decide(&self.close, ending);
         match ending {
             Ending::Close(code) => {
                 self.closing_since
@@ -782,7 +795,7 @@ impl Writer<'_> {
                 Ok(page) => page,
                 Err(err) => {
                     tracing::error!(error = %err, %room, "replay read failed");
-                    decide(self.close, Ending::Close(CloseCode::InternalError));
+                    decide(&self.close, Ending::Close(CloseCode::InternalError));
                     return Ok(());
                 }
             };

@@ -122,6 +122,10 @@ pub struct Connection {
     pub subprotocol: Option<String>,
     /// Whether a terminal event was already delivered.
     pub finished: bool,
+    /// Count of WebSocket Ping control frames received (§12.1 heartbeats).
+    /// Kept apart from the event stream: tungstenite answers them itself,
+    /// and only heartbeat scenarios care.
+    pings: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Connection {
@@ -183,6 +187,7 @@ impl Connection {
         let (tx, events) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let token = cancel.clone();
+        let (ping_count, pings) = tokio::sync::watch::channel(0u64);
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -205,7 +210,11 @@ impl Connection {
                         reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
                     },
                     // Control frames are answered by tungstenite itself.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Ping(_))) => {
+                        ping_count.send_modify(|n| *n += 1);
+                        continue;
+                    }
+                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
                     Some(Err(e)) => Event::Ended {
                         reason: e.to_string(),
                     },
@@ -225,7 +234,16 @@ impl Connection {
             cancel,
             subprotocol,
             finished: false,
+            pings,
         }
+    }
+
+    /// Waits until at least `count` WebSocket Pings have arrived in total;
+    /// false if the deadline passes first.
+    pub async fn await_pings(&mut self, count: u64, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.pings.wait_for(|n| *n >= count))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Sends one ClientFrame as a binary message.

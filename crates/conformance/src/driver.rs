@@ -1121,6 +1121,7 @@ impl<'a> Driver<'a> {
                         proxy.hold_server_to_client(true);
                     }
                     FaultAction::HoldServer => proxy.hold_server_to_client(true),
+                    FaultAction::HoldClient => proxy.hold_client_to_server(true),
                     FaultAction::Release => {
                         proxy.hold_client_to_server(false);
                         proxy.hold_server_to_client(false);
@@ -1130,6 +1131,32 @@ impl<'a> Driver<'a> {
                 }
                 self.transcript
                     .push(json!({"actor": actor, "fault": format!("{action:?}")}));
+                Ok(())
+            }
+            Step::ExpectWsPings {
+                actor,
+                count,
+                timeout_ms,
+            } => {
+                let count = self
+                    .vars
+                    .eval_value(count)
+                    .map_err(|e| Halt::Fail(StepError::new(e.to_string())))?;
+                let timeout = self.timeout(timeout_ms.as_ref())?;
+                let Some(connection) = self.actor(actor).connection.as_mut() else {
+                    return fail(format!("{actor} has no open connection"));
+                };
+                if !connection
+                    .await_pings(u64::try_from(count).unwrap_or(0), timeout)
+                    .await
+                {
+                    return fail(format!(
+                        "{actor}: fewer than {count} WebSocket Ping control frames within {} ms",
+                        timeout.as_millis()
+                    ));
+                }
+                self.transcript
+                    .push(json!({"actor": actor, "wsPings": count}));
                 Ok(())
             }
             Step::CheckInvariants(spec) => self.check_invariants(spec).await,

@@ -134,6 +134,8 @@ pub enum FaultAction {
     Hold,
     /// Stop forwarding server-to-client only: the actor stops reading.
     HoldServer,
+    /// Stop forwarding client-to-server only: the server hears nothing.
+    HoldClient,
     /// Resume forwarding.
     Release,
     /// Cut the live connection after this many more server-to-client bytes.
@@ -386,6 +388,16 @@ pub enum Step {
         /// Timeout override.
         timeout_ms: Option<Value>,
     },
+    /// Wait until the connection has received `count` WebSocket Ping
+    /// control frames in total (§12.1 heartbeats).
+    ExpectWsPings {
+        /// The actor.
+        actor: String,
+        /// How many pings in total (expression).
+        count: Value,
+        /// Timeout override.
+        timeout_ms: Option<Value>,
+    },
     /// Control the actor's fault proxy.
     Fault {
         /// The actor.
@@ -422,6 +434,7 @@ impl Step {
             Step::Drain { actor, .. } => format!("drain {actor}"),
             Step::ResendUnacked { actor, .. } => format!("resend_unacked {actor}"),
             Step::Fault { actor, action } => format!("fault {actor} {action:?}"),
+            Step::ExpectWsPings { actor, .. } => format!("expect_ws_pings {actor}"),
             Step::CheckInvariants(spec) => format!("check_invariants {}", spec.rooms.join(", ")),
             Step::Set(_) => "set".to_owned(),
         }
@@ -528,6 +541,7 @@ const VERBS: &[(&str, &[&str])] = &[
     ("drain", &["kinds", "until", "timeout_ms"]),
     ("resend_unacked", &["as", "timeout_ms"]),
     ("fault", &["action", "bytes"]),
+    ("expect_ws_pings", &["count", "timeout_ms"]),
     ("check_invariants", &[]),
     ("set", &[]),
 ];
@@ -618,7 +632,8 @@ fn step_actors(step: &Step) -> Vec<&str> {
         | Step::RecvMessages { actor, .. }
         | Step::Drain { actor, .. }
         | Step::ResendUnacked { actor, .. }
-        | Step::Fault { actor, .. } => vec![actor.as_str()],
+        | Step::Fault { actor, .. }
+        | Step::ExpectWsPings { actor, .. } => vec![actor.as_str()],
         Step::CheckInvariants(spec) => {
             let mut all = vec![spec.reader.as_str()];
             all.extend(spec.complete.iter().map(String::as_str));
@@ -873,6 +888,7 @@ fn parse_step(value: &Value) -> Result<Step, String> {
                 Some("cut") => FaultAction::Cut,
                 Some("hold") => FaultAction::Hold,
                 Some("hold_server") => FaultAction::HoldServer,
+                Some("hold_client") => FaultAction::HoldClient,
                 Some("release") => FaultAction::Release,
                 Some("cut_after_server_bytes") => FaultAction::CutAfterServerBytes(
                     m.bytes.ok_or("cut_after_server_bytes needs `bytes`")?,
@@ -882,10 +898,15 @@ fn parse_step(value: &Value) -> Result<Step, String> {
                 ),
                 other => {
                     return Err(format!(
-                        "fault action {other:?}: use cut, hold, hold_server, release, cut_after_server_bytes or cut_after_client_bytes"
+                        "fault action {other:?}: use cut, hold, hold_server, hold_client, release, cut_after_server_bytes or cut_after_client_bytes"
                     ));
                 }
             },
+        },
+        "expect_ws_pings" => Step::ExpectWsPings {
+            actor: actor_name(verb, arg)?,
+            count: m.count.ok_or("`expect_ws_pings` needs `count`")?,
+            timeout_ms: m.timeout_ms,
         },
         "check_invariants" => Step::CheckInvariants(
             serde_json::from_value(arg.clone()).map_err(|e| format!("check_invariants: {e}"))?,

@@ -58,8 +58,19 @@ async fn check_breakage(breakage: Breakage, must_fail: &[&str], must_pass: &[&st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_server_passes_every_scenario() {
-    let server = TestServer::start().await;
-    let report = run(&config(server.url())).await.expect("the run completes");
+    // Short timers let the slow scenarios (heartbeat, idle and auth
+    // timeouts, typing expiry) run too; scenarios read the limits from
+    // Welcome, so they adapt.
+    let server = TestServer::start_with(|c| {
+        c.limits.heartbeat_interval = Duration::from_millis(1000);
+        c.limits.idle_timeout = Duration::from_millis(10_000);
+        c.limits.typing_ttl = Duration::from_millis(1500);
+        c.auth_timeout = Duration::from_millis(2000);
+    })
+    .await;
+    let mut config = config(server.url());
+    config.include_slow = true;
+    let report = run(&config).await.expect("the run completes");
     let summary = report.human_summary(40);
     assert!(report.success(), "{summary}");
     assert!(report.scenarios.len() >= 40, "{summary}");

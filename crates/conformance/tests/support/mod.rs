@@ -305,10 +305,16 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server.
+    /// Starts a server with the reference defaults.
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `adjust` changed its configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut confab_server::Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = confab_server::Config::for_data_dir(dir.path());
+        let mut config = confab_server::Config::for_data_dir(dir.path());
+        adjust(&mut config);
         let handle = confab_server::Server::bind(config)
             .await
             .expect("server binds")

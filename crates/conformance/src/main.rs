@@ -89,6 +89,7 @@ async fn real_main() -> anyhow::Result<ExitCode> {
     config.jobs = args.jobs;
     config.include_slow = args.slow;
     if args.list {
+        let mut out = std::io::stdout().lock();
         for s in runner::select(&config)? {
             let requires = if s.requires.is_empty() {
                 String::new()
@@ -96,12 +97,16 @@ async fn real_main() -> anyhow::Result<ExitCode> {
                 format!(" requires {}", s.requires.join(","))
             };
             let slow = if s.slow { " (slow)" } else { "" };
-            println!(
-                "{:40} [{}]{requires}{slow}\n    {}",
+            let line = format!(
+                "{:40} [{}]{requires}{slow}\n    {}\n",
                 s.name,
                 s.covers.join(" "),
                 s.summary
             );
+            // A closed pipe (`--list | head`) is the reader's choice, not an error.
+            if out.write_all(line.as_bytes()).is_err() {
+                break;
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -115,20 +120,28 @@ async fn real_main() -> anyhow::Result<ExitCode> {
     match (&rendered, &args.report_file) {
         (Some(text), Some(path)) => {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-            print!("{summary}");
+            emit(&summary);
         }
         (Some(text), None) => {
             // The machine-readable report owns stdout; the summary goes to stderr.
             eprint!("{summary}");
             std::io::stdout().write_all(text.as_bytes())?;
         }
-        (None, _) => print!("{summary}"),
+        (None, _) => emit(&summary),
     }
     Ok(if report.success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Prints to stdout; a reader that closed the pipe early is not an error.
+fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+        // Nothing useful to do: the reader is gone.
+    }
 }
 
 fn coverage_command(args: &Args) -> anyhow::Result<ExitCode> {

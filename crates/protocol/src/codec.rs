@@ -4,10 +4,9 @@
 //! size). The size cap is applied before any decoding so an oversize frame
 //! costs nothing to reject.
 
+use crate::wire::{ClientFrame, ServerFrame};
 use bytes::Bytes;
 use prost::Message as _;
-
-use crate::wire::{ClientFrame, ServerFrame};
 
 /// Default largest frame, in bytes (§12.2).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -44,42 +43,59 @@ pub enum DecodeError {
     },
 }
 
-fn check_size(bytes: &[u8], max: usize) -> Result<(), DecodeError> {
+/// What decoding needs to know of an envelope type.
+trait Envelope: prost::Message + Default {
+    fn request_id(&self) -> u64;
+    fn has_body(&self) -> bool;
+}
+
+impl Envelope for ClientFrame {
+    fn request_id(&self) -> u64 {
+        self.request_id
+    }
+    fn has_body(&self) -> bool {
+        self.body.is_some()
+    }
+}
+
+impl Envelope for ServerFrame {
+    fn request_id(&self) -> u64 {
+        self.request_id
+    }
+    fn has_body(&self) -> bool {
+        self.body.is_some()
+    }
+}
+
+/// Size check first, then prost, then the body: unknown `oneof` variants
+/// decode to no body (prost skips unknown fields), which is reported with
+/// the request id so the peer can be told which request it was (§4.4).
+fn decode<F: Envelope>(bytes: &[u8], max: usize) -> Result<F, DecodeError> {
     if bytes.len() > max {
         return Err(DecodeError::Oversize {
             size: bytes.len(),
             max,
         });
     }
-    Ok(())
+    let frame = F::decode(bytes).map_err(|e| DecodeError::Malformed {
+        reason: e.to_string(),
+    })?;
+    if !frame.has_body() {
+        return Err(DecodeError::UnknownBody {
+            request_id: frame.request_id(),
+        });
+    }
+    Ok(frame)
 }
 
 /// Decodes a client envelope, rejecting frames over `max` bytes first.
 pub fn decode_client_frame(bytes: &[u8], max: usize) -> Result<ClientFrame, DecodeError> {
-    check_size(bytes, max)?;
-    let frame = ClientFrame::decode(bytes).map_err(|e| DecodeError::Malformed {
-        reason: e.to_string(),
-    })?;
-    if frame.body.is_none() {
-        return Err(DecodeError::UnknownBody {
-            request_id: frame.request_id,
-        });
-    }
-    Ok(frame)
+    decode(bytes, max)
 }
 
 /// Decodes a server envelope, rejecting frames over `max` bytes first.
 pub fn decode_server_frame(bytes: &[u8], max: usize) -> Result<ServerFrame, DecodeError> {
-    check_size(bytes, max)?;
-    let frame = ServerFrame::decode(bytes).map_err(|e| DecodeError::Malformed {
-        reason: e.to_string(),
-    })?;
-    if frame.body.is_none() {
-        return Err(DecodeError::UnknownBody {
-            request_id: frame.request_id,
-        });
-    }
-    Ok(frame)
+    decode(bytes, max)
 }
 
 /// Encodes a client envelope into one WebSocket message payload.

@@ -1133,6 +1133,35 @@ impl<'a> Driver<'a> {
                     .push(json!({"actor": actor, "fault": format!("{action:?}")}));
                 Ok(())
             }
+            Step::AwaitTokenExpiry { actor, max_wait_ms } => {
+                let Some(expires) = self
+                    .vars
+                    .get(&format!("expires.{actor}"))
+                    .and_then(crate::vars::as_integer)
+                else {
+                    return fail(format!(
+                        "{actor} has not logged in, so its token expiry is unknown"
+                    ));
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                let wait = u64::try_from(expires.saturating_sub(now)).unwrap_or(0);
+                if wait > *max_wait_ms {
+                    return Err(Halt::Skip(format!(
+                        "tokens live {} s here; this scenario waits at most {} s for one to expire",
+                        wait / 1000,
+                        max_wait_ms / 1000
+                    )));
+                }
+                // A timer test, not synchronisation: expiry is a wall-clock
+                // event the server reports only when asked. The margin covers
+                // clock granularity between suite and server on one machine.
+                tokio::time::sleep(Duration::from_millis(wait + 1000)).await;
+                self.transcript
+                    .push(json!({"actor": actor, "waited_for_token_expiry_ms": wait + 1000}));
+                Ok(())
+            }
             Step::ExpectWsPings {
                 actor,
                 count,

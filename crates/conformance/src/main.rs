@@ -139,7 +139,11 @@ async fn real_main() -> anyhow::Result<ExitCode> {
 /// Prints to stdout; a reader that closed the pipe early is not an error.
 fn emit(text: &str) {
     let mut out = std::io::stdout().lock();
-    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
         // Nothing useful to do: the reader is gone.
     }
 }

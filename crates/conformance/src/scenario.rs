@@ -398,6 +398,15 @@ pub enum Step {
         /// Timeout override.
         timeout_ms: Option<Value>,
     },
+    /// Wait (wall clock) until the actor's token has expired, per its
+    /// login's `expires_at_ms`; skip the scenario when that is further away
+    /// than `max_wait_ms` (the reference lifetime is 30 days).
+    AwaitTokenExpiry {
+        /// The actor whose login set the expiry.
+        actor: String,
+        /// Longest acceptable wait, in milliseconds.
+        max_wait_ms: u64,
+    },
     /// Control the actor's fault proxy.
     Fault {
         /// The actor.
@@ -435,6 +444,7 @@ impl Step {
             Step::ResendUnacked { actor, .. } => format!("resend_unacked {actor}"),
             Step::Fault { actor, action } => format!("fault {actor} {action:?}"),
             Step::ExpectWsPings { actor, .. } => format!("expect_ws_pings {actor}"),
+            Step::AwaitTokenExpiry { actor, .. } => format!("await_token_expiry {actor}"),
             Step::CheckInvariants(spec) => format!("check_invariants {}", spec.rooms.join(", ")),
             Step::Set(_) => "set".to_owned(),
         }
@@ -542,6 +552,7 @@ const VERBS: &[(&str, &[&str])] = &[
     ("resend_unacked", &["as", "timeout_ms"]),
     ("fault", &["action", "bytes"]),
     ("expect_ws_pings", &["count", "timeout_ms"]),
+    ("await_token_expiry", &["max_wait_ms"]),
     ("check_invariants", &[]),
     ("set", &[]),
 ];
@@ -633,7 +644,8 @@ fn step_actors(step: &Step) -> Vec<&str> {
         | Step::Drain { actor, .. }
         | Step::ResendUnacked { actor, .. }
         | Step::Fault { actor, .. }
-        | Step::ExpectWsPings { actor, .. } => vec![actor.as_str()],
+        | Step::ExpectWsPings { actor, .. }
+        | Step::AwaitTokenExpiry { actor, .. } => vec![actor.as_str()],
         Step::CheckInvariants(spec) => {
             let mut all = vec![spec.reader.as_str()];
             all.extend(spec.complete.iter().map(String::as_str));
@@ -683,6 +695,7 @@ struct Modifiers {
     until: Option<Value>,
     action: Option<String>,
     bytes: Option<u64>,
+    max_wait_ms: Option<u64>,
     note: Option<String>,
 }
 
@@ -902,6 +915,10 @@ fn parse_step(value: &Value) -> Result<Step, String> {
                     ));
                 }
             },
+        },
+        "await_token_expiry" => Step::AwaitTokenExpiry {
+            actor: actor_name(verb, arg)?,
+            max_wait_ms: m.max_wait_ms.unwrap_or(60_000),
         },
         "expect_ws_pings" => Step::ExpectWsPings {
             actor: actor_name(verb, arg)?,

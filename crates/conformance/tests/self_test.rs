@@ -80,11 +80,30 @@ async fn the_reference_server_passes_every_scenario() {
         .filter(|r| matches!(r.outcome, Outcome::Skipped { .. }))
         .map(|r| r.name.as_str())
         .collect();
-    assert!(
-        skipped.is_empty(),
-        "the reference server grants every capability; skipped: {skipped:?}"
+    // token-expired skips here (tokens live 30 days on this server);
+    // expired_tokens_are_refused runs it against a 2 s token lifetime.
+    assert_eq!(
+        skipped,
+        ["token-expired"],
+        "the reference server grants every capability and slow scenarios were included"
     );
-    support::check_junit(&report.to_junit(), report.scenarios.len(), 0, 0);
+    support::check_junit(&report.to_junit(), report.scenarios.len(), 0, 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_tokens_are_refused() {
+    // Its own server: a short token lifetime would break every other scenario.
+    let server = TestServer::start_with(|c| c.token_ttl = Duration::from_secs(2)).await;
+    let mut config = config(server.url());
+    config.include_slow = true;
+    config.filter = vec!["token-expired".into()];
+    let report = run(&config).await.expect("the run completes");
+    assert!(
+        report.success() && report.counts().passed == 1,
+        "{}",
+        report.human_summary(40)
+    );
     server.stop().await;
 }
 

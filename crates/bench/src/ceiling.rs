@@ -110,12 +110,7 @@ async fn connection(stream: TcpStream, id: u64, rooms: Arc<Rooms>) {
             Some(ClientBody::Ping(ping)) => ServerBody::Pong(wire::Pong { nonce: ping.nonce }),
             Some(ClientBody::JoinRoom(wire::JoinRoom { name }))
             | Some(ClientBody::CreateRoom(wire::CreateRoom { name, .. })) => {
-                let head_seq = {
-                    let mut rooms = rooms.rooms.lock().unwrap_or_else(|e| e.into_inner());
-                    let room = rooms.entry(name.clone()).or_default();
-                    room.members.push((id, tx.clone()));
-                    room.seq
-                };
+                let head_seq = join(&rooms, &name, id, &tx);
                 joined.push(name.clone());
                 ServerBody::RoomJoined(wire::RoomJoined {
                     room: Some(wire::RoomInfo {
@@ -125,6 +120,23 @@ async fn connection(stream: TcpStream, id: u64, rooms: Arc<Rooms>) {
                         ..wire::RoomInfo::default()
                     }),
                 })
+            }
+            // A user's further sockets resume rooms instead of joining them
+            // (§10.1); with no history here, resuming is joining.
+            Some(ClientBody::Resume(resume)) => {
+                let mut resumed = Vec::with_capacity(resume.rooms.len());
+                for position in resume.rooms {
+                    let head_seq = join(&rooms, &position.room, id, &tx);
+                    joined.push(position.room.clone());
+                    resumed.push(wire::RoomResume {
+                        room: position.room,
+                        status: wire::room_resume::Status::Replayed as i32,
+                        head_seq,
+                        epoch: "ceiling".to_owned(),
+                        replayed: 0,
+                    });
+                }
+                ServerBody::Resumed(wire::Resumed { rooms: resumed })
             }
             Some(ClientBody::SendMessage(send)) => publish(&rooms, &sender, send),
             _ => continue,
@@ -144,6 +156,14 @@ async fn connection(stream: TcpStream, id: u64, rooms: Arc<Rooms>) {
     }
     drop(tx);
     writer.await.ok();
+}
+
+/// Adds socket `id` to `room`; returns the room's head seq.
+fn join(rooms: &Rooms, room: &str, id: u64, tx: &mpsc::Sender<Bytes>) -> u64 {
+    let mut rooms = rooms.rooms.lock().unwrap_or_else(|e| e.into_inner());
+    let room = rooms.entry(room.to_owned()).or_default();
+    room.members.push((id, tx.clone()));
+    room.seq
 }
 
 /// Numbers the message, fans one encoding out to the room, and returns the ack.

@@ -293,13 +293,18 @@ impl Client {
 
     async fn join_inner(&mut self, room: &str) -> Result<(), BenchError> {
         // Confab: join; a missing room is created; losing the creation race
-        // to another member means it exists now, so join again. The JSON
-        // baseline creates rooms on join.
+        // to another member means it exists now, so join again. The server
+        // stores a new room before its hub knows it, so a join right after
+        // ROOM_EXISTS can still find no room: retry a few times, backing
+        // off. The JSON baseline creates rooms on join.
         let attempts: &[bool] = match self.dialect {
-            Dialect::Confab => &[false, true, false],
+            Dialect::Confab => &[false, true, false, false, false, false, false],
             Dialect::Json => &[false],
         };
-        for &create in attempts {
+        for (attempt, &create) in (0u64..).zip(attempts) {
+            if attempt >= 3 {
+                tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+            }
             let id = match (self.dialect, create) {
                 (Dialect::Json, _) => {
                     let id = self.take_request_id();

@@ -88,6 +88,25 @@ fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// POSTs `body`, retrying a few times, with growing pauses, while the
+/// server answers 5xx ("try again later", §5.5): a server that is busy
+/// committing messages can briefly fail an account write.
+async fn call_retrying(
+    base_url: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(StatusCode, Bytes), BenchError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (status, reply) = call(base_url, http::Method::POST, path, body.clone()).await?;
+        if !status.is_server_error() || attempt >= 5 {
+            return Ok((status, reply));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+    }
+}
+
 /// Registers `username` (an existing account is fine: reruns against a
 /// kept data dir reuse it) and logs in; returns the token.
 pub async fn register_and_login(base_url: &str, username: &str) -> Result<String, BenchError> {
@@ -95,13 +114,7 @@ pub async fn register_and_login(base_url: &str, username: &str) -> Result<String
         username: username.to_owned(),
         password: PASSWORD.to_owned(),
     };
-    let (status, body) = call(
-        base_url,
-        http::Method::POST,
-        REGISTER_PATH,
-        json(&credentials),
-    )
-    .await?;
+    let (status, body) = call_retrying(base_url, REGISTER_PATH, json(&credentials)).await?;
     if status != StatusCode::CREATED && status != StatusCode::CONFLICT {
         return Err(BenchError::Http {
             path: REGISTER_PATH.to_owned(),
@@ -112,7 +125,7 @@ pub async fn register_and_login(base_url: &str, username: &str) -> Result<String
         username: credentials.username,
         password: credentials.password,
     };
-    let (status, body) = call(base_url, http::Method::POST, LOGIN_PATH, json(&login)).await?;
+    let (status, body) = call_retrying(base_url, LOGIN_PATH, json(&login)).await?;
     if status != StatusCode::OK {
         return Err(BenchError::Http {
             path: LOGIN_PATH.to_owned(),

@@ -158,7 +158,8 @@ enum Workload {
 /// How a fan-out or ingest run picks and judges its rates.
 #[derive(Debug, Args)]
 struct SweepArgs {
-    /// Sweep rates until one is not sustained (loss, error, or p99 over the target).
+    /// Sweep rates until saturation (loss, error, acks behind, or p99 over 10x the target);
+    /// reports the highest rate sustained (no loss, p99 under the target).
     #[arg(long)]
     sweep: bool,
     /// Rates of the sweep (comma-separated) [default: the workload's start × 1.5^i, 10 steps].

@@ -3,9 +3,10 @@
 //! Each publish costs the server one durable commit and M pushes (the
 //! sender's own socket included, §8.4), so deliveries per second are P × M.
 //!
-//! With a sweep, rates rise until one is not sustained (a loss, an error,
-//! or a p99 at or over the target); the report names the highest rate that
-//! was.
+//! With a sweep, rates rise until the server saturates (a loss, an error,
+//! acks behind the offered rate, or a p99 ten times the target); the report
+//! names the highest rate that was *sustained*: nothing lost or refused and
+//! p99 under the target.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //!
 //! Each actor holds at most one live connection and a queue of events it
 //! has read but no step has consumed yet. Every event passes through
-//! [`Driver::observe`] exactly once, which keeps the transcript, tracks the
+//! `Driver::observe` exactly once, which keeps the transcript, tracks the
 //! actor's room positions (for Resume) and fills the invariant ledger.
 //! Steps then consume events in arrival order. Synchronisation is always a
 //! frame: a reply, a push, or the Pong that answers a barrier Ping (§12.1);

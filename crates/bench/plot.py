@@ -7,8 +7,10 @@ Usage:
 Reads the files written by `confab-bench fanout --sweep --json-out FILE`
 (one or more targets each) and writes FILE.png and FILE.svg with two panels:
 left, delivery latency p50 and p99 (log scale) against offered deliveries
-per second; right, achieved against offered deliveries per second. Each
-target (confab, ceiling, node-ws) is one colour.
+per second; right, server CPU microseconds per delivery against the same
+(steps where the server saturated are hollow: their deliveries finished
+after the CPU window, so the figure flatters them). Each target (confab,
+ceiling, node-ws) is one colour.
 
 Needs matplotlib (`pip install matplotlib`); nothing else.
 """
@@ -44,18 +46,20 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (latency, throughput) = plt.subplots(1, 2, figsize=(12, 4.8))
-    top = 0.0
+    fig, (latency, cost) = plt.subplots(1, 2, figsize=(12, 4.8))
     for target, members, steps in load(args.inputs):
         colour = COLOURS.get(target, None)
         offered = [s["rate"] * members for s in steps]
-        top = max([top] + offered)
         p50 = [max(s["delivery"]["p50_ms"], 1e-3) for s in steps]
         p99 = [max(s["delivery"]["p99_ms"], 1e-3) for s in steps]
         latency.plot(offered, p99, "o-", color=colour, label=f"{target} p99")
         latency.plot(offered, p50, "o--", color=colour, alpha=0.6, label=f"{target} p50")
-        achieved = [s["deliveries_per_s"] for s in steps]
-        throughput.plot(offered, achieved, "o-", color=colour, label=target)
+        per_delivery = [s.get("server_cpu_us_per_delivery") for s in steps]
+        if all(c is not None for c in per_delivery):
+            cost.plot(offered, per_delivery, "-", color=colour, label=target)
+            for s, x, c in zip(steps, offered, per_delivery):
+                hollow = s["delivery"]["p99_ms"] > 10 * args.limit_ms
+                cost.plot([x], [c], "o", color=colour, markerfacecolor="white" if hollow else colour)
         for s, x, y in zip(steps, offered, p99):
             if s["drops"] or s["send_errors"] or s["unanswered"]:
                 latency.annotate("loss", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -69,12 +73,12 @@ def main():
     latency.grid(True, which="both", alpha=0.3)
     latency.legend(fontsize=8)
 
-    throughput.plot([0, top], [0, top], color="grey", linestyle=":", label="achieved = offered")
-    throughput.set_xlabel("offered deliveries/s")
-    throughput.set_ylabel("achieved deliveries/s")
-    throughput.set_title("Throughput")
-    throughput.grid(True, alpha=0.3)
-    throughput.legend(fontsize=8)
+    cost.set_xlabel("offered deliveries/s")
+    cost.set_ylabel("server CPU per delivery, microseconds")
+    cost.set_title("Server cost per delivery (one pinned core)")
+    cost.set_ylim(bottom=0)
+    cost.grid(True, alpha=0.3)
+    cost.legend(fontsize=8)
 
     fig.tight_layout()
     for ext in ("png", "svg"):

@@ -27,6 +27,10 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// tungstenite read buffer per socket, as in the reference server.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Frames queued per socket, like the reference server's default (§12.4).
 const QUEUE_FRAMES: usize = 1024;
@@ -77,7 +81,12 @@ fn select(_: &Request, mut response: Response) -> Result<Response, ErrorResponse
 }
 
 async fn connection(stream: TcpStream, id: u64, rooms: Arc<Rooms>) {
-    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, select).await else {
+    // The reference server's read buffer size, so idle memory compares
+    // state, not a tungstenite default (its 128 KiB is touched in full).
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+    let Ok(ws) =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, select, Some(config)).await
+    else {
         return;
     };
     let (mut sink, mut source) = ws.split();

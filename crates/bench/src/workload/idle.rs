@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{Integrity, Progress, UserPlan, populate};
+use super::{Integrity, Progress, UserPlan, connect, tokens};
 use crate::BenchError;
 use crate::client::Endpoint;
 use crate::stats::Recorder;
@@ -83,14 +83,16 @@ pub async fn run(
         ));
     }
     let recorder = Recorder::new(1);
-    let mut populations = Vec::new();
-    let mut points = Vec::new();
+    // Plan every step's users, and log them all in before the first
+    // reading: each login runs argon2 (19 MiB), and memory the allocator
+    // keeps from those would otherwise be charged to the sockets.
+    let mut steps: Vec<Vec<UserPlan>> = Vec::new();
     let mut open = 0usize;
-    let mut next_user = 0usize;
-    for size in sizes {
+    for &size in &sizes {
         // The step's last user may have fewer sockets, so each size is exact.
         let mut users = Vec::new();
         while open < size {
+            let next_user = steps.iter().map(Vec::len).sum::<usize>() + users.len();
             let connections = config.sockets_per_user.min(size - open);
             users.push(UserPlan {
                 name: format!("{}idle-{next_user}", config.prefix),
@@ -102,23 +104,31 @@ pub async fn run(
                 connections,
             });
             open += connections;
-            next_user += 1;
         }
-        populations.push(populate(&endpoint, &users, &recorder, progress).await?);
+        steps.push(users);
+    }
+    let everyone: Vec<UserPlan> = steps.iter().flatten().cloned().collect();
+    let all_tokens = tokens(&endpoint, &everyone, progress).await?;
+    let mut populations = Vec::new();
+    let mut points = Vec::new();
+    let (mut open, mut first_user) = (0usize, 0usize);
+    for users in &steps {
+        let step_tokens = &all_tokens[first_user..first_user + users.len()];
+        first_user += users.len();
+        open += users.iter().map(|u| u.connections).sum::<usize>();
+        populations.push(connect(&endpoint, users, step_tokens, &recorder, progress).await?);
         let point = IdlePoint {
             sockets: open,
             server_rss_bytes: server.map(|p| p.rss_bytes()).transpose()?,
             generator_rss_bytes: ProcessProbe::current().rss_bytes()?,
         };
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
         progress.note(&format!(
-            "{:<8} {:>6} sockets  server RSS {}  generator RSS {:.1} MiB",
+            "{:<8} {:>6} sockets  server RSS {}  generator RSS {}",
             endpoint.name,
             point.sockets,
-            point.server_rss_bytes.map_or_else(
-                || "n/a".to_owned(),
-                |b| format!("{:.1} MiB", b as f64 / 1048576.0)
-            ),
-            point.generator_rss_bytes as f64 / 1048576.0
+            point.server_rss_bytes.map_or_else(|| "n/a".to_owned(), mib),
+            mib(point.generator_rss_bytes)
         ));
         points.push(point);
     }

@@ -84,7 +84,7 @@ pub const SETUP_CONCURRENCY: usize = 32;
 
 /// Logs every user in (if the endpoint has accounts) and returns tokens
 /// in plan order.
-async fn tokens(
+pub async fn tokens(
     endpoint: &Endpoint,
     users: &[UserPlan],
     progress: &dyn Progress,
@@ -121,6 +121,18 @@ pub async fn populate(
     progress: &dyn Progress,
 ) -> Result<Population, BenchError> {
     let tokens = tokens(endpoint, users, progress).await?;
+    connect(endpoint, users, &tokens, recorder, progress).await
+}
+
+/// Connects a population whose users are already logged in (`tokens` in
+/// plan order, from [`tokens`]); see [`populate`].
+pub async fn connect(
+    endpoint: &Arc<Endpoint>,
+    users: &[UserPlan],
+    tokens: &[Arc<str>],
+    recorder: &Arc<Recorder>,
+    progress: &dyn Progress,
+) -> Result<Population, BenchError> {
     // (user, k-th socket of the user, global index)
     let mut slots = Vec::new();
     for (u, user) in users.iter().enumerate() {

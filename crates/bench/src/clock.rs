@@ -2,7 +2,7 @@
 //! message carries, and the open-loop schedule.
 //!
 //! Senders and receivers live in the same process, so a message can carry
-//! its *intended* send time as nanoseconds since [`base`] and the receiver
+//! its *intended* send time as nanoseconds since `base()` and the receiver
 //! subtracts it from its own reading of the same clock: no cross-host clock
 //! skew, no server timestamps involved.
 

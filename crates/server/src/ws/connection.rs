@@ -760,7 +760,15 @@ impl Writer {
                     return Ok(());
                 }
                 self.write(sink, Message::Binary(frame)).await?;
-                self.delivered.insert((*room).clone(), seq);
+                // Activation already created the room's entry, so this is an
+                // in-place update; cloning the name here would allocate once
+                // per push per socket on the fan-out hot path.
+                match self.delivered.get_mut(&*room) {
+                    Some(upto) => *upto = seq,
+                    None => {
+                        self.delivered.insert((*room).clone(), seq);
+                    }
+                }
                 Ok(())
             }
             Outbound::Activate {

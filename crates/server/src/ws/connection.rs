@@ -703,6 +703,22 @@ struct Writer {
 /// The writer could not continue: the socket failed or the grace ran out.
 struct WriteFailed;
 
+/// Most frames fed to the socket before one flush. Frames already queued
+/// are written together in one syscall (write coalescing); the bound keeps
+/// a long queue from delaying the first of them for too long, and
+/// tungstenite's own write buffer (128 KiB) flushes early anyway.
+const MAX_BURST: usize = 64;
+
+/// Whether the next step of a write is to queue bytes or to push them out.
+#[derive(Clone, Copy)]
+enum Step {
+    /// `Sink::feed`: encode into tungstenite's write buffer; no syscall
+    /// unless that buffer is full.
+    Feed,
+    /// `Sink::send`: feed, then flush to the socket.
+    Send,
+}
+
 impl Writer {
     async fn run(mut self, mut sink: Sink, mut queue: mpsc::Receiver<Outbound>) {
         let interval = self
@@ -722,16 +738,22 @@ impl Writer {
                 biased;
                 _ = self.close_rx.changed() => continue,
                 item = queue.recv() => match item {
-                    Some(Outbound::Close(code)) => break Ending::Close(code),
-                    Some(item) => self.write_item(&mut sink, item).await,
+                    Some(item) => self.write_burst(&mut sink, item, &mut queue).await,
                     // Unreachable while the hub holds a sender; treat as a close.
-                    None => break Ending::Close(CloseCode::GoingAway),
+                    None => Ok(Some(CloseCode::GoingAway)),
                 },
-                _ = heartbeat.tick() => self.write(&mut sink, Message::Ping(Bytes::new())).await,
+                _ = heartbeat.tick() => self
+                    .write(&mut sink, Message::Ping(Bytes::new()), Step::Send)
+                    .await
+                    .map(|()| None),
             };
-            if step.is_err() {
-                decide(&self.close, Ending::PeerGone);
-                return;
+            match step {
+                Ok(None) => {}
+                Ok(Some(code)) => break Ending::Close(code),
+                Err(WriteFailed) => {
+                    decide(&self.close, Ending::PeerGone);
+                    return;
+                }
             }
         };
         decide(&self.close, ending);
@@ -739,7 +761,9 @@ impl Writer {
             Ending::Close(code) => {
                 self.closing_since
                     .get_or_insert_with(tokio::time::Instant::now);
-                self.write(&mut sink, close_message(code)).await.ok();
+                self.write(&mut sink, close_message(code), Step::Send)
+                    .await
+                    .ok();
             }
             Ending::PeerGone => {
                 // Flush the Close reply tungstenite queued for the peer, if any.
@@ -751,15 +775,47 @@ impl Writer {
         }
     }
 
-    async fn write_item(&mut self, sink: &mut Sink, item: Outbound) -> Result<(), WriteFailed> {
+    /// Feeds `first` and whatever else is already queued (up to
+    /// [`MAX_BURST`] items), then flushes once: under fan-out load a socket
+    /// gets several pushes per wake-up, and one `sendto` for all of them
+    /// instead of one each is most of the cost of a delivery (BENCHMARKS.md).
+    /// Returns the close code if the burst reached [`Outbound::Close`]
+    /// (everything before it is flushed first).
+    async fn write_burst(
+        &mut self,
+        sink: &mut Sink,
+        first: Outbound,
+        queue: &mut mpsc::Receiver<Outbound>,
+    ) -> Result<Option<CloseCode>, WriteFailed> {
+        let mut item = first;
+        let mut fed = 0;
+        let close = loop {
+            if let Outbound::Close(code) = item {
+                break Some(code);
+            }
+            self.feed_item(sink, item).await?;
+            fed += 1;
+            if fed == MAX_BURST {
+                break None;
+            }
+            match queue.try_recv() {
+                Ok(next) => item = next,
+                Err(_) => break None,
+            }
+        };
+        self.flush(sink).await?;
+        Ok(close)
+    }
+
+    async fn feed_item(&mut self, sink: &mut Sink, item: Outbound) -> Result<(), WriteFailed> {
         match item {
-            Outbound::Frame(bytes) => self.write(sink, Message::Binary(bytes)).await,
+            Outbound::Frame(bytes) => self.write(sink, Message::Binary(bytes), Step::Feed).await,
             Outbound::Message { room, seq, frame } => {
                 let upto = self.delivered.get(&*room).copied().unwrap_or(0);
                 if seq <= upto {
                     return Ok(());
                 }
-                self.write(sink, Message::Binary(frame)).await?;
+                self.write(sink, Message::Binary(frame), Step::Feed).await?;
                 // Activation already created the room's entry, so this is an
                 // in-place update; cloning the name here would allocate once
                 // per push per socket on the fan-out hot path.
@@ -776,7 +832,7 @@ impl Writer {
                 replay_after,
                 head,
             } => self.replay(sink, &room, replay_after, head).await,
-            // Handled by the caller.
+            // Handled by `write_burst`.
             Outbound::Close(_) => Ok(()),
         }
     }
@@ -784,7 +840,8 @@ impl Writer {
     /// §10.3 REPLAYED and §10.6: sends stored messages `after < seq <= head`
     /// that this connection has not delivered, then counts the room as
     /// delivered up to `head`. Live messages of the room are queued behind
-    /// this item, so they follow in seq order.
+    /// this item, so they follow in seq order. Each page is flushed as one
+    /// write.
     async fn replay(
         &mut self,
         sink: &mut Sink,
@@ -812,9 +869,14 @@ impl Writer {
             };
             for message in page {
                 let frame = ServerFrame::push(ServerBody::Message(message.to_wire()));
-                self.write(sink, Message::Binary(encode_server_frame(&frame)))
-                    .await?;
+                self.write(
+                    sink,
+                    Message::Binary(encode_server_frame(&frame)),
+                    Step::Feed,
+                )
+                .await?;
             }
+            self.flush(sink).await?;
             cursor = last;
             self.delivered.insert(room.clone(), cursor);
         }
@@ -823,16 +885,34 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes one message. If a close is decided while the write is blocked
-    /// (typically a slow consumer whose socket buffer is full), the write
-    /// gets `CLOSE_GRACE` more to finish and then the connection is dropped.
-    async fn write(&mut self, sink: &mut Sink, message: Message) -> Result<(), WriteFailed> {
-        let send = sink.send(message);
-        tokio::pin!(send);
+    async fn flush(&mut self, sink: &mut Sink) -> Result<(), WriteFailed> {
+        self.guarded(sink.flush()).await
+    }
+
+    async fn write(
+        &mut self,
+        sink: &mut Sink,
+        message: Message,
+        step: Step,
+    ) -> Result<(), WriteFailed> {
+        match step {
+            Step::Feed => self.guarded(sink.feed(message)).await,
+            Step::Send => self.guarded(sink.send(message)).await,
+        }
+    }
+
+    /// Drives one sink operation. If a close is decided while it is blocked
+    /// (typically a slow consumer whose socket buffer is full), it gets
+    /// `CLOSE_GRACE` more to finish and then the connection is dropped.
+    async fn guarded(
+        &mut self,
+        op: impl Future<Output = Result<(), axum::Error>>,
+    ) -> Result<(), WriteFailed> {
+        tokio::pin!(op);
         loop {
             let deadline = self.closing_since.map(|since| since + CLOSE_GRACE);
             tokio::select! {
-                result = &mut send => return result.map_err(|_| WriteFailed),
+                result = &mut op => return result.map_err(|_| WriteFailed),
                 changed = self.close_rx.changed(), if deadline.is_none() => {
                     if changed.is_err() || self.close_rx.borrow().is_some() {
                         self.closing_since = Some(tokio::time::Instant::now());

@@ -143,6 +143,10 @@ struct Room {
     head_seq: u64,
     last_activity_ms: i64,
     members: BTreeSet<Username>,
+    /// Connections that activated this room (all of them members' sockets):
+    /// fan-out walks this set instead of members → users → connections →
+    /// active rooms, so a delivery costs one lookup, not four string hashes.
+    active: HashSet<ConnId>,
 }
 
 #[derive(Debug, Default)]
@@ -239,6 +243,7 @@ impl State {
                 head_seq: record.head_seq,
                 last_activity_ms: record.last_activity_ms,
                 members: record.members.into_iter().collect(),
+                active: HashSet::new(),
             },
         );
     }
@@ -269,23 +274,20 @@ impl State {
         }
     }
 
-    /// Connections of the room's members that activated it, optionally
-    /// filtered by capability and excluding one user.
+    /// Connections that activated the room (only members' sockets can),
+    /// optionally filtered by capability and excluding one user.
     fn room_audience<'a>(
         &'a self,
         room: &'a RoomName,
         exclude: Option<&'a Username>,
         wants: impl Fn(&Capabilities) -> bool + 'a,
     ) -> impl Iterator<Item = &'a Connection> + 'a {
-        let members = self.rooms.get(room).map(|r| &r.members);
-        members
+        let active = self.rooms.get(room).map(|r| &r.active);
+        active
             .into_iter()
             .flatten()
-            .filter(move |m| Some(*m) != exclude)
-            .filter_map(|m| self.user_connections.get(m))
-            .flatten()
             .filter_map(|id| self.connections.get(id))
-            .filter(move |c| c.active_rooms.contains(room) && wants(&c.reg.caps))
+            .filter(move |c| Some(&c.reg.user) != exclude && wants(&c.reg.caps))
     }
 
     /// Presence of `user` to the other members' connections that have the
@@ -391,6 +393,11 @@ impl Hub {
             return;
         };
         state.room_list_subscribers.remove(&id);
+        for room in &conn.active_rooms {
+            if let Some(found) = state.rooms.get_mut(room) {
+                found.active.remove(&id);
+            }
+        }
         let user = conn.reg.user;
         let now_offline = match state.user_connections.get_mut(&user) {
             Some(conns) => {
@@ -490,10 +497,11 @@ impl Hub {
         room: &RoomName,
         replay_after: u64,
     ) -> Option<u64> {
-        let found = state.rooms.get(room)?;
+        let found = state.rooms.get_mut(room)?;
         let (name, head) = (Arc::clone(&found.name), found.head_seq);
         let c = state.connections.get_mut(&conn)?;
         c.active_rooms.insert(room.clone());
+        found.active.insert(conn);
         deliver(
             &self.metrics,
             c,
@@ -593,6 +601,9 @@ impl Hub {
         for id in conn_ids {
             if let Some(c) = state.connections.get_mut(&id) {
                 c.active_rooms.remove(room);
+            }
+            if let Some(found) = state.rooms.get_mut(room) {
+                found.active.remove(&id);
             }
         }
         state.push_room_list(&self.metrics, room, room_list_update::Kind::Changed);

@@ -382,16 +382,24 @@ impl Reader<'_> {
     async fn run(mut self, mut stream: Stream) {
         let idle = self.app.config.limits.idle_timeout;
         let max = self.app.config.limits.max_frame_bytes as usize;
-        let mut idle_deadline = tokio::time::Instant::now() + idle;
+        // §12.1 idle timer: one Sleep for the socket's life, re-armed only
+        // when it fires early; each frame just records when it came, so a
+        // busy socket does not touch the timer wheel per frame.
+        let mut last_frame = tokio::time::Instant::now();
+        let idle_timer = tokio::time::sleep_until(last_frame + idle);
+        tokio::pin!(idle_timer);
+        // Long-lived, as in the writer: not a fresh `changed()` per frame.
+        let mut close_rx = self.close_rx.clone();
+        let decided = async move {
+            // An error means the sender is gone, which also ends the socket.
+            close_rx.wait_for(Option::is_some).await.ok();
+        };
+        tokio::pin!(decided);
         let ending = loop {
             tokio::select! {
                 biased;
-                changed = self.close_rx.changed() => {
-                    // Someone else decided (hub, logout, writer); nothing to add.
-                    if changed.is_err() || self.close_rx.borrow().is_some() {
-                        break None;
-                    }
-                }
+                // Someone else decided (hub, logout, writer); nothing to add.
+                () = &mut decided => break None,
                 () = self.app.shutdown.wait() => {
                     self.flush_pending_acks().await;
                     break Some(CloseCode::GoingAway);
@@ -399,10 +407,16 @@ impl Reader<'_> {
                 Some((request_id, result)) = self.pending.next(), if !self.pending.is_empty() => {
                     self.answer_ack(request_id, result);
                 }
-                () = sleep_until(idle_deadline) => break Some(CloseCode::IdleTimeout),
+                () = &mut idle_timer => {
+                    let deadline = last_frame + idle;
+                    if deadline <= tokio::time::Instant::now() {
+                        break Some(CloseCode::IdleTimeout);
+                    }
+                    idle_timer.as_mut().reset(deadline);
+                }
                 next = stream.next() => {
                     // §12.1: any frame from the peer counts as liveness.
-                    idle_deadline = tokio::time::Instant::now() + idle;
+                    last_frame = tokio::time::Instant::now();
                     match next {
                         None => break None,
                         Some(Err(err)) => {
@@ -730,13 +744,23 @@ impl Writer {
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let ending = loop {
-            if let Some(ending) = *self.close_rx.borrow_and_update() {
-                break ending;
+        // One long-lived wait for a close decision, rather than a fresh
+        // `changed()` per loop turn: each of those registers with (and
+        // unregisters from) the watch's waiter list, once per push.
+        let mut close_rx = self.close_rx.clone();
+        let decided = async move {
+            match close_rx.wait_for(Option::is_some).await {
+                Ok(ending) => *ending,
+                // The sender lives as long as the socket task; if it is gone
+                // there is nobody left to write for.
+                Err(_) => Some(Ending::PeerGone),
             }
+        };
+        tokio::pin!(decided);
+        let ending = loop {
             let step = tokio::select! {
                 biased;
-                _ = self.close_rx.changed() => continue,
+                ending = &mut decided => break ending.unwrap_or(Ending::PeerGone),
                 item = queue.recv() => match item {
                     Some(item) => self.write_burst(&mut sink, item, &mut queue).await,
                     // Unreachable while the hub holds a sender; treat as a close.
@@ -911,7 +935,10 @@ impl Writer {
         tokio::pin!(op);
         loop {
             let deadline = self.closing_since.map(|since| since + CLOSE_GRACE);
+            // Biased, operation first: a write that completes at once (the
+            // usual case) never registers with the close watch at all.
             tokio::select! {
+                biased;
                 result = &mut op => return result.map_err(|_| WriteFailed),
                 changed = self.close_rx.changed(), if deadline.is_none() => {
                     if changed.is_err() || self.close_rx.borrow().is_some() {

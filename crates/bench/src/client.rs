@@ -11,8 +11,11 @@
 //! [`Dialect::Json`] is the adapter for the Node.js `ws` baseline, whose
 //! messages are small JSON objects carrying the same room, seq and text.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -40,6 +43,14 @@ pub const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connection attempts after a deliberate drop before giving up.
 const RECONNECT_ATTEMPTS: u32 = 20;
+
+/// tungstenite read buffer per socket. tungstenite zero-fills the free part
+/// of it before every read attempt (snapview/tungstenite-rs#547), and the
+/// generator makes one or two attempts per push received, so its size is
+/// paid per push: 16 KiB cost ~10% of the generator's CPU at 100k pushes/s.
+/// A push is ~150 bytes, so 4 KiB still takes a backlog of ~25 per read,
+/// and keeps 15k idle sockets cheap (the default is 128 KiB).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Which wire format a server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -127,25 +138,31 @@ enum JsonOut<'a> {
     },
 }
 
+/// Strings are borrowed from the message where they need no unescaping,
+/// so a push costs no allocation (see [`crate::push`]).
 #[derive(Debug, Deserialize)]
 #[serde(tag = "t", rename_all = "lowercase")]
-enum JsonIn {
+enum JsonIn<'a> {
     Msg {
-        room: String,
+        #[serde(borrow)]
+        room: Cow<'a, str>,
         seq: u64,
-        text: String,
+        #[serde(borrow)]
+        text: Cow<'a, str>,
     },
     Ack {
         id: u64,
     },
     Joined {
         id: u64,
-        room: String,
+        #[serde(borrow)]
+        room: Cow<'a, str>,
         seq: u64,
     },
     Error {
         id: u64,
-        message: String,
+        #[serde(borrow)]
+        message: Cow<'a, str>,
     },
 }
 
@@ -188,10 +205,7 @@ impl Client {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static(confab_protocol::SUBPROTOCOL),
         );
-        // tungstenite's default read buffer is 128 KiB per socket, touched
-        // on the first read; 16 KiB keeps 15k idle sockets affordable and
-        // still takes many pushes per read.
-        let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
         let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
             .await
             .map_err(|e| handshake(e.to_string()))?;
@@ -385,30 +399,63 @@ impl Client {
 fn decode(dialect: Dialect, message: Message) -> Incoming {
     match (dialect, message) {
         (Dialect::Confab, Message::Binary(bytes)) => decode_confab(&bytes),
-        (Dialect::Json, Message::Text(text)) => match serde_json::from_str::<JsonIn>(text.as_str())
-        {
-            Ok(JsonIn::Msg { room, seq, text }) => Incoming::Message { room, seq, text },
-            Ok(JsonIn::Ack { id }) => Incoming::Ack {
-                request_id: id,
-                duplicate: false,
-            },
-            Ok(JsonIn::Joined { id, room, seq }) => Incoming::Joined {
-                request_id: id,
-                room,
-                head_seq: seq,
-                epoch: String::new(),
-            },
-            Ok(JsonIn::Error { id, message }) => Incoming::Error {
-                request_id: id,
-                code: message,
-            },
-            Err(_) => Incoming::Other,
-        },
+        (Dialect::Json, Message::Text(text)) => decode_json(text.as_str()),
         (_, Message::Close(frame)) => Incoming::Closed {
             code: frame.map(|f| u16::from(f.code)),
         },
         _ => Incoming::Other,
     }
+}
+
+fn decode_json(text: &str) -> Incoming {
+    match serde_json::from_str::<JsonIn>(text) {
+        Ok(JsonIn::Msg { room, seq, text }) => Incoming::Message {
+            room: room.into_owned(),
+            seq,
+            text: text.into_owned(),
+        },
+        Ok(JsonIn::Ack { id }) => Incoming::Ack {
+            request_id: id,
+            duplicate: false,
+        },
+        Ok(JsonIn::Joined { id, room, seq }) => Incoming::Joined {
+            request_id: id,
+            room: room.into_owned(),
+            head_seq: seq,
+            epoch: String::new(),
+        },
+        Ok(JsonIn::Error { id, message }) => Incoming::Error {
+            request_id: id,
+            code: message.into_owned(),
+        },
+        Err(_) => Incoming::Other,
+    }
+}
+
+/// Handles `message` in the event loop: a Message push is read in place and
+/// recorded at once (the hot path, no allocation); anything else is
+/// decoded in full and returned.
+fn receive(state: &mut LoopState, dialect: Dialect, message: Message) -> Option<Incoming> {
+    match (dialect, &message) {
+        (Dialect::Confab, Message::Binary(bytes)) => {
+            if let Some(push) = crate::push::skim(bytes) {
+                state.on_push(push.room, push.seq, push.text);
+                return None;
+            }
+        }
+        (Dialect::Json, Message::Text(text)) => {
+            return match serde_json::from_str::<JsonIn>(text.as_str()) {
+                Ok(JsonIn::Msg { room, seq, text }) => {
+                    state.on_push(&room, seq, text.as_bytes());
+                    None
+                }
+                // Rare: replies to setup and sends. Parsed twice, kept simple.
+                _ => Some(decode_json(text.as_str())),
+            };
+        }
+        _ => {}
+    }
+    Some(decode(dialect, message))
 }
 
 fn decode_confab(bytes: &Bytes) -> Incoming {
@@ -529,31 +576,41 @@ struct LoopState {
 }
 
 impl LoopState {
+    /// Records a Message push: seq accounting per room, then the latency
+    /// from the tag's intended send time.
+    fn on_push(&mut self, room: &str, seq: u64, text: &[u8]) {
+        // Allocates the room's key only the first time the room is seen.
+        let last = match self.outcome.positions.get_mut(room) {
+            Some(last) => last,
+            None => self.outcome.positions.entry(room.to_owned()).or_insert(0),
+        };
+        let duplicate = seq <= *last;
+        if duplicate {
+            self.outcome.duplicates += 1;
+        } else {
+            self.outcome.gaps += seq - *last - 1;
+            *last = seq;
+        }
+        let Some(tag) = Tag::parse_bytes(text) else {
+            return;
+        };
+        let Some(phase) = self.recorder.phase(tag.phase) else {
+            return;
+        };
+        if duplicate {
+            // Not a delivery: counting it would hide a loss elsewhere.
+            phase
+                .duplicates
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            let latency = clock::now_ns().saturating_sub(tag.intended_ns);
+            phase.on_delivery(Duration::from_nanos(latency));
+        }
+    }
+
     fn handle(&mut self, incoming: Incoming) {
         match incoming {
-            Incoming::Message { room, seq, text } => {
-                let last = self.outcome.positions.entry(room).or_insert(0);
-                let duplicate = seq <= *last;
-                if duplicate {
-                    self.outcome.duplicates += 1;
-                } else {
-                    self.outcome.gaps += seq - *last - 1;
-                    *last = seq;
-                }
-                let Some(tag) = Tag::parse(&text) else { return };
-                let Some(phase) = self.recorder.phase(tag.phase) else {
-                    return;
-                };
-                if duplicate {
-                    // Not a delivery: counting it would hide a loss elsewhere.
-                    phase
-                        .duplicates
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                } else {
-                    let latency = clock::now_ns().saturating_sub(tag.intended_ns);
-                    phase.on_delivery(self.index, Duration::from_nanos(latency));
-                }
-            }
+            Incoming::Message { room, seq, text } => self.on_push(&room, seq, text.as_bytes()),
             Incoming::Ack {
                 request_id,
                 duplicate,
@@ -564,11 +621,7 @@ impl LoopState {
                 if let Some((tag, audience)) = self.pending.remove(&request_id) {
                     if let Some(phase) = self.recorder.phase(tag.phase) {
                         let latency = clock::now_ns().saturating_sub(tag.intended_ns);
-                        phase.on_ack(
-                            self.index,
-                            Duration::from_nanos(latency),
-                            u64::from(audience),
-                        );
+                        phase.on_ack(Duration::from_nanos(latency), u64::from(audience));
                     }
                 }
             }
@@ -645,10 +698,28 @@ pub async fn run(
         Frame(Incoming),
     }
     loop {
-        let step = tokio::select! {
-            command = commands.recv() => Step::Command(command),
-            incoming = client.next_incoming() => Step::Frame(incoming),
-        };
+        // Frames first, every one that is ready, pushes handled in place;
+        // then commands. One wake-up thus costs one pass over both sources
+        // instead of a `select!` (fresh futures, waker registration on
+        // both) per frame. tokio's cooperative budget bounds the frame loop,
+        // so a flood of pushes cannot starve the commands.
+        let step = poll_fn(|cx| {
+            loop {
+                match client.ws.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(message))) => {
+                        if let Some(incoming) = receive(&mut state, client.dialect, message) {
+                            return Poll::Ready(Step::Frame(incoming));
+                        }
+                    }
+                    Poll::Ready(Some(Err(_)) | None) => {
+                        return Poll::Ready(Step::Frame(Incoming::Closed { code: None }));
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            commands.poll_recv(cx).map(Step::Command)
+        })
+        .await;
         match step {
             Step::Frame(Incoming::Closed { code }) => {
                 let label =

@@ -56,12 +56,33 @@ impl Tag {
     /// Reads the tag back from a message text; `None` for texts that the
     /// generator did not write.
     pub fn parse(text: &str) -> Option<Self> {
-        let mut parts = text.splitn(3, ':');
-        let phase = parts.next()?.parse().ok()?;
-        let intended_ns = parts.next()?.parse().ok()?;
-        parts.next()?;
-        Some(Self { phase, intended_ns })
+        Self::parse_bytes(text.as_bytes())
     }
+
+    /// [`Tag::parse`] on raw text bytes: the receive path reads the tag
+    /// without checking (or copying) the rest of the text.
+    pub fn parse_bytes(text: &[u8]) -> Option<Self> {
+        let (phase, rest) = leading_number(text)?;
+        let (intended_ns, _) = leading_number(rest)?;
+        Some(Self {
+            phase: u32::try_from(phase).ok()?,
+            intended_ns,
+        })
+    }
+}
+
+/// The decimal number before the first `:` of `bytes`, and what follows
+/// that `:`; `None` unless it is 1-20 ASCII digits that fit a `u64`.
+fn leading_number(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let end = bytes.iter().position(|&b| b == b':')?;
+    let digits = &bytes[..end];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value = digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    Some((value, &bytes[end + 1..]))
 }
 
 /// How an open-loop schedule went.
@@ -143,6 +164,11 @@ mod tests {
         assert_eq!(Tag::parse("hello"), None);
         assert_eq!(Tag::parse("1:x:"), None);
         assert_eq!(Tag::parse("1:2"), None);
+        assert_eq!(Tag::parse(":2:"), None);
+        assert_eq!(Tag::parse("+1:2:"), None);
+        assert_eq!(Tag::parse("4294967296:2:"), None, "phase over u32");
+        assert_eq!(Tag::parse("1:18446744073709551616:"), None, "over u64");
+        assert_eq!(Tag::parse_bytes(b"1:2:\xff\xfe"), Tag::parse("1:2:"));
     }
 
     #[test]

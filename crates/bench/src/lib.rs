@@ -16,6 +16,7 @@
 //! - [`http`]: register and login (§5.2, §5.3).
 //! - [`client`]: one WebSocket client connection in either dialect (Confab
 //!   protobuf frames or the Node baseline's JSON), and its event loop.
+//! - [`push`]: reading a Message push in place, without a full decode.
 //! - [`target`]: the servers under test: a spawned `confab-server`, the
 //!   in-crate stack ceiling, the Node.js `ws` baseline; RSS and CPU probes.
 //! - [`ceiling`]: the minimal broadcast server used as the stack ceiling.
@@ -26,6 +27,7 @@ pub mod client;
 pub mod clock;
 pub mod error;
 pub mod http;
+pub mod push;
 pub mod stats;
 pub mod target;
 pub mod workload;

@@ -55,6 +55,17 @@ struct Common {
     #[arg(long, global = true, value_delimiter = ',')]
     vs: Vec<String>,
 
+    /// Run only the --vs baselines, not the reference server: for measuring a
+    /// baseline, or the generator's own limits against the ceiling.
+    #[arg(long, global = true, requires = "vs")]
+    no_confab: bool,
+
+    /// Worker threads of the generator's runtime [default: the CPUs it may
+    /// run on]. 1 (e.g. under `taskset -c 1`) runs tokio's single-threaded
+    /// runtime, which costs the least per push received on one core.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    generator_threads: Option<u16>,
+
     /// Directory of the Node baseline (server.js, node_modules) [default: crates/bench/peers].
     #[arg(long, global = true)]
     peers_dir: Option<PathBuf>,
@@ -239,6 +250,10 @@ impl Progress for Lines {
 struct Machine {
     cpus_online: usize,
     cpus_available_to_generator: usize,
+    /// tokio runtime of the generator: current_thread or multi_thread.
+    generator_runtime: String,
+    /// Its worker threads (1 for current_thread).
+    generator_worker_threads: usize,
     memory_total_kib: Option<u64>,
     kernel: String,
     load_average_before: String,
@@ -255,12 +270,19 @@ fn read(path: &str) -> String {
 
 fn machine(server_cpus: Option<String>, load_before: String) -> Machine {
     let meminfo = read("/proc/meminfo");
+    let runtime = tokio::runtime::Handle::current();
     Machine {
         cpus_online: read("/proc/cpuinfo")
             .lines()
             .filter(|l| l.starts_with("processor"))
             .count(),
         cpus_available_to_generator: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        generator_runtime: match runtime.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
+            _ => "multi_thread",
+        }
+        .to_owned(),
+        generator_worker_threads: runtime.metrics().num_workers(),
         memory_total_kib: meminfo
             .lines()
             .find_map(|l| l.strip_prefix("MemTotal:"))
@@ -313,7 +335,10 @@ struct Runner {
 
 impl Runner {
     fn kinds(&self) -> anyhow::Result<Vec<Kind>> {
-        let mut kinds = vec![Kind::Confab];
+        let mut kinds = Vec::new();
+        if !self.common.no_confab {
+            kinds.push(Kind::Confab);
+        }
         for label in &self.common.vs {
             match Kind::parse(label.trim()) {
                 Some(Kind::Confab) | None => {
@@ -584,6 +609,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             fsync_seconds,
             fsync_dir,
         } => {
+            if runner.common.no_confab {
+                bail!("ingest runs against the reference server only; --no-confab leaves nothing");
+            }
             if kinds.len() > 1 {
                 progress.note(
                     "ingest: baselines store nothing, so --vs is ignored; the baseline is one fsync per message",
@@ -661,6 +689,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             text_bytes,
             drain,
         } => {
+            if runner.common.no_confab {
+                bail!(
+                    "reconnect-storm runs against the reference server only; --no-confab leaves nothing"
+                );
+            }
             if kinds.len() > 1 {
                 progress.note("reconnect-storm: the baselines have no resume, so --vs is ignored");
             }
@@ -712,10 +745,33 @@ async fn stop(child: Option<ChildServer>) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Touch the clock base before any message is stamped.
     confab_bench::clock::now_ns();
-    run(cli).await
+    let threads = match cli.workload {
+        // The ceiling is a server on Confab's stack: tokio's default
+        // multi-threaded runtime, like confab-server's.
+        Workload::ServeCeiling { .. } => None,
+        _ => Some(cli.common.generator_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            usize::from,
+        )),
+    };
+    let runtime = match threads {
+        // One core (the generator pinned with taskset): a current-thread
+        // runtime has no work-stealing queues, cross-thread wake-ups or
+        // idle-worker parking to pay for on every push received.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()
+    .context("starting the tokio runtime")?;
+    runtime.block_on(run(cli))
 }

@@ -306,6 +306,30 @@ impl ProcessProbe {
     }
 }
 
+impl ProcessProbe {
+    /// Time the process's threads have spent runnable but waiting for a CPU,
+    /// in seconds, summed over its live threads (`/proc/PID/task/*/schedstat`,
+    /// second field, ns). `None` where the kernel keeps no schedstats.
+    pub fn runqueue_wait_seconds(&self) -> Option<f64> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid)).ok()?;
+        let mut total_ns = None;
+        for task in tasks.flatten() {
+            // A thread that exits meanwhile just drops out of the sum.
+            let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+                continue;
+            };
+            if let Some(wait) = stat
+                .split_whitespace()
+                .nth(1)
+                .and_then(|f| f.parse::<u64>().ok())
+            {
+                *total_ns.get_or_insert(0u64) += wait;
+            }
+        }
+        total_ns.map(|ns| ns as f64 / 1e9)
+    }
+}
+
 /// `CLK_TCK`, asked of `getconf` once (reading it directly needs libc).
 fn clock_ticks_per_second() -> f64 {
     static TICKS: OnceLock<f64> = OnceLock::new();
@@ -325,6 +349,7 @@ fn clock_ticks_per_second() -> f64 {
 pub struct CpuMeter {
     probe: ProcessProbe,
     start_cpu: f64,
+    start_wait: Option<f64>,
     start: std::time::Instant,
 }
 
@@ -334,8 +359,25 @@ impl CpuMeter {
         Self {
             probe,
             start_cpu: probe.cpu_seconds().unwrap_or(0.0),
+            start_wait: probe.runqueue_wait_seconds(),
             start: std::time::Instant::now(),
         }
+    }
+
+    /// Time spent runnable but waiting for a CPU since the start, per second
+    /// of wall time, summed over threads: the share of a core the process
+    /// wanted and did not get. On a shared machine this, not the process
+    /// under test, is what a high latency often measures.
+    pub fn wait_cores(&self) -> Option<f64> {
+        let wall = self.start.elapsed().as_secs_f64();
+        let waited = self.probe.runqueue_wait_seconds()? - self.start_wait?;
+        // Threads that exited take their past waits with them.
+        (wall > 0.0).then(|| waited.max(0.0) / wall)
+    }
+
+    /// CPU seconds used since the start.
+    pub fn seconds(&self) -> f64 {
+        self.probe.cpu_seconds().unwrap_or(self.start_cpu) - self.start_cpu
     }
 
     /// Cores used on average since the start (1.0 = one core fully busy).

@@ -96,7 +96,9 @@ async fn fanout_delivers_every_message_once_on_the_ceiling() {
 }
 
 /// The Node baseline needs `npm ci --prefix crates/bench/peers`; without it
-/// the test says so and checks nothing.
+/// the test says so and checks nothing, unless `CONFAB_BENCH_REQUIRE_NODE`
+/// is set (`.ci/run` sets it after installing): then a missing baseline is
+/// a failure, not a silent skip.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_delivers_every_message_once_on_node_ws() {
     let work = tempfile::tempdir().expect("temp dir");
@@ -108,6 +110,12 @@ async fn fanout_delivers_every_message_once_on_node_ws() {
         cpus: None,
     };
     if !launch.peers_dir.join("node_modules/ws").is_dir() {
+        assert!(
+            std::env::var_os("CONFAB_BENCH_REQUIRE_NODE").is_none(),
+            "CONFAB_BENCH_REQUIRE_NODE is set but the node-ws baseline is not installed \
+             in {} (npm ci --prefix crates/bench/peers)",
+            launch.peers_dir.display()
+        );
         eprintln!("skipped: node-ws baseline not installed (npm ci --prefix crates/bench/peers)");
         return;
     }

@@ -97,7 +97,7 @@ pub fn fsync_baseline(
         file.write_all(&record)
             .and_then(|()| file.sync_data())
             .map_err(|e| BenchError::io(format!("write+fdatasync {}", path.display()), e))?;
-        histogram.record(0, t.elapsed());
+        histogram.record(t.elapsed());
         done += 1;
     }
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);

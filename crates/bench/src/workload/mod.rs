@@ -320,8 +320,21 @@ pub struct PhaseReport {
     /// Server CPU per delivered push, microseconds: the cost measure least
     /// disturbed by other load on a shared machine.
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// Time the server's threads were runnable but had no CPU, in cores
+    /// (see [`CpuMeter::wait_cores`]); `None` without schedstats.
+    pub server_cpu_wait_cores: Option<f64>,
     /// Generator CPU, in cores, during the phase.
     pub generator_cpu_cores: f64,
+    /// Generator CPU per push and ack received, microseconds, over the
+    /// sending window *and* the drain (a generator that falls behind does
+    /// its work after the window). Sends are included; at fan-out sizes they
+    /// are one event in a hundred. This is the generator's own cost: if
+    /// 1 / this approaches the offered events per second on its core, the
+    /// latency measured is the generator's, not the server's.
+    pub generator_cpu_us_per_event: Option<f64>,
+    /// Time the generator's threads were runnable but had no CPU, in cores.
+    /// Well above zero, latencies include waiting for the CPU on this side.
+    pub generator_cpu_wait_cores: Option<f64>,
     /// Worst lateness of the generator's own schedule, ms.
     pub schedule_max_lag_ms: f64,
     /// Whether everything expected arrived before the drain time ran out.
@@ -359,7 +372,7 @@ impl PhaseReport {
     /// A one-line summary for the terminal.
     pub fn line(&self) -> String {
         format!(
-            "rate {:>7.0}/s  deliveries {:>9.0}/s  acks {:>7.0}/s  deliver {}  ack p99 {:.2} ms  drops {}  errors {}  cpu server {} ({} us/delivery) gen {:.2}",
+            "rate {:>7.0}/s  deliveries {:>9.0}/s  acks {:>7.0}/s  deliver {}  ack p99 {:.2} ms  drops {}  errors {}  cpu server {} ({} us/delivery, waited {}) gen {:.2} ({} us/event, waited {})",
             self.rate,
             self.deliveries_per_s,
             self.acks_per_s,
@@ -371,7 +384,13 @@ impl PhaseReport {
                 .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.2}")),
             self.server_cpu_us_per_delivery
                 .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.1}")),
+            self.server_cpu_wait_cores
+                .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.2}")),
             self.generator_cpu_cores,
+            self.generator_cpu_us_per_event
+                .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.2}")),
+            self.generator_cpu_wait_cores
+                .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.2}")),
         )
     }
 }
@@ -404,20 +423,29 @@ impl PhaseMeter {
         drain: Duration,
     ) -> PhaseReport {
         let server_cpu_cores = self.server.map(|m| m.cores());
+        let server_cpu_wait_cores = self.server.and_then(|m| m.wait_cores());
         let generator_cpu_cores = self.generator.cores();
+        let generator_cpu_wait_cores = self.generator.wait_cores();
         let phase = recorder
             .phase(self.schedule.phase)
             .cloned()
             .unwrap_or_else(|| Arc::new(Phase::default()));
         let settled = phase.drain(drain).await;
-        summarize(
+        let generator_cpu_seconds = self.generator.seconds();
+        let mut report = summarize(
             &phase,
             self.schedule,
             stats,
             settled,
             server_cpu_cores,
             generator_cpu_cores,
-        )
+        );
+        let events = report.delivered + report.acked;
+        report.generator_cpu_us_per_event =
+            (events > 0).then(|| generator_cpu_seconds * 1e6 / events as f64);
+        report.server_cpu_wait_cores = server_cpu_wait_cores;
+        report.generator_cpu_wait_cores = generator_cpu_wait_cores;
+        report
     }
 }
 
@@ -525,6 +553,9 @@ pub(crate) fn summarize(
             .filter(|_| delivered > 0)
             .map(|cores| cores * secs * 1e6 / delivered as f64),
         generator_cpu_cores,
+        server_cpu_wait_cores: None,
+        generator_cpu_us_per_event: None,
+        generator_cpu_wait_cores: None,
         schedule_max_lag_ms: stats.max_lag.as_secs_f64() * 1000.0,
         settled,
     }

@@ -148,7 +148,7 @@ pub async fn run(
     let mut slowest = Duration::ZERO;
     let wait = async {
         while let Some(Recovery {
-            index,
+            index: _,
             elapsed,
             replayed_all: all,
             error,
@@ -161,7 +161,7 @@ pub async fn run(
                     recovered += 1;
                     replayed_all += usize::from(all);
                     slowest = slowest.max(elapsed);
-                    recovery.record(index, elapsed);
+                    recovery.record(elapsed);
                 }
             }
         }

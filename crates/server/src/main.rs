@@ -5,6 +5,17 @@ use clap::Parser as _;
 use confab_server::{Cli, Server};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of glibc malloc. Each argon2 hash (login, register)
+/// takes 19 MiB; glibc raises its mmap threshold after the first such block
+/// is freed and from then on keeps them in per-thread arenas (hashes run on
+/// the blocking pool's threads), so a server that had served 300 logins
+/// stayed ~800-990 MiB resident for good. jemalloc returns that memory:
+/// 22 MiB resident at 1,000 idle sockets after the same logins
+/// (BENCHMARKS.md, idle). It costs ~0.4 KB more per idle socket (size
+/// classes round a few per-socket blocks up).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

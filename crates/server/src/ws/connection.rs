@@ -87,64 +87,38 @@ fn is_too_big(err: axum::Error) -> bool {
 }
 
 /// Runs one socket to completion.
+///
+/// This future lives as long as the socket, inside its task, and its size is
+/// that of its largest state: the once-only phases (authentication, opening
+/// the session) run boxed and the reader boxes its request handling, so
+/// that an idle socket holds only the reader's wait (BENCHMARKS.md, idle).
 pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<ConnectionPermit>) {
     // Held until the socket is gone: the connection cap counts WebSockets.
     let _permit = permit;
     Metrics::inc(&app.metrics.sockets_total);
     let (mut sink, mut stream) = socket.split();
-    let Some(session) = authenticate(&app, &mut sink, &mut stream).await else {
+    let Some(session) = Box::pin(authenticate(&app, &mut sink, &mut stream)).await else {
         // The close frame (if any) is sent; give the peer a moment to read it.
         linger(&mut stream, CLOSE_GRACE, &app.shutdown).await;
         return;
     };
-
-    let (outbound, queue) = mpsc::channel(app.config.limits.outbound_queue_frames.max(1) as usize);
-    let (close, close_rx) = watch::channel(None);
-    let granted =
-        rules::negotiate_capabilities(&session.requested_caps, &confab_protocol::capability::ALL);
-    let welcome = ServerFrame::reply(
-        session.request_id,
-        ServerBody::Welcome(wire::Welcome {
-            username: session.user.name.as_str().to_owned(),
-            session_id: uuid::Uuid::new_v4().to_string(),
-            server_name: app.config.server_name.clone(),
-            limits: Some(app.config.limits.to_wire()),
-            capabilities: granted.clone(),
-            token_expires_at_ms: session.expires_ms,
-            rooms: app.hub.rooms_of(&session.user.name),
-        }),
-    );
-    // Queued before registering, so Welcome precedes every push. The queue
-    // is new and has room for at least one item.
-    outbound
-        .try_send(Outbound::Frame(encode_server_frame(&welcome)))
-        .ok();
-    let conn = app.hub.register(Registration {
-        user: session.user.name.clone(),
-        token_hash: session.token_hash.clone(),
-        caps: Capabilities::from_names(&granted),
-        outbound: outbound.clone(),
-        close: close.clone(),
-    });
-    Metrics::inc(&app.metrics.sockets_open);
-    // A logout that revoked the token between our check and the register
-    // above found no socket to close (§5.4); look once more now that the hub
-    // knows this one, so the socket cannot outlive its token.
-    if let Ok(Some(record)) = app.store.token(&session.token_hash).await {
-        if record.revoked {
-            decide(&close, Ending::Close(CloseCode::LoggedOut));
-        }
-    }
-    tracing::info!(user = %session.user.name, conn, client = %session.client_name.escape_debug(), "socket authenticated");
+    let Opened {
+        conn,
+        user,
+        outbound,
+        queue,
+        close,
+        close_rx,
+    } = Box::pin(open(&app, session)).await;
 
     let reader = Reader {
         app: &app,
         conn,
-        user: session.user.clone(),
+        user: &user,
         outbound,
         close: &close,
         close_rx: close_rx.clone(),
-        pending: FuturesOrdered::new(),
+        pending: None,
     };
     let writer = Writer {
         app: Arc::clone(&app),
@@ -167,7 +141,70 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
         .sockets_open
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     let end = *close.borrow();
-    tracing::info!(user = %session.user.name, conn, end = ?end, "socket closed");
+    tracing::info!(user = %user.name, conn, end = ?end, "socket closed");
+}
+
+/// What the session phase needs from [`open`].
+struct Opened {
+    conn: ConnId,
+    user: AuthedUser,
+    outbound: mpsc::Sender<Outbound>,
+    queue: mpsc::Receiver<Outbound>,
+    close: watch::Sender<Option<Ending>>,
+    close_rx: watch::Receiver<Option<Ending>>,
+}
+
+/// Queues Welcome and registers the connection with the hub. A function of
+/// its own so that Welcome and the rest of the session's request are
+/// dropped here rather than kept for the socket's life.
+async fn open(app: &AppState, session: Session) -> Opened {
+    let (outbound, queue) = mpsc::channel(app.config.limits.outbound_queue_frames.max(1) as usize);
+    let (close, close_rx) = watch::channel(None);
+    let granted =
+        rules::negotiate_capabilities(&session.requested_caps, &confab_protocol::capability::ALL);
+    let welcome = ServerFrame::reply(
+        session.request_id,
+        ServerBody::Welcome(wire::Welcome {
+            username: session.user.name.as_str().to_owned(),
+            session_id: uuid::Uuid::new_v4().to_string(),
+            server_name: app.config.server_name.clone(),
+            limits: Some(app.config.limits.to_wire()),
+            capabilities: granted.clone(),
+            token_expires_at_ms: session.expires_ms,
+            rooms: app.hub.rooms_of(&session.user.name),
+        }),
+    );
+    // Queued before registering, so Welcome precedes every push. The queue
+    // is new and has room for at least one item.
+    outbound
+        .try_send(Outbound::Frame(encode_server_frame(&welcome)))
+        .ok();
+    drop(welcome);
+    let conn = app.hub.register(Registration {
+        user: session.user.name.clone(),
+        token_hash: session.token_hash.clone(),
+        caps: Capabilities::from_names(&granted),
+        outbound: outbound.clone(),
+        close: close.clone(),
+    });
+    Metrics::inc(&app.metrics.sockets_open);
+    // A logout that revoked the token between our check and the register
+    // above found no socket to close (§5.4); look once more now that the hub
+    // knows this one, so the socket cannot outlive its token.
+    if let Ok(Some(record)) = app.store.token(&session.token_hash).await {
+        if record.revoked {
+            decide(&close, Ending::Close(CloseCode::LoggedOut));
+        }
+    }
+    tracing::info!(user = %session.user.name, conn, client = %session.client_name.escape_debug(), "socket authenticated");
+    Opened {
+        conn,
+        user: session.user,
+        outbound,
+        queue,
+        close,
+        close_rx,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -370,12 +407,24 @@ async fn verify_token(app: &AppState, token: &str) -> Result<(AuthedUser, i64), 
 struct Reader<'a> {
     app: &'a AppState,
     conn: ConnId,
-    user: AuthedUser,
+    user: &'a AuthedUser,
     outbound: mpsc::Sender<Outbound>,
     close: &'a watch::Sender<Option<Ending>>,
     close_rx: watch::Receiver<Option<Ending>>,
     /// SendAcks waiting for their commit, in request order (§4.3, §8.3).
-    pending: FuturesOrdered<PendingAck>,
+    /// Created on the first send: an empty `FuturesOrdered` already holds
+    /// an allocation, which most sockets (readers, idle devices) never use.
+    pending: Option<FuturesOrdered<PendingAck>>,
+}
+
+/// The next SendAck whose commit finished, if any sends are pending.
+async fn next_ack(
+    pending: &mut Option<FuturesOrdered<PendingAck>>,
+) -> Option<(u64, Result<AckResult, oneshot::error::RecvError>)> {
+    match pending {
+        Some(pending) => pending.next().await,
+        None => None,
+    }
 }
 
 impl Reader<'_> {
@@ -404,7 +453,7 @@ impl Reader<'_> {
                     self.flush_pending_acks().await;
                     break Some(CloseCode::GoingAway);
                 }
-                Some((request_id, result)) = self.pending.next(), if !self.pending.is_empty() => {
+                Some((request_id, result)) = next_ack(&mut self.pending), if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
                     self.answer_ack(request_id, result);
                 }
                 () = &mut idle_timer => {
@@ -426,7 +475,10 @@ impl Reader<'_> {
                             break None;
                         }
                         Some(Ok(Message::Binary(bytes))) => {
-                            if let Some(code) = self.handle_bytes(&bytes, max).await {
+                            // Boxed: handling a request awaits storage and the
+                            // hub, and inline those states would make every
+                            // socket's task as large for its whole life.
+                            if let Some(code) = Box::pin(self.handle_bytes(&bytes, max)).await {
                                 break Some(code);
                             }
                         }
@@ -486,7 +538,7 @@ impl Reader<'_> {
     /// Before closing for shutdown, answer every send still waiting for its
     /// commit: the writer is still running and will finish them.
     async fn flush_pending_acks(&mut self) {
-        while let Some((request_id, result)) = self.pending.next().await {
+        while let Some((request_id, result)) = next_ack(&mut self.pending).await {
             self.answer_ack(request_id, result);
         }
     }
@@ -667,6 +719,7 @@ impl Reader<'_> {
         };
         let ack = self.app.writer.submit(message, received).await;
         self.pending
+            .get_or_insert_with(FuturesOrdered::new)
             .push_back(Box::pin(async move { (request_id, ack.await) }));
         Ok(())
     }

@@ -20,13 +20,18 @@ use crate::http::error_response;
 use crate::limit::ConnectionPermit;
 use crate::state::AppState;
 
-/// tungstenite's read buffer per socket. Its default, 128 KiB, is
-/// zero-filled (memset) on every read poll and so touched in full on every
-/// socket: that made 65% of the server's instructions under fan-out and
-/// ~128 KiB of RSS per idle socket (BENCHMARKS.md; upstream
-/// snapview/tungstenite-rs#547). Client frames are small (at most
-/// max_frame_bytes); a larger one grows the buffer as needed.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// tungstenite's read buffer per socket. It is allocated when the socket
+/// opens and kept for the socket's life, and zero-filled up to this size on
+/// every read poll (upstream snapview/tungstenite-rs#547): its default, 128
+/// KiB, made 65% of the server's instructions under fan-out and ~128 KiB of
+/// RSS per idle socket, and 4 KiB was still the largest single item of an
+/// idle socket's memory (BENCHMARKS.md, idle). Client frames are small —
+/// Auth, Resume, a SendMessage of at most max_text_bytes — and arrive a few
+/// per second at most (§12.5), so 512 bytes holds a typical frame or a few
+/// pipelined ones. A larger frame is still read whole: tungstenite reserves
+/// the frame's full length once its header is parsed, and only the bytes
+/// read per syscall stay capped at this size.
+const READ_BUFFER_BYTES: usize = 512;
 
 /// tungstenite buffers outgoing frames up to this size before writing; the
 /// connection's writer flushes after every frame anyway, so this only

@@ -17,15 +17,16 @@
 //! `busy_timeout`) instead of failing on a lock upgrade.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use confab_protocol::names::{RoomName, Username};
 use confab_protocol::rules::HistoryRange;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{ConnectOptions, Connection, Row, Sqlite, Transaction};
 
 use super::{
     AppendOutcome, HistorySlice, NewMessage, RoomId, RoomRecord, Store, StoreError, StoreFuture,
@@ -42,6 +43,13 @@ const POOL_CONNECTIONS: u32 = 8;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The connection every message batch is written on, outside the pool:
+    /// its page cache stays warm (a pool would hand the writer whichever
+    /// connection is idle, whose cache another connection's writes made
+    /// stale), and it needs no health check per batch. `None` after a
+    /// failed batch until the next one reconnects.
+    writer: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+    options: SqliteConnectOptions,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -94,19 +102,37 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_CONNECTIONS)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(OpenError::Connect)?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
             .map_err(OpenError::Migrate)?;
-        Ok(Self { pool })
+        let options = writer_options(options);
+        let writer = options.connect().await.map_err(OpenError::Connect)?;
+        Ok(Self {
+            pool,
+            writer: Arc::new(tokio::sync::Mutex::new(Some(writer))),
+            options,
+        })
     }
 
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
+}
+
+/// The batch writer's connection: like the pool's, but SQLite enforces no
+/// foreign keys on it. SQLite checks an immediate foreign key of a
+/// multi-row INSERT with a statement journal, a copy of every page the
+/// statement touches, which cost more than all the batch's inserts. The
+/// writer checks the same thing itself instead: [`BATCH_READ_SQL`] finds
+/// every room and sender of the batch under the transaction's write lock,
+/// and the batch fails if one is missing. Deletes on other connections are
+/// still refused while messages reference the row.
+fn writer_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options.foreign_keys(false)
 }
 
 const MESSAGE_COLUMNS: &str = "r.name AS room, m.seq, m.message_id, u.username AS sender, m.client_msg_id, m.text, m.kind, m.server_ts_ms";
@@ -128,32 +154,43 @@ fn message_from_row(row: &SqliteRow) -> Result<StoredMessage, StoreError> {
     })
 }
 
-/// Reads, in one statement and one row, what `append_batch` needs before it
-/// writes: the head of every room in the batch (?2, a JSON array of room
-/// ids) and the stored message behind every idempotency key that already
-/// exists (?1, a JSON array of `[sender_id, client_msg_id]`; the result
-/// names each by its index in ?1). The SQL text is the same for every batch
-/// size, so it is prepared once; JSON keeps the result to one row, one
-/// trip through sqlx's worker channel.
-const BATCH_READ_SQL: &str = "SELECT \
+/// Starts a batch's transaction and reads, in one row, what `append_batch`
+/// needs before it writes: the head of every room in the batch (?2, a JSON
+/// array of room ids), how many of the batch's senders exist (?3, a JSON
+/// array of user ids), and the stored message behind every idempotency key
+/// that already exists (?1, a JSON array of `[sender_id, client_msg_id]`;
+/// the result names each by its index in ?1).
+///
+/// The batch takes two trips to sqlx's worker thread, this one and
+/// [`BATCH_WRITE_SQL`]: sqlx runs the statements of one query back to back,
+/// with `?N` naming the same argument in each. The SQL text is the same for
+/// every batch size, so each is prepared once. JSON keeps the result to one
+/// row, one message through sqlx's row channel.
+///
+/// The writes are `OR ROLLBACK`: a constraint that fails ends the
+/// transaction at once, so SQLite needs no statement journal to undo just
+/// the failed statement (see [`writer_options`] for the other reason it
+/// would keep one).
+const BATCH_READ_SQL: &str = "BEGIN IMMEDIATE; \
+    SELECT \
     (SELECT json_group_array(json_array(r.id, r.head_seq)) FROM rooms r \
        WHERE r.id IN (SELECT value FROM json_each(?2))), \
+    (SELECT count(*) FROM users WHERE id IN (SELECT value FROM json_each(?3))), \
     (SELECT json_group_array(json_array(k.key, m.room_id, m.seq, m.message_id, m.text, m.kind, m.server_ts_ms)) \
        FROM json_each(?1) k \
        JOIN messages m ON m.sender_id = k.value ->> 0 AND m.client_msg_id = k.value ->> 1)";
 
-/// Writes a batch whose seqs are already assigned: every new message (?1,
-/// `[room_id, seq, message_id, sender_id, client_msg_id, text, kind,
-/// server_ts_ms]`) and the new head and last activity of every room that
-/// got one (?2, `[room_id, head_seq, last_activity_ms]`). Two statements in
-/// one sqlx call: sqlx runs them back to back on its worker thread, with
-/// `?N` naming the same argument in both.
-const BATCH_WRITE_SQL: &str = "INSERT INTO messages \
+/// Writes a batch whose seqs are already assigned, and commits: every new
+/// message (?1, `[room_id, seq, message_id, sender_id, client_msg_id, text,
+/// kind, server_ts_ms]`) and the new head and last activity of every room
+/// that got one (?2, `[room_id, head_seq, last_activity_ms]`).
+const BATCH_WRITE_SQL: &str = "INSERT OR ROLLBACK INTO messages \
     (room_id, seq, message_id, sender_id, client_msg_id, text, kind, server_ts_ms) \
     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7 \
     FROM json_each(?1); \
-    UPDATE rooms SET head_seq = j.value ->> 1, last_activity_ms = j.value ->> 2 \
-    FROM json_each(?2) j WHERE rooms.id = j.value ->> 0";
+    UPDATE OR ROLLBACK rooms SET head_seq = j.value ->> 1, last_activity_ms = j.value ->> 2 \
+    FROM json_each(?2) j WHERE rooms.id = j.value ->> 0; \
+    COMMIT";
 
 /// A row of [`BATCH_READ_SQL`]'s second column: the stored message behind an
 /// idempotency key, with the index of the key.
@@ -179,14 +216,15 @@ fn from_json<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, StoreErr
         .map_err(|e| StoreError::Database(format!("decoding a batch read: {e}")))
 }
 
-/// Appends a batch inside `tx` with a fixed number of statements, whatever
-/// its size: one read (room heads and already used idempotency keys), then
-/// one write (messages and room heads). Seqs are assigned here, by the
-/// single writer, from heads read in the same `BEGIN IMMEDIATE`
-/// transaction; if anything fails the caller drops the transaction, so
+/// Appends a batch in one transaction on `conn` with a fixed number of
+/// statements, whatever its size: one read (room heads and already used
+/// idempotency keys), then one write (messages and room heads) and COMMIT.
+/// Seqs are assigned here, by the single writer, from heads read in the
+/// same `BEGIN IMMEDIATE` transaction. On an error the transaction may
+/// still be open: the caller must close `conn`, which rolls it back, so
 /// nothing of the batch is stored and no seq is used (§8.2).
-async fn append_in(
-    tx: &mut Transaction<'static, Sqlite>,
+async fn append_on(
+    conn: &mut SqliteConnection,
     batch: &[NewMessage],
 ) -> Result<Vec<AppendOutcome>, StoreError> {
     // §8.5: the idempotency key is (sender, client_msg_id). Only the first
@@ -209,12 +247,23 @@ async fn append_in(
     let mut room_ids: Vec<RoomId> = batch.iter().map(|m| m.room_id).collect();
     room_ids.sort_unstable();
     room_ids.dedup();
+    let mut sender_ids: Vec<UserId> = batch.iter().map(|m| m.sender_id).collect();
+    sender_ids.sort_unstable();
+    sender_ids.dedup();
 
-    let (heads, existing): (String, String) = sqlx::query_as(BATCH_READ_SQL)
+    // fetch_all, not fetch_one: every statement of the query runs to its end.
+    let read: Vec<(String, i64, String)> = sqlx::query_as(BATCH_READ_SQL)
         .bind(json(&keys)?)
         .bind(json(&room_ids)?)
-        .fetch_one(&mut **tx)
+        .bind(json(&sender_ids)?)
+        .fetch_all(&mut *conn)
         .await?;
+    let [(heads, senders, existing)] = <[_; 1]>::try_from(read)
+        .map_err(|rows| StoreError::Database(format!("batch read gave {} rows", rows.len())))?;
+    // What the foreign keys would check (see `writer_options`).
+    if usize::try_from(senders).ok() != Some(sender_ids.len()) {
+        return Err(StoreError::NotFound);
+    }
     let mut heads: HashMap<RoomId, (i64, Option<i64>)> = from_json::<Vec<(RoomId, i64)>>(&heads)?
         .into_iter()
         .map(|(id, head)| (id, (head, None)))
@@ -286,27 +335,20 @@ async fn append_in(
             server_ts_ms: msg.server_ts_ms,
         }));
     }
-    if rows.is_empty() {
-        return Ok(outcomes);
-    }
     let room_updates: Vec<(RoomId, i64, i64)> = heads
         .into_iter()
         .filter_map(|(id, (head, last))| last.map(|last| (id, head, last)))
         .collect();
-    let done = sqlx::query(BATCH_WRITE_SQL)
+    // Runs (and commits) even when every message was a repeat, to end the
+    // transaction; with nothing written, the commit writes nothing either.
+    // The rooms were read under this transaction's write lock, and the
+    // INSERT stores every row or fails, so each statement changes exactly
+    // what it was given.
+    sqlx::query(BATCH_WRITE_SQL)
         .bind(json(&rows)?)
         .bind(json(&room_updates)?)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
-    // Every row and every head must have been written; anything else would
-    // break gapless seqs, so the caller rolls the whole batch back.
-    let expected = (rows.len() + room_updates.len()) as u64;
-    if done.rows_affected() != expected {
-        return Err(StoreError::Database(format!(
-            "batch write changed {} rows, expected {expected}",
-            done.rows_affected()
-        )));
-    }
     Ok(outcomes)
 }
 
@@ -505,11 +547,28 @@ impl Store for SqliteStore {
 
     fn append_batch<'a>(&'a self, batch: &'a [NewMessage]) -> StoreFuture<'a, Vec<AppendOutcome>> {
         Box::pin(async move {
-            let mut tx = self.write_tx().await?;
-            let outcomes = append_in(&mut tx, batch).await?;
+            let mut slot = self.writer.lock().await;
+            // Taken out while in use: if this future is dropped half-way,
+            // the connection goes with it (closing rolls back) and the next
+            // batch opens a fresh one.
+            let mut conn = match slot.take() {
+                Some(conn) => conn,
+                None => self.options.connect().await?,
+            };
             // One commit, hence one WAL fsync, for the whole batch.
-            tx.commit().await?;
-            Ok(outcomes)
+            match append_on(&mut conn, batch).await {
+                Ok(outcomes) => {
+                    *slot = Some(conn);
+                    Ok(outcomes)
+                }
+                Err(err) => {
+                    // The transaction may be open; closing rolls it back.
+                    if let Err(close) = conn.close().await {
+                        tracing::warn!(error = %close, "closing the writer connection failed");
+                    }
+                    Err(err)
+                }
+            }
         })
     }
 
@@ -587,6 +646,9 @@ impl Store for SqliteStore {
             // Closing the pool waits for every connection to finish and
             // checkpoints nothing explicitly: the WAL is already durable, and
             // SQLite folds it into the main file on the next open.
+            if let Some(writer) = self.writer.lock().await.take() {
+                writer.close().await?;
+            }
             self.pool.close().await;
             Ok(())
         })
@@ -859,6 +921,59 @@ mod tests {
             .await
             .expect("commit");
         assert_eq!(summary(&retried), ["stored one 2"]);
+        f.store.close().await.expect("close");
+    }
+
+    /// A batch that fails while writing, or names a sender that does not
+    /// exist, stores nothing (not even its messages to other rooms), and
+    /// the writer goes on with the next batch.
+    #[tokio::test]
+    async fn a_batch_failing_in_its_write_stores_nothing() {
+        let f = fixture().await;
+        let (alice, one, two) = (&f.alice, &f.rooms[0], &f.rooms[1]);
+        // A row the head does not know about: the batch's seq 1 collides.
+        sqlx::query(
+            "INSERT INTO messages (room_id, seq, message_id, sender_id, client_msg_id, text, kind, server_ts_ms) \
+             VALUES (?, 1, 'planted', ?, 'planted', 'x', 1, 1)",
+        )
+        .bind(one.0)
+        .bind(alice.0)
+        .execute(&f.store.pool)
+        .await
+        .expect("plant");
+        let failed = f
+            .store
+            .append_batch(&[
+                new_message(alice, two, "a", "fine", 10),
+                new_message(alice, one, "b", "collides", 11),
+            ])
+            .await;
+        assert!(
+            matches!(failed, Err(StoreError::AlreadyExists)),
+            "the primary key refuses it: {failed:?}"
+        );
+        let ghost = (alice.0 + 100, Username::parse("ghost").expect("name"));
+        let failed = f
+            .store
+            .append_batch(&[
+                new_message(alice, two, "a", "fine", 10),
+                new_message(&ghost, two, "c", "who", 12),
+            ])
+            .await;
+        assert!(matches!(failed, Err(StoreError::NotFound)), "{failed:?}");
+        assert_eq!(heads(&f.store).await, [(0, 1), (0, 1)]);
+        let page = f
+            .store
+            .history(&two.1, HistoryRange::After(0), 10)
+            .await
+            .expect("history");
+        assert!(page.messages.is_empty(), "{page:?}");
+        let retried = f
+            .store
+            .append_batch(&[new_message(alice, two, "a", "fine", 20)])
+            .await
+            .expect("commit");
+        assert_eq!(summary(&retried), ["stored two 1"]);
         f.store.close().await.expect("close");
     }
 }

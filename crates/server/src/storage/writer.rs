@@ -124,6 +124,18 @@ pub fn spawn(
     (WriterHandle { tx }, task)
 }
 
+/// A batch being gathered: the messages, as `Store::append_batch` takes
+/// them (so they are not copied), and beside each who waits for its ack.
+struct Batch {
+    messages: Vec<NewMessage>,
+    waiters: Vec<Waiter>,
+}
+
+struct Waiter {
+    received: Instant,
+    reply: oneshot::Sender<AckResult>,
+}
+
 async fn run(
     mut rx: mpsc::Receiver<Command>,
     store: Arc<dyn Store>,
@@ -131,7 +143,10 @@ async fn run(
     batch_max: usize,
     metrics: Arc<Metrics>,
 ) {
-    let mut batch: Vec<Request> = Vec::with_capacity(batch_max);
+    let mut batch = Batch {
+        messages: Vec::with_capacity(batch_max),
+        waiters: Vec::with_capacity(batch_max),
+    };
     let mut stop: Option<oneshot::Sender<()>> = None;
     while let Some(first) = rx.recv().await {
         // Drain without waiting: whatever queued while the last batch was
@@ -139,14 +154,20 @@ async fn run(
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
-                Command::Append(request) => batch.push(request),
+                Command::Append(request) => {
+                    batch.messages.push(request.message);
+                    batch.waiters.push(Waiter {
+                        received: request.received,
+                        reply: request.reply,
+                    });
+                }
                 Command::Stop(done) => stop = Some(done),
             }
-            if batch.len() < batch_max && stop.is_none() {
+            if batch.messages.len() < batch_max && stop.is_none() {
                 next = rx.try_recv().ok();
             }
         }
-        if !batch.is_empty() {
+        if !batch.messages.is_empty() {
             commit(&*store, &*sink, &mut batch, &metrics).await;
         }
         if let Some(done) = stop.take() {
@@ -165,38 +186,34 @@ async fn run(
     }
 }
 
-async fn commit(
-    store: &dyn Store,
-    sink: &dyn CommitSink,
-    batch: &mut Vec<Request>,
-    metrics: &Metrics,
-) {
-    let messages: Vec<NewMessage> = batch.iter().map(|r| r.message.clone()).collect();
-    let result = store.append_batch(&messages).await;
+async fn commit(store: &dyn Store, sink: &dyn CommitSink, batch: &mut Batch, metrics: &Metrics) {
+    let result = store.append_batch(&batch.messages).await;
     Metrics::inc(&metrics.write_batches);
     let outcomes = match result {
         Ok(outcomes) => outcomes,
         Err(err) => {
             // Nothing of the batch is stored; every sender may retry with the
             // same client_msg_id, which stays idempotent.
-            tracing::error!(error = %err, batch = batch.len(), "message batch failed to commit");
-            for request in batch.drain(..) {
+            tracing::error!(error = %err, batch = batch.messages.len(), "message batch failed to commit");
+            batch.messages.clear();
+            for waiter in batch.waiters.drain(..) {
                 let rejection = Rejection::new(
                     ErrorCode::Internal,
                     "storage failed; retry with the same client_msg_id",
                 );
-                request.reply.send(Err(rejection)).ok();
+                waiter.reply.send(Err(rejection)).ok();
             }
             return;
         }
     };
     let committed: Vec<Committed> = batch
+        .waiters
         .iter()
         .zip(&outcomes)
-        .filter_map(|(request, outcome)| match outcome {
+        .filter_map(|(waiter, outcome)| match outcome {
             AppendOutcome::Stored(message) => Some(Committed {
                 message: message.clone(),
-                received: request.received,
+                received: waiter.received,
             }),
             _ => None,
         })
@@ -205,7 +222,12 @@ async fn commit(
         .messages_stored
         .fetch_add(committed.len() as u64, std::sync::atomic::Ordering::Relaxed);
     sink.publish(&committed);
-    for (request, outcome) in batch.drain(..).zip(outcomes) {
+    for ((waiter, message), outcome) in batch
+        .waiters
+        .drain(..)
+        .zip(batch.messages.drain(..))
+        .zip(outcomes)
+    {
         let reply = match outcome {
             AppendOutcome::Stored(m) => Ok(ack(&m, false)),
             AppendOutcome::Duplicate(m) => {
@@ -216,12 +238,12 @@ async fn commit(
                 ErrorCode::IdempotencyConflict,
                 format!(
                     "client_msg_id {} was already used for another room or text; use a fresh id for a new message",
-                    request.message.client_msg_id
+                    message.client_msg_id
                 ),
             )),
         };
         // The sender may have disconnected meanwhile; the message is stored regardless.
-        request.reply.send(reply).ok();
+        waiter.reply.send(reply).ok();
     }
 }
 

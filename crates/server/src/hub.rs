@@ -54,14 +54,7 @@ pub enum Outbound {
     Frame(Bytes),
     /// A live Message push, shared by every recipient. Skipped when the
     /// connection already delivered this seq of the room (§10.6).
-    Message {
-        /// Room.
-        room: Arc<RoomName>,
-        /// Seq of the message.
-        seq: u64,
-        /// The encoded push.
-        frame: Bytes,
-    },
+    Message(Arc<Push>),
     /// The room became active on this connection: first send every stored
     /// message with `replay_after < seq <= head` (read from storage), then
     /// count the room as delivered up to `head`.
@@ -75,6 +68,23 @@ pub enum Outbound {
     },
     /// Close the socket with this code once everything before it is sent.
     Close(CloseCode),
+}
+
+// Every socket's queue allocates 32 slots of this up front (see [`Push`]).
+const _: () = assert!(std::mem::size_of::<Outbound>() <= 40);
+
+/// One committed message, encoded once for all of its recipients. Behind
+/// one `Arc` so that queueing it costs one reference count per recipient
+/// and keeps [`Outbound`] small: every connection's queue allocates its
+/// slots in blocks of 32 up front, so the item size is paid per socket.
+#[derive(Debug)]
+pub struct Push {
+    /// Room.
+    pub room: Arc<RoomName>,
+    /// Seq of the message.
+    pub seq: u64,
+    /// The encoded push.
+    pub frame: Bytes,
 }
 
 /// Why a socket ends; the first decision wins.
@@ -750,15 +760,14 @@ impl CommitSink for Hub {
             room.head_seq = room.head_seq.max(message.seq);
             room.last_activity_ms = room.last_activity_ms.max(message.server_ts_ms);
             let name = Arc::clone(&room.name);
-            let frame = encode_server_frame(&ServerFrame::push(Body::Message(message.to_wire())));
+            let push = Arc::new(Push {
+                room: name,
+                seq: message.seq,
+                frame: encode_server_frame(&ServerFrame::push(Body::Message(message.to_wire()))),
+            });
             let mut delivered = 0u64;
-            for conn in state.room_audience(&name, None, |_| true) {
-                let item = Outbound::Message {
-                    room: Arc::clone(&name),
-                    seq: message.seq,
-                    frame: frame.clone(),
-                };
-                if deliver(&self.metrics, conn, item) {
+            for conn in state.room_audience(&push.room, None, |_| true) {
+                if deliver(&self.metrics, conn, Outbound::Message(Arc::clone(&push))) {
                     delivered += 1;
                 }
             }

@@ -887,28 +887,31 @@ impl Writer {
     async fn feed_item(&mut self, sink: &mut Sink, item: Outbound) -> Result<(), WriteFailed> {
         match item {
             Outbound::Frame(bytes) => self.write(sink, Message::Binary(bytes), Step::Feed).await,
-            Outbound::Message { room, seq, frame } => {
-                let upto = self.delivered.get(&*room).copied().unwrap_or(0);
-                if seq <= upto {
+            Outbound::Message(push) => {
+                let upto = self.delivered.get(&*push.room).copied().unwrap_or(0);
+                if push.seq <= upto {
                     return Ok(());
                 }
-                self.write(sink, Message::Binary(frame), Step::Feed).await?;
+                self.write(sink, Message::Binary(push.frame.clone()), Step::Feed)
+                    .await?;
                 // Activation already created the room's entry, so this is an
                 // in-place update; cloning the name here would allocate once
                 // per push per socket on the fan-out hot path.
-                match self.delivered.get_mut(&*room) {
-                    Some(upto) => *upto = seq,
+                match self.delivered.get_mut(&*push.room) {
+                    Some(upto) => *upto = push.seq,
                     None => {
-                        self.delivered.insert((*room).clone(), seq);
+                        self.delivered.insert((*push.room).clone(), push.seq);
                     }
                 }
                 Ok(())
             }
+            // Boxed: a replay (storage reads, page encoding) is rare, and
+            // inline its state would enlarge every idle socket's writer task.
             Outbound::Activate {
                 room,
                 replay_after,
                 head,
-            } => self.replay(sink, &room, replay_after, head).await,
+            } => Box::pin(self.replay(sink, &room, replay_after, head)).await,
             // Handled by `write_burst`.
             Outbound::Close(_) => Ok(()),
         }

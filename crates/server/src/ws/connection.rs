@@ -888,22 +888,19 @@ impl Writer {
         match item {
             Outbound::Frame(bytes) => self.write(sink, Message::Binary(bytes), Step::Feed).await,
             Outbound::Message(push) => {
-                let upto = self.delivered.get(&*push.room).copied().unwrap_or(0);
-                if push.seq <= upto {
-                    return Ok(());
-                }
-                self.write(sink, Message::Binary(push.frame.clone()), Step::Feed)
-                    .await?;
-                // Activation already created the room's entry, so this is an
-                // in-place update; cloning the name here would allocate once
-                // per push per socket on the fan-out hot path.
+                // One lookup per push: the seq is recorded before the write,
+                // which is safe because a failed write ends the socket.
+                // Activation already created the room's entry, so the insert
+                // (which clones the name) is off the hot path.
                 match self.delivered.get_mut(&*push.room) {
+                    Some(upto) if push.seq <= *upto => return Ok(()),
                     Some(upto) => *upto = push.seq,
                     None => {
                         self.delivered.insert((*push.room).clone(), push.seq);
                     }
                 }
-                Ok(())
+                self.write(sink, Message::Binary(push.frame.clone()), Step::Feed)
+                    .await
             }
             // Boxed: a replay (storage reads, page encoding) is rare, and
             // inline its state would enlarge every idle socket's writer task.

@@ -364,10 +364,14 @@ impl App {
     /// in the outbox for next time.
     async fn drain_outbox(&mut self, events: &mut mpsc::Receiver<DriverEvent>) {
         let deadline = Instant::now() + QUIT_GRACE;
-        // The chat's count, not the session's outbox: an ack the session has
-        // seen may still wait in the event channel, and the user should see
-        // the message it confirms.
-        while *self.chat.state() == ConnectionState::Online && self.chat.unconfirmed() > 0 {
+        // Both counts: the chat's, because an ack the session has seen may
+        // still wait in the event channel and the user should see the
+        // message it confirms; and the session's outbox, because the chat
+        // counts a send confirmed as soon as its own push arrives, which is
+        // before its SendAck empties the outbox (§8.4 pushes before acking).
+        while *self.chat.state() == ConnectionState::Online
+            && (self.chat.unconfirmed() > 0 || self.unsent().await > 0)
+        {
             let outs = tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => self.on_driver_event(event),
@@ -379,12 +383,16 @@ impl App {
         }
     }
 
-    async fn say_goodbye(&mut self) {
-        let unsent = self
-            .handle
+    /// Sends in the session's outbox: not yet acknowledged by the server.
+    async fn unsent(&self) -> usize {
+        self.handle
             .call(|session, _| session.outbox().count())
             .await
-            .unwrap_or(0);
+            .unwrap_or(0)
+    }
+
+    async fn say_goodbye(&mut self) {
+        let unsent = self.unsent().await;
         if unsent > 0 {
             self.screen.print(render::notice(
                 self.style,

@@ -133,6 +133,8 @@ pub struct Driver<'a> {
     rooms: BTreeSet<String>,
     ledger: Ledger,
     transcript: Vec<Value>,
+    /// Connections kept open by `tcp_hold`, by set name.
+    held: BTreeMap<String, Vec<tokio::net::TcpStream>>,
 }
 
 /// The JSON (canonical proto3 mapping) of a server frame.
@@ -224,6 +226,7 @@ impl<'a> Driver<'a> {
             rooms,
             ledger: Ledger::default(),
             transcript: Vec::new(),
+            held: BTreeMap::new(),
         }
     }
 
@@ -353,12 +356,15 @@ impl<'a> Driver<'a> {
         body: Option<Vec<u8>>,
         bearer: Option<&str>,
     ) -> Result<http::HttpResponse, Halt> {
-        let request = HttpRequest {
-            method,
-            path,
-            body,
-            bearer,
-        };
+        self.http_exchange(HttpRequest::new(method, path, body, bearer))
+            .await
+    }
+
+    async fn http_exchange(
+        &mut self,
+        request: HttpRequest<'_>,
+    ) -> Result<http::HttpResponse, Halt> {
+        let (method, path) = (request.method, request.path);
         let response = http::send(&self.env.server, request, self.env.step_timeout)
             .await
             .map_err(|e| Halt::Fail(StepError::new(e.to_string())))?;
@@ -1133,6 +1139,33 @@ impl<'a> Driver<'a> {
                     .push(json!({"actor": actor, "fault": format!("{action:?}")}));
                 Ok(())
             }
+            Step::TcpHold {
+                name,
+                count,
+                expect_status,
+                expect_body,
+                expect_headers,
+            } => {
+                let count = self
+                    .vars
+                    .eval_value(count)
+                    .map_err(|e| Halt::Fail(StepError::new(e.to_string())))?;
+                let count = u64::try_from(count).unwrap_or(0);
+                self.tcp_hold(
+                    name,
+                    count,
+                    *expect_status,
+                    expect_body.as_ref(),
+                    expect_headers,
+                )
+                .await
+            }
+            Step::TcpRelease { name } => {
+                let released = self.held.remove(name).map_or(0, |held| held.len());
+                self.transcript
+                    .push(json!({"tcp_release": name, "connections": released}));
+                Ok(())
+            }
             Step::AwaitTokenExpiry { actor, max_wait_ms } => {
                 let Some(expires) = self
                     .vars
@@ -1591,7 +1624,11 @@ impl<'a> Driver<'a> {
         let response = loop {
             attempts += 1;
             let response = self
-                .http_request(&request.method, &path, body.clone(), bearer.as_deref())
+                .http_exchange(HttpRequest {
+                    content_type: request.content_type.as_deref(),
+                    declared_length: request.declared_length,
+                    ..HttpRequest::new(&request.method, &path, body.clone(), bearer.as_deref())
+                })
                 .await?;
             match repeat_until_status {
                 Some(status) if response.status != status && attempts < max_attempts => continue,
@@ -1629,6 +1666,74 @@ impl<'a> Driver<'a> {
         }
         if let Some(name) = capture_body {
             self.vars.set(name, got_body);
+        }
+        Ok(())
+    }
+
+    /// See [`Step::TcpHold`]. Every admitted connection must answer the
+    /// probe with 401 (a real answer, so the slot is provably taken); the
+    /// first that does not is the refusal, checked against the expectation.
+    async fn tcp_hold(
+        &mut self,
+        name: &str,
+        count: u64,
+        expect_status: u16,
+        expect_body: Option<&Value>,
+        expect_headers: &BTreeMap<String, Value>,
+    ) -> Result<(), Halt> {
+        let mut held = Vec::new();
+        let refusal = loop {
+            if held.len() as u64 >= count {
+                self.held.insert(name.to_owned(), held);
+                return Err(Halt::Skip(format!(
+                    "all {count} connections were admitted; the server's connection cap (§3.1) is higher or it has none"
+                )));
+            }
+            let (response, stream) = http::probe_admission(&self.env.server, self.env.step_timeout)
+                .await
+                .map_err(|e| {
+                    Halt::Fail(StepError::new(format!(
+                        "connection {} got no readable answer ({e}); a server at its connection cap must answer 503 with an ErrorBody, not reset or hang (§3.1)",
+                        held.len() + 1
+                    )))
+                })?;
+            match (response.status, stream) {
+                (401, Some(stream)) => held.push(stream),
+                _ => break response,
+            }
+        };
+        let held_count = held.len();
+        self.held.insert(name.to_owned(), held);
+        self.vars
+            .set(format!("{name}.held"), Value::from(held_count as u64));
+        let got_body = refusal.body_json();
+        self.transcript.push(json!({"tcp_hold": name, "admitted": held_count, "refusal": refusal.status, "body": got_body}));
+        if refusal.status != expect_status {
+            return Err(Halt::Fail(StepError::with(
+                format!(
+                    "after {held_count} held connections the next got HTTP {}, expected {expect_status}",
+                    refusal.status
+                ),
+                expect_body.cloned(),
+                Some(got_body),
+            )));
+        }
+        if let Some(want) = expect_body {
+            let want = self.substitute(want)?;
+            self.match_and_bind("refusal body", &want, &got_body)?;
+        }
+        for (header, want) in expect_headers {
+            let want = self.substitute(want)?;
+            let got = refusal
+                .header(&header.to_ascii_lowercase())
+                .map_or(Value::Null, |v| Value::String(v.to_owned()));
+            if got.is_null() || matcher::matches(&want, &got).is_err() {
+                return Err(Halt::Fail(StepError::with(
+                    format!("refusal header {header}"),
+                    Some(want),
+                    Some(got),
+                )));
+            }
         }
         Ok(())
     }

@@ -136,10 +136,35 @@ pub struct HttpRequest<'a> {
     pub method: &'a str,
     /// Path below the base URL's prefix.
     pub path: &'a str,
-    /// Body bytes (sent as `application/json`).
+    /// Body bytes (sent as `application/json` unless `content_type` says otherwise).
     pub body: Option<Vec<u8>>,
     /// Bearer token.
     pub bearer: Option<&'a str>,
+    /// `Content-Type` of the body instead of `application/json`; an empty
+    /// string sends none (§5.1 media type checks).
+    pub content_type: Option<&'a str>,
+    /// `Content-Length` to declare instead of the body's length: a larger
+    /// value announces bytes that never come (§5.1 size checks).
+    pub declared_length: Option<u64>,
+}
+
+impl<'a> HttpRequest<'a> {
+    /// A request with a JSON body or none, and nothing unusual.
+    pub fn new(
+        method: &'a str,
+        path: &'a str,
+        body: Option<Vec<u8>>,
+        bearer: Option<&'a str>,
+    ) -> Self {
+        Self {
+            method,
+            path,
+            body,
+            bearer,
+            content_type: None,
+            declared_length: None,
+        }
+    }
 }
 
 /// Sends one request and reads the whole response.
@@ -168,10 +193,13 @@ async fn exchange(url: &ServerUrl, request: &HttpRequest<'_>) -> Result<HttpResp
         url.prefix,
         request.path,
         authority,
-        body.len()
+        request.declared_length.unwrap_or(body.len() as u64)
     );
-    if request.body.is_some() {
-        head.push_str("Content-Type: application/json\r\n");
+    match request.content_type {
+        Some("") => {}
+        Some(media_type) => head.push_str(&format!("Content-Type: {media_type}\r\n")),
+        None if request.body.is_some() => head.push_str("Content-Type: application/json\r\n"),
+        None => {}
     }
     if let Some(token) = request.bearer {
         head.push_str(&format!("Authorization: Bearer {token}\r\n"));
@@ -183,6 +211,54 @@ async fn exchange(url: &ServerUrl, request: &HttpRequest<'_>) -> Result<HttpResp
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.map_err(io)?;
     parse_response(&raw)
+}
+
+/// Opens a connection and sends one keep-alive `POST /v1/logout` without a
+/// token. Returns the response and, when the server keeps the connection
+/// open, the connection itself (for holding slots, §3.1).
+pub async fn probe_admission(
+    url: &ServerUrl,
+    timeout: Duration,
+) -> Result<(HttpResponse, Option<TcpStream>), HttpError> {
+    let authority = url.authority();
+    let io = |source| HttpError::Io {
+        authority: authority.clone(),
+        source,
+    };
+    let exchange = async {
+        let mut stream = TcpStream::connect(&authority).await.map_err(io)?;
+        let head = format!(
+            "POST {}/v1/logout HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\n\r\n",
+            url.prefix
+        );
+        stream.write_all(head.as_bytes()).await.map_err(io)?;
+        // Read exactly one response: the head, then Content-Length bytes.
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let parsed = parse_response(&raw)?;
+                let declared = parsed
+                    .header("content-length")
+                    .and_then(|v| v.parse::<usize>().ok());
+                if declared.is_none_or(|len| raw.len() >= end + 4 + len) {
+                    let closes = parsed
+                        .header("connection")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                    return Ok((parsed, (!closes).then_some(stream)));
+                }
+            }
+            let n = stream.read(&mut chunk).await.map_err(io)?;
+            if n == 0 {
+                // Closed after (part of) an answer: the response is what came.
+                return parse_response(&raw).map(|r| (r, None));
+            }
+            raw.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| HttpError::Timeout(url.authority()))?
 }
 
 /// Parses a complete HTTP/1.x response.

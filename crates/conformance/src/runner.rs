@@ -113,7 +113,8 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             reason,
         })?;
     let env = Arc::new(env);
-    let semaphore = Arc::new(Semaphore::new(config.jobs.max(1)));
+    let jobs = u32::try_from(config.jobs.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(1);
+    let semaphore = Arc::new(Semaphore::new(jobs as usize));
     let mut tasks = JoinSet::new();
     let total = scenarios.len();
     for (index, scenario) in scenarios.into_iter().enumerate() {
@@ -123,9 +124,11 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         let suffix = format!("{run_id}{}", base36(index));
         let include_slow = config.include_slow;
         let scenario_timeout = config.scenario_timeout;
+        let permits = if scenario.exclusive { jobs } else { 1 };
         tasks.spawn(async move {
-            // The semaphore is never closed, so acquiring cannot fail.
-            let _permit = semaphore.acquire_owned().await.ok();
+            // The semaphore is never closed, so acquiring cannot fail. An
+            // exclusive scenario takes every permit and so runs alone.
+            let _permit = semaphore.acquire_many_owned(permits).await.ok();
             let started = Instant::now();
             let outcome = run_one(&env, &scenario, &suffix, include_slow, scenario_timeout).await;
             (index, result_of(&scenario, outcome, started.elapsed()))
@@ -238,12 +241,7 @@ async fn probe(env: &mut Environment, run_id: &str) -> Result<(), String> {
         async move {
             http::send(
                 &server,
-                HttpRequest {
-                    method: "POST",
-                    path,
-                    body: Some(body),
-                    bearer: None,
-                },
+                HttpRequest::new("POST", path, Some(body), None),
                 timeout,
             )
             .await

@@ -33,6 +33,9 @@ pub struct Scenario {
     pub requires: Vec<String>,
     /// Takes long (waits for a server timer); run only when asked.
     pub slow: bool,
+    /// Runs alone: it uses up a server-wide or per-address resource (e.g.
+    /// connection slots, §3.1) that concurrent scenarios would run into.
+    pub exclusive: bool,
     /// Logical user names, registered with a per-run suffix.
     pub users: Vec<String>,
     /// Logical user names that get a name but are never registered.
@@ -162,6 +165,12 @@ pub struct HttpSpec {
     /// `Authorization: Bearer` token (variables substituted).
     #[serde(default)]
     pub bearer: Option<String>,
+    /// `Content-Type` instead of `application/json`; `""` sends none.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// `Content-Length` to announce instead of the body's real length.
+    #[serde(default)]
+    pub declared_length: Option<u64>,
 }
 
 fn default_method() -> String {
@@ -407,6 +416,27 @@ pub enum Step {
         /// Longest acceptable wait, in milliseconds.
         max_wait_ms: u64,
     },
+    /// Opens TCP connections one after another, each answering one
+    /// `POST /v1/logout` without a token (401) and kept open, until the
+    /// server refuses one at admission (§3.1); checks that answer. Skips the
+    /// scenario when `count` connections are all admitted (the cap is higher).
+    TcpHold {
+        /// Name of the held set, for `tcp_release` and `<name>.held`.
+        name: String,
+        /// Most connections to open (expression).
+        count: Value,
+        /// Status of the refusal.
+        expect_status: u16,
+        /// Matcher for the refusal's JSON body.
+        expect_body: Option<Value>,
+        /// Matchers for the refusal's headers (lowercase names).
+        expect_headers: BTreeMap<String, Value>,
+    },
+    /// Closes the connections a `tcp_hold` kept.
+    TcpRelease {
+        /// Name of the held set.
+        name: String,
+    },
     /// Control the actor's fault proxy.
     Fault {
         /// The actor.
@@ -443,6 +473,8 @@ impl Step {
             Step::Drain { actor, .. } => format!("drain {actor}"),
             Step::ResendUnacked { actor, .. } => format!("resend_unacked {actor}"),
             Step::Fault { actor, action } => format!("fault {actor} {action:?}"),
+            Step::TcpHold { name, .. } => format!("tcp_hold {name}"),
+            Step::TcpRelease { name } => format!("tcp_release {name}"),
             Step::ExpectWsPings { actor, .. } => format!("expect_ws_pings {actor}"),
             Step::AwaitTokenExpiry { actor, .. } => format!("await_token_expiry {actor}"),
             Step::CheckInvariants(spec) => format!("check_invariants {}", spec.rooms.join(", ")),
@@ -470,6 +502,8 @@ struct ScenarioFile {
     requires: Vec<String>,
     #[serde(default)]
     slow: bool,
+    #[serde(default)]
+    exclusive: bool,
     #[serde(default)]
     users: Vec<String>,
     #[serde(default)]
@@ -553,6 +587,11 @@ const VERBS: &[(&str, &[&str])] = &[
     ("fault", &["action", "bytes"]),
     ("expect_ws_pings", &["count", "timeout_ms"]),
     ("await_token_expiry", &["max_wait_ms"]),
+    (
+        "tcp_hold",
+        &["count", "expect_status", "expect_body", "expect_headers"],
+    ),
+    ("tcp_release", &[]),
     ("check_invariants", &[]),
     ("set", &[]),
 ];
@@ -616,6 +655,7 @@ pub fn parse_scenario(file: &str, text: &str) -> Result<Scenario, ScenarioError>
         covers: raw.covers,
         requires: raw.requires,
         slow: raw.slow,
+        exclusive: raw.exclusive,
         users: raw.users,
         unregistered: raw.unregistered,
         rooms: raw.rooms,
@@ -651,7 +691,9 @@ fn step_actors(step: &Step) -> Vec<&str> {
             all.extend(spec.complete.iter().map(String::as_str));
             all
         }
-        Step::Http { .. } | Step::Set(_) => vec![],
+        Step::Http { .. } | Step::TcpHold { .. } | Step::TcpRelease { .. } | Step::Set(_) => {
+            vec![]
+        }
     }
 }
 
@@ -915,6 +957,16 @@ fn parse_step(value: &Value) -> Result<Step, String> {
                     ));
                 }
             },
+        },
+        "tcp_hold" => Step::TcpHold {
+            name: arg.as_str().ok_or("`tcp_hold` takes a name")?.to_owned(),
+            count: m.count.ok_or("`tcp_hold` needs `count`")?,
+            expect_status: m.expect_status.ok_or("`tcp_hold` needs `expect_status`")?,
+            expect_body: m.expect_body,
+            expect_headers: m.expect_headers.unwrap_or_default(),
+        },
+        "tcp_release" => Step::TcpRelease {
+            name: arg.as_str().ok_or("`tcp_release` takes a name")?.to_owned(),
         },
         "await_token_expiry" => Step::AwaitTokenExpiry {
             actor: actor_name(verb, arg)?,

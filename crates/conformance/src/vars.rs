@@ -11,6 +11,9 @@
 //!   that is exactly one `${expr}` becomes a JSON number when it evaluates to one;
 //! - `$$` is a literal `$`;
 //! - `{$repeat: "ab", times: expr}` becomes the string repeated;
+//! - `{$array: template, times: expr}` becomes an array of `times` copies of
+//!   the template, the k-th substituted with `$k` bound to k (1-based), e.g.
+//!   a Resume naming two thousand rooms;
 //! - matcher operators (`$any`, `{$capture: x}`, ...) are left alone.
 
 use std::collections::BTreeMap;
@@ -101,6 +104,17 @@ impl Vars {
                     };
                     let times = usize::try_from(times.max(0)).unwrap_or(0);
                     return Ok(Value::String(unit.repeat(times)));
+                }
+                if let Some(item) = map.get("$array") {
+                    let times = map.get("times").cloned().unwrap_or(Value::from(1));
+                    let times = self.eval_value(&times)?.max(0);
+                    let mut scope = self.clone();
+                    let mut out = Vec::with_capacity(usize::try_from(times).unwrap_or(0));
+                    for k in 1..=times {
+                        scope.set("k", Value::from(k));
+                        out.push(scope.substitute(item)?);
+                    }
+                    return Ok(Value::Array(out));
                 }
                 if map.contains_key("$capture") {
                     // The capture target is a name, not a value.
@@ -326,6 +340,10 @@ mod tests {
             (json!("$any"), json!("$any")),
             (json!({"$capture": "x"}), json!({"$capture": "x"})),
             (json!({"$repeat": "ab", "times": "${i}"}), json!("ababab")),
+            (
+                json!({"$array": {"room": "r${k}", "n": "${k * 2}"}, "times": "${i - 1}"}),
+                json!([{"room": "r1", "n": 2}, {"room": "r2", "n": 4}]),
+            ),
             (
                 json!({"sendMessage": {"room": "$room_a", "text": ["$i"]}}),
                 json!({"sendMessage": {"room": "room_a-x1", "text": [3]}}),

@@ -86,8 +86,10 @@ pub struct ErrorDetail {
     pub code: HttpErrorCode,
     /// What went wrong and what to do.
     pub message: String,
-    /// For 429 and 503: milliseconds to wait before retrying.
+    /// For 429 and 503: milliseconds to wait before retrying. Absent, never
+    /// `null`, where the §5.5 table does not call for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
     pub retry_after_ms: Option<u64>,
 }
 

@@ -1161,7 +1161,19 @@ impl<'a> Driver<'a> {
                 .await
             }
             Step::TcpRelease { name } => {
-                let released = self.held.remove(name).map_or(0, |held| held.len());
+                let held = self.held.remove(name).unwrap_or_default();
+                let released = held.len();
+                // Close each one and wait for the server's side to close
+                // too, so its slots are free when the next step (or the next
+                // scenario) connects.
+                let timeout = self.env.step_timeout;
+                tokio::time::timeout(timeout, http::close_all(held))
+                    .await
+                    .map_err(|_| {
+                        Halt::Fail(StepError::new(format!(
+                            "the server did not close {released} released connections within the step timeout"
+                        )))
+                    })?;
                 self.transcript
                     .push(json!({"tcp_release": name, "connections": released}));
                 Ok(())

@@ -261,6 +261,22 @@ pub async fn probe_admission(
         .map_err(|_| HttpError::Timeout(url.authority()))?
 }
 
+/// Half-closes every connection and reads each to its end, so that the
+/// server has seen the close of all of them when this returns.
+pub async fn close_all(streams: Vec<TcpStream>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut stream in streams {
+        tasks.spawn(async move {
+            // Errors mean the connection is gone already, which is the goal.
+            if stream.shutdown().await.is_ok() {
+                let mut sink = Vec::new();
+                stream.read_to_end(&mut sink).await.ok();
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
 /// Parses a complete HTTP/1.x response.
 pub fn parse_response(raw: &[u8]) -> Result<HttpResponse, HttpError> {
     let end = raw

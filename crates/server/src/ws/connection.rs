@@ -16,21 +16,20 @@
 //!    period passes), so unsent data is not cut off by a TCP reset.
 //!
 //! The protocol rules themselves live in `confab_protocol` (codec, rules,
-//! names, limits); this file only routes frames to them and to the hub and
-//! storage.
+//! names, limits); this file drives the socket, and [`super::cmd`] routes
+//! each request to them and to the hub and storage.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use confab_protocol::codec::{DecodeError, decode_client_frame, encode_server_frame};
 use confab_protocol::error::{CloseCode, Rejection};
-use confab_protocol::names::{RoomName, Topic};
-use confab_protocol::rules::{self, HistoryQuery};
+use confab_protocol::names::RoomName;
+use confab_protocol::rules;
 use confab_protocol::wire::{
     self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as ClientBody,
     server_frame::Body as ServerBody,
@@ -45,8 +44,8 @@ use crate::hub::{AuthedUser, Capabilities, ConnId, Ending, Outbound, Registratio
 use crate::limit::ConnectionPermit;
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::storage::StoreError;
 use crate::storage::writer::AckResult;
-use crate::storage::{NewMessage, RoomRecord, StoreError};
 
 /// After a close is decided, how long the socket may take to flush what is
 /// being written and to answer our Close frame before it is dropped.
@@ -61,7 +60,7 @@ const REPLAY_PAGE: u32 = 256;
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
-type PendingAck = Pin<
+pub(super) type PendingAck = Pin<
     Box<dyn Future<Output = (u64, Result<AckResult, oneshot::error::RecvError>)> + Send + Sync>,
 >;
 
@@ -72,7 +71,7 @@ fn close_message(code: CloseCode) -> Message {
     }))
 }
 
-fn internal(err: StoreError) -> Rejection {
+pub(super) fn internal(err: StoreError) -> Rejection {
     tracing::error!(error = %err, "storage request failed");
     Rejection::new(ErrorCode::Internal, "storage failed; retry")
 }
@@ -404,17 +403,17 @@ async fn verify_token(app: &AppState, token: &str) -> Result<(AuthedUser, i64), 
 // Phase 2a: the reader half
 // ---------------------------------------------------------------------------
 
-struct Reader<'a> {
-    app: &'a AppState,
-    conn: ConnId,
-    user: &'a AuthedUser,
+pub(super) struct Reader<'a> {
+    pub(super) app: &'a AppState,
+    pub(super) conn: ConnId,
+    pub(super) user: &'a AuthedUser,
     outbound: mpsc::Sender<Outbound>,
     close: &'a watch::Sender<Option<Ending>>,
     close_rx: watch::Receiver<Option<Ending>>,
     /// SendAcks waiting for their commit, in request order (§4.3, §8.3).
     /// Created on the first send: an empty `FuturesOrdered` already holds
     /// an allocation, which most sockets (readers, idle devices) never use.
-    pending: Option<FuturesOrdered<PendingAck>>,
+    pub(super) pending: Option<FuturesOrdered<PendingAck>>,
 }
 
 /// The next SendAck whose commit finished, if any sends are pending.
@@ -515,7 +514,7 @@ impl Reader<'_> {
     }
 
     /// Queues a reply; a full queue closes the connection (§12.4).
-    fn send(&self, frame: &ServerFrame) {
+    pub(super) fn send(&self, frame: &ServerFrame) {
         let item = Outbound::Frame(encode_server_frame(frame));
         if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send(item) {
             crate::hub::overflowed(&self.app.metrics, self.close, &self.user.name);
@@ -547,7 +546,7 @@ impl Reader<'_> {
     async fn handle_bytes(&mut self, bytes: &Bytes, max: usize) -> Option<CloseCode> {
         match decode_client_frame(bytes, max) {
             Ok(frame) => {
-                self.handle_frame(frame).await;
+                super::cmd::handle_frame(self, frame).await;
                 None
             }
             Err(DecodeError::Oversize { .. }) => Some(CloseCode::MessageTooBig),
@@ -567,189 +566,6 @@ impl Reader<'_> {
                 Some(CloseCode::MalformedFrame)
             }
         }
-    }
-
-    async fn handle_frame(&mut self, frame: ClientFrame) {
-        let ClientFrame { request_id, body } = frame;
-        let Some(body) = body else { return };
-        if let Err(rejection) = rules::check_request_id(request_id) {
-            self.send(&rejection.into_frame(0));
-            return;
-        }
-        let name = body.name();
-        let result = match body {
-            ClientBody::Auth(_) => Err(Rejection::new(
-                ErrorCode::AlreadyAuthenticated,
-                "this socket is already authenticated; open a new socket to change users",
-            )),
-            ClientBody::Ping(ping) => Ok(Some(ServerBody::Pong(wire::Pong { nonce: ping.nonce }))),
-            ClientBody::ListRooms(list) => Ok(Some(ServerBody::RoomList(wire::RoomList {
-                rooms: self.app.hub.room_list(self.conn, list.subscribe),
-            }))),
-            ClientBody::CreateRoom(create) => {
-                self.create_room(create, request_id).await.map(|()| None)
-            }
-            ClientBody::JoinRoom(join) => self.join_room(join, request_id).await.map(|()| None),
-            ClientBody::LeaveRoom(leave) => self.leave_room(leave).await.map(Some),
-            ClientBody::ListMembers(list) => self.list_members(list).map(Some),
-            ClientBody::SendMessage(send) => {
-                self.send_message(send, request_id).await.map(|()| None)
-            }
-            ClientBody::FetchHistory(fetch) => self.fetch_history(fetch).await.map(Some),
-            ClientBody::Resume(resume) => {
-                self.app
-                    .hub
-                    .resume(self.conn, &self.user.name, &resume.rooms, request_id);
-                Ok(None)
-            }
-            // §11.2: no reply on success.
-            ClientBody::SetTyping(typing) => self.set_typing(typing).map(|()| None),
-        };
-        match result {
-            Ok(Some(reply)) => self.send(&ServerFrame::reply(request_id, reply)),
-            Ok(None) => {}
-            Err(rejection) => {
-                tracing::debug!(conn = self.conn, frame = name, code = ?rejection.code, "request rejected");
-                self.send(&rejection.into_frame(request_id));
-            }
-        }
-    }
-
-    /// §7.2. The hub queues RoomJoined itself, together with the room's activation.
-    async fn create_room(
-        &self,
-        create: wire::CreateRoom,
-        request_id: u64,
-    ) -> Result<(), Rejection> {
-        let name = RoomName::parse(create.name)?;
-        let topic = Topic::parse(create.topic)?;
-        let epoch = uuid::Uuid::new_v4().simple().to_string();
-        let now = now_ms();
-        let id = match self
-            .app
-            .store
-            .create_room(&name, topic.as_str(), &epoch, self.user.id, now)
-            .await
-        {
-            Ok(id) => id,
-            Err(StoreError::AlreadyExists) => {
-                return Err(Rejection::new(
-                    ErrorCode::RoomExists,
-                    format!("room {name} already exists; join it instead"),
-                ));
-            }
-            Err(err) => return Err(internal(err)),
-        };
-        let record = RoomRecord {
-            id,
-            name,
-            topic: topic.into_string(),
-            epoch,
-            head_seq: 0,
-            last_activity_ms: now,
-            members: vec![self.user.name.clone()],
-        };
-        self.app.hub.room_created(self.conn, record, request_id);
-        Ok(())
-    }
-
-    /// §7.3.
-    async fn join_room(&self, join: wire::JoinRoom, request_id: u64) -> Result<(), Rejection> {
-        let name = RoomName::parse(join.name)?;
-        let room_id = self.app.hub.room_id(&name)?;
-        self.app
-            .store
-            .add_member(room_id, self.user.id, now_ms())
-            .await
-            .map_err(internal)?;
-        self.app
-            .hub
-            .member_joined(self.conn, &name, &self.user.name, request_id)
-    }
-
-    /// §7.4.
-    async fn leave_room(&self, leave: wire::LeaveRoom) -> Result<ServerBody, Rejection> {
-        let name = RoomName::parse(leave.name)?;
-        let room_id = self.app.hub.member_room_id(&name, &self.user.name)?;
-        self.app
-            .store
-            .remove_member(room_id, self.user.id)
-            .await
-            .map_err(internal)?;
-        self.app.hub.member_left(&name, &self.user.name);
-        Ok(ServerBody::RoomLeft(wire::RoomLeft {
-            name: name.into_string(),
-        }))
-    }
-
-    /// §7.5.
-    fn list_members(&self, list: wire::ListMembers) -> Result<ServerBody, Rejection> {
-        let room = RoomName::parse(list.room)?;
-        let members = self.app.hub.members(&room, &self.user.name)?;
-        Ok(ServerBody::MemberList(wire::MemberList {
-            room: room.into_string(),
-            members,
-        }))
-    }
-
-    /// §8: validate, authorise, rate-limit, then hand to the group-commit
-    /// writer. The SendAck is queued when the commit is durable (§8.3).
-    async fn send_message(
-        &mut self,
-        send: wire::SendMessage,
-        request_id: u64,
-    ) -> Result<(), Rejection> {
-        let received = Instant::now();
-        let valid = rules::validate_send(&send, &self.app.config.limits)?;
-        let room_id = self.app.hub.member_room_id(&valid.room, &self.user.name)?;
-        if let Err(wait) = self.app.send_rate.try_send(&self.user.name, received) {
-            Metrics::inc(&self.app.metrics.rate_limited);
-            let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
-            return Err(Rejection::rate_limited(ms));
-        }
-        let message = NewMessage {
-            room_id,
-            room: valid.room,
-            sender_id: self.user.id,
-            sender: self.user.name.clone(),
-            client_msg_id: valid.client_msg_id,
-            text: valid.text.into_string(),
-            kind: valid.kind,
-            server_ts_ms: now_ms(),
-        };
-        let ack = self.app.writer.submit(message, received).await;
-        self.pending
-            .get_or_insert_with(FuturesOrdered::new)
-            .push_back(Box::pin(async move { (request_id, ack.await) }));
-        Ok(())
-    }
-
-    /// §9.
-    async fn fetch_history(&self, fetch: wire::FetchHistory) -> Result<ServerBody, Rejection> {
-        let query = HistoryQuery::from_request(&fetch, self.app.config.limits.max_history_page)?;
-        self.app.hub.member_room_id(&query.room, &self.user.name)?;
-        let slice = self
-            .app
-            .store
-            .history(&query.room, query.range, query.limit)
-            .await
-            .map_err(internal)?;
-        let page = wire::HistoryPage {
-            room: query.room.into_string(),
-            messages: slice.messages.iter().map(|m| m.to_wire()).collect(),
-            has_more: slice.has_more,
-            head_seq: slice.head_seq,
-            epoch: slice.epoch,
-        };
-        Ok(ServerBody::HistoryPage(page))
-    }
-
-    /// §11.2.
-    fn set_typing(&self, typing: wire::SetTyping) -> Result<(), Rejection> {
-        let room = RoomName::parse(typing.room)?;
-        self.app
-            .hub
-            .set_typing(&room, &self.user.name, typing.active, Instant::now())
     }
 }
 

@@ -31,6 +31,9 @@ pub struct Config {
     pub socket_send_buffer: Option<u32>,
     /// How long a new socket may take to send Auth (§6.2).
     pub auth_timeout: Duration,
+    /// Most sockets one user may hold open at once (§6.2, R-6.2.8); an Auth
+    /// beyond it gets TOO_MANY_CONNECTIONS and close 1013.
+    pub max_sockets_per_user: u32,
     /// How long a client may take to send its HTTP request headers (and TLS handshake).
     pub header_read_timeout: Duration,
     /// Lifetime of a login token (§15).
@@ -80,6 +83,7 @@ impl Default for Config {
             max_connections: 10_000,
             socket_send_buffer: Some(DEFAULT_SOCKET_SEND_BUFFER),
             auth_timeout: Duration::from_secs(10),
+            max_sockets_per_user: 32,
             header_read_timeout: Duration::from_secs(10),
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             allowed_origins: Vec::new(),
@@ -180,6 +184,11 @@ pub struct Cli {
     #[arg(long, env = "CONFAB_AUTH_TIMEOUT_MS", default_value_t = 10_000)]
     pub auth_timeout_ms: u64,
 
+    /// Most sockets one user may hold open at once (default 32, at least 1). An Auth beyond it
+    /// gets Error TOO_MANY_CONNECTIONS and close 1013; clients reconnect with backoff (§6.2).
+    #[arg(long, env = "CONFAB_MAX_SOCKETS_PER_USER", default_value_t = 32)]
+    pub max_sockets_per_user: u32,
+
     /// Milliseconds a client has to send its HTTP request headers (and finish TLS).
     #[arg(long, env = "CONFAB_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
@@ -247,6 +256,7 @@ impl Cli {
             max_connections: self.max_connections.max(1),
             socket_send_buffer: (self.socket_send_buffer > 0).then_some(self.socket_send_buffer),
             auth_timeout: Duration::from_millis(self.auth_timeout_ms),
+            max_sockets_per_user: self.max_sockets_per_user.max(1),
             header_read_timeout: Duration::from_millis(self.header_timeout_ms),
             token_ttl: Duration::from_secs(self.token_ttl_hours.saturating_mul(3600)),
             allowed_origins: self.allowed_origins,

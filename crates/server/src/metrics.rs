@@ -35,6 +35,9 @@ pub struct Metrics {
     pub login_failures: AtomicU64,
     /// Storage write transactions (group commits).
     pub write_batches: AtomicU64,
+    // Hardening (C1): socket task.
+    /// Sockets refused because their user held max_sockets_per_user.
+    pub sockets_over_user_cap: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -139,6 +142,13 @@ impl Metrics {
             };
             metric(name, kind, help, counter.load(Relaxed));
         }
+        // Hardening (C1): socket task.
+        metric(
+            "confab_sockets_over_user_cap_total",
+            "counter",
+            "Sockets refused with 1013 because their user held max_sockets_per_user.",
+            self.sockets_over_user_cap.load(Relaxed),
+        );
         metric(
             "confab_rooms",
             "gauge",

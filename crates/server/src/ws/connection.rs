@@ -16,21 +16,20 @@
 //!    period passes), so unsent data is not cut off by a TCP reset.
 //!
 //! The protocol rules themselves live in `confab_protocol` (codec, rules,
-//! names, limits); this file only routes frames to them and to the hub and
-//! storage.
+//! names, limits); this file drives the socket, and [`super::cmd`] routes
+//! each request to them and to the hub and storage.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use confab_protocol::codec::{DecodeError, decode_client_frame, encode_server_frame};
-use confab_protocol::error::{CloseCode, Rejection};
-use confab_protocol::names::{RoomName, Topic};
-use confab_protocol::rules::{self, HistoryQuery};
+use confab_protocol::codec::{decode_client_frame, encode_server_frame};
+use confab_protocol::error::{BadMessage, CloseCode, Refusal, Rejection, refuse};
+use confab_protocol::names::RoomName;
+use confab_protocol::rules;
 use confab_protocol::wire::{
     self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as ClientBody,
     server_frame::Body as ServerBody,
@@ -45,8 +44,8 @@ use crate::hub::{AuthedUser, Capabilities, ConnId, Ending, Outbound, Registratio
 use crate::limit::ConnectionPermit;
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::storage::StoreError;
 use crate::storage::writer::AckResult;
-use crate::storage::{NewMessage, RoomRecord, StoreError};
 
 /// After a close is decided, how long the socket may take to flush what is
 /// being written and to answer our Close frame before it is dropped.
@@ -56,12 +55,20 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// live client answers at once, and a dead one must not hold up the restart.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
+/// After a close caused by input the WebSocket layer refused unread (an
+/// oversize frame past what it buffers, or a text frame that is not UTF-8),
+/// how long the socket is kept open, without reading, so that our Close
+/// reaches the peer before the kernel resets a connection with unread data
+/// . Oversize messages up to the drain allowance of `upgrade` are
+/// read whole and discarded instead, which needs no such wait.
+const UNREAD_GRACE: Duration = Duration::from_secs(2);
+
 /// Messages read from storage per query while replaying a Resume.
 const REPLAY_PAGE: u32 = 256;
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
-type PendingAck = Pin<
+pub(super) type PendingAck = Pin<
     Box<dyn Future<Output = (u64, Result<AckResult, oneshot::error::RecvError>)> + Send + Sync>,
 >;
 
@@ -72,18 +79,43 @@ fn close_message(code: CloseCode) -> Message {
     }))
 }
 
-fn internal(err: StoreError) -> Rejection {
+pub(super) fn internal(err: StoreError) -> Rejection {
     tracing::error!(error = %err, "storage request failed");
     Rejection::new(ErrorCode::Internal, "storage failed; retry")
 }
 
-/// Whether a read error is tungstenite refusing an oversize message (§12.2).
-fn is_too_big(err: axum::Error) -> bool {
+/// The bad message behind a read error, if it was one: tungstenite refusing
+/// an oversize message (§12.2) or a text message that is not UTF-8 (§3.3).
+/// Other errors mean the connection itself failed.
+fn bad_read(err: axum::Error) -> Option<BadMessage> {
     use tokio_tungstenite::tungstenite::Error as WsError;
-    matches!(
-        err.into_inner().downcast_ref::<WsError>(),
-        Some(WsError::Capacity(_))
-    )
+    match err.into_inner().downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => Some(BadMessage::TooBig),
+        Some(WsError::Utf8(_)) => Some(BadMessage::InvalidUtf8Text),
+        _ => None,
+    }
+}
+
+/// How a socket ends once we have sent our Close.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wind {
+    /// Read (and discard) until the peer answers our Close or goes.
+    Linger,
+    /// The stream failed on refused input that stays unread; keep the socket
+    /// open without reading for [`UNREAD_GRACE`].
+    Hold,
+}
+
+async fn wind_down(stream: &mut Stream, wind: Wind, shutdown: &crate::shutdown::Shutdown) {
+    match wind {
+        Wind::Linger => linger(stream, CLOSE_GRACE, shutdown).await,
+        Wind::Hold => {
+            tokio::select! {
+                () = tokio::time::sleep(UNREAD_GRACE) => {}
+                () = shutdown.wait() => {}
+            }
+        }
+    }
 }
 
 /// Runs one socket to completion.
@@ -97,10 +129,13 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
     let _permit = permit;
     Metrics::inc(&app.metrics.sockets_total);
     let (mut sink, mut stream) = socket.split();
-    let Some(session) = Box::pin(authenticate(&app, &mut sink, &mut stream)).await else {
-        // The close frame (if any) is sent; give the peer a moment to read it.
-        linger(&mut stream, CLOSE_GRACE, &app.shutdown).await;
-        return;
+    let session = match Box::pin(authenticate(&app, &mut sink, &mut stream)).await {
+        Ok(session) => session,
+        Err(wind) => {
+            // The close frame (if any) is sent; give the peer a moment to read it.
+            wind_down(&mut stream, wind, &app.shutdown).await;
+            return;
+        }
     };
     let Opened {
         conn,
@@ -109,7 +144,15 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
         queue,
         close,
         close_rx,
-    } = Box::pin(open(&app, session)).await;
+        expires_ms,
+    } = match Box::pin(open(&app, session)).await {
+        Ok(opened) => opened,
+        Err((request_id, rejection)) => {
+            reject_and_close(&mut sink, request_id, rejection).await;
+            linger(&mut stream, CLOSE_GRACE, &app.shutdown).await;
+            return;
+        }
+    };
 
     let reader = Reader {
         app: &app,
@@ -119,6 +162,7 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
         close: &close,
         close_rx: close_rx.clone(),
         pending: None,
+        expires_ms,
     };
     let writer = Writer {
         app: Arc::clone(&app),
@@ -152,12 +196,15 @@ struct Opened {
     queue: mpsc::Receiver<Outbound>,
     close: watch::Sender<Option<Ending>>,
     close_rx: watch::Receiver<Option<Ending>>,
+    expires_ms: i64,
 }
 
 /// Queues Welcome and registers the connection with the hub. A function of
 /// its own so that Welcome and the rest of the session's request are
-/// dropped here rather than kept for the socket's life.
-async fn open(app: &AppState, session: Session) -> Opened {
+/// dropped here rather than kept for the socket's life. Fails, with the
+/// Auth's request id, when the user is at the socket cap; the
+/// queued Welcome is then dropped unsent with the queue.
+async fn open(app: &AppState, session: Session) -> Result<Opened, (u64, Rejection)> {
     let (outbound, queue) = mpsc::channel(app.config.limits.outbound_queue_frames.max(1) as usize);
     let (close, close_rx) = watch::channel(None);
     let granted =
@@ -180,13 +227,24 @@ async fn open(app: &AppState, session: Session) -> Opened {
         .try_send(Outbound::Frame(encode_server_frame(&welcome)))
         .ok();
     drop(welcome);
-    let conn = app.hub.register(Registration {
-        user: session.user.name.clone(),
-        token_hash: session.token_hash.clone(),
-        caps: Capabilities::from_names(&granted),
-        outbound: outbound.clone(),
-        close: close.clone(),
-    });
+    let registered = app.hub.register(
+        Registration {
+            user: session.user.name.clone(),
+            token_hash: session.token_hash.clone(),
+            caps: Capabilities::from_names(&granted),
+            outbound: outbound.clone(),
+            close: close.clone(),
+        },
+        app.config.max_sockets_per_user,
+    );
+    let conn = match registered {
+        Ok(conn) => conn,
+        Err(rejection) => {
+            Metrics::inc(&app.metrics.sockets_over_user_cap);
+            tracing::info!(user = %session.user.name, "socket refused: user at max_sockets_per_user");
+            return Err((session.request_id, rejection));
+        }
+    };
     Metrics::inc(&app.metrics.sockets_open);
     // A logout that revoked the token between our check and the register
     // above found no socket to close (§5.4); look once more now that the hub
@@ -197,14 +255,15 @@ async fn open(app: &AppState, session: Session) -> Opened {
         }
     }
     tracing::info!(user = %session.user.name, conn, client = %session.client_name.escape_debug(), "socket authenticated");
-    Opened {
+    Ok(Opened {
         conn,
         user: session.user,
         outbound,
         queue,
         close,
         close_rx,
-    }
+        expires_ms: session.expires_ms,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -235,6 +294,16 @@ async fn reject_and_close(sink: &mut Sink, request_id: u64, rejection: Rejection
     }
 }
 
+/// Sends a [`Refusal`] before authentication: its Error, then its close.
+async fn send_refusal(sink: &mut Sink, refusal: Refusal) {
+    if let Some(frame) = &refusal.error {
+        send_direct(sink, frame).await;
+    }
+    if let Some(code) = refusal.close {
+        sink.send(close_message(code)).await.ok();
+    }
+}
+
 /// After we sent Close, reads until the peer answers (or goes), bounded by
 /// `grace`, or by `SHUTDOWN_GRACE` once the server is shutting down.
 async fn linger(stream: &mut Stream, grace: Duration, shutdown: &crate::shutdown::Shutdown) {
@@ -255,7 +324,13 @@ async fn linger(stream: &mut Stream, grace: Duration, shutdown: &crate::shutdown
     }
 }
 
-async fn authenticate(app: &AppState, sink: &mut Sink, stream: &mut Stream) -> Option<Session> {
+/// Reads until a valid Auth. On failure the close (if any) is sent and the
+/// result says how to wind the socket down.
+async fn authenticate(
+    app: &AppState,
+    sink: &mut Sink,
+    stream: &mut Stream,
+) -> Result<Session, Wind> {
     let deadline = tokio::time::Instant::now() + app.config.auth_timeout;
     let max = app.config.limits.max_frame_bytes as usize;
     loop {
@@ -263,7 +338,7 @@ async fn authenticate(app: &AppState, sink: &mut Sink, stream: &mut Stream) -> O
             biased;
             () = app.shutdown.wait() => {
                 sink.send(close_message(CloseCode::GoingAway)).await.ok();
-                return None;
+                return Err(Wind::Linger);
             }
             next = tokio::time::timeout_at(deadline, stream.next()) => next,
         };
@@ -271,66 +346,39 @@ async fn authenticate(app: &AppState, sink: &mut Sink, stream: &mut Stream) -> O
             Err(_) => {
                 // §6.2: no Auth in time.
                 sink.send(close_message(CloseCode::AuthTimeout)).await.ok();
-                return None;
+                return Err(Wind::Linger);
             }
-            Ok(None) => return None,
+            Ok(None) => return Err(Wind::Linger),
             Ok(Some(Err(err))) => {
-                if is_too_big(err) {
-                    sink.send(close_message(CloseCode::MessageTooBig))
-                        .await
-                        .ok();
-                }
-                return None;
+                let Some(bad) = bad_read(err) else {
+                    return Err(Wind::Linger);
+                };
+                send_refusal(sink, refuse(&bad, false)).await;
+                return Err(Wind::Hold);
             }
             Ok(Some(Ok(message))) => message,
         };
         let bytes = match message {
             Message::Binary(bytes) => bytes,
             Message::Text(_) => {
-                sink.send(close_message(CloseCode::UnsupportedData))
-                    .await
-                    .ok();
-                return None;
+                send_refusal(sink, refuse(&BadMessage::Text, false)).await;
+                return Err(Wind::Linger);
             }
-            Message::Close(_) => return None,
+            Message::Close(_) => return Err(Wind::Linger),
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         let frame = match decode_client_frame(&bytes, max) {
             Ok(frame) => frame,
-            Err(DecodeError::Oversize { .. }) => {
-                sink.send(close_message(CloseCode::MessageTooBig))
-                    .await
-                    .ok();
-                return None;
-            }
-            Err(err @ DecodeError::Malformed { .. }) => {
-                reject_and_close(
-                    sink,
-                    0,
-                    Rejection::new(ErrorCode::MalformedFrame, err.to_string()),
-                )
-                .await;
-                return None;
-            }
-            Err(DecodeError::UnknownBody { request_id }) => {
-                reject_and_close(sink, request_id, unauthenticated()).await;
-                return None;
-            }
             Err(err) => {
-                reject_and_close(
-                    sink,
-                    0,
-                    Rejection::new(ErrorCode::MalformedFrame, err.to_string()),
-                )
-                .await;
-                return None;
+                send_refusal(sink, refuse(&BadMessage::Binary(err), false)).await;
+                return Err(Wind::Linger);
             }
         };
         let ClientFrame { request_id, body } = frame;
         let Some(ClientBody::Auth(auth)) = body else {
             // §6.2: anything but Auth first.
-            reject_and_close(sink, request_id, unauthenticated()).await;
-            return None;
+            reject_and_close(sink, request_id, Rejection::unauthenticated()).await;
+            return Err(Wind::Linger);
         };
         if let Err(rejection) = rules::check_request_id(request_id) {
             send_direct(sink, &rejection.into_frame(0)).await;
@@ -338,7 +386,7 @@ async fn authenticate(app: &AppState, sink: &mut Sink, stream: &mut Stream) -> O
         }
         match verify_token(app, &auth.token).await {
             Ok((user, expires_ms)) => {
-                return Some(Session {
+                return Ok(Session {
                     user,
                     token_hash: token_hash(&auth.token),
                     expires_ms,
@@ -354,17 +402,10 @@ async fn authenticate(app: &AppState, sink: &mut Sink, stream: &mut Stream) -> O
                     .unwrap_or(CloseCode::InternalError);
                 send_direct(sink, &rejection.into_frame(request_id)).await;
                 sink.send(close_message(close_code)).await.ok();
-                return None;
+                return Err(Wind::Linger);
             }
         }
     }
-}
-
-fn unauthenticated() -> Rejection {
-    Rejection::new(
-        ErrorCode::Unauthenticated,
-        "the first frame on a socket must be Auth with a token from POST /v1/login",
-    )
 }
 
 async fn verify_token(app: &AppState, token: &str) -> Result<(AuthedUser, i64), Rejection> {
@@ -386,10 +427,7 @@ async fn verify_token(app: &AppState, token: &str) -> Result<(AuthedUser, i64), 
         ));
     }
     if record.expires_ms <= now_ms() {
-        return Err(Rejection::new(
-            ErrorCode::TokenExpired,
-            "this token expired; log in again",
-        ));
+        return Err(Rejection::token_expired());
     }
     Ok((
         AuthedUser {
@@ -404,17 +442,19 @@ async fn verify_token(app: &AppState, token: &str) -> Result<(AuthedUser, i64), 
 // Phase 2a: the reader half
 // ---------------------------------------------------------------------------
 
-struct Reader<'a> {
-    app: &'a AppState,
-    conn: ConnId,
-    user: &'a AuthedUser,
+pub(super) struct Reader<'a> {
+    pub(super) app: &'a AppState,
+    pub(super) conn: ConnId,
+    pub(super) user: &'a AuthedUser,
     outbound: mpsc::Sender<Outbound>,
     close: &'a watch::Sender<Option<Ending>>,
     close_rx: watch::Receiver<Option<Ending>>,
     /// SendAcks waiting for their commit, in request order (§4.3, §8.3).
     /// Created on the first send: an empty `FuturesOrdered` already holds
     /// an allocation, which most sockets (readers, idle devices) never use.
-    pending: Option<FuturesOrdered<PendingAck>>,
+    pub(super) pending: Option<FuturesOrdered<PendingAck>>,
+    /// The token's expiry (Unix ms): the socket closes then.
+    expires_ms: i64,
 }
 
 /// The next SendAck whose commit finished, if any sends are pending.
@@ -435,8 +475,17 @@ impl Reader<'_> {
         // when it fires early; each frame just records when it came, so a
         // busy socket does not touch the timer wheel per frame.
         let mut last_frame = tokio::time::Instant::now();
-        let idle_timer = tokio::time::sleep_until(last_frame + idle);
+        // the token's expiry shares the idle timer, which fires at
+        // whichever comes first, so it costs neither a second timer in every
+        // socket's future nor anything per frame.
+        let remaining_ms = u64::try_from(self.expires_ms.saturating_sub(now_ms())).unwrap_or(0);
+        let expires_at = last_frame
+            .checked_add(Duration::from_millis(remaining_ms))
+            .unwrap_or(last_frame + Duration::from_secs(100 * 365 * 24 * 3600));
+        let idle_timer = tokio::time::sleep_until((last_frame + idle).min(expires_at));
         tokio::pin!(idle_timer);
+        // Set when the stream failed on input it left unread.
+        let mut wind = Wind::Linger;
         // Long-lived, as in the writer: not a fresh `changed()` per frame.
         let mut close_rx = self.close_rx.clone();
         let decided = async move {
@@ -457,11 +506,16 @@ impl Reader<'_> {
                     self.answer_ack(request_id, result);
                 }
                 () = &mut idle_timer => {
+                    let now = tokio::time::Instant::now();
+                    if expires_at <= now {
+                        self.send(&Rejection::token_expired().into_frame(0));
+                        break Some(CloseCode::AuthFailed);
+                    }
                     let deadline = last_frame + idle;
-                    if deadline <= tokio::time::Instant::now() {
+                    if deadline <= now {
                         break Some(CloseCode::IdleTimeout);
                     }
-                    idle_timer.as_mut().reset(deadline);
+                    idle_timer.as_mut().reset(deadline.min(expires_at));
                 }
                 next = stream.next() => {
                     // §12.1: any frame from the peer counts as liveness.
@@ -469,10 +523,11 @@ impl Reader<'_> {
                     match next {
                         None => break None,
                         Some(Err(err)) => {
-                            if is_too_big(err) {
-                                break Some(CloseCode::MessageTooBig);
+                            let Some(bad) = bad_read(err) else { break None };
+                            wind = Wind::Hold;
+                            if let Some(code) = self.refused(&bad) {
+                                break Some(code);
                             }
-                            break None;
                         }
                         Some(Ok(Message::Binary(bytes))) => {
                             // Boxed: handling a request awaits storage and the
@@ -482,7 +537,11 @@ impl Reader<'_> {
                                 break Some(code);
                             }
                         }
-                        Some(Ok(Message::Text(_))) => break Some(CloseCode::UnsupportedData),
+                        Some(Ok(Message::Text(_))) => {
+                            if let Some(code) = self.refused(&BadMessage::Text) {
+                                break Some(code);
+                            }
+                        }
                         Some(Ok(Message::Close(_))) => break None,
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     }
@@ -505,7 +564,7 @@ impl Reader<'_> {
         if matches!(*self.close.borrow(), Some(Ending::PeerGone)) {
             return;
         }
-        linger(&mut stream, CLOSE_GRACE, &self.app.shutdown).await;
+        wind_down(&mut stream, wind, &self.app.shutdown).await;
         // If the in-band Close is still stuck behind a write to a peer that
         // does not read, make the decision visible to the writer too: its
         // blocked write then gets CLOSE_GRACE more, and the socket ends.
@@ -515,7 +574,7 @@ impl Reader<'_> {
     }
 
     /// Queues a reply; a full queue closes the connection (§12.4).
-    fn send(&self, frame: &ServerFrame) {
+    pub(super) fn send(&self, frame: &ServerFrame) {
         let item = Outbound::Frame(encode_server_frame(frame));
         if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send(item) {
             crate::hub::overflowed(&self.app.metrics, self.close, &self.user.name);
@@ -547,209 +606,21 @@ impl Reader<'_> {
     async fn handle_bytes(&mut self, bytes: &Bytes, max: usize) -> Option<CloseCode> {
         match decode_client_frame(bytes, max) {
             Ok(frame) => {
-                self.handle_frame(frame).await;
+                super::cmd::handle_frame(self, frame).await;
                 None
             }
-            Err(DecodeError::Oversize { .. }) => Some(CloseCode::MessageTooBig),
-            Err(DecodeError::UnknownBody { request_id }) => {
-                // §4.4: a newer client's frame; say so and carry on.
-                let rejection = Rejection::new(
-                    ErrorCode::UnsupportedFrame,
-                    "this server does not know that frame kind; it speaks confab.v1 as listed in Welcome",
-                );
-                self.send(&rejection.into_frame(request_id));
-                None
-            }
-            Err(err) => {
-                self.send(
-                    &Rejection::new(ErrorCode::MalformedFrame, err.to_string()).into_frame(0),
-                );
-                Some(CloseCode::MalformedFrame)
-            }
+            Err(err) => self.refused(&BadMessage::Binary(err)),
         }
     }
 
-    async fn handle_frame(&mut self, frame: ClientFrame) {
-        let ClientFrame { request_id, body } = frame;
-        let Some(body) = body else { return };
-        if let Err(rejection) = rules::check_request_id(request_id) {
-            self.send(&rejection.into_frame(0));
-            return;
+    /// Queues the answer to a bad message (§3.3, §4.4); returns the close
+    /// code if the connection ends.
+    fn refused(&self, bad: &BadMessage) -> Option<CloseCode> {
+        let refusal = refuse(bad, true);
+        if let Some(frame) = &refusal.error {
+            self.send(frame);
         }
-        let name = body.name();
-        let result = match body {
-            ClientBody::Auth(_) => Err(Rejection::new(
-                ErrorCode::AlreadyAuthenticated,
-                "this socket is already authenticated; open a new socket to change users",
-            )),
-            ClientBody::Ping(ping) => Ok(Some(ServerBody::Pong(wire::Pong { nonce: ping.nonce }))),
-            ClientBody::ListRooms(list) => Ok(Some(ServerBody::RoomList(wire::RoomList {
-                rooms: self.app.hub.room_list(self.conn, list.subscribe),
-            }))),
-            ClientBody::CreateRoom(create) => {
-                self.create_room(create, request_id).await.map(|()| None)
-            }
-            ClientBody::JoinRoom(join) => self.join_room(join, request_id).await.map(|()| None),
-            ClientBody::LeaveRoom(leave) => self.leave_room(leave).await.map(Some),
-            ClientBody::ListMembers(list) => self.list_members(list).map(Some),
-            ClientBody::SendMessage(send) => {
-                self.send_message(send, request_id).await.map(|()| None)
-            }
-            ClientBody::FetchHistory(fetch) => self.fetch_history(fetch).await.map(Some),
-            ClientBody::Resume(resume) => {
-                self.app
-                    .hub
-                    .resume(self.conn, &self.user.name, &resume.rooms, request_id);
-                Ok(None)
-            }
-            // §11.2: no reply on success.
-            ClientBody::SetTyping(typing) => self.set_typing(typing).map(|()| None),
-        };
-        match result {
-            Ok(Some(reply)) => self.send(&ServerFrame::reply(request_id, reply)),
-            Ok(None) => {}
-            Err(rejection) => {
-                tracing::debug!(conn = self.conn, frame = name, code = ?rejection.code, "request rejected");
-                self.send(&rejection.into_frame(request_id));
-            }
-        }
-    }
-
-    /// §7.2. The hub queues RoomJoined itself, together with the room's activation.
-    async fn create_room(
-        &self,
-        create: wire::CreateRoom,
-        request_id: u64,
-    ) -> Result<(), Rejection> {
-        let name = RoomName::parse(create.name)?;
-        let topic = Topic::parse(create.topic)?;
-        let epoch = uuid::Uuid::new_v4().simple().to_string();
-        let now = now_ms();
-        let id = match self
-            .app
-            .store
-            .create_room(&name, topic.as_str(), &epoch, self.user.id, now)
-            .await
-        {
-            Ok(id) => id,
-            Err(StoreError::AlreadyExists) => {
-                return Err(Rejection::new(
-                    ErrorCode::RoomExists,
-                    format!("room {name} already exists; join it instead"),
-                ));
-            }
-            Err(err) => return Err(internal(err)),
-        };
-        let record = RoomRecord {
-            id,
-            name,
-            topic: topic.into_string(),
-            epoch,
-            head_seq: 0,
-            last_activity_ms: now,
-            members: vec![self.user.name.clone()],
-        };
-        self.app.hub.room_created(self.conn, record, request_id);
-        Ok(())
-    }
-
-    /// §7.3.
-    async fn join_room(&self, join: wire::JoinRoom, request_id: u64) -> Result<(), Rejection> {
-        let name = RoomName::parse(join.name)?;
-        let room_id = self.app.hub.room_id(&name)?;
-        self.app
-            .store
-            .add_member(room_id, self.user.id, now_ms())
-            .await
-            .map_err(internal)?;
-        self.app
-            .hub
-            .member_joined(self.conn, &name, &self.user.name, request_id)
-    }
-
-    /// §7.4.
-    async fn leave_room(&self, leave: wire::LeaveRoom) -> Result<ServerBody, Rejection> {
-        let name = RoomName::parse(leave.name)?;
-        let room_id = self.app.hub.member_room_id(&name, &self.user.name)?;
-        self.app
-            .store
-            .remove_member(room_id, self.user.id)
-            .await
-            .map_err(internal)?;
-        self.app.hub.member_left(&name, &self.user.name);
-        Ok(ServerBody::RoomLeft(wire::RoomLeft {
-            name: name.into_string(),
-        }))
-    }
-
-    /// §7.5.
-    fn list_members(&self, list: wire::ListMembers) -> Result<ServerBody, Rejection> {
-        let room = RoomName::parse(list.room)?;
-        let members = self.app.hub.members(&room, &self.user.name)?;
-        Ok(ServerBody::MemberList(wire::MemberList {
-            room: room.into_string(),
-            members,
-        }))
-    }
-
-    /// §8: validate, authorise, rate-limit, then hand to the group-commit
-    /// writer. The SendAck is queued when the commit is durable (§8.3).
-    async fn send_message(
-        &mut self,
-        send: wire::SendMessage,
-        request_id: u64,
-    ) -> Result<(), Rejection> {
-        let received = Instant::now();
-        let valid = rules::validate_send(&send, &self.app.config.limits)?;
-        let room_id = self.app.hub.member_room_id(&valid.room, &self.user.name)?;
-        if let Err(wait) = self.app.send_rate.try_send(&self.user.name, received) {
-            Metrics::inc(&self.app.metrics.rate_limited);
-            let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
-            return Err(Rejection::rate_limited(ms));
-        }
-        let message = NewMessage {
-            room_id,
-            room: valid.room,
-            sender_id: self.user.id,
-            sender: self.user.name.clone(),
-            client_msg_id: valid.client_msg_id,
-            text: valid.text.into_string(),
-            kind: valid.kind,
-            server_ts_ms: now_ms(),
-        };
-        let ack = self.app.writer.submit(message, received).await;
-        self.pending
-            .get_or_insert_with(FuturesOrdered::new)
-            .push_back(Box::pin(async move { (request_id, ack.await) }));
-        Ok(())
-    }
-
-    /// §9.
-    async fn fetch_history(&self, fetch: wire::FetchHistory) -> Result<ServerBody, Rejection> {
-        let query = HistoryQuery::from_request(&fetch, self.app.config.limits.max_history_page)?;
-        self.app.hub.member_room_id(&query.room, &self.user.name)?;
-        let slice = self
-            .app
-            .store
-            .history(&query.room, query.range, query.limit)
-            .await
-            .map_err(internal)?;
-        let page = wire::HistoryPage {
-            room: query.room.into_string(),
-            messages: slice.messages.iter().map(|m| m.to_wire()).collect(),
-            has_more: slice.has_more,
-            head_seq: slice.head_seq,
-            epoch: slice.epoch,
-        };
-        Ok(ServerBody::HistoryPage(page))
-    }
-
-    /// §11.2.
-    fn set_typing(&self, typing: wire::SetTyping) -> Result<(), Rejection> {
-        let room = RoomName::parse(typing.room)?;
-        self.app
-            .hub
-            .set_typing(&room, &self.user.name, typing.active, Instant::now())
+        refusal.close
     }
 }
 

@@ -41,7 +41,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Duration, sleep_until};
 
 use crate::auth::{now_ms, token_hash};
-use crate::hub::{AuthedUser, Capabilities, ConnId, Ending, Outbound, Registration, decide};
+use crate::hub::{
+    Activation, AuthedUser, Capabilities, ConnId, Ending, Outbound, OutboundRx, OutboundTx,
+    Registration, ResumeBatch, decide,
+};
 use crate::limit::ConnectionPermit;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -70,6 +73,12 @@ fn close_message(code: CloseCode) -> Message {
         code: code.as_u16(),
         reason: Utf8Bytes::from_static(code.reason()),
     }))
+}
+
+/// RATE_LIMITED with the limiter's wait, rounded up to a whole millisecond (§12.5).
+fn rate_limited(wait: std::time::Duration) -> Rejection {
+    let ms = wait.as_nanos().div_ceil(1_000_000);
+    Rejection::rate_limited(u32::try_from(ms).unwrap_or(u32::MAX).max(1))
 }
 
 fn internal(err: StoreError) -> Rejection {
@@ -148,8 +157,8 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
 struct Opened {
     conn: ConnId,
     user: AuthedUser,
-    outbound: mpsc::Sender<Outbound>,
-    queue: mpsc::Receiver<Outbound>,
+    outbound: OutboundTx,
+    queue: OutboundRx,
     close: watch::Sender<Option<Ending>>,
     close_rx: watch::Receiver<Option<Ending>>,
 }
@@ -158,7 +167,8 @@ struct Opened {
 /// its own so that Welcome and the rest of the session's request are
 /// dropped here rather than kept for the socket's life.
 async fn open(app: &AppState, session: Session) -> Opened {
-    let (outbound, queue) = mpsc::channel(app.config.limits.outbound_queue_frames.max(1) as usize);
+    let (outbound, queue) =
+        crate::hub::outbound_queue(&app.config.limits, Arc::clone(&app.metrics));
     let (close, close_rx) = watch::channel(None);
     let granted =
         rules::negotiate_capabilities(&session.requested_caps, &confab_protocol::capability::ALL);
@@ -408,7 +418,7 @@ struct Reader<'a> {
     app: &'a AppState,
     conn: ConnId,
     user: &'a AuthedUser,
-    outbound: mpsc::Sender<Outbound>,
+    outbound: OutboundTx,
     close: &'a watch::Sender<Option<Ending>>,
     close_rx: watch::Receiver<Option<Ending>>,
     /// SendAcks waiting for their commit, in request order (§4.3, §8.3).
@@ -524,7 +534,14 @@ impl Reader<'_> {
 
     fn answer_ack(&self, request_id: u64, result: Result<AckResult, oneshot::error::RecvError>) {
         let frame = match result {
-            Ok(Ok(ack)) => ServerFrame::reply(request_id, ServerBody::SendAck(ack)),
+            Ok(Ok(ack)) => {
+                if ack.duplicate {
+                    // §12.5: a repeat costs no token; give back the one
+                    // taken before storage could tell.
+                    self.app.send_rate.refund(&self.user.name, Instant::now());
+                }
+                ServerFrame::reply(request_id, ServerBody::SendAck(ack))
+            }
             Ok(Err(rejection)) => rejection.into_frame(request_id),
             Err(_) => Rejection::new(
                 ErrorCode::Unavailable,
@@ -583,9 +600,7 @@ impl Reader<'_> {
                 "this socket is already authenticated; open a new socket to change users",
             )),
             ClientBody::Ping(ping) => Ok(Some(ServerBody::Pong(wire::Pong { nonce: ping.nonce }))),
-            ClientBody::ListRooms(list) => Ok(Some(ServerBody::RoomList(wire::RoomList {
-                rooms: self.app.hub.room_list(self.conn, list.subscribe),
-            }))),
+            ClientBody::ListRooms(list) => self.list_rooms(list).map(Some),
             ClientBody::CreateRoom(create) => {
                 self.create_room(create, request_id).await.map(|()| None)
             }
@@ -615,6 +630,18 @@ impl Reader<'_> {
         }
     }
 
+    /// §7.1: one page of the room list.
+    fn list_rooms(&self, list: wire::ListRooms) -> Result<ServerBody, Rejection> {
+        let cursor = rules::RoomListCursor::parse(&list.cursor)?;
+        let limit = rules::room_list_limit(list.limit, self.app.config.limits.max_room_list_page);
+        Ok(ServerBody::RoomList(self.app.hub.room_list(
+            self.conn,
+            list.subscribe,
+            cursor.as_ref(),
+            limit,
+        )))
+    }
+
     /// §7.2. The hub queues RoomJoined itself, together with the room's activation.
     async fn create_room(
         &self,
@@ -623,6 +650,15 @@ impl Reader<'_> {
     ) -> Result<(), Rejection> {
         let name = RoomName::parse(create.name)?;
         let topic = Topic::parse(create.topic)?;
+        // §12.5: after validation, so a malformed request costs no token.
+        if let Err(wait) = self
+            .app
+            .room_create_rate
+            .try_take(&self.user.name, Instant::now())
+        {
+            Metrics::inc(&self.app.metrics.room_create_rate_limited);
+            return Err(rate_limited(wait));
+        }
         let epoch = uuid::Uuid::new_v4().simple().to_string();
         let now = now_ms();
         let id = match self
@@ -702,10 +738,11 @@ impl Reader<'_> {
         let received = Instant::now();
         let valid = rules::validate_send(&send, &self.app.config.limits)?;
         let room_id = self.app.hub.member_room_id(&valid.room, &self.user.name)?;
-        if let Err(wait) = self.app.send_rate.try_send(&self.user.name, received) {
-            Metrics::inc(&self.app.metrics.rate_limited);
-            let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
-            return Err(Rejection::rate_limited(ms));
+        if let Err(wait) = self.app.send_rate.try_take(&self.user.name, received) {
+            // §12.5, R-12.5.4: a repeat is never refused for want of a
+            // token. Only now, with the bucket empty, is storage asked, so
+            // honest sends pay nothing for this.
+            return self.answer_repeat(&valid, request_id, wait).await;
         }
         let message = NewMessage {
             room_id,
@@ -721,6 +758,53 @@ impl Reader<'_> {
         self.pending
             .get_or_insert_with(FuturesOrdered::new)
             .push_back(Box::pin(async move { (request_id, ack.await) }));
+        Ok(())
+    }
+
+    /// SendMessage with an empty bucket: a repeat (§8.5) gets its original
+    /// SendAck or IDEMPOTENCY_CONFLICT as usual; anything else RATE_LIMITED.
+    async fn answer_repeat(
+        &mut self,
+        valid: &rules::ValidSend,
+        request_id: u64,
+        wait: std::time::Duration,
+    ) -> Result<(), Rejection> {
+        let stored = self
+            .app
+            .store
+            .sent_message(self.user.id, &valid.client_msg_id)
+            .await
+            .map_err(internal)?;
+        let Some(stored) = stored else {
+            Metrics::inc(&self.app.metrics.rate_limited);
+            return Err(rate_limited(wait));
+        };
+        if stored.room != valid.room || stored.text != valid.text.as_str() {
+            return Err(Rejection::new(
+                ErrorCode::IdempotencyConflict,
+                format!(
+                    "client_msg_id {} was already used for another room or text; use a fresh id for a new message",
+                    valid.client_msg_id
+                ),
+            ));
+        }
+        Metrics::inc(&self.app.metrics.duplicate_sends);
+        Metrics::inc(&self.app.metrics.repeats_past_rate_limit);
+        // Queued in order with other replies: any earlier send's SendAck
+        // still waiting for its commit goes first (§4.3).
+        let ack = wire::SendAck {
+            room: stored.room.as_str().to_owned(),
+            client_msg_id: stored.client_msg_id,
+            seq: stored.seq,
+            message_id: stored.message_id,
+            server_ts_ms: stored.server_ts_ms,
+            duplicate: true,
+        };
+        let (tx, rx) = oneshot::channel();
+        tx.send(Ok(ack)).ok();
+        self.pending
+            .get_or_insert_with(FuturesOrdered::new)
+            .push_back(Box::pin(async move { (request_id, rx.await) }));
         Ok(())
     }
 
@@ -747,9 +831,16 @@ impl Reader<'_> {
     /// §11.2.
     fn set_typing(&self, typing: wire::SetTyping) -> Result<(), Rejection> {
         let room = RoomName::parse(typing.room)?;
+        let now = Instant::now();
+        // per user, before the hub lock, so a flood costs the
+        // room nothing once the bucket is empty.
+        if let Err(wait) = self.app.typing_rate.try_take(&self.user.name, now) {
+            Metrics::inc(&self.app.metrics.typing_rate_limited);
+            return Err(rate_limited(wait));
+        }
         self.app
             .hub
-            .set_typing(&room, &self.user.name, typing.active, Instant::now())
+            .set_typing(&room, &self.user.name, typing.active, now)
     }
 }
 
@@ -787,7 +878,7 @@ enum Step {
 }
 
 impl Writer {
-    async fn run(mut self, mut sink: Sink, mut queue: mpsc::Receiver<Outbound>) {
+    async fn run(mut self, mut sink: Sink, mut queue: OutboundRx) {
         let interval = self
             .app
             .config
@@ -858,11 +949,15 @@ impl Writer {
     /// instead of one each is most of the cost of a delivery (BENCHMARKS.md).
     /// Returns the close code if the burst reached [`Outbound::Close`]
     /// (everything before it is flushed first).
+    ///
+    /// Each item's bytes stop counting against `outbound_queue_bytes` once
+    /// it is fed: from then on they sit in tungstenite's write buffer, whose
+    /// own bound (and the kernel's send buffer) applies.
     async fn write_burst(
         &mut self,
         sink: &mut Sink,
         first: Outbound,
-        queue: &mut mpsc::Receiver<Outbound>,
+        queue: &mut OutboundRx,
     ) -> Result<Option<CloseCode>, WriteFailed> {
         let mut item = first;
         let mut fed = 0;
@@ -870,14 +965,16 @@ impl Writer {
             if let Outbound::Close(code) = item {
                 break Some(code);
             }
+            let bytes = item.queued_bytes();
             self.feed_item(sink, item).await?;
+            queue.written(bytes);
             fed += 1;
             if fed == MAX_BURST {
                 break None;
             }
             match queue.try_recv() {
-                Ok(next) => item = next,
-                Err(_) => break None,
+                Some(next) => item = next,
+                None => break None,
             }
         };
         self.flush(sink).await?;
@@ -909,6 +1006,19 @@ impl Writer {
                 replay_after,
                 head,
             } => Box::pin(self.replay(sink, &room, replay_after, head)).await,
+            // §10.1: every room's replay in the Resume's order, then Resumed.
+            Outbound::Resume(batch) => {
+                let ResumeBatch { activations, reply } = *batch;
+                for Activation {
+                    room,
+                    replay_after,
+                    head,
+                } in activations
+                {
+                    Box::pin(self.replay(sink, &room, replay_after, head)).await?;
+                }
+                self.write(sink, Message::Binary(reply), Step::Feed).await
+            }
             // Handled by `write_burst`.
             Outbound::Close(_) => Ok(()),
         }

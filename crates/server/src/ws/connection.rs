@@ -16,21 +16,20 @@
 //!    period passes), so unsent data is not cut off by a TCP reset.
 //!
 //! The protocol rules themselves live in `confab_protocol` (codec, rules,
-//! names, limits); this file only routes frames to them and to the hub and
-//! storage.
+//! names, limits); this file drives the socket, and [`super::cmd`] routes
+//! each request to them and to the hub and storage.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use confab_protocol::codec::{DecodeError, decode_client_frame, encode_server_frame};
 use confab_protocol::error::{CloseCode, Rejection};
-use confab_protocol::names::{RoomName, Topic};
-use confab_protocol::rules::{self, HistoryQuery};
+use confab_protocol::names::RoomName;
+use confab_protocol::rules;
 use confab_protocol::wire::{
     self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as ClientBody,
     server_frame::Body as ServerBody,
@@ -48,8 +47,8 @@ use crate::hub::{
 use crate::limit::ConnectionPermit;
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::storage::StoreError;
 use crate::storage::writer::AckResult;
-use crate::storage::{NewMessage, RoomRecord, StoreError};
 
 /// After a close is decided, how long the socket may take to flush what is
 /// being written and to answer our Close frame before it is dropped.
@@ -64,8 +63,14 @@ const REPLAY_PAGE: u32 = 256;
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
-type PendingAck = Pin<
-    Box<dyn Future<Output = (u64, Result<AckResult, oneshot::error::RecvError>)> + Send + Sync>,
+/// A SendAck on its way: the request id, whether the send took a rate-limit
+/// token (given back if it turns out to be a repeat, §12.5), the outcome.
+pub(super) type PendingAck = Pin<
+    Box<
+        dyn Future<Output = (u64, bool, Result<AckResult, oneshot::error::RecvError>)>
+            + Send
+            + Sync,
+    >,
 >;
 
 fn close_message(code: CloseCode) -> Message {
@@ -76,12 +81,12 @@ fn close_message(code: CloseCode) -> Message {
 }
 
 /// RATE_LIMITED with the limiter's wait, rounded up to a whole millisecond (§12.5).
-fn rate_limited(wait: std::time::Duration) -> Rejection {
+pub(super) fn rate_limited(wait: std::time::Duration) -> Rejection {
     let ms = wait.as_nanos().div_ceil(1_000_000);
     Rejection::rate_limited(u32::try_from(ms).unwrap_or(u32::MAX).max(1))
 }
 
-fn internal(err: StoreError) -> Rejection {
+pub(super) fn internal(err: StoreError) -> Rejection {
     tracing::error!(error = %err, "storage request failed");
     Rejection::new(ErrorCode::Internal, "storage failed; retry")
 }
@@ -414,23 +419,23 @@ async fn verify_token(app: &AppState, token: &str) -> Result<(AuthedUser, i64), 
 // Phase 2a: the reader half
 // ---------------------------------------------------------------------------
 
-struct Reader<'a> {
-    app: &'a AppState,
-    conn: ConnId,
-    user: &'a AuthedUser,
+pub(super) struct Reader<'a> {
+    pub(super) app: &'a AppState,
+    pub(super) conn: ConnId,
+    pub(super) user: &'a AuthedUser,
     outbound: OutboundTx,
     close: &'a watch::Sender<Option<Ending>>,
     close_rx: watch::Receiver<Option<Ending>>,
     /// SendAcks waiting for their commit, in request order (§4.3, §8.3).
     /// Created on the first send: an empty `FuturesOrdered` already holds
     /// an allocation, which most sockets (readers, idle devices) never use.
-    pending: Option<FuturesOrdered<PendingAck>>,
+    pub(super) pending: Option<FuturesOrdered<PendingAck>>,
 }
 
 /// The next SendAck whose commit finished, if any sends are pending.
 async fn next_ack(
     pending: &mut Option<FuturesOrdered<PendingAck>>,
-) -> Option<(u64, Result<AckResult, oneshot::error::RecvError>)> {
+) -> Option<(u64, bool, Result<AckResult, oneshot::error::RecvError>)> {
     match pending {
         Some(pending) => pending.next().await,
         None => None,
@@ -463,8 +468,8 @@ impl Reader<'_> {
                     self.flush_pending_acks().await;
                     break Some(CloseCode::GoingAway);
                 }
-                Some((request_id, result)) = next_ack(&mut self.pending), if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
-                    self.answer_ack(request_id, result);
+                Some((request_id, charged, result)) = next_ack(&mut self.pending), if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
+                    self.answer_ack(request_id, charged, result);
                 }
                 () = &mut idle_timer => {
                     let deadline = last_frame + idle;
@@ -525,20 +530,27 @@ impl Reader<'_> {
     }
 
     /// Queues a reply; a full queue closes the connection (§12.4).
-    fn send(&self, frame: &ServerFrame) {
+    pub(super) fn send(&self, frame: &ServerFrame) {
         let item = Outbound::Frame(encode_server_frame(frame));
         if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send(item) {
             crate::hub::overflowed(&self.app.metrics, self.close, &self.user.name);
         }
     }
 
-    fn answer_ack(&self, request_id: u64, result: Result<AckResult, oneshot::error::RecvError>) {
+    fn answer_ack(
+        &self,
+        request_id: u64,
+        charged: bool,
+        result: Result<AckResult, oneshot::error::RecvError>,
+    ) {
         let frame = match result {
             Ok(Ok(ack)) => {
-                if ack.duplicate {
+                if ack.duplicate && charged {
                     // §12.5: a repeat costs no token; give back the one
                     // taken before storage could tell.
-                    self.app.send_rate.refund(&self.user.name, Instant::now());
+                    self.app
+                        .send_rate
+                        .refund(&self.user.name, std::time::Instant::now());
                 }
                 ServerFrame::reply(request_id, ServerBody::SendAck(ack))
             }
@@ -555,8 +567,8 @@ impl Reader<'_> {
     /// Before closing for shutdown, answer every send still waiting for its
     /// commit: the writer is still running and will finish them.
     async fn flush_pending_acks(&mut self) {
-        while let Some((request_id, result)) = next_ack(&mut self.pending).await {
-            self.answer_ack(request_id, result);
+        while let Some((request_id, charged, result)) = next_ack(&mut self.pending).await {
+            self.answer_ack(request_id, charged, result);
         }
     }
 
@@ -564,7 +576,7 @@ impl Reader<'_> {
     async fn handle_bytes(&mut self, bytes: &Bytes, max: usize) -> Option<CloseCode> {
         match decode_client_frame(bytes, max) {
             Ok(frame) => {
-                self.handle_frame(frame).await;
+                super::cmd::handle_frame(self, frame).await;
                 None
             }
             Err(DecodeError::Oversize { .. }) => Some(CloseCode::MessageTooBig),
@@ -584,263 +596,6 @@ impl Reader<'_> {
                 Some(CloseCode::MalformedFrame)
             }
         }
-    }
-
-    async fn handle_frame(&mut self, frame: ClientFrame) {
-        let ClientFrame { request_id, body } = frame;
-        let Some(body) = body else { return };
-        if let Err(rejection) = rules::check_request_id(request_id) {
-            self.send(&rejection.into_frame(0));
-            return;
-        }
-        let name = body.name();
-        let result = match body {
-            ClientBody::Auth(_) => Err(Rejection::new(
-                ErrorCode::AlreadyAuthenticated,
-                "this socket is already authenticated; open a new socket to change users",
-            )),
-            ClientBody::Ping(ping) => Ok(Some(ServerBody::Pong(wire::Pong { nonce: ping.nonce }))),
-            ClientBody::ListRooms(list) => self.list_rooms(list).map(Some),
-            ClientBody::CreateRoom(create) => {
-                self.create_room(create, request_id).await.map(|()| None)
-            }
-            ClientBody::JoinRoom(join) => self.join_room(join, request_id).await.map(|()| None),
-            ClientBody::LeaveRoom(leave) => self.leave_room(leave).await.map(Some),
-            ClientBody::ListMembers(list) => self.list_members(list).map(Some),
-            ClientBody::SendMessage(send) => {
-                self.send_message(send, request_id).await.map(|()| None)
-            }
-            ClientBody::FetchHistory(fetch) => self.fetch_history(fetch).await.map(Some),
-            ClientBody::Resume(resume) => {
-                self.app
-                    .hub
-                    .resume(self.conn, &self.user.name, &resume.rooms, request_id);
-                Ok(None)
-            }
-            // §11.2: no reply on success.
-            ClientBody::SetTyping(typing) => self.set_typing(typing).map(|()| None),
-        };
-        match result {
-            Ok(Some(reply)) => self.send(&ServerFrame::reply(request_id, reply)),
-            Ok(None) => {}
-            Err(rejection) => {
-                tracing::debug!(conn = self.conn, frame = name, code = ?rejection.code, "request rejected");
-                self.send(&rejection.into_frame(request_id));
-            }
-        }
-    }
-
-    /// §7.1: one page of the room list.
-    fn list_rooms(&self, list: wire::ListRooms) -> Result<ServerBody, Rejection> {
-        let cursor = rules::RoomListCursor::parse(&list.cursor)?;
-        let limit = rules::room_list_limit(list.limit, self.app.config.limits.max_room_list_page);
-        Ok(ServerBody::RoomList(self.app.hub.room_list(
-            self.conn,
-            list.subscribe,
-            cursor.as_ref(),
-            limit,
-        )))
-    }
-
-    /// §7.2. The hub queues RoomJoined itself, together with the room's activation.
-    async fn create_room(
-        &self,
-        create: wire::CreateRoom,
-        request_id: u64,
-    ) -> Result<(), Rejection> {
-        let name = RoomName::parse(create.name)?;
-        let topic = Topic::parse(create.topic)?;
-        // §12.5: after validation, so a malformed request costs no token.
-        if let Err(wait) = self
-            .app
-            .room_create_rate
-            .try_take(&self.user.name, Instant::now())
-        {
-            Metrics::inc(&self.app.metrics.room_create_rate_limited);
-            return Err(rate_limited(wait));
-        }
-        let epoch = uuid::Uuid::new_v4().simple().to_string();
-        let now = now_ms();
-        let id = match self
-            .app
-            .store
-            .create_room(&name, topic.as_str(), &epoch, self.user.id, now)
-            .await
-        {
-            Ok(id) => id,
-            Err(StoreError::AlreadyExists) => {
-                return Err(Rejection::new(
-                    ErrorCode::RoomExists,
-                    format!("room {name} already exists; join it instead"),
-                ));
-            }
-            Err(err) => return Err(internal(err)),
-        };
-        let record = RoomRecord {
-            id,
-            name,
-            topic: topic.into_string(),
-            epoch,
-            head_seq: 0,
-            last_activity_ms: now,
-            members: vec![self.user.name.clone()],
-        };
-        self.app.hub.room_created(self.conn, record, request_id);
-        Ok(())
-    }
-
-    /// §7.3.
-    async fn join_room(&self, join: wire::JoinRoom, request_id: u64) -> Result<(), Rejection> {
-        let name = RoomName::parse(join.name)?;
-        let room_id = self.app.hub.room_id(&name)?;
-        self.app
-            .store
-            .add_member(room_id, self.user.id, now_ms())
-            .await
-            .map_err(internal)?;
-        self.app
-            .hub
-            .member_joined(self.conn, &name, &self.user.name, request_id)
-    }
-
-    /// §7.4.
-    async fn leave_room(&self, leave: wire::LeaveRoom) -> Result<ServerBody, Rejection> {
-        let name = RoomName::parse(leave.name)?;
-        let room_id = self.app.hub.member_room_id(&name, &self.user.name)?;
-        self.app
-            .store
-            .remove_member(room_id, self.user.id)
-            .await
-            .map_err(internal)?;
-        self.app.hub.member_left(&name, &self.user.name);
-        Ok(ServerBody::RoomLeft(wire::RoomLeft {
-            name: name.into_string(),
-        }))
-    }
-
-    /// §7.5.
-    fn list_members(&self, list: wire::ListMembers) -> Result<ServerBody, Rejection> {
-        let room = RoomName::parse(list.room)?;
-        let members = self.app.hub.members(&room, &self.user.name)?;
-        Ok(ServerBody::MemberList(wire::MemberList {
-            room: room.into_string(),
-            members,
-        }))
-    }
-
-    /// §8: validate, authorise, rate-limit, then hand to the group-commit
-    /// writer. The SendAck is queued when the commit is durable (§8.3).
-    async fn send_message(
-        &mut self,
-        send: wire::SendMessage,
-        request_id: u64,
-    ) -> Result<(), Rejection> {
-        let received = Instant::now();
-        let valid = rules::validate_send(&send, &self.app.config.limits)?;
-        let room_id = self.app.hub.member_room_id(&valid.room, &self.user.name)?;
-        if let Err(wait) = self.app.send_rate.try_take(&self.user.name, received) {
-            // §12.5, R-12.5.4: a repeat is never refused for want of a
-            // token. Only now, with the bucket empty, is storage asked, so
-            // honest sends pay nothing for this.
-            return self.answer_repeat(&valid, request_id, wait).await;
-        }
-        let message = NewMessage {
-            room_id,
-            room: valid.room,
-            sender_id: self.user.id,
-            sender: self.user.name.clone(),
-            client_msg_id: valid.client_msg_id,
-            text: valid.text.into_string(),
-            kind: valid.kind,
-            server_ts_ms: now_ms(),
-        };
-        let ack = self.app.writer.submit(message, received).await;
-        self.pending
-            .get_or_insert_with(FuturesOrdered::new)
-            .push_back(Box::pin(async move { (request_id, ack.await) }));
-        Ok(())
-    }
-
-    /// SendMessage with an empty bucket: a repeat (§8.5) gets its original
-    /// SendAck or IDEMPOTENCY_CONFLICT as usual; anything else RATE_LIMITED.
-    async fn answer_repeat(
-        &mut self,
-        valid: &rules::ValidSend,
-        request_id: u64,
-        wait: std::time::Duration,
-    ) -> Result<(), Rejection> {
-        let stored = self
-            .app
-            .store
-            .sent_message(self.user.id, &valid.client_msg_id)
-            .await
-            .map_err(internal)?;
-        let Some(stored) = stored else {
-            Metrics::inc(&self.app.metrics.rate_limited);
-            return Err(rate_limited(wait));
-        };
-        if stored.room != valid.room || stored.text != valid.text.as_str() {
-            return Err(Rejection::new(
-                ErrorCode::IdempotencyConflict,
-                format!(
-                    "client_msg_id {} was already used for another room or text; use a fresh id for a new message",
-                    valid.client_msg_id
-                ),
-            ));
-        }
-        Metrics::inc(&self.app.metrics.duplicate_sends);
-        Metrics::inc(&self.app.metrics.repeats_past_rate_limit);
-        // Queued in order with other replies: any earlier send's SendAck
-        // still waiting for its commit goes first (§4.3).
-        let ack = wire::SendAck {
-            room: stored.room.as_str().to_owned(),
-            client_msg_id: stored.client_msg_id,
-            seq: stored.seq,
-            message_id: stored.message_id,
-            server_ts_ms: stored.server_ts_ms,
-            duplicate: true,
-        };
-        let (tx, rx) = oneshot::channel();
-        tx.send(Ok(ack)).ok();
-        self.pending
-            .get_or_insert_with(FuturesOrdered::new)
-            .push_back(Box::pin(async move { (request_id, rx.await) }));
-        Ok(())
-    }
-
-    /// §9.
-    async fn fetch_history(&self, fetch: wire::FetchHistory) -> Result<ServerBody, Rejection> {
-        let query = HistoryQuery::from_request(&fetch, self.app.config.limits.max_history_page)?;
-        self.app.hub.member_room_id(&query.room, &self.user.name)?;
-        let slice = self
-            .app
-            .store
-            .history(&query.room, query.range, query.limit)
-            .await
-            .map_err(internal)?;
-        let page = wire::HistoryPage {
-            room: query.room.into_string(),
-            messages: slice.messages.iter().map(|m| m.to_wire()).collect(),
-            has_more: slice.has_more,
-            head_seq: slice.head_seq,
-            epoch: slice.epoch,
-        };
-        Ok(ServerBody::HistoryPage(page))
-    }
-
-    /// §11.2.
-    fn set_typing(&self, typing: wire::SetTyping) -> Result<(), Rejection> {
-        let room = RoomName::parse(typing.room)?;
-        let now = Instant::now();
-        // per user, before the hub lock, so a flood costs the
-        // room nothing once the bucket is empty.
-        if let Err(wait) = self.app.typing_rate.try_take(&self.user.name, now) {
-            Metrics::inc(&self.app.metrics.typing_rate_limited);
-            return Err(rate_limited(wait));
-        }
-        self.app
-            .hub
-            .set_typing(&room, &self.user.name, typing.active, now)
     }
 }
 

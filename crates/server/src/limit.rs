@@ -212,7 +212,10 @@ mod tests {
         assert!(limiter.try_take(&1, now).is_ok());
         assert_eq!(limiter.try_take(&1, now), Err(Duration::from_secs(6)));
         limiter.refund(&1, now);
-        assert!(limiter.try_take(&1, now).is_ok(), "a refunded token is usable");
+        assert!(
+            limiter.try_take(&1, now).is_ok(),
+            "a refunded token is usable"
+        );
         // A refund for a key never seen creates nothing.
         limiter.refund(&2, now);
         assert_eq!(limiter.tracked(), 1);

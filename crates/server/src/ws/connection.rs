@@ -80,10 +80,16 @@ fn close_message(code: CloseCode) -> Message {
     }))
 }
 
-/// RATE_LIMITED with the limiter's wait, rounded up to a whole millisecond (§12.5).
-pub(super) fn rate_limited(wait: std::time::Duration) -> Rejection {
-    let ms = wait.as_nanos().div_ceil(1_000_000);
-    Rejection::rate_limited(u32::try_from(ms).unwrap_or(u32::MAX).max(1))
+/// RATE_LIMITED with the limiter's wait, rounded up to a whole millisecond
+/// (§12.5); `what` names the limited request, e.g. "CreateRoom".
+pub(super) fn rate_limited(what: &str, wait: std::time::Duration) -> Rejection {
+    let ms = u32::try_from(wait.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(u32::MAX)
+        .max(1);
+    Rejection {
+        message: format!("too many {what} requests; retry after {ms} ms"),
+        ..Rejection::rate_limited(ms)
+    }
 }
 
 pub(super) fn internal(err: StoreError) -> Rejection {

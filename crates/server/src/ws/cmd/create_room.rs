@@ -26,7 +26,7 @@ pub(super) async fn handle(
         .try_take(&reader.user.name, Instant::now())
     {
         Metrics::inc(&reader.app.metrics.room_create_rate_limited);
-        return Err(rate_limited(wait));
+        return Err(rate_limited("CreateRoom", wait));
     }
     let epoch = uuid::Uuid::new_v4().simple().to_string();
     let now = now_ms();

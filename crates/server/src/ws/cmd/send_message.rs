@@ -68,7 +68,7 @@ async fn answer_repeat(
         .map_err(internal)?;
     let Some(stored) = stored else {
         Metrics::inc(&reader.app.metrics.rate_limited);
-        return Err(rate_limited(wait));
+        return Err(rate_limited("SendMessage", wait));
     };
     // The same comparison as the storage writer's (§8.5: room and text).
     if stored.room != valid.room || stored.text != valid.text.as_str() {

@@ -16,7 +16,7 @@ pub(super) fn handle(reader: &Reader<'_>, typing: wire::SetTyping) -> Result<(),
     // empty a flood costs the room (and the lock) nothing.
     if let Err(wait) = reader.app.typing_rate.try_take(&reader.user.name, now) {
         Metrics::inc(&reader.app.metrics.typing_rate_limited);
-        return Err(rate_limited(wait));
+        return Err(rate_limited("SetTyping", wait));
     }
     reader
         .app

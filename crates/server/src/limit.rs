@@ -190,12 +190,12 @@ mod tests {
         limiter.prune(now + Duration::from_secs(1));
         assert!(
             limiter
-                .try_send(&alice, now + Duration::from_secs(1))
+                .try_take(&alice, now + Duration::from_secs(1))
                 .is_ok()
         );
         assert!(
             limiter
-                .try_send(&alice, now + Duration::from_secs(1))
+                .try_take(&alice, now + Duration::from_secs(1))
                 .is_err()
         );
         // ...and forgets it once it would be.

@@ -34,6 +34,16 @@ pub struct ServerLimits {
     pub typing_ttl: Duration,
     /// Outbound frames queued per connection before it is closed as slow.
     pub outbound_queue_frames: u32,
+    /// Outbound bytes (encoded frames) queued per connection before it is
+    /// closed as slow (§12.4). Must exceed the largest single frame the
+    /// server sends (a full HistoryPage or RoomList page), or such a frame
+    /// alone would close the connection.
+    pub outbound_queue_bytes: u32,
+    /// Largest RoomList page (§7.1).
+    pub max_room_list_page: u32,
+    /// Shortest interval between two `Typing{active:true}` pushes for one
+    /// (room, user); renewals inside it are coalesced (§11.2).
+    pub typing_push_interval: Duration,
 }
 
 impl Default for ServerLimits {
@@ -49,6 +59,13 @@ impl Default for ServerLimits {
             idle_timeout: Duration::from_secs(60),
             typing_ttl: Duration::from_secs(6),
             outbound_queue_frames: 1024,
+            // A full HistoryPage (100 texts of 4 KiB) encodes to about
+            // 420 KiB and a RoomList page of 100 rooms to about 12 KiB, so
+            // several of the largest replies fit; 1024 frames of small
+            // pushes fit too.
+            outbound_queue_bytes: 4 * 1024 * 1024,
+            max_room_list_page: 100,
+            typing_push_interval: Duration::from_millis(1000),
         }
     }
 }
@@ -71,6 +88,9 @@ impl ServerLimits {
             idle_timeout_ms: millis(self.idle_timeout),
             typing_ttl_ms: millis(self.typing_ttl),
             outbound_queue_frames: self.outbound_queue_frames,
+            outbound_queue_bytes: self.outbound_queue_bytes,
+            max_room_list_page: self.max_room_list_page,
+            typing_push_interval_ms: millis(self.typing_push_interval),
         }
     }
 }
@@ -87,13 +107,37 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(rate_per_sec: u32, burst: u32, now: Instant) -> Self {
+        Self::with_rate(f64::from(rate_per_sec.max(1)), burst, now)
+    }
+
+    /// A full bucket refilled at a fractional rate, e.g. `10.0 / 60.0` for
+    /// ten tokens a minute. A rate that is not positive and finite is read
+    /// as one token per hour, so the bucket never divides by zero.
+    pub fn with_rate(rate_per_sec: f64, burst: u32, now: Instant) -> Self {
         let capacity = f64::from(burst.max(1));
+        let rate_per_sec = if rate_per_sec.is_finite() && rate_per_sec > 0.0 {
+            rate_per_sec
+        } else {
+            1.0 / 3600.0
+        };
         Self {
             capacity,
-            rate_per_sec: f64::from(rate_per_sec.max(1)),
+            rate_per_sec,
             tokens: capacity,
             updated: now,
         }
+    }
+
+    /// Gives back a token taken for a request that turned out to cost
+    /// nothing (an idempotent repeat, §12.5); never above capacity.
+    pub fn refund(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens + 1.0).min(self.capacity);
+    }
+
+    /// How long an untouched bucket takes to be full again from empty.
+    pub fn full_after(&self) -> Duration {
+        Duration::from_secs_f64(self.capacity / self.rate_per_sec)
     }
 
     fn refill(&mut self, now: Instant) {
@@ -134,6 +178,27 @@ mod tests {
         // Waiting exactly the advised time succeeds.
         assert!(bucket.try_take(t0 + wait).is_ok());
         assert!(bucket.try_take(t0 + wait).is_err());
+    }
+
+    #[test]
+    fn fractional_rates_and_refunds() {
+        let t0 = Instant::now();
+        // Ten a minute: one token every 6 s.
+        let mut bucket = TokenBucket::with_rate(10.0 / 60.0, 1, t0);
+        assert!(bucket.try_take(t0).is_ok());
+        assert_eq!(bucket.try_take(t0), Err(Duration::from_secs(6)));
+        // A refunded token is available at once, but never beyond capacity.
+        bucket.refund(t0);
+        assert!(bucket.try_take(t0).is_ok());
+        bucket.refund(t0);
+        bucket.refund(t0);
+        assert!(bucket.try_take(t0).is_ok());
+        assert!(bucket.try_take(t0).is_err());
+        assert_eq!(bucket.full_after(), Duration::from_secs(6));
+        // Nonsense rates still give a working bucket.
+        let mut odd = TokenBucket::with_rate(0.0, 1, t0);
+        assert!(odd.try_take(t0).is_ok());
+        assert!(odd.try_take(t0).is_err());
     }
 
     #[test]

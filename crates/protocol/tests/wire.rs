@@ -48,7 +48,14 @@ fn client_frames() -> Vec<ClientFrame> {
             }),
         ),
         ClientFrame::request(2, C::Ping(wire::Ping { nonce: 7 })),
-        ClientFrame::request(3, C::ListRooms(wire::ListRooms { subscribe: true })),
+        ClientFrame::request(
+            3,
+            C::ListRooms(wire::ListRooms {
+                subscribe: true,
+                cursor: "r1.1764547200000.general".into(),
+                limit: 50,
+            }),
+        ),
         ClientFrame::request(
             4,
             C::CreateRoom(wire::CreateRoom {
@@ -132,6 +139,7 @@ fn server_frames() -> Vec<ServerFrame> {
             3,
             S::RoomList(wire::RoomList {
                 rooms: vec![room_info()],
+                next_cursor: "r1.1764547200000.general".into(),
             }),
         ),
         ServerFrame::push(S::RoomListUpdate(wire::RoomListUpdate {

@@ -29,6 +29,16 @@ pub struct Config {
     /// Kernel send buffer per connection, in bytes (`None`: the OS default,
     /// which autotunes up to several MiB). Bounds what a slow reader pins.
     pub socket_send_buffer: Option<u32>,
+    /// SetTyping frames per second per user, sustained (§11.2); beyond it
+    /// (after `typing_burst`) SetTyping gets RATE_LIMITED.
+    pub typing_rate_per_sec: u32,
+    /// Burst of the per-user SetTyping limiter.
+    pub typing_burst: u32,
+    /// Rooms a user may create at once before the per-minute rate applies (§7.2).
+    pub room_create_burst: u32,
+    /// Rooms per minute per user, sustained, after the burst; beyond it
+    /// CreateRoom gets RATE_LIMITED.
+    pub room_create_per_min: u32,
     /// How long a new socket may take to send Auth (§6.2).
     pub auth_timeout: Duration,
     /// Most sockets one user may hold open at once (§6.2, R-6.2.8); an Auth
@@ -82,6 +92,13 @@ impl Default for Config {
             limits: ServerLimits::default(),
             max_connections: 10_000,
             socket_send_buffer: Some(DEFAULT_SOCKET_SEND_BUFFER),
+            // A client renews typing every ttl/2 (3 s) and says stop when it
+            // sends: well under one a second in one room. 5/s with a burst
+            // of 20 leaves room for several rooms and fast switching.
+            typing_rate_per_sec: 5,
+            typing_burst: 20,
+            room_create_burst: 10,
+            room_create_per_min: 10,
             auth_timeout: Duration::from_secs(10),
             max_sockets_per_user: 32,
             header_read_timeout: Duration::from_secs(10),
@@ -180,6 +197,37 @@ pub struct Cli {
     #[arg(long, env = "CONFAB_SOCKET_SEND_BUFFER", default_value_t = DEFAULT_SOCKET_SEND_BUFFER)]
     pub socket_send_buffer: u32,
 
+    /// Bytes of encoded frames queued per socket; a socket whose queue would pass this is closed
+    /// with 4429 (§12.4). Keep it above the largest reply (a full history page, ~420 KiB by default).
+    #[arg(long, env = "CONFAB_OUTBOUND_QUEUE_BYTES", default_value_t = ServerLimits::default().outbound_queue_bytes)]
+    pub outbound_queue_bytes: u32,
+
+    /// Largest RoomList page (§7.1); ListRooms with limit 0 or above it gets this many rooms per page.
+    #[arg(long, env = "CONFAB_MAX_ROOM_LIST_PAGE", default_value_t = ServerLimits::default().max_room_list_page)]
+    pub max_room_list_page: u32,
+
+    /// Milliseconds between two typing pushes for one user in one room (§11.2); renewals sooner
+    /// than this only extend the indicator's lifetime and are not pushed.
+    #[arg(long, env = "CONFAB_TYPING_PUSH_INTERVAL_MS", default_value_t = 1_000)]
+    pub typing_push_interval_ms: u64,
+
+    /// SetTyping frames per second per user, sustained (§11.2); faster ones get RATE_LIMITED.
+    #[arg(long, env = "CONFAB_TYPING_RATE", default_value_t = Config::default().typing_rate_per_sec)]
+    pub typing_rate: u32,
+
+    /// Burst of the per-user SetTyping limiter (§11.2).
+    #[arg(long, env = "CONFAB_TYPING_BURST", default_value_t = Config::default().typing_burst)]
+    pub typing_burst: u32,
+
+    /// Rooms a user may create at once (§7.2); after that --room-create-per-min applies and
+    /// further CreateRoom requests get RATE_LIMITED with retry_after_ms.
+    #[arg(long, env = "CONFAB_ROOM_CREATE_BURST", default_value_t = Config::default().room_create_burst)]
+    pub room_create_burst: u32,
+
+    /// Rooms per minute per user, sustained, after the burst (§7.2).
+    #[arg(long, env = "CONFAB_ROOM_CREATE_PER_MIN", default_value_t = Config::default().room_create_per_min)]
+    pub room_create_per_min: u32,
+
     /// Milliseconds a new socket has to send Auth before it is closed with 4408 (§6.2).
     #[arg(long, env = "CONFAB_AUTH_TIMEOUT_MS", default_value_t = 10_000)]
     pub auth_timeout_ms: u64,
@@ -243,6 +291,9 @@ impl Cli {
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             typing_ttl: Duration::from_millis(self.typing_ttl_ms),
             outbound_queue_frames: self.outbound_queue.max(1),
+            outbound_queue_bytes: self.outbound_queue_bytes.max(1),
+            max_room_list_page: self.max_room_list_page.max(1),
+            typing_push_interval: Duration::from_millis(self.typing_push_interval_ms),
         };
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -255,6 +306,10 @@ impl Cli {
             limits,
             max_connections: self.max_connections.max(1),
             socket_send_buffer: (self.socket_send_buffer > 0).then_some(self.socket_send_buffer),
+            typing_rate_per_sec: self.typing_rate.max(1),
+            typing_burst: self.typing_burst.max(1),
+            room_create_burst: self.room_create_burst.max(1),
+            room_create_per_min: self.room_create_per_min.max(1),
             auth_timeout: Duration::from_millis(self.auth_timeout_ms),
             max_sockets_per_user: self.max_sockets_per_user.max(1),
             header_read_timeout: Duration::from_millis(self.header_timeout_ms),
@@ -279,6 +334,10 @@ mod tests {
         assert_eq!(config.auth_timeout, default.auth_timeout);
         assert_eq!(config.token_ttl, default.token_ttl);
         assert_eq!(config.listen, default.listen);
+        assert_eq!(config.typing_rate_per_sec, default.typing_rate_per_sec);
+        assert_eq!(config.typing_burst, default.typing_burst);
+        assert_eq!(config.room_create_burst, default.room_create_burst);
+        assert_eq!(config.room_create_per_min, default.room_create_per_min);
     }
 
     #[test]

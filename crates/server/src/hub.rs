@@ -6,8 +6,10 @@
 //!
 //! # Delivery to a connection (§10.6, §12.4)
 //!
-//! Every connection owns a bounded queue of [`Outbound`] items, drained by
-//! its writer half in order. The hub only ever `try_send`s into it: a full
+//! Every connection owns an [`outbound_queue`] of [`Outbound`] items,
+//! drained by its writer half in order, and bounded twice: in items
+//! (`outbound_queue_frames`) and in bytes of encoded frames
+//! (`outbound_queue_bytes`). The hub only ever `try_send`s into it: a full
 //! queue means the client reads too slowly, and that connection alone is
 //! closed with 4429 (counted in metrics). Nobody waits for a slow reader.
 //!
@@ -17,7 +19,10 @@
 //! range) happen under the hub lock, and fan-out also runs under that lock
 //! in seq order. So in every queue, the replay of `last_seq+1..=head` comes
 //! before the first live message of the room, which has seq `head+1`: no
-//! gap, no repeat.
+//! gap, no repeat. A Resume queues all of its activations and its Resumed
+//! reply as ONE item ([`Outbound::Resume`]), so that a Resume of any number
+//! of rooms costs one queue slot; the writer replays its rooms in order and
+//! then sends Resumed, and the argument above holds for each room.
 //!
 //! # Locking
 //!
@@ -28,6 +33,7 @@
 //! argument above relies on.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -66,8 +72,143 @@ pub enum Outbound {
         /// Room head at activation.
         head: u64,
     },
+    /// A Resume (§10): replay each activation in order, then send the
+    /// encoded Resumed reply. Boxed, so one item of any size stays small.
+    Resume(Box<ResumeBatch>),
     /// Close the socket with this code once everything before it is sent.
     Close(CloseCode),
+}
+
+/// One room activated by a Resume: as [`Outbound::Activate`].
+#[derive(Debug)]
+pub struct Activation {
+    /// Room.
+    pub room: Arc<RoomName>,
+    /// Client's last seen seq.
+    pub replay_after: u64,
+    /// Room head at activation.
+    pub head: u64,
+}
+
+/// Everything a Resume queues, as one item.
+#[derive(Debug)]
+pub struct ResumeBatch {
+    /// Rooms to replay, in the Resume's order.
+    pub activations: Vec<Activation>,
+    /// The encoded Resumed reply, sent after the last replay.
+    pub reply: Bytes,
+}
+
+impl Outbound {
+    /// What the item counts against `outbound_queue_bytes` (§12.4): the
+    /// bytes of the encoded frames it holds. Replayed messages are read
+    /// from storage by the writer one page at a time and are not queued.
+    pub fn queued_bytes(&self) -> usize {
+        match self {
+            Outbound::Frame(bytes) => bytes.len(),
+            Outbound::Message(push) => push.frame.len(),
+            Outbound::Resume(batch) => batch.reply.len(),
+            Outbound::Activate { .. } | Outbound::Close(_) => 0,
+        }
+    }
+}
+
+/// The byte count shared by a queue's two ends.
+#[derive(Debug)]
+struct QueueBytes {
+    queued: AtomicUsize,
+    cap: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// The sending end of a connection's outbound queue (§12.4), held by the
+/// hub and the connection's reader.
+#[derive(Debug, Clone)]
+pub struct OutboundTx {
+    tx: mpsc::Sender<Outbound>,
+    bytes: Arc<QueueBytes>,
+}
+
+/// The receiving end, drained by the connection's writer, which calls
+/// [`OutboundRx::written`] once an item is on its way to the socket.
+#[derive(Debug)]
+pub struct OutboundRx {
+    rx: mpsc::Receiver<Outbound>,
+    bytes: Arc<QueueBytes>,
+}
+
+/// A connection's outbound queue: at most `outbound_queue_frames` items and
+/// `outbound_queue_bytes` bytes of encoded frames (a Close item always fits
+/// the byte bound, so a close is never refused for want of bytes).
+pub fn outbound_queue(limits: &ServerLimits, metrics: Arc<Metrics>) -> (OutboundTx, OutboundRx) {
+    let (tx, rx) = mpsc::channel(limits.outbound_queue_frames.max(1) as usize);
+    let bytes = Arc::new(QueueBytes {
+        queued: AtomicUsize::new(0),
+        cap: limits.outbound_queue_bytes as usize,
+        metrics,
+    });
+    (
+        OutboundTx {
+            tx,
+            bytes: Arc::clone(&bytes),
+        },
+        OutboundRx { rx, bytes },
+    )
+}
+
+impl OutboundTx {
+    /// Queues `item` without waiting. `Full` when it fits neither bound.
+    ///
+    /// The bytes are reserved with one `fetch_add` and the sum it returns
+    /// is what is compared, so concurrent senders (fan-out and the reader)
+    /// can never together pass the cap: each sees every reservation made
+    /// before its own. A refused reservation is given back.
+    pub fn try_send(&self, item: Outbound) -> Result<(), mpsc::error::TrySendError<Outbound>> {
+        let cost = item.queued_bytes();
+        let total = self.bytes.queued.fetch_add(cost, Ordering::AcqRel) + cost;
+        if cost > 0 && total > self.bytes.cap {
+            self.bytes.queued.fetch_sub(cost, Ordering::AcqRel);
+            return Err(mpsc::error::TrySendError::Full(item));
+        }
+        match self.tx.try_send(item) {
+            Ok(()) => {
+                self.bytes
+                    .metrics
+                    .outbound_queue_bytes_peak
+                    .fetch_max(total as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(err) => {
+                self.bytes.queued.fetch_sub(cost, Ordering::AcqRel);
+                Err(err)
+            }
+        }
+    }
+
+    /// Bytes queued now (reserved and not yet written).
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.queued.load(Ordering::Acquire)
+    }
+}
+
+impl OutboundRx {
+    /// The next item; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        self.rx.recv().await
+    }
+
+    /// The next item if one is queued.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The writer has handed `bytes` (an item's [`Outbound::queued_bytes`])
+    /// to the socket: they no longer count against the cap.
+    pub fn written(&self, bytes: usize) {
+        if bytes > 0 {
+            self.bytes.queued.fetch_sub(bytes, Ordering::AcqRel);
+        }
+    }
 }
 
 // Every socket's queue allocates 32 slots of this up front (see [`Push`]).
@@ -132,7 +273,7 @@ pub struct Registration {
     /// Granted capabilities.
     pub caps: Capabilities,
     /// Its outbound queue.
-    pub outbound: mpsc::Sender<Outbound>,
+    pub outbound: OutboundTx,
     /// Out-of-band close request, seen by both halves of the connection
     /// even when the queue is full.
     pub close: watch::Sender<Option<Ending>>,
@@ -361,7 +502,10 @@ impl Hub {
         }
         Self {
             state: Mutex::new(state),
-            typing: Mutex::new(TypingTracker::new(limits.typing_ttl)),
+            typing: Mutex::new(TypingTracker::new(
+                limits.typing_ttl,
+                limits.typing_push_interval,
+            )),
             typing_changed: Notify::new(),
             limits,
             metrics,
@@ -456,10 +600,20 @@ impl Hub {
             .collect()
     }
 
-    /// Every room, by last activity (newest first), then name (§7.1).
-    /// With `subscribe`, the connection gets RoomListUpdate pushes if it has
-    /// the room-list-push capability.
-    pub fn room_list(&self, conn: ConnId, subscribe: bool) -> Vec<RoomInfo> {
+    /// One page of every room, by last activity (newest first), then name
+    /// (§7.1): the rooms after `cursor`, at most `limit` (already clamped by
+    /// [`rules::room_list_limit`]). With `subscribe`, the connection gets
+    /// RoomListUpdate pushes if it has the room-list-push capability.
+    ///
+    /// Only the page's rooms are turned into RoomInfo (which counts online
+    /// members), so a page costs O(rooms) comparisons but O(limit) replies.
+    pub fn room_list(
+        &self,
+        conn: ConnId,
+        subscribe: bool,
+        cursor: Option<&rules::RoomListCursor>,
+        limit: usize,
+    ) -> wire::RoomList {
         let mut state = self.state();
         if subscribe
             && state
@@ -469,13 +623,16 @@ impl Hub {
         {
             state.room_list_subscribers.insert(conn);
         }
-        let mut rooms: Vec<RoomInfo> = state.rooms.values().map(|r| state.room_info(r)).collect();
-        rooms.sort_by(|a, b| {
-            b.last_activity_ms
-                .cmp(&a.last_activity_ms)
-                .then_with(|| a.name.cmp(&b.name))
-        });
-        rooms
+        let keys: Vec<(i64, &str, &Room)> = state
+            .rooms
+            .values()
+            .map(|r| (r.last_activity_ms, r.name.as_str(), r))
+            .collect();
+        let (page, next) = rules::room_list_page(keys, cursor, limit);
+        wire::RoomList {
+            rooms: page.into_iter().map(|r| state.room_info(r)).collect(),
+            next_cursor: next.map(|c| c.encode()).unwrap_or_default(),
+        }
     }
 
     /// Id of an existing room.
@@ -506,28 +663,46 @@ impl Hub {
             .collect())
     }
 
-    fn activate(
-        &self,
+    /// Marks `room` active on `conn` (§10.6) and returns what the writer
+    /// must replay; the caller queues it before releasing the lock.
+    fn mark_active(
         state: &mut State,
         conn: ConnId,
         room: &RoomName,
         replay_after: u64,
-    ) -> Option<u64> {
+    ) -> Option<Activation> {
         let found = state.rooms.get_mut(room)?;
         let (name, head) = (Arc::clone(&found.name), found.head_seq);
         let c = state.connections.get_mut(&conn)?;
         c.active_rooms.insert(room.clone());
         found.active.insert(conn);
-        deliver(
-            &self.metrics,
-            c,
-            Outbound::Activate {
-                room: name,
-                replay_after: replay_after.min(head),
-                head,
-            },
-        );
-        Some(head)
+        Some(Activation {
+            room: name,
+            replay_after: replay_after.min(head),
+            head,
+        })
+    }
+
+    fn activate(&self, state: &mut State, conn: ConnId, room: &RoomName, replay_after: u64) {
+        let Some(Activation {
+            room,
+            replay_after,
+            head,
+        }) = Self::mark_active(state, conn, room, replay_after)
+        else {
+            return;
+        };
+        if let Some(c) = state.connections.get(&conn) {
+            deliver(
+                &self.metrics,
+                c,
+                Outbound::Activate {
+                    room,
+                    replay_after,
+                    head,
+                },
+            );
+        }
     }
 
     fn reply(&self, state: &State, conn: ConnId, frame: &ServerFrame) {
@@ -626,8 +801,9 @@ impl Hub {
     }
 
     /// §10.3 for every room of a Resume, then the Resumed reply, all queued
-    /// on `conn` under one lock so no live message of a resumed room can
-    /// come between its replay and the reply.
+    /// on `conn` as one item under one lock, so no live message of a
+    /// resumed room can come between its replay and the reply, and a
+    /// Resume of any number of rooms takes one queue slot (§10.1).
     pub fn resume(
         &self,
         conn: ConnId,
@@ -637,6 +813,7 @@ impl Hub {
     ) {
         let mut state = self.state();
         let mut results = Vec::with_capacity(positions.len());
+        let mut activations = Vec::with_capacity(positions.len());
         for pos in positions {
             let not_a_member = RoomResume {
                 room: pos.room.clone(),
@@ -664,7 +841,7 @@ impl Hub {
                 ResumeDecision::GapTooLarge => (room_resume::Status::GapTooLarge, head),
                 ResumeDecision::EpochChanged => (room_resume::Status::EpochChanged, head),
             };
-            self.activate(&mut state, conn, &room, replay_after);
+            activations.extend(Self::mark_active(&mut state, conn, &room, replay_after));
             let replayed = u32::try_from(head - replay_after).unwrap_or(u32::MAX);
             results.push(RoomResume {
                 room: pos.room.clone(),
@@ -679,7 +856,13 @@ impl Hub {
             });
         }
         let frame = ServerFrame::reply(request_id, Body::Resumed(Resumed { rooms: results }));
-        self.reply(&state, conn, &frame);
+        if let Some(c) = state.connections.get(&conn) {
+            let batch = ResumeBatch {
+                activations,
+                reply: encode_server_frame(&frame),
+            };
+            deliver(&self.metrics, c, Outbound::Resume(Box::new(batch)));
+        }
     }
 
     /// §11.2: records SetTyping from a member and pushes the change to the
@@ -698,9 +881,16 @@ impl Hub {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .handle_set((room.clone(), user.clone()), active, now);
-        if let Some(change) = change {
-            self.push_typing(&state, &change.key.0, &change.key.1, change.active);
-            self.typing_changed.notify_one();
+        match change {
+            Some(change) => {
+                self.push_typing(&state, &change.key.0, &change.key.1, change.active);
+                self.typing_changed.notify_one();
+            }
+            // A renewal inside the push interval: the timer moved, nobody is told.
+            // The expiry task need not hear of it: waking at the old expiry,
+            // it finds nothing due and sleeps until the new one.
+            None if active => Metrics::inc(&self.metrics.typing_coalesced),
+            None => {}
         }
         Ok(())
     }

@@ -50,7 +50,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{LoginThrottle, Passwords};
 use crate::hub::Hub;
-use crate::limit::{ConnectionLimit, SendRateLimiter};
+use crate::limit::{ConnectionLimit, KeyedRateLimiter, SendRateLimiter};
 use crate::metrics::Metrics;
 use crate::shutdown::{Shutdown, TaskTracker};
 use crate::state::AppState;
@@ -145,6 +145,11 @@ impl Server {
             send_rate: SendRateLimiter::new(
                 config.limits.send_rate_per_sec,
                 config.limits.send_burst,
+            ),
+            typing_rate: KeyedRateLimiter::new(config.typing_rate_per_sec, config.typing_burst),
+            room_create_rate: KeyedRateLimiter::with_rate(
+                f64::from(config.room_create_per_min.max(1)) / 60.0,
+                config.room_create_burst,
             ),
             connection_limit: ConnectionLimit::new(config.max_connections),
             config,

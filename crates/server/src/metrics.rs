@@ -38,6 +38,19 @@ pub struct Metrics {
     // Hardening (C1): socket task.
     /// Sockets refused because their user held max_sockets_per_user.
     pub sockets_over_user_cap: AtomicU64,
+    // --- hub limits (hardening C2): queue bytes, typing, room creation ---
+    /// The most bytes any connection's outbound queue has held (§12.4):
+    /// never above `outbound_queue_bytes`, since a frame that would pass
+    /// the cap is refused before it counts.
+    pub outbound_queue_bytes_peak: AtomicU64,
+    /// SetTyping refused by the per-user limiter (§11.2).
+    pub typing_rate_limited: AtomicU64,
+    /// Typing renewals not pushed because one was pushed within the interval (§11.2).
+    pub typing_coalesced: AtomicU64,
+    /// CreateRoom refused by the per-user limiter (§7.2).
+    pub room_create_rate_limited: AtomicU64,
+    /// Idempotent repeats answered while the sender's send bucket was empty (§12.5).
+    pub repeats_past_rate_limit: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -167,6 +180,43 @@ impl Metrics {
             "Connections that can still be accepted before the cap.",
             gauges.connection_slots_free as u64,
         );
+
+        // Hub limits (hardening C2).
+        let hub_limits: [(&str, &str, &str, &AtomicU64); 5] = [
+            (
+                "confab_outbound_queue_bytes_peak",
+                "gauge",
+                "Most bytes any connection's outbound queue has held; never above the cap.",
+                &self.outbound_queue_bytes_peak,
+            ),
+            (
+                "confab_typing_rate_limited_total",
+                "counter",
+                "SetTyping refused by the per-user limiter.",
+                &self.typing_rate_limited,
+            ),
+            (
+                "confab_typing_coalesced_total",
+                "counter",
+                "Typing renewals not pushed because one was pushed within the interval.",
+                &self.typing_coalesced,
+            ),
+            (
+                "confab_room_create_rate_limited_total",
+                "counter",
+                "CreateRoom refused by the per-user limiter.",
+                &self.room_create_rate_limited,
+            ),
+            (
+                "confab_repeats_past_rate_limit_total",
+                "counter",
+                "Idempotent repeats answered while the sender's send bucket was empty.",
+                &self.repeats_past_rate_limit,
+            ),
+        ];
+        for (name, kind, help, value) in hub_limits {
+            metric(name, kind, help, value.load(Relaxed));
+        }
 
         let name = "confab_send_to_deliver_seconds";
         out.push_str(&format!(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::auth::{LoginThrottle, Passwords};
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::limit::{ConnectionLimit, SendRateLimiter};
+use crate::limit::{ConnectionLimit, KeyedRateLimiter, SendRateLimiter};
 use crate::metrics::{Gauges, Metrics};
 use crate::shutdown::{Shutdown, TaskTracker};
 use crate::storage::Store;
@@ -28,6 +28,10 @@ pub struct AppState {
     pub login_throttle: LoginThrottle,
     /// Per-user send rate limiter.
     pub send_rate: SendRateLimiter,
+    /// Per-user SetTyping limiter (§11.2).
+    pub typing_rate: KeyedRateLimiter<confab_protocol::names::Username>,
+    /// Per-user CreateRoom limiter (§12.5).
+    pub room_create_rate: KeyedRateLimiter<confab_protocol::names::Username>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Raised when the server stops.

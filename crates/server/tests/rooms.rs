@@ -50,7 +50,10 @@ async fn room_list_members_and_history() {
     );
     assert_eq!(welcome.limits.as_ref().map(|l| l.max_history_page), Some(4));
     let list = bob
-        .request(C::ListRooms(wire::ListRooms { subscribe: true }))
+        .request(C::ListRooms(wire::ListRooms {
+            subscribe: true,
+            ..wire::ListRooms::default()
+        }))
         .await;
     assert!(matches!(list.body, Some(S::RoomList(ref l)) if l.rooms.is_empty()));
 
@@ -79,9 +82,7 @@ async fn room_list_members_and_history() {
     .await;
 
     // Sorted by last activity, newest first.
-    let list = bob
-        .request(C::ListRooms(wire::ListRooms { subscribe: false }))
-        .await;
+    let list = bob.request(C::ListRooms(wire::ListRooms::default())).await;
     let Some(S::RoomList(list)) = list.body else {
         panic!("room list")
     };

@@ -279,8 +279,16 @@ pub struct ClientSession {
     keepalive_ping: Option<u64>,
     /// Sends wait until then after a retryable refusal (§12.5 retry_after_ms).
     sends_paused_until: Option<Instant>,
+    /// Rooms of the RoomList pages received so far while following
+    /// `next_cursor` (§7.1); reported as one `SessionEvent::RoomList` when
+    /// the last page arrives.
+    room_list: Vec<RoomInfo>,
     user_closed: bool,
 }
+
+/// Most rooms a session collects while paging through the room list, so a
+/// server that never ends the list cannot grow the client without bound.
+pub const MAX_LISTED_ROOMS: usize = 100_000;
 
 impl ClientSession {
     /// A session that wants to connect now.
@@ -300,6 +308,7 @@ impl ClientSession {
             keepalive_at: None,
             keepalive_ping: None,
             sends_paused_until: None,
+            room_list: Vec::new(),
             user_closed: false,
         };
         session
@@ -551,7 +560,7 @@ impl ClientSession {
                 self.rooms.remove(&left.name);
                 self.events.push_back(SessionEvent::Left(left.name));
             }
-            S::RoomList(list) => self.events.push_back(SessionEvent::RoomList(list.rooms)),
+            S::RoomList(list) => self.on_room_list(now, pending, list),
             S::RoomListUpdate(update) => {
                 self.events.push_back(SessionEvent::RoomListUpdate(update))
             }
@@ -594,13 +603,44 @@ impl ClientSession {
         Ok(client_msg_id)
     }
 
-    /// Lists rooms, optionally subscribing to changes (§7.1).
+    /// Lists every room, optionally subscribing to changes (§7.1). The
+    /// session follows `RoomList.next_cursor` itself and reports the whole
+    /// list as one `SessionEvent::RoomList` once the last page arrived.
     pub fn list_rooms(&mut self, now: Instant, subscribe: bool) -> Result<u64, CommandError> {
-        self.online_request(
+        let id = self.online_request(
             now,
-            C::ListRooms(wire::ListRooms { subscribe }),
+            C::ListRooms(wire::ListRooms {
+                subscribe,
+                ..wire::ListRooms::default()
+            }),
             RequestKind::ListRooms,
-        )
+        )?;
+        self.room_list.clear();
+        Ok(id)
+    }
+
+    /// One RoomList page (§7.1): ask for the next one, or report them all.
+    /// A room seen twice (its activity changed while paging moved it) is
+    /// reported once, where it was first seen.
+    fn on_room_list(&mut self, now: Instant, pending: Option<Pending>, list: wire::RoomList) {
+        self.room_list.extend(list.rooms);
+        let ours = pending.is_some_and(|p| p.kind == RequestKind::ListRooms);
+        if ours && !list.next_cursor.is_empty() && self.room_list.len() < MAX_LISTED_ROOMS {
+            self.request(
+                C::ListRooms(wire::ListRooms {
+                    subscribe: false,
+                    cursor: list.next_cursor,
+                    limit: 0,
+                }),
+                RequestKind::ListRooms,
+                now,
+            );
+            return;
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut rooms = std::mem::take(&mut self.room_list);
+        rooms.retain(|room| seen.insert(room.name.clone()));
+        self.events.push_back(SessionEvent::RoomList(rooms));
     }
 
     /// Creates a room and joins it (§7.2).

@@ -239,6 +239,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
     ) -> StoreFuture<'a, Vec<StoredMessage>>;
 
+    /// The message stored under an idempotency key (§8.5), if any: lets a
+    /// repeat be answered without a rate-limit token (§12.5).
+    fn sent_message<'a>(
+        &'a self,
+        sender: UserId,
+        client_msg_id: &'a ClientMsgId,
+    ) -> StoreFuture<'a, Option<StoredMessage>>;
+
     /// Flushes and closes; called once, after the writer stopped.
     fn close(&self) -> StoreFuture<'_, ()>;
 }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use confab_protocol::names::{RoomName, Username};
+use confab_protocol::names::{ClientMsgId, RoomName, Username};
 use confab_protocol::rules::HistoryRange;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -626,6 +626,24 @@ impl Store for SqliteStore {
         })
     }
 
+    fn sent_message<'a>(
+        &'a self,
+        sender: UserId,
+        client_msg_id: &'a ClientMsgId,
+    ) -> StoreFuture<'a, Option<StoredMessage>> {
+        Box::pin(async move {
+            // Served by the UNIQUE (sender_id, client_msg_id) index.
+            let row = sqlx::query(&format!(
+                "SELECT {MESSAGE_COLUMNS} {MESSAGE_JOINS} WHERE m.sender_id = ? AND m.client_msg_id = ?"
+            ))
+            .bind(sender)
+            .bind(client_msg_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(message_from_row).transpose()
+        })
+    }
+
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             // Closing the pool waits for every connection to finish and
@@ -642,7 +660,6 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use confab_protocol::names::ClientMsgId;
     use confab_protocol::wire::MessageKind;
 
     use super::*;

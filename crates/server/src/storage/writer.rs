@@ -349,6 +349,13 @@ mod tests {
         ) -> StoreFuture<'a, Vec<StoredMessage>> {
             unused()
         }
+        fn sent_message<'a>(
+            &'a self,
+            _: UserId,
+            _: &'a ClientMsgId,
+        ) -> StoreFuture<'a, Option<StoredMessage>> {
+            unused()
+        }
         fn close(&self) -> StoreFuture<'_, ()> {
             unused()
         }

@@ -40,7 +40,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Duration, sleep_until};
 
 use crate::auth::{now_ms, token_hash};
-use crate::hub::{AuthedUser, Capabilities, ConnId, Ending, Outbound, Registration, decide};
+use crate::hub::{
+    Activation, AuthedUser, Capabilities, ConnId, Ending, Outbound, OutboundRx, OutboundTx,
+    Registration, ResumeBatch, decide,
+};
 use crate::limit::ConnectionPermit;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -68,8 +71,14 @@ const REPLAY_PAGE: u32 = 256;
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
+/// A SendAck on its way: the request id, whether the send took a rate-limit
+/// token (given back if it turns out to be a repeat, §12.5), the outcome.
 pub(super) type PendingAck = Pin<
-    Box<dyn Future<Output = (u64, Result<AckResult, oneshot::error::RecvError>)> + Send + Sync>,
+    Box<
+        dyn Future<Output = (u64, bool, Result<AckResult, oneshot::error::RecvError>)>
+            + Send
+            + Sync,
+    >,
 >;
 
 fn close_message(code: CloseCode) -> Message {
@@ -77,6 +86,18 @@ fn close_message(code: CloseCode) -> Message {
         code: code.as_u16(),
         reason: Utf8Bytes::from_static(code.reason()),
     }))
+}
+
+/// RATE_LIMITED with the limiter's wait, rounded up to a whole millisecond
+/// (§12.5); `what` names the limited request, e.g. "CreateRoom".
+pub(super) fn rate_limited(what: &str, wait: std::time::Duration) -> Rejection {
+    let ms = u32::try_from(wait.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(u32::MAX)
+        .max(1);
+    Rejection {
+        message: format!("too many {what} requests; retry after {ms} ms"),
+        ..Rejection::rate_limited(ms)
+    }
 }
 
 pub(super) fn internal(err: StoreError) -> Rejection {
@@ -192,8 +213,8 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
 struct Opened {
     conn: ConnId,
     user: AuthedUser,
-    outbound: mpsc::Sender<Outbound>,
-    queue: mpsc::Receiver<Outbound>,
+    outbound: OutboundTx,
+    queue: OutboundRx,
     close: watch::Sender<Option<Ending>>,
     close_rx: watch::Receiver<Option<Ending>>,
     expires_ms: i64,
@@ -205,7 +226,8 @@ struct Opened {
 /// Auth's request id, when the user is at the socket cap; the
 /// queued Welcome is then dropped unsent with the queue.
 async fn open(app: &AppState, session: Session) -> Result<Opened, (u64, Rejection)> {
-    let (outbound, queue) = mpsc::channel(app.config.limits.outbound_queue_frames.max(1) as usize);
+    let (outbound, queue) =
+        crate::hub::outbound_queue(&app.config.limits, Arc::clone(&app.metrics));
     let (close, close_rx) = watch::channel(None);
     let granted =
         rules::negotiate_capabilities(&session.requested_caps, &confab_protocol::capability::ALL);
@@ -446,7 +468,7 @@ pub(super) struct Reader<'a> {
     pub(super) app: &'a AppState,
     pub(super) conn: ConnId,
     pub(super) user: &'a AuthedUser,
-    outbound: mpsc::Sender<Outbound>,
+    outbound: OutboundTx,
     close: &'a watch::Sender<Option<Ending>>,
     close_rx: watch::Receiver<Option<Ending>>,
     /// SendAcks waiting for their commit, in request order (§4.3, §8.3).
@@ -460,7 +482,7 @@ pub(super) struct Reader<'a> {
 /// The next SendAck whose commit finished, if any sends are pending.
 async fn next_ack(
     pending: &mut Option<FuturesOrdered<PendingAck>>,
-) -> Option<(u64, Result<AckResult, oneshot::error::RecvError>)> {
+) -> Option<(u64, bool, Result<AckResult, oneshot::error::RecvError>)> {
     match pending {
         Some(pending) => pending.next().await,
         None => None,
@@ -502,8 +524,8 @@ impl Reader<'_> {
                     self.flush_pending_acks().await;
                     break Some(CloseCode::GoingAway);
                 }
-                Some((request_id, result)) = next_ack(&mut self.pending), if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
-                    self.answer_ack(request_id, result);
+                Some((request_id, charged, result)) = next_ack(&mut self.pending), if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
+                    self.answer_ack(request_id, charged, result);
                 }
                 () = &mut idle_timer => {
                     let now = tokio::time::Instant::now();
@@ -581,9 +603,23 @@ impl Reader<'_> {
         }
     }
 
-    fn answer_ack(&self, request_id: u64, result: Result<AckResult, oneshot::error::RecvError>) {
+    fn answer_ack(
+        &self,
+        request_id: u64,
+        charged: bool,
+        result: Result<AckResult, oneshot::error::RecvError>,
+    ) {
         let frame = match result {
-            Ok(Ok(ack)) => ServerFrame::reply(request_id, ServerBody::SendAck(ack)),
+            Ok(Ok(ack)) => {
+                if ack.duplicate && charged {
+                    // §12.5: a repeat costs no token; give back the one
+                    // taken before storage could tell.
+                    self.app
+                        .send_rate
+                        .refund(&self.user.name, std::time::Instant::now());
+                }
+                ServerFrame::reply(request_id, ServerBody::SendAck(ack))
+            }
             Ok(Err(rejection)) => rejection.into_frame(request_id),
             Err(_) => Rejection::new(
                 ErrorCode::Unavailable,
@@ -597,8 +633,8 @@ impl Reader<'_> {
     /// Before closing for shutdown, answer every send still waiting for its
     /// commit: the writer is still running and will finish them.
     async fn flush_pending_acks(&mut self) {
-        while let Some((request_id, result)) = next_ack(&mut self.pending).await {
-            self.answer_ack(request_id, result);
+        while let Some((request_id, charged, result)) = next_ack(&mut self.pending).await {
+            self.answer_ack(request_id, charged, result);
         }
     }
 
@@ -658,7 +694,7 @@ enum Step {
 }
 
 impl Writer {
-    async fn run(mut self, mut sink: Sink, mut queue: mpsc::Receiver<Outbound>) {
+    async fn run(mut self, mut sink: Sink, mut queue: OutboundRx) {
         let interval = self
             .app
             .config
@@ -729,11 +765,15 @@ impl Writer {
     /// instead of one each is most of the cost of a delivery (BENCHMARKS.md).
     /// Returns the close code if the burst reached [`Outbound::Close`]
     /// (everything before it is flushed first).
+    ///
+    /// Each item's bytes stop counting against `outbound_queue_bytes` once
+    /// it is fed: from then on they sit in tungstenite's write buffer, whose
+    /// own bound (and the kernel's send buffer) applies.
     async fn write_burst(
         &mut self,
         sink: &mut Sink,
         first: Outbound,
-        queue: &mut mpsc::Receiver<Outbound>,
+        queue: &mut OutboundRx,
     ) -> Result<Option<CloseCode>, WriteFailed> {
         let mut item = first;
         let mut fed = 0;
@@ -741,14 +781,16 @@ impl Writer {
             if let Outbound::Close(code) = item {
                 break Some(code);
             }
+            let bytes = item.queued_bytes();
             self.feed_item(sink, item).await?;
+            queue.written(bytes);
             fed += 1;
             if fed == MAX_BURST {
                 break None;
             }
             match queue.try_recv() {
-                Ok(next) => item = next,
-                Err(_) => break None,
+                Some(next) => item = next,
+                None => break None,
             }
         };
         self.flush(sink).await?;
@@ -780,6 +822,19 @@ impl Writer {
                 replay_after,
                 head,
             } => Box::pin(self.replay(sink, &room, replay_after, head)).await,
+            // §10.1: every room's replay in the Resume's order, then Resumed.
+            Outbound::Resume(batch) => {
+                let ResumeBatch { activations, reply } = *batch;
+                for Activation {
+                    room,
+                    replay_after,
+                    head,
+                } in activations
+                {
+                    Box::pin(self.replay(sink, &room, replay_after, head)).await?;
+                }
+                self.write(sink, Message::Binary(reply), Step::Feed).await
+            }
             // Handled by `write_burst`.
             Outbound::Close(_) => Ok(()),
         }

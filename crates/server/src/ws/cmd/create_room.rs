@@ -1,12 +1,15 @@
 //! CreateRoom (§7.2).
 
+use std::time::Instant;
+
 use confab_protocol::error::Rejection;
 use confab_protocol::names::{RoomName, Topic};
 use confab_protocol::wire::{self, ErrorCode};
 
 use crate::auth::now_ms;
+use crate::metrics::Metrics;
 use crate::storage::{RoomRecord, StoreError};
-use crate::ws::connection::{Reader, internal};
+use crate::ws::connection::{Reader, internal, rate_limited};
 
 /// The hub queues RoomJoined itself, together with the room's activation.
 pub(super) async fn handle(
@@ -16,6 +19,15 @@ pub(super) async fn handle(
 ) -> Result<(), Rejection> {
     let name = RoomName::parse(create.name)?;
     let topic = Topic::parse(create.topic)?;
+    // after validation, so a malformed request costs no token.
+    if let Err(wait) = reader
+        .app
+        .room_create_rate
+        .try_take(&reader.user.name, Instant::now())
+    {
+        Metrics::inc(&reader.app.metrics.room_create_rate_limited);
+        return Err(rate_limited("CreateRoom", wait));
+    }
     let epoch = uuid::Uuid::new_v4().simple().to_string();
     let now = now_ms();
     let id = match reader

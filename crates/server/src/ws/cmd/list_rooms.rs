@@ -1,11 +1,21 @@
-//! ListRooms (§7.1): the room list, optionally subscribing to its changes.
+//! ListRooms (§7.1): one page of the room list, optionally subscribing to
+//! its changes.
 
+use confab_protocol::error::Rejection;
+use confab_protocol::rules;
 use confab_protocol::wire::{self, server_frame::Body as ServerBody};
 
 use crate::ws::connection::Reader;
 
-pub(super) fn handle(reader: &Reader<'_>, list: wire::ListRooms) -> ServerBody {
-    ServerBody::RoomList(wire::RoomList {
-        rooms: reader.app.hub.room_list(reader.conn, list.subscribe),
-    })
+/// A page is at most `max_room_list_page` rooms, so no reply grows with the
+/// number of rooms on the server (§12.4).
+pub(super) fn handle(reader: &Reader<'_>, list: wire::ListRooms) -> Result<ServerBody, Rejection> {
+    let cursor = rules::RoomListCursor::parse(&list.cursor)?;
+    let limit = rules::room_list_limit(list.limit, reader.app.config.limits.max_room_list_page);
+    Ok(ServerBody::RoomList(reader.app.hub.room_list(
+        reader.conn,
+        list.subscribe,
+        cursor.as_ref(),
+        limit,
+    )))
 }

@@ -4,13 +4,14 @@ use std::time::Instant;
 
 use confab_protocol::error::Rejection;
 use confab_protocol::rules;
-use confab_protocol::wire;
+use confab_protocol::wire::{self, ErrorCode};
 use futures_util::stream::FuturesOrdered;
+use tokio::sync::oneshot;
 
 use crate::auth::now_ms;
 use crate::metrics::Metrics;
 use crate::storage::NewMessage;
-use crate::ws::connection::Reader;
+use crate::ws::connection::{Reader, internal, rate_limited};
 
 /// Validate, authorise, rate-limit, then hand to the group-commit writer.
 /// The SendAck is queued by the reader when the commit is durable (§8.3).
@@ -25,10 +26,12 @@ pub(super) async fn handle(
         .app
         .hub
         .member_room_id(&valid.room, &reader.user.name)?;
-    if let Err(wait) = reader.app.send_rate.try_send(&reader.user.name, received) {
-        Metrics::inc(&reader.app.metrics.rate_limited);
-        let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
-        return Err(Rejection::rate_limited(ms));
+    if let Err(wait) = reader.app.send_rate.try_take(&reader.user.name, received) {
+        // §12.5, R-12.5.4: a repeat is never refused for want of a token.
+        // Storage is asked only now, with the bucket empty, so sends within
+        // the rate pay nothing for this. (A token taken for what storage
+        // then reports as a repeat is refunded when its SendAck is queued.)
+        return answer_repeat(reader, &valid, request_id, wait).await;
     }
     let message = NewMessage {
         room_id,
@@ -44,6 +47,56 @@ pub(super) async fn handle(
     reader
         .pending
         .get_or_insert_with(FuturesOrdered::new)
-        .push_back(Box::pin(async move { (request_id, ack.await) }));
+        .push_back(Box::pin(async move { (request_id, true, ack.await) }));
+    Ok(())
+}
+
+/// SendMessage with an empty bucket: a repeat (§8.5) gets its original
+/// SendAck, or IDEMPOTENCY_CONFLICT, as it would with a token; anything
+/// else RATE_LIMITED.
+async fn answer_repeat(
+    reader: &mut Reader<'_>,
+    valid: &rules::ValidSend,
+    request_id: u64,
+    wait: std::time::Duration,
+) -> Result<(), Rejection> {
+    let stored = reader
+        .app
+        .store
+        .sent_message(reader.user.id, &valid.client_msg_id)
+        .await
+        .map_err(internal)?;
+    let Some(stored) = stored else {
+        Metrics::inc(&reader.app.metrics.rate_limited);
+        return Err(rate_limited("SendMessage", wait));
+    };
+    // The same comparison as the storage writer's (§8.5: room and text).
+    if stored.room != valid.room || stored.text != valid.text.as_str() {
+        return Err(Rejection::new(
+            ErrorCode::IdempotencyConflict,
+            format!(
+                "client_msg_id {} was already used for another room or text; use a fresh id for a new message",
+                valid.client_msg_id
+            ),
+        ));
+    }
+    Metrics::inc(&reader.app.metrics.duplicate_sends);
+    Metrics::inc(&reader.app.metrics.repeats_past_rate_limit);
+    let ack = wire::SendAck {
+        room: stored.room.as_str().to_owned(),
+        client_msg_id: stored.client_msg_id,
+        seq: stored.seq,
+        message_id: stored.message_id,
+        server_ts_ms: stored.server_ts_ms,
+        duplicate: true,
+    };
+    // Through the pending queue, behind any earlier send still waiting for
+    // its commit, so SendAcks keep request order (§4.3).
+    let (tx, rx) = oneshot::channel();
+    tx.send(Ok(ack)).ok();
+    reader
+        .pending
+        .get_or_insert_with(FuturesOrdered::new)
+        .push_back(Box::pin(async move { (request_id, false, rx.await) }));
     Ok(())
 }

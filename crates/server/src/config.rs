@@ -220,8 +220,8 @@ pub struct Cli {
     #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     pub max_connections_per_ip: usize,
 
-    /// Serve GET /metrics only on this address (e.g. 127.0.0.1:9420), not on --listen.
-    /// Unset: /metrics is public on --listen; operators exposing the server should set this.
+    /// Serve GET /metrics only on this address (e.g. 127.0.0.1:9420) and not on the public one.
+    /// Unset: /metrics is public on the listen address; operators exposing the server should set this.
     #[arg(long, env = "CONFAB_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 

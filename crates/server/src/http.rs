@@ -72,22 +72,26 @@ async fn edge(request: Request, next: Next) -> Response {
         request.uri().path(),
         REGISTER_PATH | LOGIN_PATH | LOGOUT_PATH
     );
-    let mut response =
-        if declared_length(request.headers()).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    let too_large = declared_length(request.headers()).is_some_and(|n| n > MAX_BODY_BYTES as u64);
+    let not_json = request.method() == Method::POST
+        && matches!(request.uri().path(), REGISTER_PATH | LOGIN_PATH)
+        && !is_json(request.headers());
+    let mut response = if too_large || not_json {
+        // The body is not read: hyper discards what has arrived when it
+        // ends the exchange (a_sent_over_cap_body_gets_its_413_without_a_reset).
+        drop(request);
+        if too_large {
             payload_too_large()
-        } else if request.method() == Method::POST
-            && matches!(request.uri().path(), REGISTER_PATH | LOGIN_PATH)
-            && !is_json(request.headers())
-        {
-            // The connection stays usable: hyper discards the unread body.
+        } else {
             error_response(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 HttpErrorCode::UnsupportedMediaType,
                 "send the body as JSON with Content-Type: application/json",
             )
-        } else {
-            next.run(request).await
-        };
+        }
+    } else {
+        next.run(request).await
+    };
     let headers = response.headers_mut();
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -212,6 +212,30 @@ async fn an_over_cap_content_length_is_refused_before_the_body_is_sent() {
 }
 
 #[tokio::test]
+async fn a_sent_over_cap_body_gets_its_413_without_a_reset() {
+    let server = TestServer::start(|_| {}).await;
+    let body = serde_json::json!({"username": "alice", "password": "p".repeat(60_000)}).to_string();
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    stream
+        .write_all(&post("/v1/login", Some("application/json"), &body))
+        .await
+        .expect("write");
+    // The body that did arrive is discarded before the close, so the close
+    // is a clean end of stream, not a reset that could destroy the answer
+    // in the client's buffer (read_to_end fails on a reset).
+    let mut raw = Vec::new();
+    within("413 and a clean close", stream.read_to_end(&mut raw))
+        .await
+        .expect("a clean end of stream");
+    assert!(
+        raw.starts_with(b"HTTP/1.1 413 "),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_chunked_body_growing_past_the_cap_gets_413() {
     let server = TestServer::start(|_| {}).await;
     let mut stream = TcpStream::connect(server.addr).await.expect("connect");

@@ -73,10 +73,20 @@ pub enum HttpErrorCode {
     Unauthorized,
     /// 403: the Origin header is not allowed.
     ForbiddenOrigin,
-    /// 503: the server is at its connection limit or shutting down.
+    /// 503: the server is at a connection limit or shutting down.
     Unavailable,
     /// 500: server-side failure.
     Internal,
+    /// 404: no endpoint has this path.
+    NotFound,
+    /// 405: the endpoint exists but does not take this method.
+    MethodNotAllowed,
+    /// 408: the request body did not arrive within the server's deadline.
+    RequestTimeout,
+    /// 413: the request body is over the server's size limit.
+    PayloadTooLarge,
+    /// 415: the body is not sent as `Content-Type: application/json`.
+    UnsupportedMediaType,
 }
 
 /// Error details (§5.5).

@@ -44,8 +44,22 @@ pub struct Config {
     /// Most sockets one user may hold open at once (§6.2, R-6.2.8); an Auth
     /// beyond it gets TOO_MANY_CONNECTIONS and close 1013.
     pub max_sockets_per_user: u32,
-    /// How long a client may take to send its HTTP request headers (and TLS handshake).
+    /// How long a client may take, from accept, to send its HTTP request
+    /// headers (and TLS handshake).
     pub header_read_timeout: Duration,
+    /// How long a new connection may stay silent, from accept, before it is
+    /// closed (a kept-alive connection's idle limit is `keepalive_timeout`).
+    pub first_byte_timeout: Duration,
+    /// How long a request body may take to arrive once its head is read;
+    /// a stalled body is answered 408 and the connection closed.
+    pub body_timeout: Duration,
+    /// How long a kept-alive HTTP connection may wait for its next request.
+    pub keepalive_timeout: Duration,
+    /// Most simultaneous connections from one source address (IPv6: one
+    /// /64); 0 means no per-address cap. Beyond it: `503 unavailable` (§3.1).
+    pub max_connections_per_ip: usize,
+    /// Serve `GET /metrics` only on this address (and not on `listen`).
+    pub metrics_listen: Option<SocketAddr>,
     /// Lifetime of a login token (§15).
     pub token_ttl: Duration,
     /// Browser origins allowed to open sockets (§15). Requests without an
@@ -102,6 +116,11 @@ impl Default for Config {
             auth_timeout: Duration::from_secs(10),
             max_sockets_per_user: 32,
             header_read_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(30),
+            max_connections_per_ip: 256,
+            metrics_listen: None,
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             allowed_origins: Vec::new(),
             tls: None,
@@ -188,7 +207,7 @@ pub struct Cli {
     #[arg(long, env = "CONFAB_OUTBOUND_QUEUE", default_value_t = ServerLimits::default().outbound_queue_frames)]
     pub outbound_queue: u32,
 
-    /// Most simultaneous TCP connections; further clients wait in the listen backlog.
+    /// Most simultaneous TCP connections; further clients get 503 unavailable and are closed.
     #[arg(long, env = "CONFAB_MAX_CONNECTIONS", default_value_t = Config::default().max_connections)]
     pub max_connections: usize,
 
@@ -237,9 +256,31 @@ pub struct Cli {
     #[arg(long, env = "CONFAB_MAX_SOCKETS_PER_USER", default_value_t = 32)]
     pub max_sockets_per_user: u32,
 
-    /// Milliseconds a client has to send its HTTP request headers (and finish TLS).
+    /// Milliseconds a client has, counted from accept, to send its HTTP request headers (and finish TLS).
     #[arg(long, env = "CONFAB_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
+
+    /// Milliseconds a new connection may stay silent; then it is closed. Counted from accept.
+    #[arg(long, env = "CONFAB_FIRST_BYTE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub first_byte_timeout_ms: u64,
+
+    /// Milliseconds a request body may take to arrive after its headers; then 408 and the connection is closed.
+    #[arg(long, env = "CONFAB_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
+
+    /// Milliseconds an idle keep-alive HTTP connection waits for its next request; then it is closed.
+    #[arg(long, env = "CONFAB_KEEPALIVE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub keepalive_timeout_ms: u64,
+
+    /// Most simultaneous connections from one source address (IPv6: per /64), WebSockets included;
+    /// 0 = no per-address cap. Further connections from it get 503 unavailable and are closed.
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
+    /// Serve GET /metrics only on this address (e.g. 127.0.0.1:9420) and not on the public one.
+    /// Unset: /metrics is public on the listen address; operators exposing the server should set this.
+    #[arg(long, env = "CONFAB_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// Milliseconds between server WebSocket pings (§12.1).
     #[arg(long, env = "CONFAB_HEARTBEAT_MS", default_value_t = 20_000)]
@@ -313,6 +354,11 @@ impl Cli {
             auth_timeout: Duration::from_millis(self.auth_timeout_ms),
             max_sockets_per_user: self.max_sockets_per_user.max(1),
             header_read_timeout: Duration::from_millis(self.header_timeout_ms),
+            first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            keepalive_timeout: Duration::from_millis(self.keepalive_timeout_ms),
+            max_connections_per_ip: self.max_connections_per_ip,
+            metrics_listen: self.metrics_listen,
             token_ttl: Duration::from_secs(self.token_ttl_hours.saturating_mul(3600)),
             allowed_origins: self.allowed_origins,
             tls,

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use confab_protocol::error::CloseCode;
@@ -24,9 +25,10 @@ use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::storage::StoreError;
 
-/// Builds the router of every endpoint.
+/// Builds the router of every endpoint. With `--metrics-listen`, `/metrics`
+/// is left out: it is served by [`metrics_router`] on its own address.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route(REGISTER_PATH, post(register))
         .route(LOGIN_PATH, post(login))
         .route(LOGOUT_PATH, post(logout))
@@ -34,12 +36,151 @@ pub fn router(state: Arc<AppState>) -> Router {
             confab_protocol::WEBSOCKET_PATH,
             get(crate::ws::upgrade::handle),
         )
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }));
+    if state.config.metrics_listen.is_none() {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         // The JSON bodies are two short strings (a password is at most
-        // 1 KiB); nothing legitimate comes close to this.
+        // 1 KiB); nothing legitimate comes close to this. This limit stops
+        // a chunked body; `edge` refuses a declared length up front.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(edge))
         .with_state(state)
+}
+
+/// The router of the `--metrics-listen` address: `/metrics` only.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(edge))
+        .with_state(state)
+}
+
+/// Checks and headers every request and response passes (§5.1, §5.5):
+/// a declared body over the cap is refused before it is read (413); login
+/// and register accept only JSON (415: a web page can send `text/plain` to
+/// any server without a CORS preflight, and could otherwise make its
+/// visitors' browsers run up failed-login lockouts); every response gets
+/// `nosniff`, and auth responses `no-store`, so no cache keeps a token.
+async fn edge(request: Request, next: Next) -> Response {
+    let auth_path = matches!(
+        request.uri().path(),
+        REGISTER_PATH | LOGIN_PATH | LOGOUT_PATH
+    );
+    let too_large = declared_length(request.headers()).is_some_and(|n| n > MAX_BODY_BYTES as u64);
+    let not_json = request.method() == Method::POST
+        && matches!(request.uri().path(), REGISTER_PATH | LOGIN_PATH)
+        && !is_json(request.headers());
+    let mut response = if too_large || not_json {
+        // The body is not read: hyper discards what has arrived when it
+        // ends the exchange (a_sent_over_cap_body_gets_its_413_without_a_reset).
+        drop(request);
+        if too_large {
+            payload_too_large()
+        } else {
+            error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                HttpErrorCode::UnsupportedMediaType,
+                "send the body as JSON with Content-Type: application/json",
+            )
+        }
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if auth_path {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// The declared `Content-Length`, if any (hyper has already refused a
+/// malformed one).
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether `Content-Type` is `application/json`, with at most a
+/// `charset=utf-8` parameter (media type and charset case-insensitive).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mut parts = value.split(';');
+    let media_type = parts.next().unwrap_or_default().trim();
+    media_type.eq_ignore_ascii_case("application/json")
+        && parts.all(|parameter| {
+            let parameter = parameter.trim();
+            parameter.is_empty()
+                || parameter.split_once('=').is_some_and(|(name, value)| {
+                    name.trim().eq_ignore_ascii_case("charset")
+                        && value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+                })
+        })
+}
+
+/// `413`: the body is over [`MAX_BODY_BYTES`]. The connection is closed:
+/// the rest of the body is not worth reading.
+fn payload_too_large() -> Response {
+    let mut response = error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        HttpErrorCode::PayloadTooLarge,
+        format!("the request body is over {MAX_BODY_BYTES} bytes; send a smaller one"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// `408`: the request body did not arrive within the body deadline
+/// (`--body-timeout-ms`); the connection is closed.
+pub(crate) fn body_timeout_response() -> Response {
+    let mut response = error_response(
+        StatusCode::REQUEST_TIMEOUT,
+        HttpErrorCode::RequestTimeout,
+        "the request body did not arrive in time; send the whole request at once",
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// `404` for every unknown path.
+async fn not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        HttpErrorCode::NotFound,
+        "no such endpoint; see spec/protocol.md section 5 for the endpoints",
+    )
+}
+
+/// `405` for a known path with another method.
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        HttpErrorCode::MethodNotAllowed,
+        "this endpoint does not take that method; see the Allow header",
+    )
 }
 
 /// Largest request body accepted.
@@ -76,21 +217,44 @@ fn retry_later(status: StatusCode, code: HttpErrorCode, message: &str, wait: Dur
     response
 }
 
-/// The body as `T`, or the `400 invalid_request` to answer (§5.1), also
-/// for a body over the size limit, so every error stays an ErrorBody.
-fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, String> {
-    let body =
-        body.map_err(|e| format!("the request body could not be read: {}", e.body_text()))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| format!("the body must be a JSON object with username and password: {e}"))
+/// Why a request body was refused, and so which error answers it.
+#[derive(Debug)]
+enum BadBody {
+    /// 400 `invalid_request`: not JSON of the expected shape, or unreadable.
+    Invalid(&'static str),
+    /// 413 `payload_too_large`: a chunked body grew over the cap.
+    TooLarge,
 }
 
-fn bad_request(message: String) -> Response {
-    error_response(
-        StatusCode::BAD_REQUEST,
-        HttpErrorCode::InvalidRequest,
-        message,
-    )
+/// The body as `T`, or why not (§5.1). The messages are fixed: serde's
+/// would quote the offending input back.
+fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, BadBody> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            BadBody::TooLarge
+        } else {
+            BadBody::Invalid("the request body could not be read; send it again whole")
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        BadBody::Invalid(match e.classify() {
+            serde_json::error::Category::Data => {
+                "the body must be a JSON object with exactly two string fields, username and password"
+            }
+            _ => "the body is not valid JSON; send a JSON object with username and password",
+        })
+    })
+}
+
+fn bad_request(bad: BadBody) -> Response {
+    match bad {
+        BadBody::Invalid(message) => error_response(
+            StatusCode::BAD_REQUEST,
+            HttpErrorCode::InvalidRequest,
+            message,
+        ),
+        BadBody::TooLarge => payload_too_large(),
+    }
 }
 
 /// `POST /v1/register` (§5.2).

@@ -17,7 +17,8 @@
 //!
 //! Layout, one concern per file:
 //! - [`config`]: [`Config`] and the command-line flags that fill it.
-//! - `server` (private): the accept loop (TLS, connection cap, header timeout, graceful stop).
+//! - `server` (private): the accept loop (TLS, connection caps and 503s, graceful stop).
+//! - `deadline` (private): first-byte, head, body and keep-alive deadlines of HTTP connections.
 //! - [`http`]: the routes: register, login, logout, health, metrics.
 //! - [`ws`]: the WebSocket endpoint: upgrade checks and the per-socket task.
 //! - [`hub`]: rooms, live connections, fan-out, presence and typing.
@@ -28,6 +29,7 @@
 
 pub mod auth;
 pub mod config;
+mod deadline;
 pub mod http;
 pub mod hub;
 pub mod limit;
@@ -94,6 +96,9 @@ pub enum StartError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// Most simultaneous connections to the `--metrics-listen` address.
+const METRICS_CONNECTIONS: usize = 64;
+
 /// Entry point: `Server::bind(config)` opens storage and the listening socket.
 #[derive(Debug)]
 pub struct Server;
@@ -130,6 +135,15 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let metrics_listener = match config.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let bind_error = |source| StartError::Bind { addr, source };
+                let listener = server::listen(addr, None).map_err(bind_error)?;
+                let local = listener.local_addr().map_err(bind_error)?;
+                Some((listener, local))
+            }
+        };
         let (writer, writer_task) = storage::writer::spawn(
             Arc::clone(&store),
             Arc::clone(&hub) as Arc<dyn storage::writer::CommitSink>,
@@ -151,7 +165,10 @@ impl Server {
                 f64::from(config.room_create_per_min.max(1)) / 60.0,
                 config.room_create_burst,
             ),
-            connection_limit: ConnectionLimit::new(config.max_connections),
+            connection_limit: ConnectionLimit::new(
+                config.max_connections,
+                config.max_connections_per_ip,
+            ),
             config,
             store,
             hub,
@@ -164,6 +181,7 @@ impl Server {
         Ok(BoundServer {
             listener,
             local_addr,
+            metrics_listener,
             tls,
             app,
             writer_task,
@@ -175,6 +193,8 @@ impl Server {
 pub struct BoundServer {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The `--metrics-listen` socket and its bound address.
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
     tls: Option<TlsAcceptor>,
     app: Arc<AppState>,
     writer_task: JoinHandle<()>,
@@ -184,6 +204,7 @@ impl std::fmt::Debug for BoundServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BoundServer")
             .field("local_addr", &self.local_addr)
+            .field("metrics_addr", &self.metrics_addr())
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
@@ -212,6 +233,11 @@ impl BoundServer {
         urls(self.local_addr, self.tls.is_some()).0
     }
 
+    /// The bound `--metrics-listen` address, when `/metrics` has its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, addr)| *addr)
+    }
+
     /// URL of the WebSocket endpoint, e.g. `ws://127.0.0.1:7420/v1/ws`.
     pub fn ws_url(&self) -> String {
         urls(self.local_addr, self.tls.is_some()).1
@@ -224,6 +250,7 @@ impl BoundServer {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
         let BoundServer {
             listener,
+            metrics_listener,
             tls,
             app,
             writer_task,
@@ -232,7 +259,23 @@ impl BoundServer {
         let typing_task =
             tokio::spawn(Arc::clone(&app.hub).run_typing_expiry(app.shutdown.clone()));
         let router = http::router(Arc::clone(&app));
-        let accept = server::accept_loop(listener, tls, Arc::clone(&app), router);
+        let accept = server::accept_loop(
+            listener,
+            tls,
+            Arc::clone(&app),
+            router,
+            app.connection_limit.clone(),
+        );
+        // The metrics listener is for the operator's scraper: plain HTTP,
+        // its own small cap, so a flood of the public port cannot keep
+        // the operator from seeing it.
+        let metrics_accept = async {
+            if let Some((listener, _)) = metrics_listener {
+                let router = http::metrics_router(Arc::clone(&app));
+                let limit = limit::ConnectionLimit::new(METRICS_CONNECTIONS, 0);
+                server::accept_loop(listener, None, Arc::clone(&app), router, limit).await;
+            }
+        };
         let flag = app.shutdown.clone();
         let trigger = async move {
             shutdown.await;
@@ -240,7 +283,7 @@ impl BoundServer {
             flag.trigger();
         };
         // The accept loop ends once the flag is raised, after HTTP draining.
-        tokio::join!(accept, trigger);
+        tokio::join!(accept, metrics_accept, trigger);
         app.sockets.close();
         app.sockets.wait().await;
         app.writer.stop().await;
@@ -256,11 +299,13 @@ impl BoundServer {
     /// Serves on a background task; the handle stops it.
     pub fn spawn(self) -> ServerHandle {
         let (local_addr, tls) = (self.local_addr, self.tls.is_some());
+        let metrics_addr = self.metrics_addr();
         let stop = Shutdown::new();
         let wait = stop.clone();
         let task = tokio::spawn(self.serve(async move { wait.wait().await }));
         ServerHandle {
             local_addr,
+            metrics_addr,
             tls,
             stop,
             task,
@@ -272,6 +317,7 @@ impl BoundServer {
 #[derive(Debug)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     tls: bool,
     stop: Shutdown,
     task: JoinHandle<Result<(), StartError>>,
@@ -286,6 +332,11 @@ impl ServerHandle {
     /// Base URL of the HTTP endpoints.
     pub fn url(&self) -> String {
         urls(self.local_addr, self.tls).0
+    }
+
+    /// The bound `--metrics-listen` address, when `/metrics` has its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// URL of the WebSocket endpoint.

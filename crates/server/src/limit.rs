@@ -1,56 +1,141 @@
 //! Resource limits that are server policy rather than protocol rules:
-//! the connection cap and the per-user rate limiters (sends, typing, room
-//! creation).
+//! the connection caps (total and per address) and the per-user rate
+//! limiters (sends, typing, room creation).
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use confab_protocol::limits::TokenBucket;
 use confab_protocol::names::Username;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Caps simultaneous TCP connections.
+/// Caps simultaneous TCP connections, in total and per source address.
 ///
-/// The accept loop waits for a permit *before* accepting, so at the cap new
-/// clients queue in the kernel's listen backlog instead of costing us a task
-/// and a file descriptor each. The permit lives as long as the connection,
-/// including a WebSocket after the HTTP upgrade.
+/// The accept loop never waits for a slot: it accepts, asks for a permit,
+/// and answers a refusal with `503 unavailable` at once (§3.1), so clients
+/// beyond the cap get an answer instead of hanging in the kernel backlog.
+/// The per-address cap keeps one address from taking every slot. Check and
+/// count happen under one lock, so concurrent accepts cannot overshoot
+/// either cap. The permit lives as long as the connection, including a
+/// WebSocket after the HTTP upgrade.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimit {
-    semaphore: Arc<Semaphore>,
+    shared: Arc<LimitShared>,
 }
 
-/// Proof that a connection holds one slot; the slot frees when this drops.
+#[derive(Debug)]
+struct LimitShared {
+    max_total: usize,
+    /// 0: no per-address cap.
+    max_per_address: usize,
+    // A std Mutex: the critical section is a counter and a hash entry,
+    // never an await.
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    /// Only addresses holding at least one slot, so the map is bounded by
+    /// the connection cap.
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// Why a connection got no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// Every slot of the server-wide cap (`--max-connections`) is taken.
+    #[error("the server is at its connection limit")]
+    AtCapacity,
+    /// The source address holds its share (`--max-connections-per-ip`).
+    #[error("too many connections from this address")]
+    AddressAtCapacity,
+}
+
+/// Proof that a connection holds one slot; the slot frees when the last
+/// clone drops (the HTTP connection and its WebSocket share one).
 #[derive(Debug, Clone)]
 pub struct ConnectionPermit {
-    _permit: Arc<OwnedSemaphorePermit>,
+    _slot: Arc<Slot>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    shared: Arc<LimitShared>,
+    address: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.shared.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(count) = counts.per_address.get_mut(&self.address) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.per_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// The key an address is counted under: IPv4 (also when IPv4-mapped) as
+/// itself, IPv6 by its /64, the smallest block one host is usually given,
+/// so a host cannot escape the cap by rotating addresses inside it.
+pub fn address_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
 }
 
 impl ConnectionLimit {
-    /// A limit of `max` simultaneous connections.
-    pub fn new(max: usize) -> Self {
+    /// At most `max_total` connections, and at most `max_per_address` from
+    /// one address (0: no per-address cap).
+    pub fn new(max_total: usize, max_per_address: usize) -> Self {
         Self {
-            semaphore: Arc::new(Semaphore::new(max.max(1))),
+            shared: Arc::new(LimitShared {
+                max_total: max_total.max(1),
+                max_per_address,
+                counts: Mutex::new(Counts::default()),
+            }),
         }
     }
 
-    /// Waits for a free slot.
-    pub async fn acquire(&self) -> ConnectionPermit {
-        // The semaphore is never closed, so acquiring cannot fail.
-        let permit = Arc::clone(&self.semaphore)
-            .acquire_owned()
-            .await
-            .expect("connection semaphore is never closed");
-        ConnectionPermit {
-            _permit: Arc::new(permit),
+    /// A slot for a connection from `address`, or why there is none.
+    pub fn try_acquire(&self, address: IpAddr) -> Result<ConnectionPermit, Refusal> {
+        let address = address_key(address);
+        let mut counts = self.shared.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.total >= self.shared.max_total {
+            return Err(Refusal::AtCapacity);
         }
+        let held = counts.per_address.get(&address).copied().unwrap_or(0);
+        if self.shared.max_per_address > 0 && held >= self.shared.max_per_address {
+            return Err(Refusal::AddressAtCapacity);
+        }
+        counts.total += 1;
+        counts.per_address.insert(address, held + 1);
+        drop(counts);
+        Ok(ConnectionPermit {
+            _slot: Arc::new(Slot {
+                shared: Arc::clone(&self.shared),
+                address,
+            }),
+        })
     }
 
     /// Free slots right now, for metrics.
     pub fn available(&self) -> usize {
-        self.semaphore.available_permits()
+        let counts = self.shared.counts.lock().unwrap_or_else(|e| e.into_inner());
+        self.shared.max_total.saturating_sub(counts.total)
     }
 }
 
@@ -149,28 +234,90 @@ impl<K: Eq + Hash + Clone> KeyedRateLimiter<K> {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::pin::pin;
-    use std::task::{Context, Poll, Waker};
-
     use super::*;
 
     #[test]
-    fn a_connection_waits_for_a_free_slot() {
-        let limit = ConnectionLimit::new(1);
-        let mut cx = Context::from_waker(Waker::noop());
-        let Poll::Ready(first) = pin!(limit.acquire()).poll(&mut cx) else {
-            panic!("a free slot is granted at once");
-        };
-        let mut second = pin!(limit.acquire());
-        assert!(second.as_mut().poll(&mut cx).is_pending(), "no second slot");
-        // The permit is shared by the HTTP connection and its WebSocket;
-        // the slot frees only when the last holder lets go.
+    fn caps_hold_in_total_and_per_address() {
+        let limit = ConnectionLimit::new(3, 2);
+        let a: IpAddr = "127.0.0.2".parse().expect("ip");
+        let b: IpAddr = "127.0.0.3".parse().expect("ip");
+        let first = limit.try_acquire(a).expect("a's first slot");
+        // The HTTP connection and its WebSocket share one permit: the slot
+        // frees only when the last holder lets go.
         let clone = first.clone();
+        let second = limit.try_acquire(a).expect("a's second slot");
+        assert_eq!(limit.try_acquire(a).err(), Some(Refusal::AddressAtCapacity));
+        let third = limit
+            .try_acquire(b)
+            .expect("another address still gets one");
+        assert_eq!(limit.try_acquire(b).err(), Some(Refusal::AtCapacity));
+        assert_eq!(limit.available(), 0);
         drop(first);
-        assert!(second.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(limit.available(), 0, "the clone still holds the slot");
         drop(clone);
-        assert!(second.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(limit.available(), 1);
+        let again = limit.try_acquire(a).expect("a's slot came back");
+        drop((second, third, again));
+        assert_eq!(limit.available(), 3);
+        assert!(
+            limit
+                .shared
+                .counts
+                .lock()
+                .expect("lock")
+                .per_address
+                .is_empty(),
+            "addresses without slots are forgotten"
+        );
+    }
+
+    #[test]
+    fn no_per_address_cap_when_zero() {
+        let limit = ConnectionLimit::new(3, 0);
+        let a: IpAddr = "127.0.0.2".parse().expect("ip");
+        let permits: Vec<_> = (0..3)
+            .map(|_| limit.try_acquire(a).expect("slot"))
+            .collect();
+        assert_eq!(limit.try_acquire(a).err(), Some(Refusal::AtCapacity));
+        drop(permits);
+    }
+
+    #[test]
+    fn the_cap_holds_under_concurrency() {
+        let limit = ConnectionLimit::new(1000, 10);
+        let a: IpAddr = "127.0.0.2".parse().expect("ip");
+        let barrier = std::sync::Barrier::new(8);
+        let granted: Vec<ConnectionPermit> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        (0..10)
+                            .filter_map(|_| limit.try_acquire(a).ok())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().expect("thread"))
+                .collect()
+        });
+        assert_eq!(granted.len(), 10, "exactly the per-address cap");
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().expect("ip");
+        assert_eq!(
+            address_key(mapped),
+            "127.0.0.2".parse::<IpAddr>().expect("ip")
+        );
     }
 
     #[test]

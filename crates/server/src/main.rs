@@ -35,6 +35,9 @@ async fn main() -> anyhow::Result<()> {
     // Tests and scripts parse this exact line (stdout is line-buffered).
     println!("confab-server listening on {}", server.url());
     tracing::info!(addr = %server.local_addr(), data_dir, "listening");
+    if let Some(addr) = server.metrics_addr() {
+        tracing::info!(%addr, "serving /metrics");
+    }
     server.serve(shutdown_signal()).await.context("serving")?;
     Ok(())
 }

@@ -51,6 +51,17 @@ pub struct Metrics {
     pub room_create_rate_limited: AtomicU64,
     /// Idempotent repeats answered while the sender's send bucket was empty (§12.5).
     pub repeats_past_rate_limit: AtomicU64,
+    // TCP/HTTP edge (admission and deadlines, §3.1).
+    /// Connections refused with 503 because the server-wide cap was reached.
+    pub refused_at_capacity: AtomicU64,
+    /// Connections refused with 503 because their address held its share.
+    pub refused_per_address: AtomicU64,
+    /// Refused connections dropped without a 503 because too many 503s
+    /// were already being written.
+    pub refused_dropped: AtomicU64,
+    /// HTTP connections closed because a deadline passed (first byte, head,
+    /// body, keep-alive idle or a stalled write).
+    pub deadline_closes: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -216,6 +227,27 @@ impl Metrics {
         ];
         for (name, kind, help, value) in hub_limits {
             metric(name, kind, help, value.load(Relaxed));
+        }
+        // TCP/HTTP edge (admission and deadlines).
+        metric(
+            "confab_http_deadline_closes_total",
+            "counter",
+            "HTTP connections closed because a first-byte, head, body, keep-alive or write deadline passed.",
+            self.deadline_closes.load(Relaxed),
+        );
+        let name = "confab_connections_refused_total";
+        out.push_str(&format!(
+            "# HELP {name} Connections refused at accept, by reason: max_connections and max_connections_per_ip got a 503; overload were dropped without one.\n# TYPE {name} counter\n"
+        ));
+        for (reason, counter) in [
+            ("max_connections", &self.refused_at_capacity),
+            ("max_connections_per_ip", &self.refused_per_address),
+            ("overload", &self.refused_dropped),
+        ] {
+            out.push_str(&format!(
+                "{name}{{reason=\"{reason}\"}} {}\n",
+                counter.load(Relaxed)
+            ));
         }
 
         let name = "confab_send_to_deliver_seconds";

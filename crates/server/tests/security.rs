@@ -42,7 +42,7 @@ async fn login_failures_are_identical_and_throttled() {
     let refused = http(addr, "POST", "/v1/login", &huge, &[]).await;
     assert_eq!(
         (refused.status, refused.json()["error"]["code"].as_str()),
-        (400, Some("invalid_request"))
+        (413, Some("payload_too_large"))
     );
 
     let wrong_password = login(addr, "alice", "not the password").await;

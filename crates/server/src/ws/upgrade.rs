@@ -46,17 +46,46 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// queue (§12.4), not this buffer.
 const MAX_WRITE_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 
-/// Whether a browser Origin may open a socket (§15). No Origin header means
-/// a non-browser client, which the Origin mechanism does not concern.
+/// Whether a browser Origin may open a socket (§15.1). No Origin header
+/// means a non-browser client, which the Origin mechanism does not concern
+/// . Otherwise the Origin must equal an allow-list entry, or name
+/// this server itself: `http(s)://` + the request's `Host` (the browser app
+/// served by this server; behind a proxy the server cannot know its public
+/// origin, but the browser's Host names it). Both comparisons are ASCII
+/// case-insensitive after removing one trailing `/`.
 fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    match headers.get(header::ORIGIN) {
-        None => true,
-        Some(origin) => origin.to_str().is_ok_and(|o| {
-            allowed
-                .iter()
-                .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(o))
-        }),
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = without_trailing_slash(origin.trim());
+    if allowed
+        .iter()
+        .any(|entry| without_trailing_slash(entry.trim()).eq_ignore_ascii_case(origin))
+    {
+        return true;
     }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    host.is_some_and(|host| same_origin(origin, host.trim()))
+}
+
+fn without_trailing_slash(origin: &str) -> &str {
+    origin.strip_suffix('/').unwrap_or(origin)
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host the request was
+/// sent to.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+    scheme_ok
+        && !authority.is_empty()
+        && !authority.contains(['/', '?', '#', '@'])
+        && authority.eq_ignore_ascii_case(host)
 }
 
 /// Whether the client offered `confab.v1` (§3.2).
@@ -139,25 +168,102 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    fn with(origin: Option<&'static str>, host: Option<&'static str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(origin) = origin {
+            headers.insert(header::ORIGIN, HeaderValue::from_static(origin));
+        }
+        if let Some(host) = host {
+            headers.insert(header::HOST, HeaderValue::from_static(host));
+        }
+        headers
+    }
+
     #[test]
     fn origins() {
         let allowed = vec!["https://chat.example".to_owned()];
-        let mut headers = HeaderMap::new();
-        assert!(
-            origin_allowed(&headers, &allowed),
-            "no Origin: not a browser"
+        // (Origin, Host, allow-list, allowed?)
+        type Case<'a> = (
+            Option<&'static str>,
+            Option<&'static str>,
+            &'a [String],
+            bool,
         );
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("https://chat.example"),
-        );
-        assert!(origin_allowed(&headers, &allowed));
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("https://evil.example"),
-        );
-        assert!(!origin_allowed(&headers, &allowed));
-        assert!(!origin_allowed(&headers, &[]));
+        let cases: &[Case<'_>] = &[
+            // No Origin: not a browser.
+            (None, Some("chat.example"), &allowed, true),
+            (None, None, &[], true),
+            // On the allow-list, ASCII case-insensitive, one trailing `/` ignored.
+            (Some("https://chat.example"), None, &allowed, true),
+            (Some("HTTPS://Chat.Example"), None, &allowed, true),
+            (Some("https://chat.example/"), None, &allowed, true),
+            (
+                Some("https://evil.example"),
+                Some("chat.example:7420"),
+                &allowed,
+                false,
+            ),
+            // The scheme and port are part of the origin.
+            (Some("http://chat.example"), None, &allowed, false),
+            (Some("https://chat.example:8443"), None, &allowed, false),
+            (Some("https://evil.example"), None, &[], false),
+            (Some("null"), Some("chat.example"), &[], false),
+            // Same origin: the page was served by this server (its Host).
+            (
+                Some("http://127.0.0.1:7420"),
+                Some("127.0.0.1:7420"),
+                &[],
+                true,
+            ),
+            (
+                Some("https://Chat.Example"),
+                Some("chat.example"),
+                &[],
+                true,
+            ),
+            (
+                Some("https://chat.example/"),
+                Some("chat.example"),
+                &[],
+                true,
+            ),
+            (
+                Some("https://chat.example"),
+                Some("chat.example:7420"),
+                &[],
+                false,
+            ),
+            (
+                Some("https://chat.example.evil"),
+                Some("chat.example"),
+                &[],
+                false,
+            ),
+            (Some("ftp://chat.example"), Some("chat.example"), &[], false),
+            (
+                Some("https://user@chat.example"),
+                Some("user@chat.example"),
+                &[],
+                false,
+            ),
+            (Some("https://chat.example"), None, &[], false),
+        ];
+        for (origin, host, allowed, expected) in cases {
+            assert_eq!(
+                origin_allowed(&with(*origin, *host), allowed),
+                *expected,
+                "Origin {origin:?}, Host {host:?}, allow-list {allowed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn allow_list_entries_may_end_in_a_slash() {
+        let allowed = vec!["https://chat.example/".to_owned()];
+        assert!(origin_allowed(
+            &with(Some("https://chat.example"), None),
+            &allowed
+        ));
     }
 
     #[test]

@@ -96,6 +96,18 @@ impl TokenBucket {
         }
     }
 
+    /// A full bucket refilled at `rate_per_sec` tokens a second, which may
+    /// be below one (e.g. 0.5 for 30 a minute); at least one a day.
+    pub fn with_rate(rate_per_sec: f64, burst: u32, now: Instant) -> Self {
+        let capacity = f64::from(burst.max(1));
+        Self {
+            capacity,
+            rate_per_sec: rate_per_sec.max(1.0 / 86_400.0),
+            tokens: capacity,
+            updated: now,
+        }
+    }
+
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate_per_sec).min(self.capacity);
@@ -115,6 +127,13 @@ impl TokenBucket {
             let ms = (missing / self.rate_per_sec * 1000.0).ceil();
             Err(Duration::from_millis(ms as u64))
         }
+    }
+
+    /// Gives back a token taken by [`TokenBucket::try_take`] for an action
+    /// that turned out not to count (e.g. a login that succeeded), never
+    /// above the burst.
+    pub fn put_back(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.capacity);
     }
 }
 

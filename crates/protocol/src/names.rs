@@ -365,9 +365,9 @@ pub const PASSWORD_RULE: &str = "at least 15 characters, at most 1024 bytes, not
 
 /// Checks a new password (§5.2): at least [`MIN_PASSWORD_CHARS`] Unicode code
 /// points, at most [`MAX_PASSWORD_BYTES`] bytes, and not on the list of
-/// common passwords of the `passwords` crate (about 100,000 from breach
-/// corpora), compared as typed and lowercased. Otherwise free-form: no
-/// composition rules (NIST SP 800-63B-4 forbids them).
+/// common passwords of the `passwords` crate (about 100,000 entries, which
+/// look like cracked-password dumps), compared as typed and lowercased.
+/// Otherwise free-form: no composition rules (NIST SP 800-63B-4 forbids them).
 pub fn check_password(password: &str) -> Result<(), PasswordError> {
     // Bytes first: counting code points of a huge string is wasted work.
     if password.len() > MAX_PASSWORD_BYTES {

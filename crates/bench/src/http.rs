@@ -3,6 +3,9 @@
 //! One hyper HTTP/1.1 connection per call: setup makes a few thousand
 //! requests at most, and a fresh connection per login is what clients do.
 
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use confab_protocol::http::{
     LOGIN_PATH, LoginRequest, LoginResponse, REGISTER_PATH, RegisterRequest,
@@ -10,11 +13,12 @@ use confab_protocol::http::{
 use http_body_util::{BodyExt as _, Full};
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::BenchError;
 
-/// The password every generated account uses (§5.2: 8 to 1024 bytes).
+/// The password every generated account uses (§5.2: at least 15
+/// characters, not a common password).
 pub const PASSWORD: &str = "confab-bench-password";
 
 /// `host:port` of an `http://host:port[/...]` URL.
@@ -31,13 +35,45 @@ pub fn authority(base_url: &str) -> Result<&str, BenchError> {
 /// chat client's small frames must not wait for company); returns it and
 /// the `host:port` it reached.
 pub(crate) async fn connect(base_url: &str) -> Result<(TcpStream, &str), BenchError> {
+    connect_from(base_url, None).await
+}
+
+/// [`connect`] from source address `from` (e.g. 127.0.0.2, to act as
+/// another client on loopback), or the OS's choice with `None`.
+async fn connect_from(
+    base_url: &str,
+    from: Option<IpAddr>,
+) -> Result<(TcpStream, &str), BenchError> {
     let addr = authority(base_url)?;
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|source| BenchError::Connect {
-            addr: addr.to_owned(),
-            source,
-        })?;
+    let failed = |source| BenchError::Connect {
+        addr: addr.to_owned(),
+        source,
+    };
+    let stream = match from {
+        None => TcpStream::connect(addr).await.map_err(failed)?,
+        Some(source) => {
+            let target = tokio::net::lookup_host(addr)
+                .await
+                .map_err(failed)?
+                .find(|a| a.is_ipv4() == source.is_ipv4())
+                .ok_or_else(|| {
+                    failed(std::io::Error::new(
+                        std::io::ErrorKind::AddrNotAvailable,
+                        "no server address of the source address's family",
+                    ))
+                })?;
+            let socket = if source.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }
+            .map_err(failed)?;
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .map_err(failed)?;
+            socket.connect(target).await.map_err(failed)?
+        }
+    };
     stream.set_nodelay(true).ok();
     Ok((stream, addr))
 }
@@ -48,11 +84,21 @@ async fn call(
     path: &str,
     body: Vec<u8>,
 ) -> Result<(StatusCode, Bytes), BenchError> {
+    call_from(base_url, None, method, path, body).await
+}
+
+async fn call_from(
+    base_url: &str,
+    from: Option<IpAddr>,
+    method: http::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(StatusCode, Bytes), BenchError> {
     let failed = |reason: String| BenchError::Http {
         path: path.to_owned(),
         reason,
     };
-    let (stream, addr) = connect(base_url).await?;
+    let (stream, addr) = connect_from(base_url, from).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| failed(e.to_string()))?;
@@ -90,7 +136,9 @@ fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 /// POSTs `body`, retrying a few times, with growing pauses, while the
 /// server answers 5xx ("try again later", §5.5): a server that is busy
-/// committing messages can briefly fail an account write.
+/// committing messages can briefly fail an account write. A `429` with
+/// `retry_after_ms` (the server's per-address limits, §15.3) is retried
+/// after the wait it asks for, up to 10 s.
 async fn call_retrying(
     base_url: &str,
     path: &str,
@@ -100,11 +148,53 @@ async fn call_retrying(
     loop {
         attempt += 1;
         let (status, reply) = call(base_url, http::Method::POST, path, body.clone()).await?;
-        if !status.is_server_error() || attempt >= 5 {
+        if attempt >= 5 {
             return Ok((status, reply));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+        let pause = if status == StatusCode::TOO_MANY_REQUESTS {
+            match retry_after(&reply) {
+                Some(wait) => wait.min(Duration::from_secs(10)),
+                None => return Ok((status, reply)),
+            }
+        } else if status.is_server_error() {
+            Duration::from_millis(100 * attempt)
+        } else {
+            return Ok((status, reply));
+        };
+        tokio::time::sleep(pause).await;
     }
+}
+
+/// `retry_after_ms` of an ErrorBody (§5.5).
+fn retry_after(body: &[u8]) -> Option<Duration> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    Some(Duration::from_millis(
+        value["error"]["retry_after_ms"].as_u64()?,
+    ))
+}
+
+/// One login from source address `from` (no retries): its status and how
+/// long it took, connection included, as a user would wait for it.
+pub async fn timed_login(
+    base_url: &str,
+    from: IpAddr,
+    username: &str,
+    password: &str,
+) -> Result<(StatusCode, Duration), BenchError> {
+    let login = LoginRequest {
+        username: username.to_owned(),
+        password: password.to_owned(),
+    };
+    let started = Instant::now();
+    let (status, _) = call_from(
+        base_url,
+        Some(from),
+        http::Method::POST,
+        LOGIN_PATH,
+        json(&login),
+    )
+    .await?;
+    Ok((status, started.elapsed()))
 }
 
 /// Registers `username` (an existing account is fine: reruns against a

@@ -12,6 +12,7 @@ use confab_bench::target::{ChildServer, Kind, Launch};
 use confab_bench::workload::fanout::{self, FanoutConfig, FanoutReport};
 use confab_bench::workload::idle::{self, IdleConfig, IdleReport};
 use confab_bench::workload::ingest::{self, IngestConfig};
+use confab_bench::workload::login_flood::{self, LoginFloodConfig};
 use confab_bench::workload::reconnect::{self, ReconnectConfig};
 use confab_bench::workload::{Progress, RateSweep, geometric_rates};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -21,7 +22,7 @@ use serde::Serialize;
 #[command(
     name = "confab-bench",
     version,
-    about = "Open-loop load generator for Confab: idle memory, fan-out latency, durable ingest and reconnect storms, with baselines.",
+    about = "Open-loop load generator for Confab: idle memory, fan-out latency, durable ingest, reconnect storms and login floods, with baselines.",
     long_about = None
 )]
 struct Cli {
@@ -157,6 +158,16 @@ enum Workload {
         /// Seconds to wait for recoveries and stragglers.
         #[arg(long, default_value_t = 30.0)]
         drain: f64,
+    },
+    /// An honest login's latency from 127.0.0.3 while 127.0.0.2 floods logins, against the same
+    /// without the flood (p50/p99 and their ratio). Runs the server with its default auth limits.
+    LoginFlood {
+        /// Concurrent flooding login loops (rotating unknown usernames, wrong passwords).
+        #[arg(long, default_value_t = 32)]
+        flooders: usize,
+        /// Honest logins measured with and without the flood, one after another.
+        #[arg(long, default_value_t = 50)]
+        honest_logins: usize,
     },
     /// Serve the stack-ceiling baseline (used by --vs ceiling).
     #[command(hide = true)]
@@ -388,6 +399,27 @@ impl Runner {
     }
 }
 
+/// Flags that lift the reference server's per-address auth limits (§15.3)
+/// for workloads whose setup registers and logs in hundreds of users from
+/// one address: those measure sockets and messages, not the limits.
+const SETUP_AUTH_LIMITS: [&str; 6] = [
+    "--register-address-burst",
+    "1000000",
+    "--hash-queue-per-address",
+    "1024",
+    "--hash-running-per-address",
+    "4",
+];
+
+/// `defaults` plus [`SETUP_AUTH_LIMITS`] for the reference server.
+fn with_setup_limits<'a>(kind: Kind, defaults: &[&'a str]) -> Vec<&'a str> {
+    let mut args = defaults.to_vec();
+    if kind == Kind::Confab {
+        args.extend(SETUP_AUTH_LIMITS);
+    }
+    args
+}
+
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
@@ -499,6 +531,62 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let progress = Arc::clone(&runner.progress);
     match workload {
         Workload::ServeCeiling { .. } => Ok(()),
+        Workload::LoginFlood {
+            flooders,
+            honest_logins,
+        } => {
+            if runner.common.no_confab {
+                bail!("login-flood runs against the reference server only; --no-confab leaves nothing");
+            }
+            if kinds.len() > 1 {
+                progress.note("login-flood: the baselines have no logins, so --vs is ignored");
+            }
+            let config = LoginFloodConfig {
+                flooders,
+                honest_logins,
+                prefix: runner.prefix(),
+            };
+            // Default limits: the run measures them.
+            let (child, endpoint) = runner.start(Kind::Confab, &[]).await?;
+            let report = login_flood::run(Arc::new(endpoint), &config, &*progress).await;
+            stop(child).await;
+            let report = report?;
+            println!(
+                "confab   honest login, quiet:   {}\nconfab   honest login, flooded: {}\nconfab   flooded/quiet: p50 {:.2}x  p99 {:.2}x   flood answers by status {:?}   honest failures {:?}",
+                report.baseline,
+                report.flooded,
+                report.p50_ratio,
+                report.p99_ratio,
+                report.flood_statuses,
+                report.honest_failures
+            );
+            let ratios = vec![
+                ratio(
+                    "honest login p50 ms, flooded vs quiet",
+                    "quiet",
+                    report.flooded.p50_ms,
+                    report.baseline.p50_ms,
+                ),
+                ratio(
+                    "honest login p99 ms, flooded vs quiet",
+                    "quiet",
+                    report.flooded.p99_ms,
+                    report.baseline.p99_ms,
+                ),
+            ];
+            print_ratios(&ratios);
+            let machine = machine(runner.launch.cpus.clone(), load_before);
+            write_json(
+                &runner.common.json_out,
+                &Output {
+                    workload: "login-flood",
+                    command,
+                    machine,
+                    results: vec![report],
+                    ratios,
+                },
+            )
+        }
         Workload::Idle {
             sizes,
             sockets_per_user,
@@ -513,7 +601,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut results = Vec::new();
             for kind in kinds {
                 // The default cap (10,000) is below the largest default size.
-                let (child, endpoint) = runner.start(kind, &["--max-connections", "20000"]).await?;
+                let (child, endpoint) = runner
+                    .start(kind, &with_setup_limits(kind, &["--max-connections", "20000"]))
+                    .await?;
                 let probe = child.as_ref().map(ChildServer::probe);
                 let report = idle::run(Arc::new(endpoint), &config, probe, &*progress).await;
                 stop(child).await;
@@ -565,7 +655,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 // Rate limits are per-user policy (§12.5); lifted so a sweep
                 // finds the server's capacity, not the policy's.
                 let (child, endpoint) = runner
-                    .start(kind, &["--send-rate", "1000000", "--send-burst", "1000000"])
+                    .start(
+                        kind,
+                        &with_setup_limits(
+                            kind,
+                            &["--send-rate", "1000000", "--send-burst", "1000000"],
+                        ),
+                    )
                     .await?;
                 let probe = child.as_ref().map(ChildServer::probe);
                 let report = fanout::run(Arc::new(endpoint), &config, probe, &*progress).await;
@@ -628,7 +724,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (child, endpoint) = runner
                 .start(
                     Kind::Confab,
-                    &["--send-rate", "1000000", "--send-burst", "1000000"],
+                    &with_setup_limits(
+                        Kind::Confab,
+                        &["--send-rate", "1000000", "--send-burst", "1000000"],
+                    ),
                 )
                 .await?;
             let probe = child.as_ref().map(ChildServer::probe);
@@ -707,7 +806,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 prefix: runner.prefix(),
             };
             let (child, endpoint) = runner
-                .start(Kind::Confab, &["--max-connections", "20000"])
+                .start(
+                    Kind::Confab,
+                    &with_setup_limits(Kind::Confab, &["--max-connections", "20000"]),
+                )
                 .await?;
             let probe = child.as_ref().map(ChildServer::probe);
             let report = reconnect::run(Arc::new(endpoint), &config, probe, &*progress).await;

@@ -11,6 +11,7 @@ use confab_bench::target::{ChildServer, Kind, Launch};
 use confab_bench::workload::fanout::{self, FanoutConfig, FanoutReport};
 use confab_bench::workload::idle::{self, IdleConfig};
 use confab_bench::workload::ingest::{self, IngestConfig};
+use confab_bench::workload::login_flood::{self, LoginFloodConfig};
 use confab_bench::workload::reconnect::{self, ReconnectConfig};
 use confab_bench::workload::{Integrity, Quiet, RateSweep};
 use confab_server::{Config, Server, ServerHandle};
@@ -212,5 +213,37 @@ async fn reconnect_storm_loses_nothing() {
     assert_eq!(publishing.acked, publishing.sent, "{publishing:?}");
     assert_eq!(publishing.delivered, publishing.expected, "{publishing:?}");
     assert!(report.events.is_empty(), "{:?}", report.events);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// The honest client logs in every time, flood or not; the flood's answers
+/// are all refusals (401, or 429/503 from the limits). No timing asserts:
+/// the latencies are for `confab-bench login-flood` runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_flood_keeps_the_honest_client_logging_in() {
+    let (server, _dir) = confab().await;
+    let endpoint = Arc::new(Kind::Confab.endpoint(&server.url()));
+    let config = LoginFloodConfig {
+        flooders: 4,
+        honest_logins: 3,
+        prefix: String::new(),
+    };
+    let report = login_flood::run(endpoint, &config, &Quiet)
+        .await
+        .expect("login-flood runs");
+    assert!(report.honest_failures.is_empty(), "{report:?}");
+    assert_eq!(report.baseline.count, 3, "{report:?}");
+    assert_eq!(report.flooded.count, 3, "{report:?}");
+    assert!(
+        report.flood_statuses.values().sum::<u64>() >= 1,
+        "the flood ran: {report:?}"
+    );
+    assert!(
+        report
+            .flood_statuses
+            .keys()
+            .all(|s| [401, 429, 503].contains(s)),
+        "{report:?}"
+    );
     server.shutdown().await.expect("clean shutdown");
 }

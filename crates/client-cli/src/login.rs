@@ -2,7 +2,7 @@
 //! the account does not exist. Every failure is a sentence and a retry.
 
 use confab_bot_sdk::{ServerUrl, http};
-use confab_protocol::names::{Username, check_password};
+use confab_protocol::names::{PASSWORD_RULE, Username, check_password};
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 use tokio::runtime::Handle;
@@ -114,6 +114,12 @@ fn register(
     username: &str,
     mut password: String,
 ) -> Result<Option<http::LoginResponse>, LoginError> {
+    // Say the rule up front: the first try was typed as a login, before
+    // anyone knew it would become a new password.
+    println!(
+        "{}",
+        render::notice(style, &format!("new passwords: {PASSWORD_RULE}"))
+    );
     loop {
         if let Err(err) = check_password(&password) {
             println!("{}", render::error(style, &err.to_string()));

@@ -167,16 +167,49 @@ impl<'a> HttpRequest<'a> {
     }
 }
 
+/// Most times a registration refused with `429` is retried.
+const REGISTER_RETRIES: usize = 5;
+
+/// Longest wait honoured for one `429` before retrying a registration.
+const MAX_REGISTER_WAIT: Duration = Duration::from_secs(30);
+
 /// Sends one request and reads the whole response.
+///
+/// A registration answered `429` with `retry_after_ms` (a server's
+/// per-address registration limit, §15.3) is retried after that wait, a few
+/// times: a suite run registers a few hundred users from one address, and
+/// which limit a server sets is its own business. Every other response,
+/// including a `429` to any other request, is returned as it is, for the
+/// scenario to judge.
 pub async fn send(
     url: &ServerUrl,
     request: HttpRequest<'_>,
     timeout: Duration,
 ) -> Result<HttpResponse, HttpError> {
     let authority = url.authority();
-    tokio::time::timeout(timeout, exchange(url, &request))
-        .await
-        .map_err(|_| HttpError::Timeout(authority))?
+    let mut retries = 0;
+    loop {
+        let response = tokio::time::timeout(timeout, exchange(url, &request))
+            .await
+            .map_err(|_| HttpError::Timeout(authority.clone()))??;
+        let wait = register_retry_after(&request, &response);
+        match wait {
+            Some(wait) if retries < REGISTER_RETRIES => {
+                retries += 1;
+                tokio::time::sleep(wait.min(MAX_REGISTER_WAIT)).await;
+            }
+            _ => return Ok(response),
+        }
+    }
+}
+
+/// The wait a `429` to a registration asks for, if this is one.
+fn register_retry_after(request: &HttpRequest<'_>, response: &HttpResponse) -> Option<Duration> {
+    if response.status != 429 || !request.path.ends_with(confab_protocol::http::REGISTER_PATH) {
+        return None;
+    }
+    let ms = response.body_json()["error"]["retry_after_ms"].as_u64()?;
+    Some(Duration::from_millis(ms.max(1)))
 }
 
 async fn exchange(url: &ServerUrl, request: &HttpRequest<'_>) -> Result<HttpResponse, HttpError> {

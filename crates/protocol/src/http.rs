@@ -20,7 +20,7 @@ pub const LOGOUT_PATH: &str = "/v1/logout";
 pub struct RegisterRequest {
     /// 2-32 bytes of `[a-z0-9_-]`, starting with a letter or digit.
     pub username: String,
-    /// 8-1024 bytes.
+    /// At least 15 Unicode code points, at most 1024 bytes, not a commonly used password.
     pub password: String,
 }
 
@@ -61,13 +61,14 @@ pub enum HttpErrorCode {
     InvalidRequest,
     /// 400: the username breaks the name rules.
     InvalidUsername,
-    /// 400: the password is too short or too long.
+    /// 400: the password is too short, too long or commonly used.
     InvalidPassword,
     /// 409: the username is taken.
     UsernameTaken,
     /// 401: unknown user or wrong password (deliberately indistinguishable).
     InvalidCredentials,
-    /// 429: too many failed logins for this account; see retry_after_ms.
+    /// 429: too many failed logins for this account or from this address, too
+    /// many registrations or password checks from this address; see retry_after_ms.
     TooManyAttempts,
     /// 401: missing, invalid, expired or revoked bearer token.
     Unauthorized,

@@ -160,6 +160,13 @@ impl TokenBucket {
             Err(Duration::from_millis(ms as u64))
         }
     }
+
+    /// Gives back a token taken by [`TokenBucket::try_take`] for an action
+    /// that turned out not to count (e.g. a login that succeeded), never
+    /// above the burst.
+    pub fn put_back(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.capacity);
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,21 @@ pub enum ValidationError {
         /// The minimum.
         min: usize,
     },
+    /// The value holds an invisible bidi control or zero-width character
+    /// (shown by code point: printing it would show nothing).
+    #[error(
+        "{field} may not contain the invisible character U+{code_point:04X} (at byte {at}); \
+         bidi controls (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069) and zero-width \
+         characters (U+200B-U+200D, U+2060, U+FEFF) are not allowed: remove it"
+    )]
+    Invisible {
+        /// Which field.
+        field: &'static str,
+        /// The character's Unicode scalar value.
+        code_point: u32,
+        /// Its byte offset.
+        at: usize,
+    },
     /// The value holds a character the field does not allow.
     #[error("{field} may not contain {ch:?} (at byte {at}); {rule}")]
     BadChar {
@@ -60,9 +75,12 @@ pub const MAX_ROOM_NAME_BYTES: usize = 32;
 pub const MAX_TOPIC_BYTES: usize = 256;
 /// Longest client message id, in bytes.
 pub const MAX_CLIENT_MSG_ID_BYTES: usize = 64;
-/// Shortest password, in bytes (§5.2).
-pub const MIN_PASSWORD_BYTES: usize = 8;
-/// Longest password, in bytes; bounds the work of hashing (§5.2).
+/// Shortest password, in Unicode code points (§5.2): NIST SP 800-63B-4
+/// §3.1.1.2 requires at least 15 characters for a password that is the
+/// only authentication factor, as it is here.
+pub const MIN_PASSWORD_CHARS: usize = 15;
+/// Longest password, in bytes; bounds the work of hashing (§5.2). NIST asks
+/// to allow at least 64 characters; 1024 bytes holds 256 of any kind.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Default longest message text, in bytes (§12.2).
 pub const DEFAULT_MAX_TEXT_BYTES: usize = 4096;
@@ -174,7 +192,8 @@ string_newtype!(
     RoomName
 );
 string_newtype!(
-    /// A room topic: at most 256 bytes, no control characters (§12.3).
+    /// A room topic: at most 256 bytes, no control characters, bidi controls
+/// or zero-width characters (§12.3).
     Topic
 );
 string_newtype!(
@@ -217,6 +236,17 @@ impl Topic {
                 ch,
                 at,
                 rule: "a topic is one line of text without control characters",
+            });
+        }
+        // Bidi controls can make a topic display as other text than it
+        // holds (Trojan Source, CVE-2021-42574); zero-width characters make
+        // two topics that look the same differ. Both are invisible, so the
+        // message names the code point and the offset, never the text.
+        if let Some((at, ch)) = s.char_indices().find(|(_, c)| is_invisible_format(*c)) {
+            return Err(ValidationError::Invisible {
+                field: "topic",
+                code_point: u32::from(ch),
+                at,
             });
         }
         Ok(Self(s))
@@ -284,9 +314,85 @@ impl MessageText {
     }
 }
 
-/// Checks a password's length (§5.2). Passwords are otherwise free-form.
-pub fn check_password(password: &str) -> Result<(), ValidationError> {
-    check_len("password", password, MIN_PASSWORD_BYTES, MAX_PASSWORD_BYTES)
+/// Whether `c` is a bidi control or a zero-width character (§12.3), refused
+/// in topics. Names cannot hold them anyway (ASCII only).
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200B}'..='\u{200D}'
+            | '\u{2060}'
+            | '\u{FEFF}'
+    )
+}
+
+/// Why a password was refused (§5.2). Messages say which rule and what to
+/// do; none of them contains the password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PasswordError {
+    /// Fewer code points than [`MIN_PASSWORD_CHARS`].
+    #[error(
+        "the password is {chars} characters long; it needs at least {min}: use a longer passphrase, e.g. four or more random words"
+    )]
+    TooShort {
+        /// Its length in Unicode code points.
+        chars: usize,
+        /// The minimum.
+        min: usize,
+    },
+    /// More bytes than [`MAX_PASSWORD_BYTES`].
+    #[error("the password is {bytes} bytes long; the limit is {max} bytes: use a shorter one")]
+    TooLong {
+        /// Its length in UTF-8 bytes.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// On the list of commonly used (breached) passwords.
+    #[error(
+        "the password is on a list of commonly used passwords that attackers try first; choose one that is not"
+    )]
+    Common,
+}
+
+/// The password rules in one line, for prompts (§5.2).
+pub const PASSWORD_RULE: &str = "at least 15 characters, at most 1024 bytes, not a commonly used password; a passphrase of four or more random words works well";
+
+/// Checks a new password (§5.2): at least [`MIN_PASSWORD_CHARS`] Unicode code
+/// points, at most [`MAX_PASSWORD_BYTES`] bytes, and not on the list of
+/// common passwords of the `passwords` crate (about 100,000 entries, which
+/// look like cracked-password dumps), compared as typed and lowercased.
+/// Otherwise free-form: no composition rules (NIST SP 800-63B-4 forbids them).
+pub fn check_password(password: &str) -> Result<(), PasswordError> {
+    // Bytes first: counting code points of a huge string is wasted work.
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(PasswordError::TooLong {
+            bytes: password.len(),
+            max: MAX_PASSWORD_BYTES,
+        });
+    }
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(PasswordError::TooShort {
+            chars,
+            min: MIN_PASSWORD_CHARS,
+        });
+    }
+    if is_common_password(password) {
+        return Err(PasswordError::Common);
+    }
+    Ok(())
+}
+
+/// Whether `password`, as typed or lowercased, is on the common list.
+fn is_common_password(password: &str) -> bool {
+    passwords::analyzer::is_common_password(password)
+        || passwords::analyzer::is_common_password(password.to_lowercase())
 }
 
 #[cfg(test)]
@@ -348,6 +454,105 @@ mod tests {
                 ok,
                 "text {input:?} max {max}"
             );
+        }
+    }
+
+    /// One driver, many cases: (input, expected error's code point and offset).
+    #[test]
+    fn topics() {
+        let long = "t".repeat(MAX_TOPIC_BYTES);
+        let cases: [(&str, Option<(u32, usize)>); 20] = [
+            ("", None),
+            ("Rust chat", None),
+            ("café ☕ and 日本語", None),
+            ("arabic letter mark \u{061C}x", Some((0x061C, 19))),
+            ("\u{200E}ltr mark first", Some((0x200E, 0))),
+            ("rtl mark \u{200F}", Some((0x200F, 9))),
+            ("embed \u{202A}", Some((0x202A, 6))),
+            ("embed \u{202B}", Some((0x202B, 6))),
+            ("pop \u{202C}", Some((0x202C, 4))),
+            ("override \u{202D}", Some((0x202D, 9))),
+            ("trojan \u{202E}txt.exe", Some((0x202E, 7))),
+            ("isolate \u{2066}", Some((0x2066, 8))),
+            ("isolate \u{2069}", Some((0x2069, 8))),
+            ("zero\u{200B}width space", Some((0x200B, 4))),
+            ("zw\u{200C}nj", Some((0x200C, 2))),
+            ("zw\u{200D}j", Some((0x200D, 2))),
+            ("word\u{2060}joiner", Some((0x2060, 4))),
+            ("\u{FEFF}bom", Some((0xFEFF, 0))),
+            // Offsets are bytes: "é" is two.
+            ("é\u{202E}", Some((0x202E, 2))),
+            (&long, None),
+        ];
+        for (input, expected) in cases {
+            let got = Topic::parse(input);
+            match expected {
+                None => assert!(got.is_ok(), "topic {input:?} should be valid: {got:?}"),
+                Some((code_point, at)) => {
+                    let err = got.expect_err(input);
+                    assert_eq!(
+                        err,
+                        ValidationError::Invisible {
+                            field: "topic",
+                            code_point,
+                            at
+                        },
+                        "topic {input:?}"
+                    );
+                    let message = err.to_string();
+                    assert!(message.contains(&format!("U+{code_point:04X}")), "{message}");
+                    assert!(message.contains(&format!("at byte {at}")), "{message}");
+                }
+            }
+        }
+        assert!(Topic::parse("t".repeat(MAX_TOPIC_BYTES + 1)).is_err());
+        assert!(Topic::parse("tab\there").is_err(), "control characters stay refused");
+    }
+
+    /// One driver, many cases: (password, expected result).
+    #[test]
+    fn passwords() {
+        use PasswordError::{Common, TooLong, TooShort};
+        let short = |chars| Err(TooShort { chars, min: 15 });
+        let cases: Vec<(String, Result<(), PasswordError>)> = vec![
+            ("".into(), short(0)),
+            ("password".into(), short(8)),
+            ("        ".into(), short(8)),
+            ("fourteen chars".into(), short(14)),
+            ("correct horse battery staple".into(), Ok(())),
+            ("fifteen chars!!".into(), Ok(())),
+            // Code points, not bytes: 14 two-byte characters are 28 bytes
+            // but only 14 characters; 15 of them pass.
+            ("é".repeat(14), short(14)),
+            ("é".repeat(15), Ok(())),
+            ("日本語のパスワードはとても長いです".into(), Ok(())),
+            // Long enough but common: from the breach lists.
+            ("123456789012345".into(), Err(Common)),
+            ("1234567890qwerty".into(), Err(Common)),
+            ("1234567890QWERTY".into(), Err(Common)),
+            ("qwertyuiopasdfghjkl".into(), Err(Common)),
+            ("p".repeat(MAX_PASSWORD_BYTES), Ok(())),
+            (
+                "p".repeat(MAX_PASSWORD_BYTES + 1),
+                Err(TooLong {
+                    bytes: MAX_PASSWORD_BYTES + 1,
+                    max: MAX_PASSWORD_BYTES,
+                }),
+            ),
+        ];
+        for (password, expected) in cases {
+            let got = check_password(&password);
+            assert_eq!(got, expected, "password of {} chars", password.chars().count());
+            if let Err(err) = got {
+                let message = err.to_string();
+                // ("password" itself is a word of every message.)
+                assert!(
+                    password.trim().is_empty()
+                        || password == "password"
+                        || !message.contains(&password),
+                    "the message never echoes the password: {message}"
+                );
+            }
         }
     }
 

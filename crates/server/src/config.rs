@@ -73,6 +73,24 @@ pub struct Config {
     pub login_lockout_base: Duration,
     /// Longest lockout.
     pub login_lockout_max: Duration,
+    /// Failed logins per client address, across all usernames, before its
+    /// logins get 429 (a token bucket's burst; §15.3). A successful login
+    /// gives its token back.
+    pub login_address_burst: u32,
+    /// Failed logins per client address per minute once the burst is used.
+    pub login_address_per_min: u32,
+    /// Registrations per client address before 429 (a token bucket's burst).
+    pub register_address_burst: u32,
+    /// Registrations per client address per minute once the burst is used.
+    pub register_address_per_min: u32,
+    /// Password hashes (logins and registrations) one client address may
+    /// have running or queued; more get 429 at once.
+    pub hash_queue_per_address: usize,
+    /// Of those, how many run at once (the global cap is 4).
+    pub hash_running_per_address: usize,
+    /// Password hashes admitted server-wide (running or queued); more get
+    /// 503 unavailable at once.
+    pub hash_queue_total: usize,
     /// Most messages the storage writer commits in one transaction.
     pub write_batch_max: usize,
     /// Server name sent in Welcome.
@@ -96,6 +114,22 @@ pub const DEFAULT_DATA_DIR: &str = "./confab-data";
 pub const DEFAULT_SOCKET_SEND_BUFFER: u32 = 256 * 1024;
 /// Database file name inside the data directory.
 pub const DATABASE_FILE: &str = "confab.db";
+/// Default failed-login burst per address: generous, since many honest
+/// users can share one address behind a NAT.
+pub const DEFAULT_LOGIN_ADDRESS_BURST: u32 = 100;
+/// Default failed logins per address per minute after the burst.
+pub const DEFAULT_LOGIN_ADDRESS_PER_MIN: u32 = 20;
+/// Default registration burst per address. A conformance run registers
+/// about 150 users from one address; this leaves room for two.
+pub const DEFAULT_REGISTER_ADDRESS_BURST: u32 = 300;
+/// Default registrations per address per minute after the burst.
+pub const DEFAULT_REGISTER_ADDRESS_PER_MIN: u32 = 30;
+/// Default hashes running or queued per address.
+pub const DEFAULT_HASH_QUEUE_PER_ADDRESS: usize = 16;
+/// Default hashes running at once per address.
+pub const DEFAULT_HASH_RUNNING_PER_ADDRESS: usize = 2;
+/// Default hashes admitted server-wide.
+pub const DEFAULT_HASH_QUEUE_TOTAL: usize = 256;
 
 impl Default for Config {
     fn default() -> Self {
@@ -127,6 +161,13 @@ impl Default for Config {
             login_free_failures: 5,
             login_lockout_base: Duration::from_secs(1),
             login_lockout_max: Duration::from_secs(15 * 60),
+            login_address_burst: DEFAULT_LOGIN_ADDRESS_BURST,
+            login_address_per_min: DEFAULT_LOGIN_ADDRESS_PER_MIN,
+            register_address_burst: DEFAULT_REGISTER_ADDRESS_BURST,
+            register_address_per_min: DEFAULT_REGISTER_ADDRESS_PER_MIN,
+            hash_queue_per_address: DEFAULT_HASH_QUEUE_PER_ADDRESS,
+            hash_running_per_address: DEFAULT_HASH_RUNNING_PER_ADDRESS,
+            hash_queue_total: DEFAULT_HASH_QUEUE_TOTAL,
             write_batch_max: 256,
             server_name: format!("confab-server/{}", env!("CARGO_PKG_VERSION")),
         }
@@ -316,6 +357,36 @@ pub struct Cli {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "CONFAB_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Failed logins one client address may make across all usernames before its logins get
+    /// 429 too_many_attempts with retry_after_ms (a successful login gives its attempt back).
+    #[arg(long, env = "CONFAB_LOGIN_ADDRESS_BURST", default_value_t = DEFAULT_LOGIN_ADDRESS_BURST)]
+    pub login_address_burst: u32,
+
+    /// Failed logins per client address per minute once --login-address-burst is used up.
+    #[arg(long, env = "CONFAB_LOGIN_ADDRESS_PER_MIN", default_value_t = DEFAULT_LOGIN_ADDRESS_PER_MIN)]
+    pub login_address_per_min: u32,
+
+    /// Registrations one client address may make before further ones get 429 too_many_attempts.
+    #[arg(long, env = "CONFAB_REGISTER_ADDRESS_BURST", default_value_t = DEFAULT_REGISTER_ADDRESS_BURST)]
+    pub register_address_burst: u32,
+
+    /// Registrations per client address per minute once --register-address-burst is used up.
+    #[arg(long, env = "CONFAB_REGISTER_ADDRESS_PER_MIN", default_value_t = DEFAULT_REGISTER_ADDRESS_PER_MIN)]
+    pub register_address_per_min: u32,
+
+    /// Password hashes (logins, registrations) one client address may have running or queued;
+    /// more get 429 too_many_attempts at once instead of queueing.
+    #[arg(long, env = "CONFAB_HASH_QUEUE_PER_ADDRESS", default_value_t = DEFAULT_HASH_QUEUE_PER_ADDRESS)]
+    pub hash_queue_per_address: usize,
+
+    /// Password hashes one client address may have running at once (of 4 server-wide).
+    #[arg(long, env = "CONFAB_HASH_RUNNING_PER_ADDRESS", default_value_t = DEFAULT_HASH_RUNNING_PER_ADDRESS)]
+    pub hash_running_per_address: usize,
+
+    /// Password hashes running or queued server-wide; more get 503 unavailable at once.
+    #[arg(long, env = "CONFAB_HASH_QUEUE_TOTAL", default_value_t = DEFAULT_HASH_QUEUE_TOTAL)]
+    pub hash_queue_total: usize,
 }
 
 impl Cli {
@@ -362,6 +433,13 @@ impl Cli {
             token_ttl: Duration::from_secs(self.token_ttl_hours.saturating_mul(3600)),
             allowed_origins: self.allowed_origins,
             tls,
+            login_address_burst: self.login_address_burst,
+            login_address_per_min: self.login_address_per_min,
+            register_address_burst: self.register_address_burst,
+            register_address_per_min: self.register_address_per_min,
+            hash_queue_per_address: self.hash_queue_per_address,
+            hash_running_per_address: self.hash_running_per_address,
+            hash_queue_total: self.hash_queue_total,
             ..Config::default()
         }
     }

@@ -1,13 +1,14 @@
 //! The HTTP routes (§5): register, login, logout, health, metrics, and the
 //! WebSocket endpoint's route.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +21,7 @@ use confab_protocol::http::{
 use confab_protocol::names::{Username, check_password};
 use serde::de::DeserializeOwned;
 
-use crate::auth::{new_token, now_ms, token_hash};
+use crate::auth::{HASH_BUSY_RETRY, HashBusy, new_token, now_ms, token_hash};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::storage::StoreError;
@@ -257,9 +258,52 @@ fn bad_request(bad: BadBody) -> Response {
     }
 }
 
+/// The key per-address limits count by: the IPv4 address, or the /64 of an
+/// IPv6 one (a single host is usually handed a whole /64, so counting by
+/// full address would give it 2^64 budgets).
+fn client_key(peer: SocketAddr) -> IpAddr {
+    match peer.ip() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(octets.into())
+            }
+        },
+    }
+}
+
+/// The answer when the hash limiter refuses (§15.3): 429 for an address
+/// over its share, 503 when the whole queue is full.
+fn hash_busy(app: &AppState, busy: HashBusy) -> Response {
+    match busy {
+        HashBusy::Address => {
+            Metrics::inc(&app.metrics.auth_address_throttled);
+            retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                HttpErrorCode::TooManyAttempts,
+                "too many password checks from your address are in progress; wait retry_after_ms and try again",
+                HASH_BUSY_RETRY,
+            )
+        }
+        _ => {
+            Metrics::inc(&app.metrics.auth_hash_queue_full);
+            retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                HttpErrorCode::Unavailable,
+                "the server is busy checking passwords; wait retry_after_ms and try again",
+                HASH_BUSY_RETRY,
+            )
+        }
+    }
+}
+
 /// `POST /v1/register` (§5.2).
 async fn register(
     State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let request: RegisterRequest = match parse_json(body) {
@@ -283,10 +327,28 @@ async fn register(
             e.to_string(),
         );
     }
-    let hash = match app.passwords.hash(request.password).await {
+    // Cheap checks first; the registration token is taken before the
+    // expensive hash, and kept whatever the outcome.
+    let addr = client_key(peer);
+    if let Err(wait) = app.register_addresses.try_take(addr, Instant::now()) {
+        Metrics::inc(&app.metrics.auth_address_throttled);
+        return retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            HttpErrorCode::TooManyAttempts,
+            "too many registrations from your address; wait retry_after_ms and try again",
+            wait,
+        );
+    }
+    let slot = match app.hash_limiter.admit(addr) {
+        Ok(slot) => slot,
+        Err(busy) => return hash_busy(&app, busy),
+    };
+    Metrics::inc(&app.metrics.password_hashes);
+    let hash = match app.passwords.hash(&slot, request.password).await {
         Ok(h) => h,
         Err(e) => return internal(e),
     };
+    drop(slot);
     match app.store.create_user(&username, &hash, now_ms()).await {
         Ok(_) => {
             tracing::info!(user = %username, "registered");
@@ -315,24 +377,61 @@ fn invalid_credentials() -> Response {
 }
 
 /// `POST /v1/login` (§5.3).
-async fn login(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+///
+/// Limits, cheapest first, each reserved before the password is verified
+/// (§15.3): the name's failure budget, the address's failure budget, the
+/// address's share of the hash limiter. A refusal by a later one hands back
+/// what the earlier ones reserved, so it costs the name nothing.
+async fn login(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let request: LoginRequest = match parse_json(body) {
         Ok(r) => r,
         Err(message) => return bad_request(message),
     };
     // Throttled by the requested name, whether or not it exists.
-    if let Err(wait) = app.login_throttle.check(&request.username, Instant::now()) {
+    let reservation = match app.login_throttle.reserve(&request.username, Instant::now()) {
+        Ok(reservation) => reservation,
+        Err(wait) => {
+            Metrics::inc(&app.metrics.login_failures);
+            return retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                HttpErrorCode::TooManyAttempts,
+                "too many failed logins for this username; wait retry_after_ms and try again",
+                wait,
+            );
+        }
+    };
+    let addr = client_key(peer);
+    if let Err(wait) = app.login_addresses.try_take(addr, Instant::now()) {
+        reservation.release();
         Metrics::inc(&app.metrics.login_failures);
+        Metrics::inc(&app.metrics.auth_address_throttled);
         return retry_later(
             StatusCode::TOO_MANY_REQUESTS,
             HttpErrorCode::TooManyAttempts,
-            "too many failed logins for this username; wait retry_after_ms and try again",
+            "too many failed logins from your address; wait retry_after_ms and try again",
             wait,
         );
     }
+    let slot = match app.hash_limiter.admit(addr) {
+        Ok(slot) => slot,
+        Err(busy) => {
+            reservation.release();
+            app.login_addresses.put_back(addr);
+            Metrics::inc(&app.metrics.login_failures);
+            return hash_busy(&app, busy);
+        }
+    };
     let credentials = match app.store.user_credentials(&request.username).await {
         Ok(c) => c,
-        Err(e) => return internal(e),
+        Err(e) => {
+            reservation.release();
+            app.login_addresses.put_back(addr);
+            return internal(e);
+        }
     };
     let (user_id, hash) = match credentials {
         Some(c) => (Some(c.id), Some(c.password_hash)),
@@ -340,20 +439,23 @@ async fn login(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesReject
     };
     // Verifies against a dummy hash when the user is unknown, so both
     // failures cost the same time.
-    let matched = app.passwords.verify(request.password, hash).await;
+    Metrics::inc(&app.metrics.password_verifications);
+    let matched = app.passwords.verify(&slot, request.password, hash).await;
+    drop(slot);
     let Some(user_id) = user_id.filter(|_| matched) else {
         Metrics::inc(&app.metrics.login_failures);
-        app.login_throttle
-            .record_failure(&request.username, Instant::now());
+        // The address keeps the token: this failure counts there too.
+        let lockout = reservation.failed(Instant::now());
         // The name is logged only when it is a valid one: anything else is
         // attacker-chosen bytes of any length.
         match Username::parse(request.username.as_str()) {
-            Ok(user) => tracing::info!(%user, "login failed"),
+            Ok(user) => tracing::info!(%user, locked = lockout.is_some(), "login failed"),
             Err(_) => tracing::info!("login failed for an invalid username"),
         }
         return invalid_credentials();
     };
-    app.login_throttle.record_success(&request.username);
+    reservation.succeeded();
+    app.login_addresses.put_back(addr);
     let token = new_token();
     let now = now_ms();
     let ttl_ms = i64::try_from(app.config.token_ttl.as_millis()).unwrap_or(i64::MAX);

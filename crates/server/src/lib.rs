@@ -50,7 +50,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::{LoginThrottle, Passwords};
+use crate::auth::{AddressBuckets, HashLimiter, LoginThrottle, Passwords};
 use crate::hub::Hub;
 use crate::limit::{ConnectionLimit, KeyedRateLimiter, SendRateLimiter};
 use crate::metrics::Metrics;
@@ -155,6 +155,19 @@ impl Server {
                 config.login_free_failures,
                 config.login_lockout_base,
                 config.login_lockout_max,
+            ),
+            login_addresses: AddressBuckets::new(
+                config.login_address_burst,
+                config.login_address_per_min,
+            ),
+            register_addresses: AddressBuckets::new(
+                config.register_address_burst,
+                config.register_address_per_min,
+            ),
+            hash_limiter: HashLimiter::new(
+                config.hash_queue_per_address,
+                config.hash_running_per_address,
+                config.hash_queue_total,
             ),
             send_rate: SendRateLimiter::new(
                 config.limits.send_rate_per_sec,

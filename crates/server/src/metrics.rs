@@ -62,6 +62,16 @@ pub struct Metrics {
     /// HTTP connections closed because a deadline passed (first byte, head,
     /// body, keep-alive idle or a stalled write).
     pub deadline_closes: AtomicU64,
+    // Logins and registrations (hardening B).
+    /// Passwords verified against a stored or dummy hash (logins).
+    pub password_verifications: AtomicU64,
+    /// Passwords hashed for new accounts.
+    pub password_hashes: AtomicU64,
+    /// Logins and registrations refused by a per-address limit (429).
+    pub auth_address_throttled: AtomicU64,
+    /// Logins and registrations refused because the server-wide hash
+    /// queue was full (503).
+    pub auth_hash_queue_full: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -158,7 +168,30 @@ impl Metrics {
                 &self.write_batches,
             ),
         ];
-        for (name, help, counter) in counters {
+        // Logins and registrations (hardening B).
+        let auth_counters: [(&str, &str, &AtomicU64); 4] = [
+            (
+                "confab_password_verifications_total",
+                "Passwords verified (logins, against a stored or dummy hash).",
+                &self.password_verifications,
+            ),
+            (
+                "confab_password_hashes_total",
+                "Passwords hashed for new accounts.",
+                &self.password_hashes,
+            ),
+            (
+                "confab_auth_address_throttled_total",
+                "Logins and registrations refused with 429 by a per-address limit.",
+                &self.auth_address_throttled,
+            ),
+            (
+                "confab_auth_hash_queue_full_total",
+                "Logins and registrations refused with 503 because the hash queue was full.",
+                &self.auth_hash_queue_full,
+            ),
+        ];
+        for (name, help, counter) in counters.into_iter().chain(auth_counters) {
             let kind = if name.ends_with("_total") {
                 "counter"
             } else {

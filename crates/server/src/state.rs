@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::{LoginThrottle, Passwords};
+use crate::auth::{AddressBuckets, HashLimiter, LoginThrottle, Passwords};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::limit::{ConnectionLimit, KeyedRateLimiter, SendRateLimiter};
@@ -26,6 +26,12 @@ pub struct AppState {
     pub passwords: Passwords,
     /// Failed-login throttle.
     pub login_throttle: LoginThrottle,
+    /// Failed logins per client address, across usernames (§15.3).
+    pub login_addresses: AddressBuckets,
+    /// Registrations per client address.
+    pub register_addresses: AddressBuckets,
+    /// Admission to password hashing, fair across addresses.
+    pub hash_limiter: HashLimiter,
     /// Per-user send rate limiter.
     pub send_rate: SendRateLimiter,
     /// Per-user SetTyping limiter (§11.2).

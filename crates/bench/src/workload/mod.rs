@@ -7,10 +7,13 @@
 //!   against one fsync per message.
 //! - [`reconnect`]: every client drops at once and resumes; time to
 //!   recover, and proof that nothing was lost.
+//! - [`login_flood`]: an honest login's latency while another address
+//!   floods logins, against the same without the flood.
 
 pub mod fanout;
 pub mod idle;
 pub mod ingest;
+pub mod login_flood;
 pub mod reconnect;
 
 use std::sync::Arc;

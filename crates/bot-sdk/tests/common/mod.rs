@@ -87,7 +87,7 @@ impl TestServer {
     }
 }
 
-/// Registers `username` (password "password-123") and logs in; returns the token.
+/// Registers `username` (password [`PASSWORD`]) and logs in; returns the token.
 pub async fn user(server: &ServerUrl, username: &str) -> String {
     confab_bot_sdk::http::register(server, username, PASSWORD)
         .await
@@ -98,7 +98,7 @@ pub async fn user(server: &ServerUrl, username: &str) -> String {
         .token
 }
 
-pub const PASSWORD: &str = "password-123";
+pub const PASSWORD: &str = "bot sdk test passphrase";
 
 /// Waits for the next message event from `client`, skipping other events.
 pub async fn next_message(client: &mut confab_bot_sdk::Client) -> confab_bot_sdk::Message {

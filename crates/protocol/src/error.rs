@@ -340,8 +340,9 @@ mod tests {
         let unknown = DecodeError::UnknownBody { request_id: 7 };
         use CloseCode as C;
         use ErrorCode as E;
-        // (message, authenticated, expected error, expected close)
-        let table: Vec<(BadMessage, bool, Option<(E, u64)>, Option<C>)> = vec![
+        /// (message, authenticated, expected error and its request id, expected close)
+        type Case = (BadMessage, bool, Option<(E, u64)>, Option<C>);
+        let table: Vec<Case> = vec![
             (
                 BadMessage::Binary(malformed.clone()),
                 false,

@@ -69,8 +69,12 @@ async fn oversize_frames_get_1009_on_every_socket() {
     let well_over = || {
         Message::Binary(vec![0x0au8; DEFAULT_MAX_FRAME_BYTES + DEFAULT_MAX_FRAME_BYTES / 2].into())
     };
+    // Past twice the limit tungstenite refuses the frame from its header and
+    // the payload stays unread: the server holds the socket briefly instead.
+    let far_over = || Message::Binary(vec![0x0au8; 4 * DEFAULT_MAX_FRAME_BYTES].into());
     every_socket_reads_close(addr, Some(&token), just_over, 1009).await;
     every_socket_reads_close(addr, Some(&token), well_over, 1009).await;
+    every_socket_reads_close(addr, Some(&token), far_over, 1009).await;
     every_socket_reads_close(addr, None, just_over, 1009).await;
     // The server still serves.
     let (mut alice, _) = Client::authed(addr, "alice", &token, &[]).await;

@@ -501,10 +501,13 @@ impl Reader<'_> {
         // whichever comes first, so it costs neither a second timer in every
         // socket's future nor anything per frame.
         let remaining_ms = u64::try_from(self.expires_ms.saturating_sub(now_ms())).unwrap_or(0);
-        let expires_at = last_frame
-            .checked_add(Duration::from_millis(remaining_ms))
-            .unwrap_or(last_frame + Duration::from_secs(100 * 365 * 24 * 3600));
-        let idle_timer = tokio::time::sleep_until((last_frame + idle).min(expires_at));
+        // `None`: so far off that the Instant overflows, i.e. never.
+        let expires_at = last_frame.checked_add(Duration::from_millis(remaining_ms));
+        let next_wake = |idle_deadline: tokio::time::Instant| match expires_at {
+            Some(at) => idle_deadline.min(at),
+            None => idle_deadline,
+        };
+        let idle_timer = tokio::time::sleep_until(next_wake(last_frame + idle));
         tokio::pin!(idle_timer);
         // Set when the stream failed on input it left unread.
         let mut wind = Wind::Linger;
@@ -529,7 +532,7 @@ impl Reader<'_> {
                 }
                 () = &mut idle_timer => {
                     let now = tokio::time::Instant::now();
-                    if expires_at <= now {
+                    if expires_at.is_some_and(|at| at <= now) {
                         self.send(&Rejection::token_expired().into_frame(0));
                         break Some(CloseCode::AuthFailed);
                     }
@@ -537,7 +540,7 @@ impl Reader<'_> {
                     if deadline <= now {
                         break Some(CloseCode::IdleTimeout);
                     }
-                    idle_timer.as_mut().reset(deadline.min(expires_at));
+                    idle_timer.as_mut().reset(next_wake(deadline));
                 }
                 next = stream.next() => {
                     // §12.1: any frame from the peer counts as liveness.

@@ -257,6 +257,15 @@ impl Connection {
         self.send_message(Message::Text(text.into())).await
     }
 
+    /// Sends a text message with an arbitrary payload, bypassing the UTF-8
+    /// check a `Message::Text` would need (§3.3 invalid-UTF-8 tests).
+    pub async fn send_text_bytes(&mut self, bytes: Vec<u8>) -> Result<(), ConnectionError> {
+        use tungstenite::protocol::frame::Frame;
+        use tungstenite::protocol::frame::coding::{Data, OpCode};
+        let frame = Frame::message(Bytes::from(bytes), OpCode::Data(Data::Text), true);
+        self.send_message(Message::Frame(frame)).await
+    }
+
     /// Sends arbitrary binary bytes.
     pub async fn send_binary(&mut self, bytes: Vec<u8>) -> Result<(), ConnectionError> {
         self.send_message(Message::Binary(Bytes::from(bytes))).await

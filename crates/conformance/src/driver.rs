@@ -178,6 +178,11 @@ impl<'a> Driver<'a> {
     pub fn new(env: &'a Environment, scenario: &'a Scenario, suffix: &str) -> Self {
         let mut vars = Vars::new();
         vars.set("run", Value::from(suffix));
+        // The server's own origin, as a browser app it serves would send it
+        // (§15.1), and the authority for raw requests' Host header.
+        let authority = env.server.authority();
+        vars.set("server.origin", Value::from(format!("http://{authority}")));
+        vars.set("server.authority", Value::from(authority));
         if let Value::Object(limits) = &env.limits {
             for (k, v) in limits {
                 vars.set(format!("limits.{k}"), v.clone());
@@ -745,12 +750,16 @@ impl<'a> Driver<'a> {
         ids: &BTreeSet<u64>,
         timeout: Duration,
         allow_disconnect: bool,
+        barrier: bool,
     ) -> Result<(BTreeMap<u64, ServerFrame>, bool), Halt> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut replies = BTreeMap::new();
         let mut kept = VecDeque::new();
         let mut ended = false;
-        while replies.len() < ids.len() {
+        // `until`: a barrier's request id; once its reply (the Pong) is in,
+        // every earlier request that was going to be answered was (§12.1).
+        let until = ids.last().copied().filter(|_| barrier);
+        while replies.len() < ids.len() && until.is_none_or(|id| !replies.contains_key(&id)) {
             let Some(event) = self.next_event(actor_name, deadline).await else {
                 self.actor(actor_name).pending = kept;
                 let missing: Vec<u64> = ids
@@ -1077,7 +1086,8 @@ impl<'a> Driver<'a> {
                     actor,
                     frame,
                     count,
-                    (!*no_replies).then_some(replies.as_slice()),
+                    (!*no_replies || !replies.is_empty()).then_some(replies.as_slice()),
+                    *no_replies,
                     *allow_disconnect,
                     bind.as_deref(),
                     timeout_ms.as_ref(),
@@ -1159,6 +1169,40 @@ impl<'a> Driver<'a> {
                     expect_headers,
                 )
                 .await
+            }
+            Step::TcpStall { send, timeout_ms } => {
+                let bytes = self.substitute_text(send)?.into_bytes();
+                let timeout = self.timeout(timeout_ms.as_ref())?;
+                let sent = bytes.len();
+                let answer = http::stall(&self.env.server, bytes, timeout)
+                    .await
+                    .map_err(|e| {
+                        Halt::Fail(StepError::new(format!(
+                            "after {sent} bytes the connection stayed open: {e}; a server must close stalled connections (§3.1)"
+                        )))
+                    })?;
+                self.transcript
+                    .push(json!({"tcp_stall": sent, "answer_bytes": answer.len()}));
+                if !answer.is_empty() {
+                    let response = http::parse_response(&answer).map_err(|e| {
+                        Halt::Fail(StepError::new(format!(
+                            "the server answered a stalled connection with something that is not an HTTP response ({e})"
+                        )))
+                    })?;
+                    let body = response.body_json();
+                    let want = json!({"error": {"code": {"$regex": "^[a-z_]+$"}, "message": {"$any": true}}});
+                    if response.status < 400 || matcher::matches(&want, &body).is_err() {
+                        return Err(Halt::Fail(StepError::with(
+                            format!(
+                                "a stalled connection was answered {} without an ErrorBody (§5.5)",
+                                response.status
+                            ),
+                            Some(want),
+                            Some(body),
+                        )));
+                    }
+                }
+                Ok(())
             }
             Step::TcpRelease { name } => {
                 let held = self.held.remove(name).unwrap_or_default();
@@ -1341,6 +1385,10 @@ impl<'a> Driver<'a> {
         };
         let (result, shown) = match payload {
             RawPayload::Text(t) => (connection.send_text(t).await, json!({"text": t})),
+            RawPayload::TextBytes(bytes) => (
+                connection.send_text_bytes(bytes.clone()).await,
+                json!({"text_hex": bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()}),
+            ),
             RawPayload::Hex(bytes) => (
                 connection.send_binary(bytes.clone()).await,
                 json!({"hex": bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()}),
@@ -1757,6 +1805,7 @@ impl<'a> Driver<'a> {
         template: &Value,
         count: &Value,
         replies: Option<&[ReplyCount]>,
+        no_replies: bool,
         allow_disconnect: bool,
         bind: Option<&str>,
         timeout_ms: Option<&Value>,
@@ -1789,15 +1838,31 @@ impl<'a> Driver<'a> {
             }
             return Ok(());
         };
+        // Frames whose success has no reply (SetTyping) but whose refusals
+        // are counted: a Ping after them bounds the wait (§12.1). Request
+        // ids grow, so the Ping's is the largest.
+        let barrier = no_replies && !disconnected;
+        let mut barrier_id = None;
+        if barrier {
+            let (frame, request_id, json) =
+                self.build_frame(actor_name, &json!({"ping": {"nonce": "1"}}))?;
+            self.send_frame(actor_name, &frame, json, false).await?;
+            ids.insert(request_id);
+            barrier_id = Some(request_id);
+        }
         let timeout = self.timeout(timeout_ms)?;
         // Each frame gets the step timeout's worth of patience, at least.
         let timeout = timeout
             .max(self.env.step_timeout)
             .saturating_add(Duration::from_millis(5 * count));
-        let (got, ended) = self
-            .await_replies(actor_name, &ids, timeout, allow_disconnect)
+        let (mut got, ended) = self
+            .await_replies(actor_name, &ids, timeout, allow_disconnect, barrier)
             .await?;
         disconnected |= ended;
+        if let Some(id) = barrier_id {
+            got.remove(&id);
+            ids.remove(&id);
+        }
         let default_rule = [ReplyCount {
             matcher: json!({"sendAck": {}}),
             min: Some(Value::from(count)),
@@ -1984,7 +2049,9 @@ impl<'a> Driver<'a> {
         let timeout = self
             .timeout(timeout_ms)?
             .saturating_add(Duration::from_millis(5 * outbox.len() as u64));
-        let (replies, _) = self.await_replies(actor_name, &ids, timeout, false).await?;
+        let (replies, _) = self
+            .await_replies(actor_name, &ids, timeout, false, false)
+            .await?;
         let mut duplicates = 0;
         for frame in replies.values() {
             match &frame.body {
@@ -2030,6 +2097,7 @@ impl<'a> Driver<'a> {
                         &reader,
                         &BTreeSet::from([request_id]),
                         self.env.step_timeout,
+                        false,
                         false,
                     )
                     .await?;

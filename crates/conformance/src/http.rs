@@ -294,6 +294,47 @@ pub async fn probe_admission(
         .map_err(|_| HttpError::Timeout(url.authority()))?
 }
 
+/// Why a stalled connection was not closed by the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StallError {
+    /// Connecting or writing failed before the stall began.
+    #[error("could not connect or send: {0}")]
+    Io(std::io::Error),
+    /// The server neither closed nor reset the connection in time.
+    #[error("not closed within {0} ms")]
+    NotClosed(u128),
+}
+
+/// Connects, sends `bytes` and then nothing more, and returns what the
+/// server sent once it has closed (or reset) the connection.
+pub async fn stall(
+    url: &ServerUrl,
+    bytes: Vec<u8>,
+    timeout: Duration,
+) -> Result<Vec<u8>, StallError> {
+    let mut stream = TcpStream::connect(url.authority())
+        .await
+        .map_err(StallError::Io)?;
+    if !bytes.is_empty() {
+        stream.write_all(&bytes).await.map_err(StallError::Io)?;
+    }
+    let read = async {
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                // EOF or a reset: either way the server let go.
+                Ok(0) | Err(_) => return answer,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| StallError::NotClosed(timeout.as_millis()))
+}
+
 /// Half-closes every connection and reads each to its end, so that the
 /// server has seen the close of all of them when this returns.
 pub async fn close_all(streams: Vec<TcpStream>) {

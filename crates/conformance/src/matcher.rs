@@ -273,13 +273,22 @@ fn match_operator(
             }
         }
         "$len" => {
-            let want = int_arg(op, arg, path)?;
             let len = match actual {
                 None => Some(0),
                 Some(Value::Array(a)) => Some(a.len()),
                 Some(Value::String(s)) => Some(s.len()),
                 _ => None,
             };
+            // `{$len: 3}` is an exact length; `{$len: {$le: 100}}` matches
+            // the length against any matcher.
+            if arg.is_object() {
+                let Some(len) = len else {
+                    return Err(fail(path, "an array or string", actual));
+                };
+                let len = Value::from(len as u64);
+                return match_at(arg, Some(&len), &join(path, "$len"), caps);
+            }
+            let want = int_arg(op, arg, path)?;
             if len.is_some_and(|l| i64::try_from(l).ok() == Some(want)) {
                 Ok(())
             } else {
@@ -492,6 +501,8 @@ mod tests {
             (json!({"sendAck": {"seq": {"$not": 3}}}), &ack, false),
             (json!({"sendAck": {"seq": {"$one_of": [1, 3]}}}), &ack, true),
             (json!({"sendAck": {"room": {"$len": 1}}}), &ack, true),
+            (json!({"sendAck": {"room": {"$len": {"$le": 1}}}}), &ack, true),
+            (json!({"sendAck": {"room": {"$len": {"$gt": 1}}}}), &ack, false),
         ];
         for (expected, actual, ok) in cases {
             assert_eq!(

@@ -114,6 +114,9 @@ pub enum DisconnectMode {
 pub enum RawPayload {
     /// A text message (confab.v1 allows binary only).
     Text(String),
+    /// A text message whose payload is these bytes, given in hex, valid
+    /// UTF-8 or not (§3.3: invalid UTF-8 closes with 1007).
+    TextBytes(Vec<u8>),
     /// Binary bytes given in hex.
     Hex(Vec<u8>),
     /// A binary message of this many zero bytes (expression).
@@ -356,7 +359,8 @@ pub enum Step {
         /// Tolerate the connection breaking (fault scenarios).
         allow_disconnect: bool,
         /// The frames get no reply on success (SetTyping): send only, and
-        /// follow with a barrier.
+        /// follow with a barrier. With `replies`, a Ping after the frames
+        /// bounds the wait and the refusals that came before it are counted.
         no_replies: bool,
         /// Variable prefix for `.sent`, `.acked`, `.replied`.
         bind: Option<String>,
@@ -432,6 +436,17 @@ pub enum Step {
         /// Matchers for the refusal's headers (lowercase names).
         expect_headers: BTreeMap<String, Value>,
     },
+    /// Opens a TCP connection, sends these bytes (maybe none: a silent
+    /// client, a partial request head or body) and expects the server to
+    /// close it by itself within the timeout (§3.1 deadlines). Whatever the
+    /// server answers before closing must be an HTTP response with an
+    /// ErrorBody.
+    TcpStall {
+        /// Bytes to send, as text (variables substituted).
+        send: String,
+        /// Timeout override (expression, milliseconds).
+        timeout_ms: Option<Value>,
+    },
     /// Closes the connections a `tcp_hold` kept.
     TcpRelease {
         /// Name of the held set.
@@ -475,6 +490,7 @@ impl Step {
             Step::Fault { actor, action } => format!("fault {actor} {action:?}"),
             Step::TcpHold { name, .. } => format!("tcp_hold {name}"),
             Step::TcpRelease { name } => format!("tcp_release {name}"),
+            Step::TcpStall { .. } => "tcp_stall".to_owned(),
             Step::ExpectWsPings { actor, .. } => format!("expect_ws_pings {actor}"),
             Step::AwaitTokenExpiry { actor, .. } => format!("await_token_expiry {actor}"),
             Step::CheckInvariants(spec) => format!("check_invariants {}", spec.rooms.join(", ")),
@@ -543,7 +559,7 @@ const VERBS: &[(&str, &[&str])] = &[
     ),
     ("recv", &["frames", "unordered", "timeout_ms", "ignore"]),
     ("barrier", &["ignore"]),
-    ("raw", &["text", "hex", "zeros", "padded_ping"]),
+    ("raw", &["text", "hex", "zeros", "padded_ping", "text_hex"]),
     ("expect_close", &["code", "skip_frames", "timeout_ms"]),
     ("disconnect", &["mode"]),
     (
@@ -592,6 +608,7 @@ const VERBS: &[(&str, &[&str])] = &[
         &["count", "expect_status", "expect_body", "expect_headers"],
     ),
     ("tcp_release", &[]),
+    ("tcp_stall", &["timeout_ms"]),
     ("check_invariants", &[]),
     ("set", &[]),
 ];
@@ -691,7 +708,11 @@ fn step_actors(step: &Step) -> Vec<&str> {
             all.extend(spec.complete.iter().map(String::as_str));
             all
         }
-        Step::Http { .. } | Step::TcpHold { .. } | Step::TcpRelease { .. } | Step::Set(_) => {
+        Step::Http { .. }
+        | Step::TcpHold { .. }
+        | Step::TcpRelease { .. }
+        | Step::TcpStall { .. }
+        | Step::Set(_) => {
             vec![]
         }
     }
@@ -724,6 +745,7 @@ struct Modifiers {
     hex: Option<String>,
     zeros: Option<Value>,
     padded_ping: Option<PaddedPingSpec>,
+    text_hex: Option<String>,
     append_hex: Option<String>,
     query: Option<String>,
     repeat_until_status: Option<u16>,
@@ -861,17 +883,19 @@ fn parse_step(value: &Value) -> Result<Step, String> {
         },
         "raw" => Step::Raw {
             actor: actor_name(verb, arg)?,
-            payload: match (m.text, m.hex, m.zeros, m.padded_ping) {
-                (Some(text), None, None, None) => RawPayload::Text(text),
-                (None, Some(hex), None, None) => RawPayload::Hex(parse_hex(&hex)?),
-                (None, None, Some(zeros), None) => RawPayload::Zeros(zeros),
-                (None, None, None, Some(p)) => RawPayload::PaddedPing {
+            payload: match (m.text, m.hex, m.zeros, m.padded_ping, m.text_hex) {
+                (Some(text), None, None, None, None) => RawPayload::Text(text),
+                (None, Some(hex), None, None, None) => RawPayload::Hex(parse_hex(&hex)?),
+                (None, None, Some(zeros), None, None) => RawPayload::Zeros(zeros),
+                (None, None, None, Some(p), None) => RawPayload::PaddedPing {
                     size: p.size,
                     request_id: p.request_id,
                 },
+                (None, None, None, None, Some(hex)) => RawPayload::TextBytes(parse_hex(&hex)?),
                 _ => {
                     return Err(
-                        "`raw` needs exactly one of `text`, `hex`, `zeros`, `padded_ping`".into(),
+                        "`raw` needs exactly one of `text`, `hex`, `zeros`, `padded_ping`, `text_hex`"
+                            .into(),
                     );
                 }
             },
@@ -964,6 +988,13 @@ fn parse_step(value: &Value) -> Result<Step, String> {
             expect_status: m.expect_status.ok_or("`tcp_hold` needs `expect_status`")?,
             expect_body: m.expect_body,
             expect_headers: m.expect_headers.unwrap_or_default(),
+        },
+        "tcp_stall" => Step::TcpStall {
+            send: arg
+                .as_str()
+                .ok_or("`tcp_stall` takes the text to send (\"\" for none)")?
+                .to_owned(),
+            timeout_ms: m.timeout_ms,
         },
         "tcp_release" => Step::TcpRelease {
             name: arg.as_str().ok_or("`tcp_release` takes a name")?.to_owned(),

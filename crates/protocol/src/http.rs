@@ -96,8 +96,9 @@ pub struct ErrorDetail {
     pub code: HttpErrorCode,
     /// What went wrong and what to do.
     pub message: String,
-    /// For 429 and 503: milliseconds to wait before retrying.
+    /// For 429 and 503: milliseconds to wait before retrying; otherwise absent, never null.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
     pub retry_after_ms: Option<u64>,
 }
 

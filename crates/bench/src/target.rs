@@ -122,6 +122,10 @@ impl ChildServer {
                     "127.0.0.1:0".to_owned(),
                     "--data-dir".to_owned(),
                     data.display().to_string(),
+                    // Every simulated client comes from 127.0.0.1: the
+                    // per-address cap (256 by default) would refuse them.
+                    "--max-connections-per-ip".to_owned(),
+                    "0".to_owned(),
                 ];
                 args.extend(extra.iter().cloned());
                 (launch.confab_bin.clone(), args, Some(data))

@@ -48,15 +48,18 @@ const LISTEN_BACKLOG: u32 = 1024;
 /// (plus [`REFUSAL_WRITE`] for a TLS handshake); beyond this, refused
 /// connections are closed without an answer, so a flood of them cannot
 /// exhaust file descriptors.
-const REFUSALS_IN_FLIGHT: usize = 256;
+const REFUSALS_IN_FLIGHT: usize = 1024;
 
 /// Longest time to write a 503 (and, with TLS, to finish the handshake).
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 
 /// After a 503, how long the request is read and discarded before closing,
 /// so the close does not turn into a reset that destroys the 503 in the
-/// client's receive buffer (a lingering close, as nginx does it).
-const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// client's receive buffer (a lingering close, as nginx does it). Short:
+/// the request is already on its way when the 503 is written, and with
+/// [`REFUSALS_IN_FLIGHT`] this bounds refusals to about 4,000 answered per
+/// second from clients that keep their side open.
+const REFUSAL_LINGER: Duration = Duration::from_millis(250);
 
 /// Most request bytes discarded during [`REFUSAL_LINGER`].
 const REFUSAL_LINGER_BYTES: usize = 64 * 1024;

@@ -337,3 +337,48 @@ async fn websockets_are_exempt_from_the_http_deadlines() {
     assert_eq!(alice.say("lobby", "m1", "hello").await.seq, 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_responses_is_closed() {
+    // The write-stall deadline is the body deadline; small buffers on both
+    // sides make the server's writes stall after a few responses.
+    let server = TestServer::start(|c| {
+        c.body_timeout = Duration::from_millis(300);
+        c.socket_send_buffer = Some(4096);
+    })
+    .await;
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    socket
+        .bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 0))
+        .expect("bind");
+    let mut stream = within("connect", socket.connect(server.addr))
+        .await
+        .expect("connect");
+    // Pipeline requests for a few KiB each and never read. Once the server
+    // stops reading (its own writes are stuck), these writes block too,
+    // until the server gives up on the connection: then a write fails.
+    let request = b"GET /metrics HTTP/1.1\r\nHost: confab\r\n\r\n";
+    let failed = within("the server to drop a connection that never reads", async {
+        loop {
+            if let Err(e) = stream.write_all(request).await {
+                return e;
+            }
+        }
+    })
+    .await;
+    assert!(
+        matches!(
+            failed.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "{failed}"
+    );
+    let metrics = http(server.addr, "GET", "/metrics", "", &[]).await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        text.contains("confab_http_deadline_closes_total 1\n"),
+        "{text}"
+    );
+    server.stop().await;
+}

@@ -59,19 +59,23 @@ impl Tls {
     }
 }
 
-#[tokio::test]
-async fn https_and_wss_with_a_pem_certificate() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A TLS server with a fresh self-signed certificate for `localhost`, and
+/// a connector that trusts it.
+async fn tls_server(tune: impl FnOnce(&mut confab_server::Config)) -> (TestServer, Tls) {
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
+    let files = tempfile::tempdir().expect("tempdir");
+    let cert = files.path().join("cert.pem");
+    let key = files.path().join("key.pem");
     std::fs::write(&cert, certified.cert.pem()).expect("write cert");
     std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
-    let server = TestServer::start(|c| c.tls = Some(TlsFiles { cert, key })).await;
-    assert!(server.handle.url().starts_with("https://"));
-    assert!(server.handle.ws_url().starts_with("wss://"));
-
+    let server = TestServer::start(|c| {
+        c.tls = Some(TlsFiles { cert, key });
+        tune(c);
+    })
+    .await;
+    // The server has read its certificate and key: the files may go.
+    drop(files);
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(certified.cert.der().clone())
@@ -86,6 +90,40 @@ async fn https_and_wss_with_a_pem_certificate() {
         connector: TlsConnector::from(Arc::new(config)),
         addr: server.addr,
     };
+    (server, tls)
+}
+
+#[tokio::test]
+async fn at_the_cap_the_503_comes_over_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, tls) = tls_server(|c| c.max_connections = 1).await;
+    let _held = tls.connect().await;
+    let mut refused = tls.connect().await;
+    refused
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut raw = Vec::new();
+    // The server closes after the 503 (a missing close_notify is fine).
+    if let Err(e) = within("503 over TLS", refused.read_to_end(&mut raw)).await {
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    }
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+    let body = &text[text.find("\r\n\r\n").expect("end of head") + 4..];
+    let body: confab_protocol::http::ErrorBody = serde_json::from_str(body).expect("ErrorBody");
+    assert_eq!(
+        body.error.code,
+        confab_protocol::http::HttpErrorCode::Unavailable
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn https_and_wss_with_a_pem_certificate() {
+    let (server, tls) = tls_server(|_| {}).await;
+    assert!(server.handle.url().starts_with("https://"));
+    assert!(server.handle.ws_url().starts_with("wss://"));
 
     let credentials = r#"{"username":"alice","password":"correct horse battery"}"#;
     assert_eq!(tls.post("/v1/register", credentials).await.0, 201);

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use confab_protocol::limits::TokenBucket;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use confab_protocol::limits::TokenBucket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// argon2id memory cost in KiB (§15).
@@ -538,7 +538,10 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(fail_once(&throttle, "bob", t0), None);
         }
-        assert_eq!(fail_once(&throttle, "bob", t0), Some(Duration::from_secs(1)));
+        assert_eq!(
+            fail_once(&throttle, "bob", t0),
+            Some(Duration::from_secs(1))
+        );
         assert_eq!(
             throttle.reserve("bob", t0).map(|_| ()),
             Err(Duration::from_secs(1))
@@ -556,7 +559,11 @@ mod tests {
             );
             // Locked again until the new lockout ends.
             assert!(throttle.reserve("bob", t1).is_err());
-            throttle.entries().get_mut("bob").expect("tracked").locked_until = None;
+            throttle
+                .entries()
+                .get_mut("bob")
+                .expect("tracked")
+                .locked_until = None;
         }
         throttle.reserve("bob", t1).expect("unlocked").succeeded();
         assert_eq!(throttle.tracked(), 0, "success clears the record");
@@ -604,7 +611,10 @@ mod tests {
         let t0 = Instant::now();
         let throttle = LoginThrottle::new(1, Duration::from_secs(5), Duration::from_secs(60));
         let long = format!("{}é{}", "x".repeat(32), "y".repeat(10_000));
-        assert_eq!(fail_once(&throttle, &long, t0), Some(Duration::from_secs(5)));
+        assert_eq!(
+            fail_once(&throttle, &long, t0),
+            Some(Duration::from_secs(5))
+        );
         let other = format!("{}é{}", "x".repeat(32), "z".repeat(50));
         assert!(throttle.reserve(&other, t0).is_err(), "same 33-byte prefix");
         let key = throttle.entries().keys().next().expect("one key").clone();
@@ -692,7 +702,9 @@ mod tests {
             buckets.try_take(a, t0).expect("burst");
         }
         assert_eq!(buckets.try_take(a, t0), Err(Duration::from_secs(10)));
-        buckets.try_take(b, t0).expect("another address is unaffected");
+        buckets
+            .try_take(b, t0)
+            .expect("another address is unaffected");
         buckets.put_back(a);
         buckets.try_take(a, t0).expect("a refunded token");
         assert!(buckets.try_take(a, t0).is_err());
@@ -718,10 +730,17 @@ mod tests {
         assert!(Arc::ptr_eq(&a1.running, &a2.running));
         assert!(!Arc::ptr_eq(&a1.running, &b1.running));
         drop(a1);
-        limiter.admit(c).expect("a place freed").running.available_permits();
+        limiter
+            .admit(c)
+            .expect("a place freed")
+            .running
+            .available_permits();
         drop((a2, b1));
         assert_eq!(limiter.admitted(), 0);
-        assert!(limiter.state().addresses.is_empty(), "no per-address residue");
+        assert!(
+            limiter.state().addresses.is_empty(),
+            "no per-address residue"
+        );
     }
 
     #[test]

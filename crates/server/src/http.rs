@@ -228,7 +228,10 @@ async fn login(
         Err(message) => return bad_request(message),
     };
     // Throttled by the requested name, whether or not it exists.
-    let reservation = match app.login_throttle.reserve(&request.username, Instant::now()) {
+    let reservation = match app
+        .login_throttle
+        .reserve(&request.username, Instant::now())
+    {
         Ok(reservation) => reservation,
         Err(wait) => {
             Metrics::inc(&app.metrics.login_failures);

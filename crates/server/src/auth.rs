@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -228,10 +229,24 @@ pub struct LoginThrottle {
     max: Duration,
     // std Mutex: lookups only, never held across an await.
     entries: Mutex<HashMap<String, Failures>>,
+    /// Size at which the next prune runs; only changed under `entries`' lock.
+    next_prune: AtomicUsize,
 }
 
-/// Entries kept before stale ones are pruned.
-const THROTTLE_PRUNE_AT: usize = 10_000;
+/// Entries kept before stale ones are first pruned.
+const PRUNE_AT: usize = 10_000;
+
+/// Most entries kept by a throttle or a set of buckets (a few MiB). Past
+/// it, state that matters least is forgotten first (see the callers): the
+/// memory bound wins over perfect recall, since the alternative, refusing
+/// new names or addresses, would let a flood lock everyone out.
+const MAX_ENTRIES: usize = 100_000;
+
+/// After pruning down to `len` entries, when to prune next: at twice the
+/// size, so the O(n) sweep costs O(1) per insert amortised.
+fn next_prune_at(len: usize) -> usize {
+    len.saturating_mul(2).clamp(PRUNE_AT, MAX_ENTRIES)
+}
 
 /// Longest throttle key in bytes. Longer names cannot be valid usernames
 /// (at most 32 bytes), so they share the bucket of their first bytes: an
@@ -254,6 +269,7 @@ impl LoginThrottle {
             base,
             max,
             entries: Mutex::new(HashMap::new()),
+            next_prune: AtomicUsize::new(PRUNE_AT),
         }
     }
 
@@ -266,11 +282,20 @@ impl LoginThrottle {
     pub fn reserve(&self, username: &str, now: Instant) -> Result<Reservation<'_>, Duration> {
         let key = throttle_key(username);
         let mut entries = self.entries();
-        if entries.len() >= THROTTLE_PRUNE_AT && !entries.contains_key(&key) {
+        if entries.len() >= self.next_prune.load(Relaxed) && !entries.contains_key(&key) {
             // Forget idle names whose last failure is older than the longest
             // lockout: they would start afresh anyway.
             let max = self.max;
             entries.retain(|_, f| f.in_flight > 0 || now.saturating_duration_since(f.last) < max);
+            if entries.len() >= MAX_ENTRIES {
+                // Still full: keep only names locked now or being verified.
+                entries.retain(|_, f| f.in_flight > 0 || f.locked_until.is_some_and(|u| u > now));
+            }
+            if entries.len() >= MAX_ENTRIES {
+                // In-flight entries are bounded by the hash limiter's total.
+                entries.retain(|_, f| f.in_flight > 0);
+            }
+            self.next_prune.store(next_prune_at(entries.len()), Relaxed);
         }
         let entry = entries.entry(key.clone()).or_insert(Failures {
             count: 0,
@@ -356,10 +381,9 @@ pub struct AddressBuckets {
     burst: u32,
     // std Mutex: a hash lookup and float arithmetic, never an await.
     buckets: Mutex<HashMap<IpAddr, (TokenBucket, Instant)>>,
+    /// Size at which the next prune runs; only changed under `buckets`' lock.
+    next_prune: AtomicUsize,
 }
-
-/// Buckets kept before full ones are pruned.
-const BUCKETS_PRUNE_AT: usize = 10_000;
 
 impl AddressBuckets {
     /// `burst` tokens per address, refilled at `rate_per_min`.
@@ -368,6 +392,7 @@ impl AddressBuckets {
             rate_per_min: rate_per_min.max(1),
             burst: burst.max(1),
             buckets: Mutex::new(HashMap::new()),
+            next_prune: AtomicUsize::new(PRUNE_AT),
         }
     }
 
@@ -383,11 +408,22 @@ impl AddressBuckets {
     /// Takes one token for `addr`, or says how long until one is there.
     pub fn try_take(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets();
-        if buckets.len() >= BUCKETS_PRUNE_AT && !buckets.contains_key(&addr) {
+        if buckets.len() >= self.next_prune.load(Relaxed) && !buckets.contains_key(&addr) {
             // A bucket unused for its refill time is full: dropping it
             // changes nothing, a new one starts full.
             let refill = self.refill_time();
             buckets.retain(|_, (_, used)| now.saturating_duration_since(*used) < refill);
+            if buckets.len() >= MAX_ENTRIES {
+                // Still full (a flood from very many addresses): forget all
+                // but the last minute's, which gives older ones a new burst.
+                buckets.retain(|_, (_, used)| {
+                    now.saturating_duration_since(*used) < Duration::from_secs(60)
+                });
+            }
+            if buckets.len() >= MAX_ENTRIES {
+                buckets.clear();
+            }
+            self.next_prune.store(next_prune_at(buckets.len()), Relaxed);
         }
         let (bucket, used) = buckets
             .entry(addr)
@@ -767,6 +803,40 @@ mod tests {
         });
         assert_eq!(admitted.into_inner(), 4);
         assert_eq!(limiter.admitted(), 0);
+    }
+
+    /// A flood of distinct names cannot grow the throttle past its cap, and
+    /// the state that matters (a locked name) survives the pruning.
+    #[test]
+    fn the_throttle_stays_bounded_and_keeps_lockouts() {
+        let t0 = Instant::now();
+        let throttle = LoginThrottle::new(1, Duration::from_secs(60), Duration::from_secs(600));
+        assert!(fail_once(&throttle, "victim", t0).is_some());
+        for i in 0..MAX_ENTRIES + 20_000 {
+            // free is 1, so each failure locks its name for a minute.
+            // Half are released unused, like logins refused by later limits.
+            let reservation = throttle.reserve(&format!("n{i}"), t0).expect("fresh name");
+            if i % 2 == 0 {
+                reservation.release();
+            } else {
+                reservation.failed(t0);
+            }
+            assert!(throttle.tracked() <= MAX_ENTRIES + 1, "at {i}");
+        }
+        assert!(throttle.reserve("victim", t0).is_err(), "still locked");
+    }
+
+    #[test]
+    fn address_buckets_stay_bounded() {
+        let t0 = Instant::now();
+        let buckets = AddressBuckets::new(2, 1);
+        for i in 0..(MAX_ENTRIES as u128 + 20_000) {
+            let addr = IpAddr::V6(std::net::Ipv6Addr::from(i << 64));
+            buckets
+                .try_take(addr, t0)
+                .expect("a fresh address has a burst");
+            assert!(buckets.buckets().len() <= MAX_ENTRIES + 1, "at {i}");
+        }
     }
 
     #[test]

@@ -177,7 +177,11 @@ async fn register(
     }
     let slot = match app.hash_limiter.admit(addr) {
         Ok(slot) => slot,
-        Err(busy) => return hash_busy(&app, busy),
+        Err(busy) => {
+            // Refused unserved: the registration does not count.
+            app.register_addresses.put_back(addr);
+            return hash_busy(&app, busy);
+        }
     };
     Metrics::inc(&app.metrics.password_hashes);
     let hash = match app.passwords.hash(&slot, request.password).await {

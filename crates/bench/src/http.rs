@@ -68,9 +68,7 @@ async fn connect_from(
                 TcpSocket::new_v6()
             }
             .map_err(failed)?;
-            socket
-                .bind(SocketAddr::new(source, 0))
-                .map_err(failed)?;
+            socket.bind(SocketAddr::new(source, 0)).map_err(failed)?;
             socket.connect(target).await.map_err(failed)?
         }
     };

@@ -536,7 +536,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             honest_logins,
         } => {
             if runner.common.no_confab {
-                bail!("login-flood runs against the reference server only; --no-confab leaves nothing");
+                bail!(
+                    "login-flood runs against the reference server only; --no-confab leaves nothing"
+                );
             }
             if kinds.len() > 1 {
                 progress.note("login-flood: the baselines have no logins, so --vs is ignored");
@@ -602,7 +604,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for kind in kinds {
                 // The default cap (10,000) is below the largest default size.
                 let (child, endpoint) = runner
-                    .start(kind, &with_setup_limits(kind, &["--max-connections", "20000"]))
+                    .start(
+                        kind,
+                        &with_setup_limits(kind, &["--max-connections", "20000"]),
+                    )
                     .await?;
                 let probe = child.as_ref().map(ChildServer::probe);
                 let report = idle::run(Arc::new(endpoint), &config, probe, &*progress).await;

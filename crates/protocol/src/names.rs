@@ -500,13 +500,19 @@ mod tests {
                         "topic {input:?}"
                     );
                     let message = err.to_string();
-                    assert!(message.contains(&format!("U+{code_point:04X}")), "{message}");
+                    assert!(
+                        message.contains(&format!("U+{code_point:04X}")),
+                        "{message}"
+                    );
                     assert!(message.contains(&format!("at byte {at}")), "{message}");
                 }
             }
         }
         assert!(Topic::parse("t".repeat(MAX_TOPIC_BYTES + 1)).is_err());
-        assert!(Topic::parse("tab\there").is_err(), "control characters stay refused");
+        assert!(
+            Topic::parse("tab\there").is_err(),
+            "control characters stay refused"
+        );
     }
 
     /// One driver, many cases: (password, expected result).
@@ -542,7 +548,12 @@ mod tests {
         ];
         for (password, expected) in cases {
             let got = check_password(&password);
-            assert_eq!(got, expected, "password of {} chars", password.chars().count());
+            assert_eq!(
+                got,
+                expected,
+                "password of {} chars",
+                password.chars().count()
+            );
             if let Err(err) = got {
                 let message = err.to_string();
                 // ("password" itself is a word of every message.)

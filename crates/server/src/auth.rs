@@ -20,14 +20,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use confab_protocol::limits::TokenBucket;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use confab_protocol::limits::TokenBucket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// argon2id memory cost in KiB (§15).
@@ -228,10 +229,24 @@ pub struct LoginThrottle {
     max: Duration,
     // std Mutex: lookups only, never held across an await.
     entries: Mutex<HashMap<String, Failures>>,
+    /// Size at which the next prune runs; only changed under `entries`' lock.
+    next_prune: AtomicUsize,
 }
 
-/// Entries kept before stale ones are pruned.
-const THROTTLE_PRUNE_AT: usize = 10_000;
+/// Entries kept before stale ones are first pruned.
+const PRUNE_AT: usize = 10_000;
+
+/// Most entries kept by a throttle or a set of buckets (a few MiB). Past
+/// it, state that matters least is forgotten first (see the callers): the
+/// memory bound wins over perfect recall, since the alternative, refusing
+/// new names or addresses, would let a flood lock everyone out.
+const MAX_ENTRIES: usize = 100_000;
+
+/// After pruning down to `len` entries, when to prune next: at twice the
+/// size, so the O(n) sweep costs O(1) per insert amortised.
+fn next_prune_at(len: usize) -> usize {
+    len.saturating_mul(2).clamp(PRUNE_AT, MAX_ENTRIES)
+}
 
 /// Longest throttle key in bytes. Longer names cannot be valid usernames
 /// (at most 32 bytes), so they share the bucket of their first bytes: an
@@ -254,6 +269,7 @@ impl LoginThrottle {
             base,
             max,
             entries: Mutex::new(HashMap::new()),
+            next_prune: AtomicUsize::new(PRUNE_AT),
         }
     }
 
@@ -266,11 +282,20 @@ impl LoginThrottle {
     pub fn reserve(&self, username: &str, now: Instant) -> Result<Reservation<'_>, Duration> {
         let key = throttle_key(username);
         let mut entries = self.entries();
-        if entries.len() >= THROTTLE_PRUNE_AT && !entries.contains_key(&key) {
+        if entries.len() >= self.next_prune.load(Relaxed) && !entries.contains_key(&key) {
             // Forget idle names whose last failure is older than the longest
             // lockout: they would start afresh anyway.
             let max = self.max;
             entries.retain(|_, f| f.in_flight > 0 || now.saturating_duration_since(f.last) < max);
+            if entries.len() >= MAX_ENTRIES {
+                // Still full: keep only names locked now or being verified.
+                entries.retain(|_, f| f.in_flight > 0 || f.locked_until.is_some_and(|u| u > now));
+            }
+            if entries.len() >= MAX_ENTRIES {
+                // In-flight entries are bounded by the hash limiter's total.
+                entries.retain(|_, f| f.in_flight > 0);
+            }
+            self.next_prune.store(next_prune_at(entries.len()), Relaxed);
         }
         let entry = entries.entry(key.clone()).or_insert(Failures {
             count: 0,
@@ -356,10 +381,9 @@ pub struct AddressBuckets {
     burst: u32,
     // std Mutex: a hash lookup and float arithmetic, never an await.
     buckets: Mutex<HashMap<IpAddr, (TokenBucket, Instant)>>,
+    /// Size at which the next prune runs; only changed under `buckets`' lock.
+    next_prune: AtomicUsize,
 }
-
-/// Buckets kept before full ones are pruned.
-const BUCKETS_PRUNE_AT: usize = 10_000;
 
 impl AddressBuckets {
     /// `burst` tokens per address, refilled at `rate_per_min`.
@@ -368,6 +392,7 @@ impl AddressBuckets {
             rate_per_min: rate_per_min.max(1),
             burst: burst.max(1),
             buckets: Mutex::new(HashMap::new()),
+            next_prune: AtomicUsize::new(PRUNE_AT),
         }
     }
 
@@ -383,11 +408,22 @@ impl AddressBuckets {
     /// Takes one token for `addr`, or says how long until one is there.
     pub fn try_take(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets();
-        if buckets.len() >= BUCKETS_PRUNE_AT && !buckets.contains_key(&addr) {
+        if buckets.len() >= self.next_prune.load(Relaxed) && !buckets.contains_key(&addr) {
             // A bucket unused for its refill time is full: dropping it
             // changes nothing, a new one starts full.
             let refill = self.refill_time();
             buckets.retain(|_, (_, used)| now.saturating_duration_since(*used) < refill);
+            if buckets.len() >= MAX_ENTRIES {
+                // Still full (a flood from very many addresses): forget all
+                // but the last minute's, which gives older ones a new burst.
+                buckets.retain(|_, (_, used)| {
+                    now.saturating_duration_since(*used) < Duration::from_secs(60)
+                });
+            }
+            if buckets.len() >= MAX_ENTRIES {
+                buckets.clear();
+            }
+            self.next_prune.store(next_prune_at(buckets.len()), Relaxed);
         }
         let (bucket, used) = buckets
             .entry(addr)
@@ -538,7 +574,10 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(fail_once(&throttle, "bob", t0), None);
         }
-        assert_eq!(fail_once(&throttle, "bob", t0), Some(Duration::from_secs(1)));
+        assert_eq!(
+            fail_once(&throttle, "bob", t0),
+            Some(Duration::from_secs(1))
+        );
         assert_eq!(
             throttle.reserve("bob", t0).map(|_| ()),
             Err(Duration::from_secs(1))
@@ -556,7 +595,11 @@ mod tests {
             );
             // Locked again until the new lockout ends.
             assert!(throttle.reserve("bob", t1).is_err());
-            throttle.entries().get_mut("bob").expect("tracked").locked_until = None;
+            throttle
+                .entries()
+                .get_mut("bob")
+                .expect("tracked")
+                .locked_until = None;
         }
         throttle.reserve("bob", t1).expect("unlocked").succeeded();
         assert_eq!(throttle.tracked(), 0, "success clears the record");
@@ -604,7 +647,10 @@ mod tests {
         let t0 = Instant::now();
         let throttle = LoginThrottle::new(1, Duration::from_secs(5), Duration::from_secs(60));
         let long = format!("{}é{}", "x".repeat(32), "y".repeat(10_000));
-        assert_eq!(fail_once(&throttle, &long, t0), Some(Duration::from_secs(5)));
+        assert_eq!(
+            fail_once(&throttle, &long, t0),
+            Some(Duration::from_secs(5))
+        );
         let other = format!("{}é{}", "x".repeat(32), "z".repeat(50));
         assert!(throttle.reserve(&other, t0).is_err(), "same 33-byte prefix");
         let key = throttle.entries().keys().next().expect("one key").clone();
@@ -692,7 +738,9 @@ mod tests {
             buckets.try_take(a, t0).expect("burst");
         }
         assert_eq!(buckets.try_take(a, t0), Err(Duration::from_secs(10)));
-        buckets.try_take(b, t0).expect("another address is unaffected");
+        buckets
+            .try_take(b, t0)
+            .expect("another address is unaffected");
         buckets.put_back(a);
         buckets.try_take(a, t0).expect("a refunded token");
         assert!(buckets.try_take(a, t0).is_err());
@@ -718,10 +766,17 @@ mod tests {
         assert!(Arc::ptr_eq(&a1.running, &a2.running));
         assert!(!Arc::ptr_eq(&a1.running, &b1.running));
         drop(a1);
-        limiter.admit(c).expect("a place freed").running.available_permits();
+        limiter
+            .admit(c)
+            .expect("a place freed")
+            .running
+            .available_permits();
         drop((a2, b1));
         assert_eq!(limiter.admitted(), 0);
-        assert!(limiter.state().addresses.is_empty(), "no per-address residue");
+        assert!(
+            limiter.state().addresses.is_empty(),
+            "no per-address residue"
+        );
     }
 
     #[test]
@@ -748,6 +803,40 @@ mod tests {
         });
         assert_eq!(admitted.into_inner(), 4);
         assert_eq!(limiter.admitted(), 0);
+    }
+
+    /// A flood of distinct names cannot grow the throttle past its cap, and
+    /// the state that matters (a locked name) survives the pruning.
+    #[test]
+    fn the_throttle_stays_bounded_and_keeps_lockouts() {
+        let t0 = Instant::now();
+        let throttle = LoginThrottle::new(1, Duration::from_secs(60), Duration::from_secs(600));
+        assert!(fail_once(&throttle, "victim", t0).is_some());
+        for i in 0..MAX_ENTRIES + 20_000 {
+            // free is 1, so each failure locks its name for a minute.
+            // Half are released unused, like logins refused by later limits.
+            let reservation = throttle.reserve(&format!("n{i}"), t0).expect("fresh name");
+            if i % 2 == 0 {
+                reservation.release();
+            } else {
+                reservation.failed(t0);
+            }
+            assert!(throttle.tracked() <= MAX_ENTRIES + 1, "at {i}");
+        }
+        assert!(throttle.reserve("victim", t0).is_err(), "still locked");
+    }
+
+    #[test]
+    fn address_buckets_stay_bounded() {
+        let t0 = Instant::now();
+        let buckets = AddressBuckets::new(2, 1);
+        for i in 0..(MAX_ENTRIES as u128 + 20_000) {
+            let addr = IpAddr::V6(std::net::Ipv6Addr::from(i << 64));
+            buckets
+                .try_take(addr, t0)
+                .expect("a fresh address has a burst");
+            assert!(buckets.buckets().len() <= MAX_ENTRIES + 1, "at {i}");
+        }
     }
 
     #[test]

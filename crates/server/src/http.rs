@@ -341,7 +341,11 @@ async fn register(
     }
     let slot = match app.hash_limiter.admit(addr) {
         Ok(slot) => slot,
-        Err(busy) => return hash_busy(&app, busy),
+        Err(busy) => {
+            // Refused unserved: the registration does not count.
+            app.register_addresses.put_back(addr);
+            return hash_busy(&app, busy);
+        }
     };
     Metrics::inc(&app.metrics.password_hashes);
     let hash = match app.passwords.hash(&slot, request.password).await {
@@ -392,7 +396,10 @@ async fn login(
         Err(message) => return bad_request(message),
     };
     // Throttled by the requested name, whether or not it exists.
-    let reservation = match app.login_throttle.reserve(&request.username, Instant::now()) {
+    let reservation = match app
+        .login_throttle
+        .reserve(&request.username, Instant::now())
+    {
         Ok(reservation) => reservation,
         Err(wait) => {
             Metrics::inc(&app.metrics.login_failures);

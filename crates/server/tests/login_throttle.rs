@@ -196,8 +196,15 @@ async fn concurrent_wrong_logins_verify_at_most_the_budget() {
         verified <= u64::from(FREE),
         "{verified} passwords verified for a budget of {FREE}"
     );
-    assert_eq!(unauthorized as u64, verified, "every verification answered 401");
-    assert_eq!(throttled, 40 - unauthorized, "the rest were refused unverified");
+    assert_eq!(
+        unauthorized as u64, verified,
+        "every verification answered 401"
+    );
+    assert_eq!(
+        throttled,
+        40 - unauthorized,
+        "the rest were refused unverified"
+    );
 
     let owner = login_after_lockout(addr, "alice").await;
     assert_eq!(owner.status, 200, "{:?}", owner.body);
@@ -327,7 +334,10 @@ async fn rotating_usernames_hit_the_address_failure_budget() {
             .status,
         401
     );
-    assert_eq!(login_from(HONEST, addr, "alice", PASSWORD).await.status, 200);
+    assert_eq!(
+        login_from(HONEST, addr, "alice", PASSWORD).await.status,
+        200
+    );
     server.stop().await;
 }
 
@@ -355,7 +365,10 @@ async fn registrations_are_limited_per_address() {
     let other = register_from(HONEST, addr, "spam3", PASSWORD).await;
     assert_eq!(other.status, 201, "{:?}", other.body);
     // The refused registration created no account.
-    assert_eq!(login_from(HONEST, addr, "spam3", PASSWORD).await.status, 200);
+    assert_eq!(
+        login_from(HONEST, addr, "spam3", PASSWORD).await.status,
+        200
+    );
     server.stop().await;
 }
 

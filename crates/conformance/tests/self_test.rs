@@ -80,14 +80,14 @@ async fn the_reference_server_passes_every_scenario() {
         .filter(|r| matches!(r.outcome, Outcome::Skipped { .. }))
         .map(|r| r.name.as_str())
         .collect();
-    // token-expired skips here (tokens live 30 days on this server);
-    // expired_tokens_are_refused runs it against a 2 s token lifetime.
+    // The token-expiry scenarios skip here (tokens live 30 days on this
+    // server); expired_tokens_are_refused runs them against a 2 s lifetime.
     assert_eq!(
         skipped,
-        ["token-expired"],
+        ["token-expired", "socket-closed-at-token-expiry"],
         "the reference server grants every capability and slow scenarios were included"
     );
-    support::check_junit(&report.to_junit(), report.scenarios.len(), 0, 1);
+    support::check_junit(&report.to_junit(), report.scenarios.len(), 0, 2);
     server.stop().await;
 }
 
@@ -97,10 +97,13 @@ async fn expired_tokens_are_refused() {
     let server = TestServer::start_with(|c| c.token_ttl = Duration::from_secs(2)).await;
     let mut config = config(server.url());
     config.include_slow = true;
-    config.filter = vec!["token-expired".into()];
+    config.filter = vec![
+        "token-expired".into(),
+        "socket-closed-at-token-expiry".into(),
+    ];
     let report = run(&config).await.expect("the run completes");
     assert!(
-        report.success() && report.counts().passed == 1,
+        report.success() && report.counts().passed == 2,
         "{}",
         report.human_summary(40)
     );

@@ -516,6 +516,37 @@ fn reconnect_attempts_back_off_and_reset_on_welcome() {
     ));
 }
 
+/// a socket refused at the per-user cap (TOO_MANY_CONNECTIONS, then
+/// 1013) is retried with growing backoff, not in a tight loop: without a
+/// Welcome the attempt counter is never reset.
+#[test]
+fn refusals_at_the_socket_cap_back_off() {
+    let mut h = Harness::new();
+    let mut attempts = Vec::new();
+    for _ in 0..5 {
+        h.session.handle_connected(h.now);
+        let auth = h.transmit();
+        assert!(matches!(auth[0].body, Some(C::Auth(_))), "{auth:?}");
+        h.feed(
+            confab_protocol::error::Rejection::too_many_connections(32)
+                .into_frame(auth[0].request_id),
+        );
+        h.session.handle_disconnected(h.now, Some(1013), &mut h.rng);
+        let ConnectionState::Reconnecting { at, attempt } = *h.session.state() else {
+            panic!("1013 reconnects, got {:?}", h.session.state());
+        };
+        attempts.push(attempt);
+        h.now = at;
+        h.session.handle_timeout(h.now);
+        assert_eq!(h.session.state(), &ConnectionState::Connecting);
+    }
+    assert_eq!(
+        attempts,
+        vec![0, 1, 2, 3, 4],
+        "each refusal backs off further"
+    );
+}
+
 /// §13.2: which closes lead to an automatic reconnect. One driver, many codes;
 /// `None` is a transport failure without a close frame.
 #[test]
@@ -525,8 +556,10 @@ fn close_codes_decide_whether_to_reconnect() {
         (Some(1000), false),
         (Some(1001), true),
         (Some(1003), false),
+        (Some(1007), false),
         (Some(1009), false),
         (Some(1011), true),
+        (Some(1013), true),
         (Some(4400), false),
         (Some(4401), false),
         (Some(4403), false),

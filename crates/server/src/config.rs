@@ -41,6 +41,9 @@ pub struct Config {
     pub room_create_per_min: u32,
     /// How long a new socket may take to send Auth (§6.2).
     pub auth_timeout: Duration,
+    /// Most sockets one user may hold open at once (§6.2, R-6.2.8); an Auth
+    /// beyond it gets TOO_MANY_CONNECTIONS and close 1013.
+    pub max_sockets_per_user: u32,
     /// How long a client may take to send its HTTP request headers (and TLS handshake).
     pub header_read_timeout: Duration,
     /// Lifetime of a login token (§15).
@@ -97,6 +100,7 @@ impl Default for Config {
             room_create_burst: 10,
             room_create_per_min: 10,
             auth_timeout: Duration::from_secs(10),
+            max_sockets_per_user: 32,
             header_read_timeout: Duration::from_secs(10),
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             allowed_origins: Vec::new(),
@@ -228,6 +232,11 @@ pub struct Cli {
     #[arg(long, env = "CONFAB_AUTH_TIMEOUT_MS", default_value_t = 10_000)]
     pub auth_timeout_ms: u64,
 
+    /// Most sockets one user may hold open at once (default 32, at least 1). An Auth beyond it
+    /// gets Error TOO_MANY_CONNECTIONS and close 1013; clients reconnect with backoff (§6.2).
+    #[arg(long, env = "CONFAB_MAX_SOCKETS_PER_USER", default_value_t = 32)]
+    pub max_sockets_per_user: u32,
+
     /// Milliseconds a client has to send its HTTP request headers (and finish TLS).
     #[arg(long, env = "CONFAB_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
@@ -302,6 +311,7 @@ impl Cli {
             room_create_burst: self.room_create_burst.max(1),
             room_create_per_min: self.room_create_per_min.max(1),
             auth_timeout: Duration::from_millis(self.auth_timeout_ms),
+            max_sockets_per_user: self.max_sockets_per_user.max(1),
             header_read_timeout: Duration::from_millis(self.header_timeout_ms),
             token_ttl: Duration::from_secs(self.token_ttl_hours.saturating_mul(3600)),
             allowed_origins: self.allowed_origins,

@@ -519,9 +519,15 @@ impl Hub {
     }
 
     /// Registers an authenticated connection; pushes ONLINE if it is the
-    /// user's first (§11.1).
-    pub fn register(&self, reg: Registration) -> ConnId {
+    /// user's first (§11.1). Refuses it when the user already holds
+    /// `max_per_user` connections: the count and the insert happen
+    /// under one lock, so concurrent Auths cannot overshoot the cap.
+    pub fn register(&self, reg: Registration, max_per_user: u32) -> Result<ConnId, Rejection> {
         let mut state = self.state();
+        let held = state.user_connections.get(&reg.user).map_or(0, Vec::len);
+        if held >= max_per_user as usize {
+            return Err(Rejection::too_many_connections(max_per_user));
+        }
         state.next_conn += 1;
         let id = state.next_conn;
         let user = reg.user.clone();
@@ -537,7 +543,7 @@ impl Hub {
         if conns.len() == 1 {
             state.push_online_change(&self.metrics, &user, presence::Kind::Online);
         }
-        id
+        Ok(id)
     }
 
     /// Forgets a connection; pushes OFFLINE if it was the user's last.

@@ -48,6 +48,9 @@ pub struct Metrics {
     pub room_create_rate_limited: AtomicU64,
     /// Idempotent repeats answered while the sender's send bucket was empty (§12.5).
     pub repeats_past_rate_limit: AtomicU64,
+    // Hardening (C1): socket task.
+    /// Sockets refused because their user held max_sockets_per_user.
+    pub sockets_over_user_cap: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -152,6 +155,13 @@ impl Metrics {
             };
             metric(name, kind, help, counter.load(Relaxed));
         }
+        // Hardening (C1): socket task.
+        metric(
+            "confab_sockets_over_user_cap_total",
+            "counter",
+            "Sockets refused with 1013 because their user held max_sockets_per_user.",
+            self.sockets_over_user_cap.load(Relaxed),
+        );
         metric(
             "confab_rooms",
             "gauge",

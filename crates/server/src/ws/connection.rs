@@ -26,8 +26,8 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use confab_protocol::codec::{DecodeError, decode_client_frame, encode_server_frame};
-use confab_protocol::error::{CloseCode, Rejection};
+use confab_protocol::codec::{decode_client_frame, encode_server_frame};
+use confab_protocol::error::{BadMessage, CloseCode, Refusal, Rejection, refuse};
 use confab_protocol::names::RoomName;
 use confab_protocol::rules;
 use confab_protocol::wire::{
@@ -57,6 +57,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// At shutdown, how long we wait for a peer to answer our Close (1001): a
 /// live client answers at once, and a dead one must not hold up the restart.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// After a close caused by input the WebSocket layer refused unread (an
+/// oversize frame past what it buffers, or a text frame that is not UTF-8),
+/// how long the socket is kept open, without reading, so that our Close
+/// reaches the peer before the kernel resets a connection with unread data
+/// . Oversize messages up to the drain allowance of `upgrade` are
+/// read whole and discarded instead, which needs no such wait.
+const UNREAD_GRACE: Duration = Duration::from_secs(2);
 
 /// Messages read from storage per query while replaying a Resume.
 const REPLAY_PAGE: u32 = 256;
@@ -97,13 +105,38 @@ pub(super) fn internal(err: StoreError) -> Rejection {
     Rejection::new(ErrorCode::Internal, "storage failed; retry")
 }
 
-/// Whether a read error is tungstenite refusing an oversize message (§12.2).
-fn is_too_big(err: axum::Error) -> bool {
+/// The bad message behind a read error, if it was one: tungstenite refusing
+/// an oversize message (§12.2) or a text message that is not UTF-8 (§3.3).
+/// Other errors mean the connection itself failed.
+fn bad_read(err: axum::Error) -> Option<BadMessage> {
     use tokio_tungstenite::tungstenite::Error as WsError;
-    matches!(
-        err.into_inner().downcast_ref::<WsError>(),
-        Some(WsError::Capacity(_))
-    )
+    match err.into_inner().downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => Some(BadMessage::TooBig),
+        Some(WsError::Utf8(_)) => Some(BadMessage::InvalidUtf8Text),
+        _ => None,
+    }
+}
+
+/// How a socket ends once we have sent our Close.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wind {
+    /// Read (and discard) until the peer answers our Close or goes.
+    Linger,
+    /// The stream failed on refused input that stays unread; keep the socket
+    /// open without reading for [`UNREAD_GRACE`].
+    Hold,
+}
+
+async fn wind_down(stream: &mut Stream, wind: Wind, shutdown: &crate::shutdown::Shutdown) {
+    match wind {
+        Wind::Linger => linger(stream, CLOSE_GRACE, shutdown).await,
+        Wind::Hold => {
+            tokio::select! {
+                () = tokio::time::sleep(UNREAD_GRACE) => {}
+                () = shutdown.wait() => {}
+            }
+        }
+    }
 }
 
 /// Runs one socket to completion.
@@ -117,10 +150,13 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
     let _permit = permit;
     Metrics::inc(&app.metrics.sockets_total);
     let (mut sink, mut stream) = socket.split();
-    let Some(session) = Box::pin(authenticate(&app, &mut sink, &mut stream)).await else {
-        // The close frame (if any) is sent; give the peer a moment to read it.
-        linger(&mut stream, CLOSE_GRACE, &app.shutdown).await;
-        return;
+    let session = match Box::pin(authenticate(&app, &mut sink, &mut stream)).await {
+        Ok(session) => session,
+        Err(wind) => {
+            // The close frame (if any) is sent; give the peer a moment to read it.
+            wind_down(&mut stream, wind, &app.shutdown).await;
+            return;
+        }
     };
     let Opened {
         conn,
@@ -129,7 +165,15 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
         queue,
         close,
         close_rx,
-    } = Box::pin(open(&app, session)).await;
+        expires_ms,
+    } = match Box::pin(open(&app, session)).await {
+        Ok(opened) => opened,
+        Err((request_id, rejection)) => {
+            reject_and_close(&mut sink, request_id, rejection).await;
+            linger(&mut stream, CLOSE_GRACE, &app.shutdown).await;
+            return;
+        }
+    };
 
     let reader = Reader {
         app: &app,
@@ -139,6 +183,7 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
         close: &close,
         close_rx: close_rx.clone(),
         pending: None,
+        expires_ms,
     };
     let writer = Writer {
         app: Arc::clone(&app),
@@ -172,12 +217,15 @@ struct Opened {
     queue: OutboundRx,
     close: watch::Sender<Option<Ending>>,
     close_rx: watch::Receiver<Option<Ending>>,
+    expires_ms: i64,
 }
 
 /// Queues Welcome and registers the connection with the hub. A function of
 /// its own so that Welcome and the rest of the session's request are
-/// dropped here rather than kept for the socket's life.
-async fn open(app: &AppState, session: Session) -> Opened {
+/// dropped here rather than kept for the socket's life. Fails, with the
+/// Auth's request id, when the user is at the socket cap; the
+/// queued Welcome is then dropped unsent with the queue.
+async fn open(app: &AppState, session: Session) -> Result<Opened, (u64, Rejection)> {
     let (outbound, queue) =
         crate::hub::outbound_queue(&app.config.limits, Arc::clone(&app.metrics));
     let (close, close_rx) = watch::channel(None);
@@ -201,13 +249,24 @@ async fn open(app: &AppState, session: Session) -> Opened {
         .try_send(Outbound::Frame(encode_server_frame(&welcome)))
         .ok();
     drop(welcome);
-    let conn = app.hub.register(Registration {
-        user: session.user.name.clone(),
-        token_hash: session.token_hash.clone(),
-        caps: Capabilities::from_names(&granted),
-        outbound: outbound.clone(),
-        close: close.clone(),
-    });
+    let registered = app.hub.register(
+        Registration {
+            user: session.user.name.clone(),
+            token_hash: session.token_hash.clone(),
+            caps: Capabilities::from_names(&granted),
+            outbound: outbound.clone(),
+            close: close.clone(),
+        },
+        app.config.max_sockets_per_user,
+    );
+    let conn = match registered {
+        Ok(conn) => conn,
+        Err(rejection) => {
+            Metrics::inc(&app.metrics.sockets_over_user_cap);
+            tracing::info!(user = %session.user.name, "socket refused: user at max_sockets_per_user");
+            return Err((session.request_id, rejection));
+        }
+    };
     Metrics::inc(&app.metrics.sockets_open);
     // A logout that revoked the token between our check and the register
     // above found no socket to close (§5.4); look once more now that the hub
@@ -218,14 +277,15 @@ async fn open(app: &AppState, session: Session) -> Opened {
         }
     }
     tracing::info!(user = %session.user.name, conn, client = %session.client_name.escape_debug(), "socket authenticated");
-    Opened {
+    Ok(Opened {
         conn,
         user: session.user,
         outbound,
         queue,
         close,
         close_rx,
-    }
+        expires_ms: session.expires_ms,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -256,6 +316,16 @@ async fn reject_and_close(sink: &mut Sink, request_id: u64, rejection: Rejection
     }
 }
 
+/// Sends a [`Refusal`] before authentication: its Error, then its close.
+async fn send_refusal(sink: &mut Sink, refusal: Refusal) {
+    if let Some(frame) = &refusal.error {
+        send_direct(sink, frame).await;
+    }
+    if let Some(code) = refusal.close {
+        sink.send(close_message(code)).await.ok();
+    }
+}
+
 /// After we sent Close, reads until the peer answers (or goes), bounded by
 /// `grace`, or by `SHUTDOWN_GRACE` once the server is shutting down.
 async fn linger(stream: &mut Stream, grace: Duration, shutdown: &crate::shutdown::Shutdown) {
@@ -276,7 +346,13 @@ async fn linger(stream: &mut Stream, grace: Duration, shutdown: &crate::shutdown
     }
 }
 
-async fn authenticate(app: &AppState, sink: &mut Sink, stream: &mut Stream) -> Option<Session> {
+/// Reads until a valid Auth. On failure the close (if any) is sent and the
+/// result says how to wind the socket down.
+async fn authenticate(
+    app: &AppState,
+    sink: &mut Sink,
+    stream: &mut Stream,
+) -> Result<Session, Wind> {
     let deadline = tokio::time::Instant::now() + app.config.auth_timeout;
     let max = app.config.limits.max_frame_bytes as usize;
     loop {
@@ -284,7 +360,7 @@ async fn authenticate(app: &AppState, sink: &mut Sink, stream: &mut Stream) -> O
             biased;
             () = app.shutdown.wait() => {
                 sink.send(close_message(CloseCode::GoingAway)).await.ok();
-                return None;
+                return Err(Wind::Linger);
             }
             next = tokio::time::timeout_at(deadline, stream.next()) => next,
         };
@@ -292,66 +368,39 @@ async fn authenticate(app: &AppState, sink: &mut Sink, stream: &mut Stream) -> O
             Err(_) => {
                 // §6.2: no Auth in time.
                 sink.send(close_message(CloseCode::AuthTimeout)).await.ok();
-                return None;
+                return Err(Wind::Linger);
             }
-            Ok(None) => return None,
+            Ok(None) => return Err(Wind::Linger),
             Ok(Some(Err(err))) => {
-                if is_too_big(err) {
-                    sink.send(close_message(CloseCode::MessageTooBig))
-                        .await
-                        .ok();
-                }
-                return None;
+                let Some(bad) = bad_read(err) else {
+                    return Err(Wind::Linger);
+                };
+                send_refusal(sink, refuse(&bad, false)).await;
+                return Err(Wind::Hold);
             }
             Ok(Some(Ok(message))) => message,
         };
         let bytes = match message {
             Message::Binary(bytes) => bytes,
             Message::Text(_) => {
-                sink.send(close_message(CloseCode::UnsupportedData))
-                    .await
-                    .ok();
-                return None;
+                send_refusal(sink, refuse(&BadMessage::Text, false)).await;
+                return Err(Wind::Linger);
             }
-            Message::Close(_) => return None,
+            Message::Close(_) => return Err(Wind::Linger),
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         let frame = match decode_client_frame(&bytes, max) {
             Ok(frame) => frame,
-            Err(DecodeError::Oversize { .. }) => {
-                sink.send(close_message(CloseCode::MessageTooBig))
-                    .await
-                    .ok();
-                return None;
-            }
-            Err(err @ DecodeError::Malformed { .. }) => {
-                reject_and_close(
-                    sink,
-                    0,
-                    Rejection::new(ErrorCode::MalformedFrame, err.to_string()),
-                )
-                .await;
-                return None;
-            }
-            Err(DecodeError::UnknownBody { request_id }) => {
-                reject_and_close(sink, request_id, unauthenticated()).await;
-                return None;
-            }
             Err(err) => {
-                reject_and_close(
-                    sink,
-                    0,
-                    Rejection::new(ErrorCode::MalformedFrame, err.to_string()),
-                )
-                .await;
-                return None;
+                send_refusal(sink, refuse(&BadMessage::Binary(err), false)).await;
+                return Err(Wind::Linger);
             }
         };
         let ClientFrame { request_id, body } = frame;
         let Some(ClientBody::Auth(auth)) = body else {
             // §6.2: anything but Auth first.
-            reject_and_close(sink, request_id, unauthenticated()).await;
-            return None;
+            reject_and_close(sink, request_id, Rejection::unauthenticated()).await;
+            return Err(Wind::Linger);
         };
         if let Err(rejection) = rules::check_request_id(request_id) {
             send_direct(sink, &rejection.into_frame(0)).await;
@@ -359,7 +408,7 @@ async fn authenticate(app: &AppState, sink: &mut Sink, stream: &mut Stream) -> O
         }
         match verify_token(app, &auth.token).await {
             Ok((user, expires_ms)) => {
-                return Some(Session {
+                return Ok(Session {
                     user,
                     token_hash: token_hash(&auth.token),
                     expires_ms,
@@ -375,17 +424,10 @@ async fn authenticate(app: &AppState, sink: &mut Sink, stream: &mut Stream) -> O
                     .unwrap_or(CloseCode::InternalError);
                 send_direct(sink, &rejection.into_frame(request_id)).await;
                 sink.send(close_message(close_code)).await.ok();
-                return None;
+                return Err(Wind::Linger);
             }
         }
     }
-}
-
-fn unauthenticated() -> Rejection {
-    Rejection::new(
-        ErrorCode::Unauthenticated,
-        "the first frame on a socket must be Auth with a token from POST /v1/login",
-    )
 }
 
 async fn verify_token(app: &AppState, token: &str) -> Result<(AuthedUser, i64), Rejection> {
@@ -407,10 +449,7 @@ async fn verify_token(app: &AppState, token: &str) -> Result<(AuthedUser, i64), 
         ));
     }
     if record.expires_ms <= now_ms() {
-        return Err(Rejection::new(
-            ErrorCode::TokenExpired,
-            "this token expired; log in again",
-        ));
+        return Err(Rejection::token_expired());
     }
     Ok((
         AuthedUser {
@@ -436,6 +475,8 @@ pub(super) struct Reader<'a> {
     /// Created on the first send: an empty `FuturesOrdered` already holds
     /// an allocation, which most sockets (readers, idle devices) never use.
     pub(super) pending: Option<FuturesOrdered<PendingAck>>,
+    /// The token's expiry (Unix ms): the socket closes then.
+    expires_ms: i64,
 }
 
 /// The next SendAck whose commit finished, if any sends are pending.
@@ -456,8 +497,20 @@ impl Reader<'_> {
         // when it fires early; each frame just records when it came, so a
         // busy socket does not touch the timer wheel per frame.
         let mut last_frame = tokio::time::Instant::now();
-        let idle_timer = tokio::time::sleep_until(last_frame + idle);
+        // the token's expiry shares the idle timer, which fires at
+        // whichever comes first, so it costs neither a second timer in every
+        // socket's future nor anything per frame.
+        let remaining_ms = u64::try_from(self.expires_ms.saturating_sub(now_ms())).unwrap_or(0);
+        // `None`: so far off that the Instant overflows, i.e. never.
+        let expires_at = last_frame.checked_add(Duration::from_millis(remaining_ms));
+        let next_wake = |idle_deadline: tokio::time::Instant| match expires_at {
+            Some(at) => idle_deadline.min(at),
+            None => idle_deadline,
+        };
+        let idle_timer = tokio::time::sleep_until(next_wake(last_frame + idle));
         tokio::pin!(idle_timer);
+        // Set when the stream failed on input it left unread.
+        let mut wind = Wind::Linger;
         // Long-lived, as in the writer: not a fresh `changed()` per frame.
         let mut close_rx = self.close_rx.clone();
         let decided = async move {
@@ -478,11 +531,16 @@ impl Reader<'_> {
                     self.answer_ack(request_id, charged, result);
                 }
                 () = &mut idle_timer => {
+                    let now = tokio::time::Instant::now();
+                    if expires_at.is_some_and(|at| at <= now) {
+                        self.send(&Rejection::token_expired().into_frame(0));
+                        break Some(CloseCode::AuthFailed);
+                    }
                     let deadline = last_frame + idle;
-                    if deadline <= tokio::time::Instant::now() {
+                    if deadline <= now {
                         break Some(CloseCode::IdleTimeout);
                     }
-                    idle_timer.as_mut().reset(deadline);
+                    idle_timer.as_mut().reset(next_wake(deadline));
                 }
                 next = stream.next() => {
                     // §12.1: any frame from the peer counts as liveness.
@@ -490,10 +548,11 @@ impl Reader<'_> {
                     match next {
                         None => break None,
                         Some(Err(err)) => {
-                            if is_too_big(err) {
-                                break Some(CloseCode::MessageTooBig);
+                            let Some(bad) = bad_read(err) else { break None };
+                            wind = Wind::Hold;
+                            if let Some(code) = self.refused(&bad) {
+                                break Some(code);
                             }
-                            break None;
                         }
                         Some(Ok(Message::Binary(bytes))) => {
                             // Boxed: handling a request awaits storage and the
@@ -503,7 +562,11 @@ impl Reader<'_> {
                                 break Some(code);
                             }
                         }
-                        Some(Ok(Message::Text(_))) => break Some(CloseCode::UnsupportedData),
+                        Some(Ok(Message::Text(_))) => {
+                            if let Some(code) = self.refused(&BadMessage::Text) {
+                                break Some(code);
+                            }
+                        }
                         Some(Ok(Message::Close(_))) => break None,
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     }
@@ -526,7 +589,7 @@ impl Reader<'_> {
         if matches!(*self.close.borrow(), Some(Ending::PeerGone)) {
             return;
         }
-        linger(&mut stream, CLOSE_GRACE, &self.app.shutdown).await;
+        wind_down(&mut stream, wind, &self.app.shutdown).await;
         // If the in-band Close is still stuck behind a write to a peer that
         // does not read, make the decision visible to the writer too: its
         // blocked write then gets CLOSE_GRACE more, and the socket ends.
@@ -585,23 +648,18 @@ impl Reader<'_> {
                 super::cmd::handle_frame(self, frame).await;
                 None
             }
-            Err(DecodeError::Oversize { .. }) => Some(CloseCode::MessageTooBig),
-            Err(DecodeError::UnknownBody { request_id }) => {
-                // §4.4: a newer client's frame; say so and carry on.
-                let rejection = Rejection::new(
-                    ErrorCode::UnsupportedFrame,
-                    "this server does not know that frame kind; it speaks confab.v1 as listed in Welcome",
-                );
-                self.send(&rejection.into_frame(request_id));
-                None
-            }
-            Err(err) => {
-                self.send(
-                    &Rejection::new(ErrorCode::MalformedFrame, err.to_string()).into_frame(0),
-                );
-                Some(CloseCode::MalformedFrame)
-            }
+            Err(err) => self.refused(&BadMessage::Binary(err)),
         }
+    }
+
+    /// Queues the answer to a bad message (§3.3, §4.4); returns the close
+    /// code if the connection ends.
+    fn refused(&self, bad: &BadMessage) -> Option<CloseCode> {
+        let refusal = refuse(bad, true);
+        if let Some(frame) = &refusal.error {
+            self.send(frame);
+        }
+        refusal.close
     }
 }
 

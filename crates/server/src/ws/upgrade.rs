@@ -109,12 +109,19 @@ pub async fn handle(
         );
     }
     let max_frame = app.config.limits.max_frame_bytes as usize;
+    // tungstenite reads messages up to twice max_frame_bytes whole, and the
+    // codec refuses those over max_frame_bytes (1009): the refused message is
+    // then consumed, so the close that follows is not turned into a TCP reset
+    // by unread input. Bigger ones tungstenite refuses from the
+    // frame header, unread, and the socket task holds the socket a moment
+    // instead. Twice bounds what one refused message can pin.
+    let read_limit = max_frame.saturating_mul(2);
     // Held by the socket task: serve() waits for it before stopping storage.
     let task_token = app.sockets.token();
     let permit = permit.map(|Extension(p)| p);
     upgrade
-        .max_message_size(max_frame)
-        .max_frame_size(max_frame)
+        .max_message_size(read_limit)
+        .max_frame_size(read_limit)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)

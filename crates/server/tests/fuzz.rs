@@ -75,6 +75,8 @@ fn valid_frame(rng: &mut Rng) -> ClientFrame {
         1 => C::Ping(wire::Ping { nonce: rng.next() }),
         2 => C::ListRooms(wire::ListRooms {
             subscribe: rng.below(2) == 0,
+            cursor: rng.string(),
+            limit: rng.below(1000) as u32,
         }),
         3 => C::CreateRoom(wire::CreateRoom {
             name: rng.string(),

@@ -677,3 +677,53 @@ fn a_timed_out_send_is_resent_with_the_same_id_and_acked_once() {
     assert_eq!(acks, 1);
     assert_eq!(h.session.outbox().count(), 0);
 }
+
+#[test]
+fn list_rooms_follows_next_cursor_and_reports_every_room_once() {
+    let mut h = Harness::new();
+    h.connect(vec![]);
+    h.events();
+    h.session.list_rooms(h.now, true).expect("online");
+    let first = h.transmit();
+    let Some(C::ListRooms(list)) = &first[0].body else {
+        panic!("expected ListRooms, got {first:?}")
+    };
+    assert!(list.subscribe && list.cursor.is_empty() && list.limit == 0);
+    // Page 1 of 2: the session asks for the next page itself, unsubscribed.
+    h.feed(ServerFrame::reply(
+        first[0].request_id,
+        S::RoomList(wire::RoomList {
+            rooms: vec![room("b", 0), room("a", 0)],
+            next_cursor: "c1".into(),
+        }),
+    ));
+    assert!(
+        !h.events()
+            .iter()
+            .any(|e| matches!(e, SessionEvent::RoomList(_))),
+        "nothing reported before the last page"
+    );
+    let second = h.transmit();
+    let Some(C::ListRooms(next)) = &second[0].body else {
+        panic!("expected the next ListRooms, got {second:?}")
+    };
+    assert_eq!((next.cursor.as_str(), next.subscribe), ("c1", false));
+    // Page 2 repeats "a" (its activity moved it) and ends the list.
+    h.feed(ServerFrame::reply(
+        second[0].request_id,
+        S::RoomList(wire::RoomList {
+            rooms: vec![room("a", 1), room("c", 0)],
+            next_cursor: String::new(),
+        }),
+    ));
+    let lists: Vec<Vec<String>> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::RoomList(rooms) => Some(rooms.into_iter().map(|r| r.name).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lists, vec![vec!["b", "a", "c"]]);
+    assert!(h.transmit().is_empty(), "no further page asked for");
+}

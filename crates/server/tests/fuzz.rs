@@ -76,7 +76,7 @@ fn valid_frame(rng: &mut Rng) -> ClientFrame {
         2 => C::ListRooms(wire::ListRooms {
             subscribe: rng.below(2) == 0,
             cursor: rng.string(),
-            limit: rng.next() as u32,
+            limit: rng.below(1000) as u32,
         }),
         3 => C::CreateRoom(wire::CreateRoom {
             name: rng.string(),

@@ -501,8 +501,16 @@ mod tests {
             (json!({"sendAck": {"seq": {"$not": 3}}}), &ack, false),
             (json!({"sendAck": {"seq": {"$one_of": [1, 3]}}}), &ack, true),
             (json!({"sendAck": {"room": {"$len": 1}}}), &ack, true),
-            (json!({"sendAck": {"room": {"$len": {"$le": 1}}}}), &ack, true),
-            (json!({"sendAck": {"room": {"$len": {"$gt": 1}}}}), &ack, false),
+            (
+                json!({"sendAck": {"room": {"$len": {"$le": 1}}}}),
+                &ack,
+                true,
+            ),
+            (
+                json!({"sendAck": {"room": {"$len": {"$gt": 1}}}}),
+                &ack,
+                false,
+            ),
         ];
         for (expected, actual, ok) in cases {
             assert_eq!(

@@ -67,6 +67,15 @@ pub enum RunError {
         /// What failed.
         reason: String,
     },
+    /// A WebSocket URL override was given with several servers; it could
+    /// only be right for one of them.
+    #[error(
+        "--ws-url overrides one server's WebSocket URL, but {servers} servers were given; drop it (each server's is derived from its URL)"
+    )]
+    WsUrlWithSeveralServers {
+        /// How many servers were given.
+        servers: usize,
+    },
     /// No server URL was given.
     #[error("no server to check; give at least one --server http://host:port")]
     NoServer,

@@ -383,3 +383,37 @@ async fn an_unreachable_second_server_is_named() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breakage_on_one_node_is_caught_and_blamed_on_that_node() {
+    // Node 1 duplicates replays; node 0 is the server itself. In
+    // resume-tracked, bob (2nd actor) resumes on node 1 and must fail, with
+    // the report naming node 1; in resume-other-node, bob is cut off from
+    // node 1 and resumes on node 0, so it passes.
+    let server = TestServer::start().await;
+    let broken = Mitm::start(server.addr(), Breakage::DuplicateOnResume).await;
+    let mut config = config(server.url());
+    config.servers.push(broken.url());
+    config.filter = vec!["resume-tracked".into(), "resume-other-node".into()];
+    let report = run(&config).await.expect("the run completes");
+    let summary = report.human_summary(60);
+    let tracked = failure(&report, "resume-tracked");
+    assert_eq!(
+        tracked.nodes["bob"],
+        format!("node 1 ({})", broken.url()),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("bob=node 1 ({})", broken.url())),
+        "{summary}"
+    );
+    assert!(
+        opens(tracked, "bob").iter().all(|&(_, node)| node == 1),
+        "{summary}"
+    );
+    assert!(
+        matches!(outcome(&report, "resume-other-node"), Outcome::Passed),
+        "{summary}"
+    );
+    server.stop().await;
+}

@@ -82,6 +82,12 @@ impl Mitm {
     pub fn ws_url(&self) -> String {
         format!("ws://{}/v1/ws", self.addr)
     }
+
+    /// The base URL, for a MITM used as one node of a multi-server run
+    /// (plain HTTP passes through it unchanged).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }
 
 /// Reads an HTTP head (through the blank line); returns it and any bytes after it.

@@ -1,5 +1,6 @@
 //! Helpers for driving the real `confab` binary against a real server.
 //!
+//! - [`binary::confab`]: the binary, built on first use (see there why).
 //! - [`Server`]: the reference server in-process, stoppable and restartable
 //!   on the same port and data directory (for "server down" tests).
 //! - [`Client`]: `confab` in a pseudo-terminal (rexpect), with its own
@@ -14,6 +15,8 @@
 //! so expected text is kept ASCII (not "✓", not "…").
 
 #![allow(dead_code)] // Not every test uses every helper.
+
+mod binary;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -170,7 +173,7 @@ impl Home {
 
     /// A `confab` command using this directory, no colour, fast reconnects.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_confab"));
+        let mut command = Command::new(binary::confab());
         command
             .args(args)
             .env("CONFAB_CONFIG_DIR", self.path())

@@ -2,9 +2,9 @@
 //! the real reference server (in-process). Every wait is an expectation on
 //! the client's output with a timeout; nothing sleeps.
 
-mod support;
+mod cli_support;
 
-use support::{Client, Home, Lines, Proxy, Server, run, run_with_input};
+use cli_support::{Client, Home, Lines, Proxy, Server, run, run_with_input};
 
 const PASSWORD: &str = "correct horse battery";
 

@@ -1,0 +1,101 @@
+//! Where the `confab` binary under test comes from.
+//!
+//! `env!("CARGO_BIN_EXE_confab")` exists only in the tests of the package
+//! that owns the binary (confab-cli), and artifact dependencies are
+//! unstable, so this crate asks cargo for it instead: the first test that
+//! needs the binary runs
+//!
+//! ```text
+//! cargo build -p confab-cli --bin confab --message-format=json-render-diagnostics
+//! ```
+//!
+//! once per test process, with the profile of the running test executable,
+//! and takes the path from cargo's own `compiler-artifact` message (so a
+//! custom target dir or `--target` triple needs no guessing). When the
+//! binary is fresh this is a no-op check of a second or so; when it is
+//! missing or stale (plain `cargo test -p confab-tests` does not build bins
+//! of other packages, and `cargo test --workspace` builds confab-cli only as
+//! a unit-test harness) cargo builds it. Concurrent tests of one process
+//! wait on the same `OnceLock`; separate processes serialise on cargo's own
+//! build-directory lock, which `cargo test` does not hold while tests run.
+//!
+//! `CONFAB_BIN=/path/to/confab` skips the build and uses that binary (for
+//! testing a release build, or where cargo cannot run).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The path of a fresh `confab` binary; builds it on first use.
+pub fn confab() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| match std::env::var_os("CONFAB_BIN") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "CONFAB_BIN={} is not a file: point it at a built confab binary or unset it",
+                path.display()
+            );
+            path
+        }
+        None => build(),
+    })
+}
+
+/// Runs `cargo build` for the binary and returns the path cargo reports.
+fn build() -> PathBuf {
+    // The cargo running these tests sets CARGO; the one that compiled them
+    // is the next best; a plain `cargo` on PATH is the last resort.
+    let cargo = std::env::var_os("CARGO")
+        .or_else(|| option_env!("CARGO").map(Into::into))
+        .unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("Cargo.toml");
+    let output = Command::new(&cargo)
+        .args(["build", "-p", "confab-cli", "--bin", "confab"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .arg("--profile")
+        .arg(profile())
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {}: {err}", Path::new(&cargo).display()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "`cargo build -p confab-cli --bin confab` failed; fix the build or set CONFAB_BIN:\n{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let path = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .filter(|message| message["target"]["name"] == "confab")
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo built confab but reported no executable:\n{stderr}"));
+    assert!(
+        path.is_file(),
+        "cargo reported {} but it is not a file",
+        path.display()
+    );
+    path
+}
+
+/// The cargo profile this test executable was built with, read from where
+/// it lives (`<target>/[<triple>/]<profile dir>/deps/<test>-<hash>`), so the
+/// binary shares the already built dependencies instead of rebuilding them.
+fn profile() -> String {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe
+        .parent() // deps
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .and_then(|name| name.to_str());
+    match dir {
+        // "debug" is the directory of both the dev and the test profile.
+        Some("debug") | None => "dev".to_owned(),
+        Some(name) => name.to_owned(),
+    }
+}

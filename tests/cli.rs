@@ -481,3 +481,18 @@ fn help_lists_every_command() {
     }
     assert!(help.contains("NO_COLOR"), "{help}");
 }
+
+#[test]
+fn the_binary_under_test_is_this_workspaces_confab() {
+    // The binary comes from a nested `cargo build` (cli_support/binary.rs),
+    // not from this package: make sure it is confab-cli at this version and
+    // not some other `confab` that happened to be found.
+    let home = Home::new();
+    let (ok, version, err) = run(home.command(&["--version"]));
+    assert!(ok, "{err}");
+    assert_eq!(
+        version.trim(),
+        concat!("confab ", env!("CARGO_PKG_VERSION")),
+        "{version}"
+    );
+}

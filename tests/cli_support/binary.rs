@@ -53,7 +53,19 @@ fn build() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join("Cargo.toml");
-    let output = Command::new(&cargo)
+    let mut command = Command::new(&cargo);
+    // `cargo test` describes the running package (confab-tests) in the
+    // environment of its test processes. Build scripts of dependencies
+    // track some of those variables (ring reruns on CARGO_MANIFEST_DIR), so
+    // inheriting them would rebuild half the tree here and again in the
+    // next outer build. Everything else (CARGO_TARGET_DIR, RUSTFLAGS,
+    // CARGO_HOME, ...) is the user's configuration and is kept.
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(describes_running_package) {
+            command.env_remove(&name);
+        }
+    }
+    let output = command
         .args(["build", "-p", "confab-cli", "--bin", "confab"])
         .args(["--message-format", "json-render-diagnostics"])
         .arg("--profile")
@@ -81,6 +93,24 @@ fn build() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Whether `name` is one of the variables cargo sets to describe the
+/// package of the running test, not the user's configuration.
+fn describes_running_package(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
 }
 
 /// The cargo profile this test executable was built with, read from where

@@ -3,6 +3,7 @@
 //! the client's output with a timeout; nothing sleeps.
 
 mod cli_support;
+mod support;
 
 use cli_support::{Client, Home, Lines, Proxy, Server, run, run_with_input};
 
@@ -484,7 +485,7 @@ fn help_lists_every_command() {
 
 #[test]
 fn the_binary_under_test_is_this_workspaces_confab() {
-    // The binary comes from a nested `cargo build` (cli_support/binary.rs),
+    // The binary comes from a nested `cargo build` (support/binary.rs),
     // not from this package: make sure it is confab-cli at this version and
     // not some other `confab` that happened to be found.
     let home = Home::new();

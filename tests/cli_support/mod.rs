@@ -1,6 +1,7 @@
 //! Helpers for driving the real `confab` binary against a real server.
 //!
-//! - [`binary::confab`]: the binary, built on first use (see there why).
+//! - The binary comes from `crate::support::binary::confab` (built on first
+//!   use; see there why).
 //! - [`Server`]: the reference server in-process, stoppable and restartable
 //!   on the same port and data directory (for "server down" tests).
 //! - [`Client`]: `confab` in a pseudo-terminal (rexpect), with its own
@@ -15,8 +16,6 @@
 //! so expected text is kept ASCII (not "✓", not "…").
 
 #![allow(dead_code)] // Not every test uses every helper.
-
-mod binary;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -173,7 +172,7 @@ impl Home {
 
     /// A `confab` command using this directory, no colour, fast reconnects.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(binary::confab());
+        let mut command = Command::new(crate::support::binary::confab());
         command
             .args(args)
             .env("CONFAB_CONFIG_DIR", self.path())

@@ -1,50 +1,73 @@
-//! Where the `confab` binary under test comes from.
+//! Where the binaries under test come from.
 //!
-//! `env!("CARGO_BIN_EXE_confab")` exists only in the tests of the package
-//! that owns the binary (confab-cli), and artifact dependencies are
-//! unstable, so this crate asks cargo for it instead: the first test that
-//! needs the binary runs
+//! `env!("CARGO_BIN_EXE_<name>")` exists only in the tests of the package
+//! that owns the binary, and artifact dependencies are unstable, so this
+//! crate asks cargo instead: the first test of a process that needs, say,
+//! `confab` runs
 //!
 //! ```text
 //! cargo build -p confab-cli --bin confab --message-format=json-render-diagnostics
 //! ```
 //!
-//! once per test process, with the profile of the running test executable,
-//! and takes the path from cargo's own `compiler-artifact` message (so a
-//! custom target dir or `--target` triple needs no guessing). When the
-//! binary is fresh this is a no-op check of a second or so; when it is
-//! missing or stale (plain `cargo test -p confab-tests` does not build bins
-//! of other packages, and `cargo test --workspace` builds confab-cli only as
-//! a unit-test harness) cargo builds it. Concurrent tests of one process
-//! wait on the same `OnceLock`; separate processes serialise on cargo's own
+//! with the profile of the running test executable, and takes the path from
+//! cargo's own `compiler-artifact` message (so a custom target dir or
+//! `--target` triple needs no guessing). When the binary is fresh this is a
+//! no-op check well under a second; when it is missing or stale (plain
+//! `cargo test -p confab-tests` builds no bins of other packages, and
+//! `cargo test --workspace` builds confab-cli only as a unit-test harness)
+//! cargo builds it. Tests of one process wait on the same mutex, so one
+//! build runs at a time; separate processes serialise on cargo's own
 //! build-directory lock, which `cargo test` does not hold while tests run.
 //!
-//! `CONFAB_BIN=/path/to/confab` skips the build and uses that binary (for
-//! testing a release build, or where cargo cannot run).
+//! An override variable (`CONFAB_BIN`, `CONFAB_SERVER_BIN`) pointing at a
+//! built binary skips the build (for testing a release build elsewhere).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
-/// The path of a fresh `confab` binary; builds it on first use.
-pub fn confab() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| match std::env::var_os("CONFAB_BIN") {
+/// The `confab` client binary (package confab-cli); `CONFAB_BIN` overrides.
+pub fn confab() -> PathBuf {
+    workspace_binary("confab-cli", "confab", "CONFAB_BIN")
+}
+
+/// The `confab-server` binary; `CONFAB_SERVER_BIN` overrides.
+pub fn confab_server() -> PathBuf {
+    workspace_binary("confab-server", "confab-server", "CONFAB_SERVER_BIN")
+}
+
+/// The path of a fresh `bin` of workspace `package`, built on first use, or
+/// the file named by the `override_var` environment variable.
+pub fn workspace_binary(package: &str, bin: &str, override_var: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    // Held across the build: a second test wanting the same binary waits
+    // for it instead of starting a second cargo. A test that panicked while
+    // holding it left no entry behind, so the poison carries no bad state.
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(path) = built.get(bin) {
+        return path.clone();
+    }
+    let path = match std::env::var_os(override_var) {
         Some(path) => {
             let path = PathBuf::from(path);
             assert!(
                 path.is_file(),
-                "CONFAB_BIN={} is not a file: point it at a built confab binary or unset it",
+                "{override_var}={} is not a file: point it at a built {bin} binary or unset it",
                 path.display()
             );
             path
         }
-        None => build(),
-    })
+        None => build(package, bin),
+    };
+    built.insert(bin.to_owned(), path.clone());
+    path
 }
 
 /// Runs `cargo build` for the binary and returns the path cargo reports.
-fn build() -> PathBuf {
+fn build(package: &str, bin: &str) -> PathBuf {
     // The cargo running these tests sets CARGO; the one that compiled them
     // is the next best; a plain `cargo` on PATH is the last resort.
     let cargo = std::env::var_os("CARGO")
@@ -66,7 +89,7 @@ fn build() -> PathBuf {
         }
     }
     let output = command
-        .args(["build", "-p", "confab-cli", "--bin", "confab"])
+        .args(["build", "-p", package, "--bin", bin])
         .args(["--message-format", "json-render-diagnostics"])
         .arg("--profile")
         .arg(profile())
@@ -77,16 +100,16 @@ fn build() -> PathBuf {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "`cargo build -p confab-cli --bin confab` failed; fix the build or set CONFAB_BIN:\n{stderr}"
+        "`cargo build -p {package} --bin {bin}` failed; fix the build or set the override variable:\n{stderr}"
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let path = stdout
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|message| message["reason"] == "compiler-artifact")
-        .filter(|message| message["target"]["name"] == "confab")
+        .filter(|message| message["target"]["name"] == bin)
         .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .unwrap_or_else(|| panic!("cargo built confab but reported no executable:\n{stderr}"));
+        .unwrap_or_else(|| panic!("cargo built {bin} but reported no executable:\n{stderr}"));
     assert!(
         path.is_file(),
         "cargo reported {} but it is not a file",

@@ -2,9 +2,10 @@
 //! the real reference server (in-process). Every wait is an expectation on
 //! the client's output with a timeout; nothing sleeps.
 
+mod cli_support;
 mod support;
 
-use support::{Client, Home, Lines, Proxy, Server, run, run_with_input};
+use cli_support::{Client, Home, Lines, Proxy, Server, run, run_with_input};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -480,4 +481,19 @@ fn help_lists_every_command() {
         assert!(help.contains(slash), "slash command {slash}: {help}");
     }
     assert!(help.contains("NO_COLOR"), "{help}");
+}
+
+#[test]
+fn the_binary_under_test_is_this_workspaces_confab() {
+    // The binary comes from a nested `cargo build` (support/binary.rs),
+    // not from this package: make sure it is confab-cli at this version and
+    // not some other `confab` that happened to be found.
+    let home = Home::new();
+    let (ok, version, err) = run(home.command(&["--version"]));
+    assert!(ok, "{err}");
+    assert_eq!(
+        version.trim(),
+        concat!("confab ", env!("CARGO_PKG_VERSION")),
+        "{version}"
+    );
 }

@@ -1,11 +1,11 @@
 //! The bot layer against a real confab-server over real sockets.
 //!
 //! Nothing here sleeps to synchronize: every wait is for an event, bounded
-//! by `common::within` so a hang fails instead of stalling CI.
+//! by `bot_support::within` so a hang fails instead of stalling CI.
 
-mod common;
+mod bot_support;
 
-use common::{PASSWORD, TestServer, connected, next_message, within};
+use bot_support::{PASSWORD, TestServer, connected, next_message, within};
 use confab_bot_sdk::driver::DriverOptions;
 use confab_bot_sdk::protocol::session::ConnectionState;
 use confab_bot_sdk::{

@@ -1,5 +1,7 @@
 //! Helpers for driving the real `confab` binary against a real server.
 //!
+//! - The binary comes from `crate::support::binary::confab` (built on first
+//!   use; see there why).
 //! - [`Server`]: the reference server in-process, stoppable and restartable
 //!   on the same port and data directory (for "server down" tests).
 //! - [`Client`]: `confab` in a pseudo-terminal (rexpect), with its own
@@ -170,7 +172,7 @@ impl Home {
 
     /// A `confab` command using this directory, no colour, fast reconnects.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_confab"));
+        let mut command = Command::new(crate::support::binary::confab());
         command
             .args(args)
             .env("CONFAB_CONFIG_DIR", self.path())

@@ -1,8 +1,8 @@
 //! The driver and the HTTP calls against a real server.
 
-mod common;
+mod bot_support;
 
-use common::{TestServer, user, within};
+use bot_support::{TestServer, user, within};
 use confab_bot_sdk::driver::{self, DriverEvent, DriverOptions};
 use confab_bot_sdk::http;
 use confab_protocol::session::{ClientSession, ConnectionState, SessionConfig, SessionEvent};
@@ -28,15 +28,15 @@ async fn wait_for<T>(
 async fn http_errors_are_typed() {
     let server = TestServer::start().await;
     let url = server.url();
-    http::register(&url, "alice", common::PASSWORD)
+    http::register(&url, "alice", bot_support::PASSWORD)
         .await
         .unwrap();
-    let taken = http::register(&url, "alice", common::PASSWORD).await;
+    let taken = http::register(&url, "alice", bot_support::PASSWORD).await;
     assert!(
         matches!(taken, Err(http::Error::UsernameTaken { .. })),
         "{taken:?}"
     );
-    let invalid = http::register(&url, "Alice!", common::PASSWORD).await;
+    let invalid = http::register(&url, "Alice!", bot_support::PASSWORD).await;
     assert!(
         matches!(invalid, Err(http::Error::InvalidInput { .. })),
         "{invalid:?}"
@@ -46,7 +46,9 @@ async fn http_errors_are_typed() {
         matches!(wrong, Err(http::Error::InvalidCredentials { .. })),
         "{wrong:?}"
     );
-    let login = http::login(&url, "alice", common::PASSWORD).await.unwrap();
+    let login = http::login(&url, "alice", bot_support::PASSWORD)
+        .await
+        .unwrap();
     assert_eq!(login.username, "alice");
     http::logout(&url, &login.token).await.unwrap();
     let again = http::logout(&url, &login.token).await;
@@ -61,7 +63,7 @@ async fn http_errors_are_typed() {
         .local_addr()
         .unwrap();
     let nowhere = format!("http://{free}").parse().unwrap();
-    let unreachable = http::login(&nowhere, "alice", common::PASSWORD).await;
+    let unreachable = http::login(&nowhere, "alice", bot_support::PASSWORD).await;
     assert!(
         unreachable.as_ref().is_err_and(http::Error::is_unreachable),
         "{unreachable:?}"

@@ -74,6 +74,10 @@ pub enum StartError {
     /// The database could not be opened or migrated.
     #[error(transparent)]
     Database(#[from] OpenError),
+    /// The PostgreSQL database could not be reached, is not durable, or
+    /// could not be migrated.
+    #[error(transparent)]
+    Postgres(#[from] storage::postgres::OpenError),
     /// Loading rooms failed.
     #[error("cannot load rooms: {0}")]
     Load(#[from] storage::StoreError),
@@ -118,8 +122,13 @@ impl Server {
         }
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let db_path = config.data_dir.join(config::DATABASE_FILE);
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(config.database_url.as_deref(), &db_path).await?);
+        // A postgres:// URL selects PostgreSQL; anything else (or none) SQLite.
+        let store: Arc<dyn Store> = match config.database_url.as_deref() {
+            Some(url) if storage::postgres::is_postgres_url(url) => {
+                Arc::new(storage::postgres::PostgresStore::open(url).await?)
+            }
+            url => Arc::new(SqliteStore::open(url, &db_path).await?),
+        };
         let metrics = Arc::new(Metrics::default());
         let rooms = store.load_rooms().await?;
         let hub = Arc::new(Hub::new(rooms, config.limits.clone(), Arc::clone(&metrics)));

@@ -1,0 +1,765 @@
+//! The PostgreSQL [`Store`], selected by `--database-url postgres://…`.
+//!
+//! Same tables, keys and semantics as [`super::sqlite`]; the schema is
+//! `migrations/postgres/`. Connections are plain TCP (sqlx's TLS features
+//! are not compiled in): run the server next to its database or on a
+//! trusted network.
+//!
+//! # Durability: what "acknowledged" means
+//!
+//! A SendAck is sent only after `COMMIT` of the transaction holding the
+//! message returned. With `synchronous_commit` on (PostgreSQL's default;
+//! `open` refuses a session where it is `off`), `COMMIT` returns only once
+//! the commit record is flushed to the write-ahead log on disk, so an
+//! acknowledged message survives a crash of the server, of PostgreSQL and
+//! of the machine. Group commit (see `writer`) makes one flush cover a
+//! whole batch.
+//!
+//! # Seqs are gapless across nodes (§8.2)
+//!
+//! A room's seqs are `rooms.head_seq + 1, + 2, …`, assigned inside the
+//! transaction that stores the messages, after `SELECT … FOR UPDATE` locked
+//! the head rows. A PostgreSQL sequence would not do: `nextval` is never
+//! rolled back, so a failed batch would leave a hole. Every batch locks its
+//! rooms' heads in ascending id order, so two nodes writing overlapping
+//! rooms queue behind each other instead of deadlocking.
+//!
+//! # Idempotency across nodes (§8.5)
+//!
+//! The key `(sender, client_msg_id)` is UNIQUE. Two batches repeating one
+//! key in the same room are serialised by the head lock, and the second one
+//! sees the first's row (each statement of a READ COMMITTED transaction
+//! reads what committed before it began). Two batches using one key in
+//! different rooms are not serialised: the loser's INSERT fails on the
+//! constraint, its transaction rolls back whole, and the batch is planned
+//! again from a fresh read, which now sees the winner's row.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use confab_protocol::names::{ClientMsgId, RoomName, Username};
+use confab_protocol::rules::HistoryRange;
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+
+use super::{
+    AppendOutcome, HistorySlice, NewMessage, RoomId, RoomRecord, Store, StoreError, StoreFuture,
+    StoredMessage, TokenRecord, UserCredentials, UserId,
+};
+
+/// Pool size: the batch writer plus concurrent readers (history, login,
+/// token checks). PostgreSQL's default `max_connections` is 100, so a few
+/// nodes fit beside other clients.
+const POOL_CONNECTIONS: u32 = 16;
+/// How long a request waits for a free pooled connection before failing
+/// (a typed storage error, which the client may retry).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a batch is planned again after losing a race for an
+/// idempotency key to another node. Each retry sees the winner's row, so a
+/// second attempt succeeds unless yet another node races on the same key.
+const KEY_RACE_ATTEMPTS: usize = 4;
+/// The name of the UNIQUE (sender_id, client_msg_id) constraint in
+/// `migrations/postgres/0001_initial.sql`.
+const IDEMPOTENCY_CONSTRAINT: &str = "messages_idempotency_key";
+
+/// PostgreSQL-backed storage.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// Why the PostgreSQL database could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The URL does not parse as a PostgreSQL connection URL.
+    #[error(
+        "invalid PostgreSQL URL ({0}); expected postgres://user[:password]@host:port/database"
+    )]
+    Url(#[source] sqlx::Error),
+    /// Connecting or the first query failed.
+    #[error(
+        "cannot connect to PostgreSQL at {target}: {source}; check that PostgreSQL runs and accepts \
+         TCP connections there, that the database exists and that pg_hba.conf lets this user in \
+         (TLS is not supported yet)"
+    )]
+    Connect {
+        /// Host, port and database (never the password).
+        target: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// `synchronous_commit` is off, so a commit would not mean durable.
+    #[error(
+        "PostgreSQL at {target} runs with synchronous_commit=off, so an acknowledged message could \
+         be lost in a crash; set it on for this database or user (ALTER DATABASE … SET \
+         synchronous_commit = on)"
+    )]
+    NotDurable {
+        /// Host, port and database.
+        target: String,
+    },
+    /// A migration failed.
+    #[error(
+        "cannot migrate the PostgreSQL database at {target}: {source}; check that the user may \
+         create tables there and that the schema was not changed by hand"
+    )]
+    Migrate {
+        /// Host, port and database.
+        target: String,
+        /// Why.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Whether `url` names a PostgreSQL database (and so selects this store).
+pub fn is_postgres_url(url: &str) -> bool {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    matches!(scheme, Some(s) if s.eq_ignore_ascii_case("postgres") || s.eq_ignore_ascii_case("postgresql"))
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Where `options` points, for error messages: no user, no password.
+fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("(default database)")
+    )
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` and runs pending migrations.
+    pub async fn open(url: &str) -> Result<Self, OpenError> {
+        let options = url.parse::<PgConnectOptions>().map_err(OpenError::Url)?;
+        Self::open_with(options).await
+    }
+
+    /// Connects with `options` (e.g. with a `search_path` naming the schema
+    /// to use) and runs pending migrations. Several nodes may open one
+    /// database at once: sqlx's migrator holds an advisory lock meanwhile.
+    pub async fn open_with(options: PgConnectOptions) -> Result<Self, OpenError> {
+        let target = describe(&options);
+        let connect = |source| OpenError::Connect {
+            target: target.clone(),
+            source,
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(connect)?;
+        let synchronous: String =
+            sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+                .fetch_one(&pool)
+                .await
+                .map_err(connect)?;
+        if synchronous.eq_ignore_ascii_case("off") {
+            pool.close().await;
+            return Err(OpenError::NotDurable { target });
+        }
+        if let Err(source) = sqlx::migrate!("./migrations/postgres").run(&pool).await {
+            pool.close().await;
+            return Err(OpenError::Migrate { target, source });
+        }
+        Ok(Self { pool })
+    }
+
+    /// One attempt at a batch: `Ok(None)` when it lost a race for an
+    /// idempotency key to another node and rolled back, so it must be
+    /// planned again.
+    async fn append_once(
+        &self,
+        batch: &[NewMessage],
+    ) -> Result<Option<Vec<AppendOutcome>>, StoreError> {
+        let mut room_ids: Vec<RoomId> = batch.iter().map(|m| m.room_id).collect();
+        room_ids.sort_unstable();
+        room_ids.dedup();
+        let keys = first_of_keys(batch);
+        let (senders, client_msg_ids): (Vec<UserId>, Vec<&str>) = keys
+            .firsts
+            .iter()
+            .map(|&i| (batch[i].sender_id, batch[i].client_msg_id.as_str()))
+            .unzip();
+
+        // Dropping `tx` on any early return rolls it back.
+        let mut tx = self.pool.begin().await?;
+        // ORDER BY under FOR UPDATE locks the rows in id order (the lock is
+        // taken as each sorted row is emitted): the fixed order that keeps
+        // nodes writing overlapping rooms from deadlocking.
+        let heads: Vec<(RoomId, i64)> = sqlx::query_as(
+            "SELECT id, head_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&room_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        // A new statement, so it sees every row committed before the locks
+        // were granted, including those of a batch we waited for.
+        let existing: Vec<(i64, RoomId, i64, String, String, i32, i64)> = sqlx::query_as(
+            "SELECT k.i, m.room_id, m.seq, m.message_id, m.text, m.kind, m.server_ts_ms \
+             FROM UNNEST($1::bigint[], $2::text[]) WITH ORDINALITY AS k(sender_id, client_msg_id, i) \
+             JOIN messages m ON m.sender_id = k.sender_id AND m.client_msg_id = k.client_msg_id",
+        )
+        .bind(&senders)
+        .bind(&client_msg_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+
+        let mut heads: HashMap<RoomId, (i64, Option<i64>)> = heads
+            .into_iter()
+            .map(|(id, head)| (id, (head, None)))
+            .collect();
+        let mut originals: HashMap<usize, (RoomId, StoredMessage)> =
+            HashMap::with_capacity(existing.len());
+        for (k, room_id, seq, message_id, text, kind, server_ts_ms) in existing {
+            // WITH ORDINALITY counts from 1.
+            let j = usize::try_from(k - 1)
+                .ok()
+                .and_then(|k| keys.firsts.get(k).copied())
+                .ok_or_else(|| StoreError::Database(format!("key read named key {k}")))?;
+            // Same key means same sender; the room name is only used when
+            // the room id matches, so it is the batch message's.
+            let original = StoredMessage {
+                room: batch[j].room.clone(),
+                seq: to_u64(seq),
+                message_id,
+                sender: batch[j].sender.as_str().to_owned(),
+                client_msg_id: batch[j].client_msg_id.as_str().to_owned(),
+                text,
+                kind,
+                server_ts_ms,
+            };
+            originals.insert(j, (room_id, original));
+        }
+
+        let (outcomes, rows) = plan(batch, &keys.first, &originals, &mut heads)?;
+        if !rows.room_id.is_empty() {
+            let (head_rooms, head_seqs, activity): (Vec<RoomId>, Vec<i64>, Vec<i64>) = heads
+                .iter()
+                .filter_map(|(&id, &(head, last))| last.map(|last| (id, head, last)))
+                .fold(
+                    (Vec::new(), Vec::new(), Vec::new()),
+                    |(mut a, mut b, mut c), (id, head, last)| {
+                        a.push(id);
+                        b.push(head);
+                        c.push(last);
+                        (a, b, c)
+                    },
+                );
+            let written: Result<(i64, i64), sqlx::Error> = sqlx::query_as(BATCH_WRITE_SQL)
+                .bind(&rows.room_id)
+                .bind(&rows.seq)
+                .bind(&rows.message_id)
+                .bind(&rows.sender_id)
+                .bind(&rows.client_msg_id)
+                .bind(&rows.text)
+                .bind(&rows.kind)
+                .bind(&rows.server_ts_ms)
+                .bind(&head_rooms)
+                .bind(&head_seqs)
+                .bind(&activity)
+                .fetch_one(&mut *tx)
+                .await;
+            match written {
+                Err(sqlx::Error::Database(db))
+                    if db.is_unique_violation()
+                        && db.constraint() == Some(IDEMPOTENCY_CONSTRAINT) =>
+                {
+                    return Ok(None);
+                }
+                Err(err) => return Err(err.into()),
+                Ok((messages, rooms)) => {
+                    let expected = (rows.room_id.len(), head_rooms.len());
+                    if (usize::try_from(messages).ok(), usize::try_from(rooms).ok())
+                        != (Some(expected.0), Some(expected.1))
+                    {
+                        return Err(StoreError::Database(format!(
+                            "batch wrote {messages} messages and {rooms} heads, expected {} and {}",
+                            expected.0, expected.1
+                        )));
+                    }
+                }
+            }
+        }
+        // With nothing written (every message a repeat) this only releases
+        // the head locks.
+        tx.commit().await?;
+        Ok(Some(outcomes))
+    }
+}
+
+/// Writes a planned batch in one statement: the new messages ($1-$8, one
+/// array per column) and the new head and last activity of every room that
+/// got one ($9-$11). Returns how many rows of each it wrote.
+const BATCH_WRITE_SQL: &str = "WITH inserted AS ( \
+        INSERT INTO messages (room_id, seq, message_id, sender_id, client_msg_id, text, kind, server_ts_ms) \
+        SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::int4[], $8::bigint[]) \
+        RETURNING 1 \
+    ), heads AS ( \
+        UPDATE rooms r SET head_seq = h.head_seq, last_activity_ms = h.last_activity_ms \
+        FROM UNNEST($9::bigint[], $10::bigint[], $11::bigint[]) AS h(id, head_seq, last_activity_ms) \
+        WHERE r.id = h.id \
+        RETURNING 1 \
+    ) \
+    SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM heads)";
+
+/// The rows of a batch to insert, one vector per column (what UNNEST takes).
+#[derive(Debug, Default)]
+struct Rows<'a> {
+    room_id: Vec<RoomId>,
+    seq: Vec<i64>,
+    message_id: Vec<String>,
+    sender_id: Vec<UserId>,
+    client_msg_id: Vec<&'a str>,
+    text: Vec<&'a str>,
+    kind: Vec<i32>,
+    server_ts_ms: Vec<i64>,
+}
+
+/// Which message of the batch first uses each idempotency key.
+#[derive(Debug)]
+struct Keys {
+    /// For each message, the index of the first message with its key.
+    first: Vec<usize>,
+    /// The indexes of those first messages, ascending.
+    firsts: Vec<usize>,
+}
+
+/// §8.5: the idempotency key is (sender, client_msg_id). Only the first
+/// message of the batch with a key can be new; later ones repeat it.
+fn first_of_keys(batch: &[NewMessage]) -> Keys {
+    let mut first_of_key: HashMap<(UserId, &str), usize> = HashMap::with_capacity(batch.len());
+    let first: Vec<usize> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            *first_of_key
+                .entry((m.sender_id, m.client_msg_id.as_str()))
+                .or_insert(i)
+        })
+        .collect();
+    let firsts = (0..batch.len()).filter(|&i| first[i] == i).collect();
+    Keys { first, firsts }
+}
+
+/// What a message repeating an idempotency key gets (§8.5): the `original`
+/// stored under the key (in room `original_room`) if it names the same room
+/// and text, a conflict otherwise.
+fn repeat_of(original_room: RoomId, original: &StoredMessage, msg: &NewMessage) -> AppendOutcome {
+    if original_room == msg.room_id && original.text == msg.text {
+        AppendOutcome::Duplicate(original.clone())
+    } else {
+        AppendOutcome::Conflict
+    }
+}
+
+/// Assigns outcomes and seqs: repeats of a stored key or of an earlier
+/// message of the batch get the original or a conflict; every other message
+/// gets the next seq of its room, continuing the locked head (gapless, in
+/// batch order), and a fresh UUIDv7.
+fn plan<'a>(
+    batch: &'a [NewMessage],
+    first: &[usize],
+    originals: &HashMap<usize, (RoomId, StoredMessage)>,
+    heads: &mut HashMap<RoomId, (i64, Option<i64>)>,
+) -> Result<(Vec<AppendOutcome>, Rows<'a>), StoreError> {
+    let mut outcomes: Vec<AppendOutcome> = Vec::with_capacity(batch.len());
+    let mut rows = Rows::default();
+    for (i, msg) in batch.iter().enumerate() {
+        let j = first[i];
+        let original = match (originals.get(&j), outcomes.get(j)) {
+            (Some((room, original)), _) => Some((*room, original)),
+            // The key's first message in this batch is stored by it.
+            (None, Some(AppendOutcome::Stored(original))) if j < i => {
+                Some((batch[j].room_id, original))
+            }
+            _ => None,
+        };
+        if let Some((room, original)) = original {
+            let outcome = repeat_of(room, original, msg);
+            outcomes.push(outcome);
+            continue;
+        }
+        // A room the lock query did not return does not exist: the whole
+        // batch fails and stores nothing.
+        let (head, last_activity) = heads.get_mut(&msg.room_id).ok_or(StoreError::NotFound)?;
+        *head += 1;
+        *last_activity = Some(msg.server_ts_ms);
+        let message_id = uuid::Uuid::now_v7().to_string();
+        rows.room_id.push(msg.room_id);
+        rows.seq.push(*head);
+        rows.message_id.push(message_id.clone());
+        rows.sender_id.push(msg.sender_id);
+        rows.client_msg_id.push(msg.client_msg_id.as_str());
+        rows.text.push(msg.text.as_str());
+        rows.kind.push(msg.kind as i32);
+        rows.server_ts_ms.push(msg.server_ts_ms);
+        outcomes.push(AppendOutcome::Stored(StoredMessage {
+            room: msg.room.clone(),
+            seq: to_u64(*head),
+            message_id,
+            sender: msg.sender.as_str().to_owned(),
+            client_msg_id: msg.client_msg_id.as_str().to_owned(),
+            text: msg.text.clone(),
+            kind: msg.kind as i32,
+            server_ts_ms: msg.server_ts_ms,
+        }));
+    }
+    Ok((outcomes, rows))
+}
+
+const MESSAGE_COLUMNS: &str = "r.name AS room, m.seq, m.message_id, u.username AS sender, m.client_msg_id, m.text, m.kind, m.server_ts_ms";
+const MESSAGE_JOINS: &str =
+    "FROM messages m JOIN rooms r ON r.id = m.room_id JOIN users u ON u.id = m.sender_id";
+
+fn message_from_row(row: &PgRow) -> Result<StoredMessage, StoreError> {
+    let room: String = row.try_get("room")?;
+    Ok(StoredMessage {
+        room: RoomName::parse(room)
+            .map_err(|e| StoreError::Database(format!("stored room name invalid: {e}")))?,
+        seq: to_u64(row.try_get("seq")?),
+        message_id: row.try_get("message_id")?,
+        sender: row.try_get("sender")?,
+        client_msg_id: row.try_get("client_msg_id")?,
+        text: row.try_get("text")?,
+        kind: row.try_get("kind")?,
+        server_ts_ms: row.try_get("server_ts_ms")?,
+    })
+}
+
+fn username(name: String) -> Result<Username, StoreError> {
+    Username::parse(name).map_err(|e| StoreError::Database(format!("stored username invalid: {e}")))
+}
+
+impl Store for PostgresStore {
+    fn create_user<'a>(
+        &'a self,
+        username: &'a Username,
+        password_hash: &'a str,
+        now_ms: i64,
+    ) -> StoreFuture<'a, UserId> {
+        Box::pin(async move {
+            let id = sqlx::query_scalar(
+                "INSERT INTO users (username, password_hash, created_ms) VALUES ($1, $2, $3) RETURNING id",
+            )
+            .bind(username.as_str())
+            .bind(password_hash)
+            .bind(now_ms)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(id)
+        })
+    }
+
+    fn user_credentials<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> StoreFuture<'a, Option<UserCredentials>> {
+        Box::pin(async move {
+            let row =
+                sqlx::query("SELECT id, username, password_hash FROM users WHERE username = $1")
+                    .bind(username)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            row.map(|row| {
+                Ok(UserCredentials {
+                    id: row.try_get("id")?,
+                    username: self::username(row.try_get("username")?)?,
+                    password_hash: row.try_get("password_hash")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn insert_token<'a>(
+        &'a self,
+        token_hash: &'a str,
+        user_id: UserId,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO tokens (token_hash, user_id, created_ms, expires_ms) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(now_ms)
+            .bind(expires_ms)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn token<'a>(&'a self, token_hash: &'a str) -> StoreFuture<'a, Option<TokenRecord>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT t.user_id, u.username, t.expires_ms, t.revoked FROM tokens t JOIN users u ON u.id = t.user_id \
+                 WHERE t.token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.map(|row| {
+                Ok(TokenRecord {
+                    user_id: row.try_get("user_id")?,
+                    username: username(row.try_get("username")?)?,
+                    expires_ms: row.try_get("expires_ms")?,
+                    revoked: row.try_get("revoked")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn revoke_token<'a>(&'a self, token_hash: &'a str, now_ms: i64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            // One conditional UPDATE: two nodes revoking the same token at
+            // once see exactly one `true`.
+            let done = sqlx::query(
+                "UPDATE tokens SET revoked = TRUE WHERE token_hash = $1 AND NOT revoked AND expires_ms > $2",
+            )
+            .bind(token_hash)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn load_rooms(&self) -> StoreFuture<'_, Vec<RoomRecord>> {
+        Box::pin(async move {
+            // One snapshot for rooms and members, so a member row never
+            // names a room the room list lacks.
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await?;
+            let rooms = sqlx::query(
+                "SELECT id, name, topic, epoch, head_seq, last_activity_ms FROM rooms ORDER BY id",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let members = sqlx::query(
+                "SELECT m.room_id, u.username FROM members m JOIN users u ON u.id = m.user_id",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let mut by_room: HashMap<RoomId, Vec<Username>> = HashMap::new();
+            for row in members {
+                let name = username(row.try_get("username")?)?;
+                by_room
+                    .entry(row.try_get("room_id")?)
+                    .or_default()
+                    .push(name);
+            }
+            rooms
+                .into_iter()
+                .map(|row| {
+                    let id: RoomId = row.try_get("id")?;
+                    let name: String = row.try_get("name")?;
+                    Ok(RoomRecord {
+                        id,
+                        name: RoomName::parse(name).map_err(|e| {
+                            StoreError::Database(format!("stored room name invalid: {e}"))
+                        })?,
+                        topic: row.try_get("topic")?,
+                        epoch: row.try_get("epoch")?,
+                        head_seq: to_u64(row.try_get("head_seq")?),
+                        last_activity_ms: row.try_get("last_activity_ms")?,
+                        members: by_room.remove(&id).unwrap_or_default(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn create_room<'a>(
+        &'a self,
+        name: &'a RoomName,
+        topic: &'a str,
+        epoch: &'a str,
+        creator: UserId,
+        now_ms: i64,
+    ) -> StoreFuture<'a, RoomId> {
+        Box::pin(async move {
+            // Racing creators (on any node) meet at the UNIQUE name: exactly
+            // one INSERT succeeds, the others get AlreadyExists.
+            let mut tx = self.pool.begin().await?;
+            let id: RoomId = sqlx::query_scalar(
+                "INSERT INTO rooms (name, topic, epoch, created_ms, last_activity_ms) VALUES ($1, $2, $3, $4, $4) RETURNING id",
+            )
+            .bind(name.as_str())
+            .bind(topic)
+            .bind(epoch)
+            .bind(now_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO members (room_id, user_id, joined_ms) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(creator)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    fn add_member(&self, room: RoomId, user: UserId, now_ms: i64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO members (room_id, user_id, joined_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(room)
+            .bind(user)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn remove_member(&self, room: RoomId, user: UserId) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("DELETE FROM members WHERE room_id = $1 AND user_id = $2")
+                .bind(room)
+                .bind(user)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn append_batch<'a>(&'a self, batch: &'a [NewMessage]) -> StoreFuture<'a, Vec<AppendOutcome>> {
+        Box::pin(async move {
+            // One transaction, hence one WAL flush, for the whole batch, in
+            // five round trips whatever its size: BEGIN, lock heads, read
+            // keys, write, COMMIT.
+            for _ in 0..KEY_RACE_ATTEMPTS {
+                if let Some(outcomes) = self.append_once(batch).await? {
+                    return Ok(outcomes);
+                }
+                tracing::debug!("a batch lost an idempotency key race to another node; replanning");
+            }
+            Err(StoreError::Database(format!(
+                "a batch lost {KEY_RACE_ATTEMPTS} idempotency key races in a row; resend"
+            )))
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        range: HistoryRange,
+        limit: u32,
+    ) -> StoreFuture<'a, HistorySlice> {
+        Box::pin(async move {
+            // One snapshot, so the page and the head agree.
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await?;
+            let head = sqlx::query("SELECT id, head_seq, epoch FROM rooms WHERE name = $1")
+                .bind(room.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            let room_id: RoomId = head.try_get("id")?;
+            // Fetch one extra row to learn whether more exist beyond the page.
+            let (condition, order, anchor) = match range {
+                HistoryRange::Latest => ("", "DESC", 0),
+                HistoryRange::Before(seq) => ("AND m.seq < $3", "DESC", seq),
+                HistoryRange::After(seq) => ("AND m.seq > $3", "ASC", seq),
+            };
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} {MESSAGE_JOINS} WHERE m.room_id = $1 {condition} ORDER BY m.seq {order} LIMIT $2"
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(room_id)
+                .bind(i64::from(limit) + 1);
+            if !condition.is_empty() {
+                query = query.bind(to_i64(anchor));
+            }
+            let rows = query.fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            let has_more = rows.len() > limit as usize;
+            let mut messages = rows
+                .iter()
+                .take(limit as usize)
+                .map(message_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            if order == "DESC" {
+                messages.reverse();
+            }
+            Ok(HistorySlice {
+                messages,
+                has_more,
+                head_seq: to_u64(head.try_get("head_seq")?),
+                epoch: head.try_get("epoch")?,
+            })
+        })
+    }
+
+    fn messages_between<'a>(
+        &'a self,
+        room: &'a RoomName,
+        after: u64,
+        up_to: u64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        Box::pin(async move {
+            let rows = sqlx::query(&format!(
+                "SELECT {MESSAGE_COLUMNS} {MESSAGE_JOINS} WHERE r.name = $1 AND m.seq > $2 AND m.seq <= $3 ORDER BY m.seq LIMIT $4"
+            ))
+            .bind(room.as_str())
+            .bind(to_i64(after))
+            .bind(to_i64(up_to))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(message_from_row).collect()
+        })
+    }
+
+    fn sent_message<'a>(
+        &'a self,
+        sender: UserId,
+        client_msg_id: &'a ClientMsgId,
+    ) -> StoreFuture<'a, Option<StoredMessage>> {
+        Box::pin(async move {
+            // Served by the UNIQUE (sender_id, client_msg_id) index.
+            let row = sqlx::query(&format!(
+                "SELECT {MESSAGE_COLUMNS} {MESSAGE_JOINS} WHERE m.sender_id = $1 AND m.client_msg_id = $2"
+            ))
+            .bind(sender)
+            .bind(client_msg_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(message_from_row).transpose()
+        })
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            // Every acknowledged batch already committed; closing only
+            // waits for borrowed connections to come back.
+            self.pool.close().await;
+            Ok(())
+        })
+    }
+}

@@ -10,12 +10,16 @@
 //! - [`names`]: validated newtypes for user-supplied strings (§12.3).
 //! - [`error`]: error codes, close codes and the [`error::Rejection`] a server sends (§13).
 //! - [`limits`]: server limits and the token-bucket rate limiter (§12).
+//! - [`batch`]: planning a batch of message appends: seqs and idempotency (§8.2, §8.5).
+//! - [`delivery`]: the per-connection "never repeat a seq" marks (§10.6).
 //! - [`rules`]: pure server-side rules: request validation, history ranges,
 //!   the resume decision and typing expiry (§7-§11).
 //! - [`http`]: JSON bodies of the HTTP endpoints and their JSON Schemas (§5).
 //! - [`session`]: the sans-IO client session state machine (§6-§10, §14).
 
+pub mod batch;
 pub mod codec;
+pub mod delivery;
 pub mod error;
 pub mod frames;
 pub mod http;

@@ -37,6 +37,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use confab_protocol::batch::{
+    BatchRequest, Original, PlanError, Planned, StoredKey, batch_keys, plan_batch,
+};
 use confab_protocol::names::{ClientMsgId, RoomName, Username};
 use confab_protocol::rules::HistoryRange;
 use sqlx::Row;
@@ -178,20 +181,25 @@ impl PostgresStore {
 
     /// One attempt at a batch: `Ok(None)` when it lost a race for an
     /// idempotency key to another node and rolled back, so it must be
-    /// planned again.
+    /// planned again. The rule (seqs, repeats, conflicts) is
+    /// [`plan_batch`]'s; this only reads what it needs and writes its plan.
     async fn append_once(
         &self,
         batch: &[NewMessage],
     ) -> Result<Option<Vec<AppendOutcome>>, StoreError> {
-        let mut room_ids: Vec<RoomId> = batch.iter().map(|m| m.room_id).collect();
-        room_ids.sort_unstable();
-        room_ids.dedup();
-        let keys = first_of_keys(batch);
-        let (senders, client_msg_ids): (Vec<UserId>, Vec<&str>) = keys
-            .firsts
+        let requests: Vec<BatchRequest<'_, RoomId, UserId>> = batch
             .iter()
-            .map(|&i| (batch[i].sender_id, batch[i].client_msg_id.as_str()))
-            .unzip();
+            .map(|m| BatchRequest {
+                room: m.room_id,
+                sender: m.sender_id,
+                client_msg_id: m.client_msg_id.as_str(),
+                text: m.text.as_str(),
+            })
+            .collect();
+        let keys = batch_keys(&requests);
+        let mut room_ids = keys.rooms.clone();
+        room_ids.sort_unstable();
+        let (senders, client_msg_ids): (Vec<UserId>, Vec<&str>) = keys.keys.iter().copied().unzip();
 
         // Dropping `tx` on any early return rolls it back.
         let mut tx = self.pool.begin().await?;
@@ -206,7 +214,7 @@ impl PostgresStore {
         .await?;
         // A new statement, so it sees every row committed before the locks
         // were granted, including those of a batch we waited for.
-        let existing: Vec<(i64, RoomId, i64, String, String, i32, i64)> = sqlx::query_as(
+        let existing: Vec<ExistingRow> = sqlx::query_as(
             "SELECT k.i, m.room_id, m.seq, m.message_id, m.text, m.kind, m.server_ts_ms \
              FROM UNNEST($1::bigint[], $2::text[]) WITH ORDINALITY AS k(sender_id, client_msg_id, i) \
              JOIN messages m ON m.sender_id = k.sender_id AND m.client_msg_id = k.client_msg_id",
@@ -215,48 +223,55 @@ impl PostgresStore {
         .bind(&client_msg_ids)
         .fetch_all(&mut *tx)
         .await?;
+        let stored = existing
+            .iter()
+            .map(|row| {
+                // WITH ORDINALITY counts from 1.
+                let (sender, client_msg_id) = usize::try_from(row.0 - 1)
+                    .ok()
+                    .and_then(|k| keys.keys.get(k).copied())
+                    .ok_or_else(|| StoreError::Database(format!("key read named key {}", row.0)))?;
+                Ok(StoredKey {
+                    sender,
+                    client_msg_id,
+                    room: row.1,
+                    text: row.4.as_str(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
 
-        let mut heads: HashMap<RoomId, (i64, Option<i64>)> = heads
-            .into_iter()
-            .map(|(id, head)| (id, (head, None)))
-            .collect();
-        let mut originals: HashMap<usize, (RoomId, StoredMessage)> =
-            HashMap::with_capacity(existing.len());
-        for (k, room_id, seq, message_id, text, kind, server_ts_ms) in existing {
-            // WITH ORDINALITY counts from 1.
-            let j = usize::try_from(k - 1)
-                .ok()
-                .and_then(|k| keys.firsts.get(k).copied())
-                .ok_or_else(|| StoreError::Database(format!("key read named key {k}")))?;
-            // Same key means same sender; the room name is only used when
-            // the room id matches, so it is the batch message's.
-            let original = StoredMessage {
-                room: batch[j].room.clone(),
-                seq: to_u64(seq),
-                message_id,
-                sender: batch[j].sender.as_str().to_owned(),
-                client_msg_id: batch[j].client_msg_id.as_str().to_owned(),
-                text,
-                kind,
-                server_ts_ms,
-            };
-            originals.insert(j, (room_id, original));
+        let plan = plan_batch(
+            heads.iter().map(|&(room, head)| (room, to_u64(head))),
+            &stored,
+            &requests,
+        )
+        .map_err(|err| match err {
+            PlanError::UnknownRoom { .. } => StoreError::NotFound,
+            other => StoreError::Database(other.to_string()),
+        })?;
+
+        let mut rows = Rows::default();
+        for row in &plan.rows {
+            let msg = &batch[row.request];
+            rows.room_id.push(row.room);
+            rows.seq.push(to_i64(row.seq));
+            rows.message_id.push(uuid::Uuid::now_v7().to_string());
+            rows.sender_id.push(msg.sender_id);
+            rows.client_msg_id.push(msg.client_msg_id.as_str());
+            rows.text.push(msg.text.as_str());
+            rows.kind.push(msg.kind as i32);
+            rows.server_ts_ms.push(msg.server_ts_ms);
         }
+        let outcomes = outcomes(batch, &plan.outcomes, &rows, &existing)?;
 
-        let (outcomes, rows) = plan(batch, &keys.first, &originals, &mut heads)?;
-        if !rows.room_id.is_empty() {
-            let (head_rooms, head_seqs, activity): (Vec<RoomId>, Vec<i64>, Vec<i64>) = heads
+        if !plan.rows.is_empty() {
+            let head_rooms: Vec<RoomId> = plan.heads.iter().map(|h| h.room).collect();
+            let head_seqs: Vec<i64> = plan.heads.iter().map(|h| to_i64(h.head_seq)).collect();
+            let activity: Vec<i64> = plan
+                .heads
                 .iter()
-                .filter_map(|(&id, &(head, last))| last.map(|last| (id, head, last)))
-                .fold(
-                    (Vec::new(), Vec::new(), Vec::new()),
-                    |(mut a, mut b, mut c), (id, head, last)| {
-                        a.push(id);
-                        b.push(head);
-                        c.push(last);
-                        (a, b, c)
-                    },
-                );
+                .map(|h| batch[h.last_request].server_ts_ms)
+                .collect();
             let written: Result<(i64, i64), sqlx::Error> = sqlx::query_as(BATCH_WRITE_SQL)
                 .bind(&rows.room_id)
                 .bind(&rows.seq)
@@ -280,7 +295,7 @@ impl PostgresStore {
                 }
                 Err(err) => return Err(err.into()),
                 Ok((messages, rooms)) => {
-                    let expected = (rows.room_id.len(), head_rooms.len());
+                    let expected = (plan.rows.len(), plan.heads.len());
                     if (usize::try_from(messages).ok(), usize::try_from(rooms).ok())
                         != (Some(expected.0), Some(expected.1))
                     {
@@ -297,6 +312,71 @@ impl PostgresStore {
         tx.commit().await?;
         Ok(Some(outcomes))
     }
+}
+
+/// A row of the key read: the key's 1-based index in `BatchKeys::keys`,
+/// then the stored message's room id, seq, message id, text, kind and time.
+type ExistingRow = (i64, RoomId, i64, String, String, i32, i64);
+
+/// Turns the plan's outcomes into the store's: a stored message gets its
+/// row; a duplicate gets the original, unchanged (from the key read, or
+/// the row this batch stores for an earlier request).
+fn outcomes(
+    batch: &[NewMessage],
+    planned: &[Planned],
+    rows: &Rows<'_>,
+    existing: &[ExistingRow],
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    let stored_row = |i: usize, row: usize| -> Result<StoredMessage, StoreError> {
+        let msg = &batch[i];
+        Ok(StoredMessage {
+            room: msg.room.clone(),
+            seq: to_u64(*rows.seq.get(row).ok_or(StoreError::NotFound)?),
+            message_id: rows.message_id[row].clone(),
+            sender: msg.sender.as_str().to_owned(),
+            client_msg_id: msg.client_msg_id.as_str().to_owned(),
+            text: msg.text.clone(),
+            kind: msg.kind as i32,
+            server_ts_ms: msg.server_ts_ms,
+        })
+    };
+    planned
+        .iter()
+        .enumerate()
+        .map(|(i, outcome)| {
+            Ok(match *outcome {
+                Planned::Stored { row, .. } => AppendOutcome::Stored(stored_row(i, row)?),
+                Planned::Duplicate(Original::Batch(j)) => match planned.get(j) {
+                    Some(&Planned::Stored { row, .. }) => {
+                        AppendOutcome::Duplicate(stored_row(j, row)?)
+                    }
+                    _ => {
+                        return Err(StoreError::Database(format!(
+                            "plan: request {i} repeats request {j}, which stored nothing"
+                        )));
+                    }
+                },
+                Planned::Duplicate(Original::Stored(k)) => {
+                    let (_, _, seq, message_id, text, kind, server_ts_ms) =
+                        existing.get(k).ok_or(StoreError::NotFound)?;
+                    // Same key means same sender, and a duplicate names the
+                    // same room: the request's names are the original's.
+                    let msg = &batch[i];
+                    AppendOutcome::Duplicate(StoredMessage {
+                        room: msg.room.clone(),
+                        seq: to_u64(*seq),
+                        message_id: message_id.clone(),
+                        sender: msg.sender.as_str().to_owned(),
+                        client_msg_id: msg.client_msg_id.as_str().to_owned(),
+                        text: text.clone(),
+                        kind: *kind,
+                        server_ts_ms: *server_ts_ms,
+                    })
+                }
+                Planned::Conflict => AppendOutcome::Conflict,
+            })
+        })
+        .collect()
 }
 
 /// Writes a planned batch in one statement: the new messages ($1-$8, one
@@ -325,98 +405,6 @@ struct Rows<'a> {
     text: Vec<&'a str>,
     kind: Vec<i32>,
     server_ts_ms: Vec<i64>,
-}
-
-/// Which message of the batch first uses each idempotency key.
-#[derive(Debug)]
-struct Keys {
-    /// For each message, the index of the first message with its key.
-    first: Vec<usize>,
-    /// The indexes of those first messages, ascending.
-    firsts: Vec<usize>,
-}
-
-/// §8.5: the idempotency key is (sender, client_msg_id). Only the first
-/// message of the batch with a key can be new; later ones repeat it.
-fn first_of_keys(batch: &[NewMessage]) -> Keys {
-    let mut first_of_key: HashMap<(UserId, &str), usize> = HashMap::with_capacity(batch.len());
-    let first: Vec<usize> = batch
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            *first_of_key
-                .entry((m.sender_id, m.client_msg_id.as_str()))
-                .or_insert(i)
-        })
-        .collect();
-    let firsts = (0..batch.len()).filter(|&i| first[i] == i).collect();
-    Keys { first, firsts }
-}
-
-/// What a message repeating an idempotency key gets (§8.5): the `original`
-/// stored under the key (in room `original_room`) if it names the same room
-/// and text, a conflict otherwise.
-fn repeat_of(original_room: RoomId, original: &StoredMessage, msg: &NewMessage) -> AppendOutcome {
-    if original_room == msg.room_id && original.text == msg.text {
-        AppendOutcome::Duplicate(original.clone())
-    } else {
-        AppendOutcome::Conflict
-    }
-}
-
-/// Assigns outcomes and seqs: repeats of a stored key or of an earlier
-/// message of the batch get the original or a conflict; every other message
-/// gets the next seq of its room, continuing the locked head (gapless, in
-/// batch order), and a fresh UUIDv7.
-fn plan<'a>(
-    batch: &'a [NewMessage],
-    first: &[usize],
-    originals: &HashMap<usize, (RoomId, StoredMessage)>,
-    heads: &mut HashMap<RoomId, (i64, Option<i64>)>,
-) -> Result<(Vec<AppendOutcome>, Rows<'a>), StoreError> {
-    let mut outcomes: Vec<AppendOutcome> = Vec::with_capacity(batch.len());
-    let mut rows = Rows::default();
-    for (i, msg) in batch.iter().enumerate() {
-        let j = first[i];
-        let original = match (originals.get(&j), outcomes.get(j)) {
-            (Some((room, original)), _) => Some((*room, original)),
-            // The key's first message in this batch is stored by it.
-            (None, Some(AppendOutcome::Stored(original))) if j < i => {
-                Some((batch[j].room_id, original))
-            }
-            _ => None,
-        };
-        if let Some((room, original)) = original {
-            let outcome = repeat_of(room, original, msg);
-            outcomes.push(outcome);
-            continue;
-        }
-        // A room the lock query did not return does not exist: the whole
-        // batch fails and stores nothing.
-        let (head, last_activity) = heads.get_mut(&msg.room_id).ok_or(StoreError::NotFound)?;
-        *head += 1;
-        *last_activity = Some(msg.server_ts_ms);
-        let message_id = uuid::Uuid::now_v7().to_string();
-        rows.room_id.push(msg.room_id);
-        rows.seq.push(*head);
-        rows.message_id.push(message_id.clone());
-        rows.sender_id.push(msg.sender_id);
-        rows.client_msg_id.push(msg.client_msg_id.as_str());
-        rows.text.push(msg.text.as_str());
-        rows.kind.push(msg.kind as i32);
-        rows.server_ts_ms.push(msg.server_ts_ms);
-        outcomes.push(AppendOutcome::Stored(StoredMessage {
-            room: msg.room.clone(),
-            seq: to_u64(*head),
-            message_id,
-            sender: msg.sender.as_str().to_owned(),
-            client_msg_id: msg.client_msg_id.as_str().to_owned(),
-            text: msg.text.clone(),
-            kind: msg.kind as i32,
-            server_ts_ms: msg.server_ts_ms,
-        }));
-    }
-    Ok((outcomes, rows))
 }
 
 const MESSAGE_COLUMNS: &str = "r.name AS room, m.seq, m.message_id, u.username AS sender, m.client_msg_id, m.text, m.kind, m.server_ts_ms";

@@ -170,6 +170,10 @@ pub struct HistorySlice {
 /// Implementations must make [`Store::append_batch`] atomic and durable:
 /// when it returns `Ok`, every `Stored` outcome survives a crash, and the
 /// per-room seqs it assigned are gapless and continue the room's head.
+/// Which requests get a row, their seqs, and which are duplicates or
+/// conflicts is decided by [`confab_protocol::batch::plan_batch`], so every
+/// backend applies §8.2 and §8.5 identically; the behaviour every backend
+/// must show is checked by `tests/store_contract.rs`.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Registers a user; `AlreadyExists` when the name is taken.
     fn create_user<'a>(

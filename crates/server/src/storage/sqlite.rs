@@ -16,10 +16,10 @@
 //! reads before it writes takes the write lock up front and waits (up to
 //! `busy_timeout`) instead of failing on a lock upgrade.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use confab_protocol::batch::{self, BatchRequest, Original, PlanError, Planned, StoredKey};
 use confab_protocol::names::{ClientMsgId, RoomName, Username};
 use confab_protocol::rules::HistoryRange;
 use sqlx::sqlite::{
@@ -189,17 +189,6 @@ const BATCH_WRITE_SQL: &str = "INSERT INTO messages \
 /// idempotency key, with the index of the key.
 type ExistingRow = (usize, RoomId, i64, String, String, i32, i64);
 
-/// What a message repeating an idempotency key gets (§8.5): the `original`
-/// stored under the key (in room `original_room`) if it names the same room
-/// and text, a conflict otherwise.
-fn repeat_of(original_room: RoomId, original: &StoredMessage, msg: &NewMessage) -> AppendOutcome {
-    if original_room == msg.room_id && original.text == msg.text {
-        AppendOutcome::Duplicate(original.clone())
-    } else {
-        AppendOutcome::Conflict
-    }
-}
-
 fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Database(format!("encoding a batch: {e}")))
 }
@@ -212,118 +201,140 @@ fn from_json<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, StoreErr
 /// Appends a batch in one transaction on `conn` with a fixed number of
 /// statements, whatever its size: one read (room heads and already used
 /// idempotency keys), then one write (messages and room heads) and COMMIT.
-/// Seqs are assigned here, by the single writer, from heads read in the
-/// same `BEGIN IMMEDIATE` transaction. On an error the transaction may
-/// still be open: the caller must close `conn`, which rolls it back, so
-/// nothing of the batch is stored and no seq is used (§8.2).
+/// What to write is decided by [`batch::plan_batch`] (§8.2 seqs, §8.5
+/// repeats), from heads read in the same `BEGIN IMMEDIATE` transaction by
+/// the single writer. On an error the transaction may still be open: the
+/// caller must close `conn`, which rolls it back, so nothing of the batch
+/// is stored and no seq is used (§8.2).
 async fn append_on(
     conn: &mut SqliteConnection,
     batch: &[NewMessage],
 ) -> Result<Vec<AppendOutcome>, StoreError> {
-    // §8.5: the idempotency key is (sender, client_msg_id). Only the first
-    // message of the batch with a key can be new; later ones repeat it.
-    let mut first_of_key: HashMap<(UserId, &str), usize> = HashMap::with_capacity(batch.len());
-    let first: Vec<usize> = batch
+    let requests: Vec<BatchRequest<'_, RoomId, UserId>> = batch
         .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            *first_of_key
-                .entry((m.sender_id, m.client_msg_id.as_str()))
-                .or_insert(i)
+        .map(|m| BatchRequest {
+            room: m.room_id,
+            sender: m.sender_id,
+            client_msg_id: m.client_msg_id.as_str(),
+            text: m.text.as_str(),
         })
         .collect();
-    let firsts: Vec<usize> = (0..batch.len()).filter(|&i| first[i] == i).collect();
-    let keys: Vec<(UserId, &str)> = firsts
-        .iter()
-        .map(|&i| (batch[i].sender_id, batch[i].client_msg_id.as_str()))
-        .collect();
-    let mut room_ids: Vec<RoomId> = batch.iter().map(|m| m.room_id).collect();
-    room_ids.sort_unstable();
-    room_ids.dedup();
+    let touched = batch::batch_keys(&requests);
 
     // fetch_all, not fetch_one: every statement of the query runs to its end.
     let read: Vec<(String, String)> = sqlx::query_as(BATCH_READ_SQL)
-        .bind(json(&keys)?)
-        .bind(json(&room_ids)?)
+        .bind(json(&touched.keys)?)
+        .bind(json(&touched.rooms)?)
         .fetch_all(&mut *conn)
         .await?;
     let [(heads, existing)] = <[_; 1]>::try_from(read)
         .map_err(|rows| StoreError::Database(format!("batch read gave {} rows", rows.len())))?;
-    let mut heads: HashMap<RoomId, (i64, Option<i64>)> = from_json::<Vec<(RoomId, i64)>>(&heads)?
-        .into_iter()
-        .map(|(id, head)| (id, (head, None)))
-        .collect();
-    // Index of a key's first message in the batch -> the message stored
-    // under the key before this batch, and its room.
-    let originals: HashMap<usize, (RoomId, StoredMessage)> =
-        from_json::<Vec<ExistingRow>>(&existing)?
-            .into_iter()
-            .map(|(k, room_id, seq, message_id, text, kind, server_ts_ms)| {
-                let j = firsts[k];
-                // Same key means same sender; the room name is only used when
-                // the room id matches, so it is the batch message's.
-                let original = StoredMessage {
-                    room: batch[j].room.clone(),
-                    seq: to_u64(seq),
-                    message_id,
-                    sender: batch[j].sender.as_str().to_owned(),
-                    client_msg_id: batch[j].client_msg_id.as_str().to_owned(),
-                    text,
-                    kind,
-                    server_ts_ms,
-                };
-                (j, (room_id, original))
+    let heads = from_json::<Vec<(RoomId, i64)>>(&heads)?;
+    let existing = from_json::<Vec<ExistingRow>>(&existing)?;
+    let stored = existing
+        .iter()
+        .map(|(k, room, _, _, text, _, _)| {
+            let &(sender, client_msg_id) = touched.keys.get(*k).ok_or_else(|| {
+                StoreError::Database(format!(
+                    "batch read names key {k} of {}",
+                    touched.keys.len()
+                ))
+            })?;
+            Ok(StoredKey {
+                sender,
+                client_msg_id,
+                room: *room,
+                text: text.as_str(),
             })
-            .collect();
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let plan = batch::plan_batch(
+        heads.iter().map(|&(id, head)| (id, to_u64(head))),
+        &stored,
+        &requests,
+    )
+    .map_err(|err| match err {
+        PlanError::UnknownRoom { .. } => StoreError::NotFound,
+        other => StoreError::Database(other.to_string()),
+    })?;
 
-    let mut outcomes: Vec<AppendOutcome> = Vec::with_capacity(batch.len());
-    let mut rows = Vec::with_capacity(batch.len());
-    for (i, msg) in batch.iter().enumerate() {
-        let j = first[i];
-        let original = match (originals.get(&j), outcomes.get(j)) {
-            (Some((room, original)), _) => Some((*room, original)),
-            // The key's first message in this batch was stored just now.
-            (None, Some(AppendOutcome::Stored(original))) if j < i => {
-                Some((batch[j].room_id, original))
-            }
-            _ => None,
-        };
-        if let Some((room, original)) = original {
-            let outcome = repeat_of(room, original, msg);
-            outcomes.push(outcome);
-            continue;
-        }
-        // Consecutive seqs in batch order continue the head read in this
-        // transaction: gapless, and in commit order (§8.2).
-        let (head, last_activity) = heads.get_mut(&msg.room_id).ok_or(StoreError::NotFound)?;
-        *head += 1;
-        *last_activity = Some(msg.server_ts_ms);
-        let message_id = uuid::Uuid::now_v7().to_string();
-        rows.push((
-            msg.room_id,
-            *head,
-            message_id.clone(),
-            msg.sender_id,
-            msg.client_msg_id.as_str(),
-            msg.text.as_str(),
-            msg.kind as i32,
-            msg.server_ts_ms,
-        ));
-        outcomes.push(AppendOutcome::Stored(StoredMessage {
-            room: msg.room.clone(),
-            seq: to_u64(*head),
-            message_id,
-            sender: msg.sender.as_str().to_owned(),
-            client_msg_id: msg.client_msg_id.as_str().to_owned(),
-            text: msg.text.clone(),
-            kind: msg.kind as i32,
-            server_ts_ms: msg.server_ts_ms,
-        }));
-    }
-    let room_updates: Vec<(RoomId, i64, i64)> = heads
-        .into_iter()
-        .filter_map(|(id, (head, last))| last.map(|last| (id, head, last)))
+    let message_ids: Vec<String> = plan
+        .rows
+        .iter()
+        .map(|_| uuid::Uuid::now_v7().to_string())
         .collect();
+    let rows: Vec<_> = plan
+        .rows
+        .iter()
+        .zip(&message_ids)
+        .map(|(row, message_id)| {
+            let msg = &batch[row.request];
+            (
+                row.room,
+                to_i64(row.seq),
+                message_id.as_str(),
+                msg.sender_id,
+                msg.client_msg_id.as_str(),
+                msg.text.as_str(),
+                msg.kind as i32,
+                msg.server_ts_ms,
+            )
+        })
+        .collect();
+    let room_updates: Vec<(RoomId, i64, i64)> = plan
+        .heads
+        .iter()
+        .map(|h| {
+            (
+                h.room,
+                to_i64(h.head_seq),
+                batch[h.last_request].server_ts_ms,
+            )
+        })
+        .collect();
+    // Outcomes before the write: an inconsistent plan fails the batch
+    // before anything commits.
+    let mut outcomes: Vec<AppendOutcome> = Vec::with_capacity(batch.len());
+    for (i, planned) in plan.outcomes.iter().enumerate() {
+        let msg = &batch[i];
+        let outcome = match *planned {
+            Planned::Stored { row, seq } => AppendOutcome::Stored(StoredMessage {
+                room: msg.room.clone(),
+                seq,
+                message_id: message_ids[row].clone(),
+                sender: msg.sender.as_str().to_owned(),
+                client_msg_id: msg.client_msg_id.as_str().to_owned(),
+                text: msg.text.clone(),
+                kind: msg.kind as i32,
+                server_ts_ms: msg.server_ts_ms,
+            }),
+            Planned::Duplicate(Original::Stored(k)) => {
+                let (_, _, seq, message_id, text, kind, server_ts_ms) = &existing[k];
+                // A duplicate has the request's room, sender and key (that is
+                // what makes it one), so those come from the request.
+                AppendOutcome::Duplicate(StoredMessage {
+                    room: msg.room.clone(),
+                    seq: to_u64(*seq),
+                    message_id: message_id.clone(),
+                    sender: msg.sender.as_str().to_owned(),
+                    client_msg_id: msg.client_msg_id.as_str().to_owned(),
+                    text: text.clone(),
+                    kind: *kind,
+                    server_ts_ms: *server_ts_ms,
+                })
+            }
+            Planned::Duplicate(Original::Batch(j)) => match outcomes.get(j) {
+                Some(AppendOutcome::Stored(original)) => AppendOutcome::Duplicate(original.clone()),
+                _ => {
+                    return Err(StoreError::Database(format!(
+                        "batch plan: request {i} repeats request {j}, which was not stored"
+                    )));
+                }
+            },
+            Planned::Conflict => AppendOutcome::Conflict,
+        };
+        outcomes.push(outcome);
+    }
     // Runs (and commits) even when every message was a repeat, to end the
     // transaction; with nothing written, the commit writes nothing either.
     // The rooms were read under this transaction's write lock, and the
@@ -334,6 +345,7 @@ async fn append_on(
         .bind(json(&room_updates)?)
         .execute(&mut *conn)
         .await?;
+
     Ok(outcomes)
 }
 

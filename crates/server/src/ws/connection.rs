@@ -19,7 +19,6 @@
 //! names, limits); this file drives the socket, and [`super::cmd`] routes
 //! each request to them and to the hub and storage.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,6 +26,7 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use confab_protocol::codec::{decode_client_frame, encode_server_frame};
+use confab_protocol::delivery::DeliveredSeqs;
 use confab_protocol::error::{BadMessage, CloseCode, Refusal, Rejection, refuse};
 use confab_protocol::names::RoomName;
 use confab_protocol::rules;
@@ -190,7 +190,7 @@ pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<Connectio
         close: close.clone(),
         close_rx,
         closing_since: None,
-        delivered: HashMap::new(),
+        delivered: DeliveredSeqs::new(),
     };
     // The writer runs on its own task so that a push waking it does not
     // also poll the reader (and tungstenite's read path) each time. Both
@@ -674,7 +674,7 @@ struct Writer {
     /// When a close was decided while a write was blocked.
     closing_since: Option<tokio::time::Instant>,
     /// Highest seq delivered per room (§10.6): a seq is never sent twice.
-    delivered: HashMap<RoomName, u64>,
+    delivered: DeliveredSeqs<RoomName>,
 }
 
 /// The writer could not continue: the socket failed or the grace ran out.
@@ -808,12 +808,8 @@ impl Writer {
                 // which is safe because a failed write ends the socket.
                 // Activation already created the room's entry, so the insert
                 // (which clones the name) is off the hot path.
-                match self.delivered.get_mut(&*push.room) {
-                    Some(upto) if push.seq <= *upto => return Ok(()),
-                    Some(upto) => *upto = push.seq,
-                    None => {
-                        self.delivered.insert((*push.room).clone(), push.seq);
-                    }
+                if !self.delivered.admit(&*push.room, push.seq) {
+                    return Ok(());
                 }
                 self.write(sink, Message::Binary(push.frame.clone()), Step::Feed)
                     .await
@@ -855,7 +851,7 @@ impl Writer {
         after: u64,
         head: u64,
     ) -> Result<(), WriteFailed> {
-        let mut cursor = after.max(self.delivered.get(room).copied().unwrap_or(0));
+        let mut cursor = after.max(self.delivered.mark(room));
         while cursor < head {
             let page = match self
                 .app
@@ -884,10 +880,9 @@ impl Writer {
             }
             self.flush(sink).await?;
             cursor = last;
-            self.delivered.insert(room.clone(), cursor);
+            self.delivered.advance(room, cursor);
         }
-        let upto = self.delivered.entry(room.clone()).or_insert(0);
-        *upto = (*upto).max(head);
+        self.delivered.advance(room, head);
         Ok(())
     }
 

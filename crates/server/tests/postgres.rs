@@ -441,9 +441,18 @@ async fn users_tokens_and_members() {
         .expect("read")
         .expect("alice exists");
     assert_eq!((creds.id, creds.password_hash.as_str()), (alice.0, "phc"));
-    assert!(store.user_credentials("nobody").await.expect("read").is_none());
+    assert!(
+        store
+            .user_credentials("nobody")
+            .await
+            .expect("read")
+            .is_none()
+    );
 
-    store.insert_token("h1", alice.0, 10, 1000).await.expect("token");
+    store
+        .insert_token("h1", alice.0, 10, 1000)
+        .await
+        .expect("token");
     let token = store.token("h1").await.expect("read").expect("token");
     assert_eq!(
         (token.user_id, token.expires_ms, token.revoked),
@@ -451,8 +460,18 @@ async fn users_tokens_and_members() {
     );
     assert!(store.revoke_token("h1", 20).await.expect("revoke"));
     assert!(!store.revoke_token("h1", 20).await.expect("revoke"), "once");
-    assert!(store.token("h1").await.expect("read").expect("token").revoked);
-    store.insert_token("h2", alice.0, 10, 15).await.expect("token");
+    assert!(
+        store
+            .token("h1")
+            .await
+            .expect("read")
+            .expect("token")
+            .revoked
+    );
+    store
+        .insert_token("h2", alice.0, 10, 15)
+        .await
+        .expect("token");
     assert!(
         !store.revoke_token("h2", 20).await.expect("revoke"),
         "an expired token is not live"
@@ -466,7 +485,10 @@ async fn users_tokens_and_members() {
     members.sort();
     assert_eq!(members, [alice.1.clone(), bob.1.clone()]);
     store.remove_member(one.0, bob.0).await.expect("remove");
-    store.remove_member(one.0, bob.0).await.expect("remove again");
+    store
+        .remove_member(one.0, bob.0)
+        .await
+        .expect("remove again");
     assert_eq!(
         store.load_rooms().await.expect("rooms")[0].members,
         [alice.1.clone()]
@@ -526,7 +548,9 @@ async fn a_server_on_postgres_restarts_and_resume_loses_nothing() {
     let epoch = alice.create_room("general").await.epoch;
     bob.join_room("general").await;
     for i in 1..=3 {
-        alice.say("general", &format!("a{i}"), &format!("hi {i}")).await;
+        alice
+            .say("general", &format!("a{i}"), &format!("hi {i}"))
+            .await;
     }
     let seen = message_seqs(&bob.barrier().await);
     assert_eq!(seen.last(), Some(&("general".to_owned(), 3)));
@@ -548,7 +572,10 @@ async fn a_server_on_postgres_restarts_and_resume_loses_nothing() {
         .iter()
         .find(|r| r.name == "general")
         .expect("Welcome lists general after the restart");
-    assert_eq!((listed.head_seq, listed.epoch.as_str()), (6, epoch.as_str()));
+    assert_eq!(
+        (listed.head_seq, listed.epoch.as_str()),
+        (6, epoch.as_str())
+    );
     let resumed = bob.resume(vec![("general", 3, &epoch)]).await;
     assert_eq!(
         (resumed.rooms[0].head_seq, resumed.rooms[0].replayed),
@@ -563,10 +590,17 @@ async fn a_server_on_postgres_restarts_and_resume_loses_nothing() {
     );
     let (mut alice, _) = Client::authed(addr, "alice", &alice_token, &[]).await;
     let resent = alice.say("general", "a6", "while away 6").await;
-    assert_eq!(resent.seq, 6, "a resend after the restart gets the original seq");
+    assert_eq!(
+        resent.seq, 6,
+        "a resend after the restart gets the original seq"
+    );
     let next = alice.say("general", "a7", "after the restart").await;
     assert_eq!(next.seq, 7);
     let live = message_seqs(&bob.barrier().await);
-    assert_eq!(live, [("general".to_owned(), 7)], "the resend is not pushed again");
+    assert_eq!(
+        live,
+        [("general".to_owned(), 7)],
+        "the resend is not pushed again"
+    );
     server.stop().await;
 }

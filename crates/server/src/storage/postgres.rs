@@ -76,9 +76,7 @@ pub struct PostgresStore {
 #[non_exhaustive]
 pub enum OpenError {
     /// The URL does not parse as a PostgreSQL connection URL.
-    #[error(
-        "invalid PostgreSQL URL ({0}); expected postgres://user[:password]@host:port/database"
-    )]
+    #[error("invalid PostgreSQL URL ({0}); expected postgres://user[:password]@host:port/database")]
     Url(#[source] sqlx::Error),
     /// Connecting or the first query failed.
     #[error(
@@ -677,9 +675,7 @@ impl Store for PostgresStore {
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS} {MESSAGE_JOINS} WHERE m.room_id = $1 {condition} ORDER BY m.seq {order} LIMIT $2"
             );
-            let mut query = sqlx::query(&sql)
-                .bind(room_id)
-                .bind(i64::from(limit) + 1);
+            let mut query = sqlx::query(&sql).bind(room_id).bind(i64::from(limit) + 1);
             if !condition.is_empty() {
                 query = query.bind(to_i64(anchor));
             }

@@ -62,7 +62,11 @@ impl TestSchema {
 
     /// A database URL whose sessions use only this schema.
     pub fn url(&self) -> String {
-        let sep = if self.base_url.contains('?') { '&' } else { '?' };
+        let sep = if self.base_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         format!("{}{sep}options[search_path]={}", self.base_url, self.name)
     }
 

@@ -418,7 +418,7 @@ async fn racing_room_creations_have_exactly_one_winner() {
     assert_eq!(won, 1);
     let rooms = nodes[1].load_rooms().await.expect("rooms");
     assert_eq!(rooms.len(), 1);
-    assert_eq!(rooms[0].members, [alice.1.clone()]);
+    assert_eq!(rooms[0].members, std::slice::from_ref(&alice.1));
     for node in nodes {
         node.close().await.expect("close");
     }
@@ -491,7 +491,7 @@ async fn users_tokens_and_members() {
         .expect("remove again");
     assert_eq!(
         store.load_rooms().await.expect("rooms")[0].members,
-        [alice.1.clone()]
+        std::slice::from_ref(&alice.1)
     );
     store.close().await.expect("close");
 }

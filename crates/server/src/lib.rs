@@ -1,7 +1,8 @@
 //! The Confab reference server.
 //!
 //! It serves the HTTP endpoints of §5 and the confab.v1 WebSocket protocol
-//! of §3-§12, stores users, tokens, rooms and messages in SQLite, and is
+//! of §3-§12, stores users, tokens, rooms and messages in SQLite (or in
+//! PostgreSQL, with a `postgres://` database URL), and is
 //! both the `confab-server` binary and a library, so tests and other crates
 //! can run a real server in-process:
 //!
@@ -22,7 +23,7 @@
 //! - [`http`]: the routes: register, login, logout, health, metrics.
 //! - [`ws`]: the WebSocket endpoint: upgrade checks and the per-socket task.
 //! - [`hub`]: rooms, live connections, fan-out, presence and typing.
-//! - [`storage`]: the [`storage::Store`] trait, SQLite, and the group-commit writer.
+//! - [`storage`]: the [`storage::Store`] trait, SQLite, PostgreSQL, and the group-commit writer.
 //! - [`auth`]: password hashing, tokens, the login throttle.
 //! - [`state`]: the shared [`state::AppState`] handlers and sockets use.
 //! - [`limit`], [`metrics`], [`shutdown`], [`tls`]: the rest.

@@ -527,6 +527,30 @@ async fn open_errors_say_what_to_check_without_the_password() {
     assert!(!err.to_string().contains("notaport/confab"), "{err}");
 }
 
+/// `--database-url postgres://…` selects PostgreSQL: the server's start
+/// fails with the typed PostgreSQL error (not SQLite's "cannot open the
+/// database") when nothing listens there. Needs no PostgreSQL.
+#[tokio::test]
+async fn a_postgres_url_selects_the_postgres_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = confab_server::Config::for_data_dir(dir.path());
+    config.database_url = Some("postgresql://confab@127.0.0.1:1/confab".to_owned());
+    let err = confab_server::Server::bind(config)
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(
+        matches!(
+            err,
+            confab_server::StartError::Postgres(OpenError::Connect { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(
+        !dir.path().join("confab.db").exists(),
+        "no SQLite file is created"
+    );
+}
+
 /// End to end: a real server on a postgres:// URL, two clients chatting;
 /// the server is restarted on the same database; the user's token still
 /// works, Welcome shows the head, Resume replays exactly what was missed,

@@ -29,21 +29,37 @@ use crate::vars::Vars;
 /// Most transcript entries kept in a failure report.
 const MAX_TRANSCRIPT: usize = 400;
 
-/// Run-wide facts every scenario needs.
+/// One server of a run: the only one, or one node of a cluster.
 #[derive(Debug, Clone)]
-pub struct Environment {
+pub struct Node {
     /// The server's base URL.
     pub server: ServerUrl,
     /// The WebSocket URL.
     pub ws_url: String,
     /// `host:port` to connect TCP to for WebSockets.
     pub ws_authority: String,
+}
+
+/// Run-wide facts every scenario needs.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// The servers, in the order given; never empty. Actors are spread over
+    /// them (see [`crate::scenario::assign_nodes`]); registration and
+    /// actor-less steps (`http`, `tcp_hold`, `tcp_stall`) use the first.
+    pub nodes: Vec<Node>,
     /// Default deadline of one step.
     pub step_timeout: Duration,
     /// Limits from the probe's Welcome, as proto3 JSON.
     pub limits: Value,
     /// Capabilities the probe was granted.
     pub capabilities: Vec<String>,
+}
+
+impl Environment {
+    /// The server with index `index` modulo the number of servers.
+    pub fn node(&self, index: usize) -> &Node {
+        &self.nodes[index % self.nodes.len().max(1)]
+    }
 }
 
 /// Why a scenario stopped early.
@@ -114,6 +130,10 @@ struct Actor {
     /// Request ids of SendMessage frames on the live connection.
     send_requests: BTreeMap<u64, String>,
     proxy: Option<FaultProxy>,
+    /// The server this actor logs in to and connects to.
+    node: usize,
+    /// The server `proxy` forwards to.
+    proxy_node: usize,
 }
 
 impl Actor {
@@ -180,7 +200,7 @@ impl<'a> Driver<'a> {
         vars.set("run", Value::from(suffix));
         // The server's own origin, as a browser app it serves would send it
         // (§15.1), and the authority for raw requests' Host header.
-        let authority = env.server.authority();
+        let authority = env.node(0).server.authority();
         vars.set("server.origin", Value::from(format!("http://{authority}")));
         vars.set("server.authority", Value::from(authority));
         if let Value::Object(limits) = &env.limits {
@@ -201,11 +221,13 @@ impl<'a> Driver<'a> {
             rooms.insert(name.clone());
             vars.set(room.clone(), Value::from(name));
         }
+        let layout = crate::scenario::assign_nodes(scenario, env.nodes.len());
         let actors = scenario
             .actors
             .iter()
             .map(|(name, spec)| {
                 let user = spec.user.as_ref();
+                let node = layout.get(name).copied().unwrap_or(0);
                 let actor = Actor {
                     spec: spec.clone(),
                     username: user.map(|u| format!("{u}-{suffix}")),
@@ -219,6 +241,8 @@ impl<'a> Driver<'a> {
                     outbox: Vec::new(),
                     send_requests: BTreeMap::new(),
                     proxy: None,
+                    node,
+                    proxy_node: node,
                 };
                 (name.clone(), actor)
             })
@@ -252,6 +276,7 @@ impl<'a> Driver<'a> {
                 message: e.message,
                 expected: e.expected,
                 actual: e.actual,
+                nodes: self.layout(),
                 transcript: {
                     // Floods make transcripts long; the end is what explains a failure.
                     let skip = self.transcript.len().saturating_sub(MAX_TRANSCRIPT);
@@ -259,6 +284,49 @@ impl<'a> Driver<'a> {
                 },
             }))),
         }
+    }
+
+    /// Each actor's current server, for a failure report of a run against
+    /// several servers (empty with one: there is nothing to tell apart).
+    fn layout(&self) -> BTreeMap<String, String> {
+        if self.env.nodes.len() < 2 {
+            return BTreeMap::new();
+        }
+        self.actors
+            .iter()
+            .map(|(name, actor)| {
+                let node = actor.node % self.env.nodes.len();
+                (
+                    name.clone(),
+                    format!("node {node} ({})", self.env.node(node).server.base()),
+                )
+            })
+            .collect()
+    }
+
+    /// Moves an actor to server `node` (modulo the number of servers) for
+    /// its next login and connection. Refused while it is connected
+    /// elsewhere: a scenario says explicitly how the old connection ends.
+    fn move_to(&mut self, actor_name: &str, node: Option<usize>) -> Result<(), Halt> {
+        let Some(node) = node else {
+            return Ok(());
+        };
+        let node = node % self.env.nodes.len().max(1);
+        let actor = self.actor(actor_name);
+        if actor.node == node {
+            return Ok(());
+        }
+        if actor.connection.as_ref().is_some_and(|c| !c.finished) {
+            let from = actor.node;
+            return fail(format!(
+                "{actor_name} is still connected to node {from}; disconnect it before moving it to node {node}"
+            ));
+        }
+        actor.node = node;
+        let server = self.env.node(node).server.base();
+        self.transcript
+            .push(json!({"actor": actor_name, "moved_to_node": node, "server": server}));
+        Ok(())
     }
 
     async fn run_steps(&mut self) -> Result<(), (usize, Halt)> {
@@ -332,7 +400,9 @@ impl<'a> Driver<'a> {
                 .cloned()
                 .unwrap_or_default();
             let body = json!({"username": username, "password": password});
-            let response = self.http_post("/v1/register", &body, None).await?;
+            // Registration goes to the first server; actors on the others
+            // then log in there, which checks accounts are shared.
+            let response = self.http_post(0, "/v1/register", &body, None).await?;
             if response.status != 201 {
                 return fail(format!(
                     "registering {username}: expected 201, got {} {}",
@@ -346,44 +416,57 @@ impl<'a> Driver<'a> {
 
     async fn http_post(
         &mut self,
+        node: usize,
         path: &str,
         body: &Value,
         bearer: Option<&str>,
     ) -> Result<http::HttpResponse, Halt> {
-        self.http_request("POST", path, Some(body.to_string().into_bytes()), bearer)
-            .await
+        self.http_request(
+            node,
+            "POST",
+            path,
+            Some(body.to_string().into_bytes()),
+            bearer,
+        )
+        .await
     }
 
     async fn http_request(
         &mut self,
+        node: usize,
         method: &str,
         path: &str,
         body: Option<Vec<u8>>,
         bearer: Option<&str>,
     ) -> Result<http::HttpResponse, Halt> {
-        self.http_exchange(HttpRequest::new(method, path, body, bearer))
+        self.http_exchange(node, HttpRequest::new(method, path, body, bearer))
             .await
     }
 
+    /// One HTTP exchange with server `node`.
     async fn http_exchange(
         &mut self,
+        node: usize,
         request: HttpRequest<'_>,
     ) -> Result<http::HttpResponse, Halt> {
         let (method, path) = (request.method, request.path);
-        let response = http::send(&self.env.server, request, self.env.step_timeout)
+        let node = node % self.env.nodes.len().max(1);
+        let response = http::send(&self.env.node(node).server, request, self.env.step_timeout)
             .await
             .map_err(|e| Halt::Fail(StepError::new(e.to_string())))?;
-        self.transcript.push(json!({"http": format!("{method} {path}"), "status": response.status, "body": response.body_json()}));
+        self.transcript.push(json!({"http": format!("{method} {path}"), "node": node, "status": response.status, "body": response.body_json()}));
         Ok(response)
     }
 
     async fn login(&mut self, actor: &str) -> Result<(), Halt> {
         let a = self.actor(actor);
+        let node = a.node;
         let (Some(username), Some(password)) = (a.username.clone(), a.password.clone()) else {
             return fail(format!("actor {actor} has no user to log in as"));
         };
         let response = self
             .http_post(
+                node,
                 "/v1/login",
                 &json!({"username": username, "password": password}),
                 None,
@@ -809,8 +892,16 @@ impl<'a> Driver<'a> {
         // Unconsumed events of a previous connection were already received
         // by the client: record them, then start afresh.
         self.retire_connection(actor_name);
-        let upstream = self.env.ws_authority.clone();
+        let env = self.env;
+        let node = self.actors[actor_name].node % env.nodes.len().max(1);
+        let upstream = env.node(node).ws_authority.clone();
         let actor = self.actor(actor_name);
+        if actor.proxy_node != node {
+            // The proxy sits in front of the actor's server: a moved actor
+            // gets a fresh one in front of its new server.
+            actor.proxy = None;
+            actor.proxy_node = node;
+        }
         let connect_to = if let Some(plan) = actor.spec.via_proxy.clone() {
             if actor.proxy.is_none() {
                 let addr = tokio::net::lookup_host(&upstream)
@@ -835,7 +926,7 @@ impl<'a> Driver<'a> {
             upstream
         };
         let options = OpenOptions {
-            ws_url: format!("{}{}", self.env.ws_url, query.unwrap_or_default()),
+            ws_url: format!("{}{}", env.node(node).ws_url, query.unwrap_or_default()),
             connect_to,
             subprotocols,
             origin,
@@ -849,10 +940,10 @@ impl<'a> Driver<'a> {
         let number = actor.connection_number;
         match &opened {
             Opened::Upgraded(c) => {
-                self.transcript.push(json!({"actor": actor_name, "conn": number, "open": 101, "subprotocol": c.subprotocol}));
+                self.transcript.push(json!({"actor": actor_name, "conn": number, "node": node, "open": 101, "subprotocol": c.subprotocol}));
             }
             Opened::Refused { status, body } => {
-                self.transcript.push(json!({"actor": actor_name, "conn": number, "open": status, "body": String::from_utf8_lossy(body)}));
+                self.transcript.push(json!({"actor": actor_name, "conn": number, "node": node, "open": status, "body": String::from_utf8_lossy(body)}));
             }
         }
         Ok(opened)
@@ -951,8 +1042,13 @@ impl<'a> Driver<'a> {
 
     async fn step(&mut self, step: &Step) -> Result<(), Halt> {
         match step {
-            Step::Connect { actors, expect } => {
+            Step::Connect {
+                actors,
+                expect,
+                node,
+            } => {
                 for actor in actors {
+                    self.move_to(actor, *node)?;
                     self.connect(actor, expect).await?;
                 }
                 Ok(())
@@ -1028,7 +1124,10 @@ impl<'a> Driver<'a> {
                 rooms,
                 positions,
                 expect,
+                node,
             } => {
+                self.pull_ready(actor);
+                self.move_to(actor, *node)?;
                 self.resume(actor, rooms.as_deref(), positions.as_deref(), expect)
                     .await
             }
@@ -1061,8 +1160,9 @@ impl<'a> Driver<'a> {
                         "{actor} has no token to log out; connect or login first"
                     ));
                 };
+                let node = self.actors[actor].node;
                 let response = self
-                    .http_request("POST", "/v1/logout", None, Some(&token))
+                    .http_request(node, "POST", "/v1/logout", None, Some(&token))
                     .await?;
                 if response.status != *expect_status {
                     return fail(format!(
@@ -1174,7 +1274,7 @@ impl<'a> Driver<'a> {
                 let bytes = self.substitute_text(send)?.into_bytes();
                 let timeout = self.timeout(timeout_ms.as_ref())?;
                 let sent = bytes.len();
-                let answer = http::stall(&self.env.server, bytes, timeout)
+                let answer = http::stall(&self.env.node(0).server, bytes, timeout)
                     .await
                     .map_err(|e| {
                         Halt::Fail(StepError::new(format!(
@@ -1684,11 +1784,14 @@ impl<'a> Driver<'a> {
         let response = loop {
             attempts += 1;
             let response = self
-                .http_exchange(HttpRequest {
-                    content_type: request.content_type.as_deref(),
-                    declared_length: request.declared_length,
-                    ..HttpRequest::new(&request.method, &path, body.clone(), bearer.as_deref())
-                })
+                .http_exchange(
+                    0,
+                    HttpRequest {
+                        content_type: request.content_type.as_deref(),
+                        declared_length: request.declared_length,
+                        ..HttpRequest::new(&request.method, &path, body.clone(), bearer.as_deref())
+                    },
+                )
                 .await?;
             match repeat_until_status {
                 Some(status) if response.status != status && attempts < max_attempts => continue,
@@ -1749,7 +1852,7 @@ impl<'a> Driver<'a> {
                     "all {count} connections were admitted; the server's connection cap (§3.1) is higher or it has none"
                 )));
             }
-            let (response, stream) = http::probe_admission(&self.env.server, self.env.step_timeout)
+            let (response, stream) = http::probe_admission(&self.env.node(0).server, self.env.step_timeout)
                 .await
                 .map_err(|e| {
                     Halt::Fail(StepError::new(format!(

@@ -67,6 +67,32 @@ pub enum RunError {
         /// What failed.
         reason: String,
     },
+    /// A WebSocket URL override was given with several servers; it could
+    /// only be right for one of them.
+    #[error(
+        "--ws-url overrides one server's WebSocket URL, but {servers} servers were given; drop it (each server's is derived from its URL)"
+    )]
+    WsUrlWithSeveralServers {
+        /// How many servers were given.
+        servers: usize,
+    },
+    /// No server URL was given.
+    #[error("no server to check; give at least one --server http://host:port")]
+    NoServer,
+    /// Two servers of one run (nodes of a cluster) announced different
+    /// limits or capabilities in Welcome; scenarios compute with one set,
+    /// and a client cannot tell which node it reached, so they must agree.
+    #[error(
+        "servers {first} and {other} disagree: {difference}; the nodes of a cluster must announce the same Welcome limits and capabilities, so configure them alike"
+    )]
+    ServersDisagree {
+        /// The first server's URL.
+        first: String,
+        /// The server that differs from it.
+        other: String,
+        /// Which limits or capabilities differ, with both values.
+        difference: String,
+    },
 }
 
 /// Why the coverage table could not be built or checked.

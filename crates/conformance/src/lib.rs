@@ -2,7 +2,9 @@
 //!
 //! Point it at any server (`confab-conformance --server http://host:port`,
 //! or [`run`] from Rust) and it returns a verdict per scenario and per
-//! numbered spec rule. Scenarios are data (`scenarios/*.yaml`, compiled in);
+//! numbered spec rule. Given several servers (the nodes of a cluster), it
+//! spreads each scenario's actors over them, so multi-actor scenarios also
+//! check cross-node behaviour. Scenarios are data (`scenarios/*.yaml`, compiled in);
 //! one driver runs them all. Synchronisation is always a frame, never a
 //! sleep: replies, pushes, and Ping/Pong barriers (§12.1).
 //!

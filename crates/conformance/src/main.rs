@@ -15,10 +15,19 @@ use confab_conformance::{RunConfig, coverage, run, runner, scenario};
 #[command(version, about)]
 struct Args {
     /// Base URL of the server, e.g. http://127.0.0.1:7420. The WebSocket URL
-    /// is derived as ws://host:port/v1/ws.
-    #[arg(long, env = "CONFAB_SERVER", required_unless_present_any = ["list", "write_coverage", "check_coverage"])]
-    server: Option<String>,
-    /// Override the derived WebSocket URL.
+    /// is derived as ws://host:port/v1/ws. Repeat it (or give a
+    /// comma-separated list) to check the nodes of a cluster: each
+    /// scenario's actors are spread round-robin over them, registration and
+    /// actor-less steps use the first, and the run refuses to start if the
+    /// servers announce different Welcome limits or capabilities.
+    #[arg(
+        long,
+        env = "CONFAB_SERVER",
+        value_delimiter = ',',
+        required_unless_present_any = ["list", "write_coverage", "check_coverage"]
+    )]
+    server: Vec<String>,
+    /// Override the derived WebSocket URL (only with a single --server).
     #[arg(long)]
     ws_url: Option<String>,
     /// Select scenarios by name substring or spec section / rule id
@@ -82,7 +91,7 @@ async fn real_main() -> anyhow::Result<ExitCode> {
     if args.write_coverage || args.check_coverage {
         return coverage_command(&args);
     }
-    let mut config = RunConfig::new(args.server.clone().unwrap_or_default());
+    let mut config = RunConfig::with_servers(args.server.clone());
     config.ws_url = args.ws_url.clone();
     config.filter = args.filter.clone();
     config.step_timeout = Duration::from_millis(args.step_timeout_ms);

@@ -22,8 +22,11 @@ macro_rules! w {
 /// The result of a whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// The server base URL.
+    /// The first (or only) server's base URL.
     pub server: String,
+    /// Every server of the run, in the order given (node 0 first); actors
+    /// were spread over them.
+    pub servers: Vec<String>,
     /// The per-run suffix of generated names.
     pub run_id: String,
     /// Optional capabilities the server granted to the probe connection.
@@ -81,6 +84,11 @@ pub struct Failure {
     /// What arrived instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actual: Option<Value>,
+    /// In a run against several servers, each actor's server at the
+    /// failure (`node 1 (http://...)`), so a cross-node failure can be
+    /// told from a single-node one; empty with one server.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<String, String>,
     /// Everything sent and received so far, as JSON.
     pub transcript: Vec<Value>,
 }
@@ -141,12 +149,24 @@ impl Report {
             }
         }
         Self {
+            servers: vec![server.clone()],
             server,
             run_id,
             capabilities,
             scenarios,
             rules,
         }
+    }
+
+    /// Names every server of a multi-server run (node 0 first). An empty
+    /// list keeps the one given to [`Report::new`].
+    #[must_use]
+    pub fn with_servers(mut self, servers: Vec<String>) -> Self {
+        if let Some(first) = servers.first() {
+            self.server = first.clone();
+            self.servers = servers;
+        }
+        self
     }
 
     /// Scenario counts.
@@ -184,10 +204,20 @@ impl Report {
         } else {
             self.capabilities.join(", ")
         };
+        let against = if self.servers.len() > 1 {
+            let nodes: Vec<String> = self
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("node {i} {s}"))
+                .collect();
+            format!("{} servers ({})", self.servers.len(), nodes.join(", "))
+        } else {
+            self.server.clone()
+        };
         w!(
             out,
-            "confab-conformance against {} (run {}; capabilities: {caps})",
-            self.server,
+            "confab-conformance against {against} (run {}; capabilities: {caps})",
             self.run_id
         );
         let width = self
@@ -218,6 +248,9 @@ impl Report {
                     }
                     if let Some(a) = &f.actual {
                         w!(out, "      actual:   {a}");
+                    }
+                    if !f.nodes.is_empty() {
+                        w!(out, "      nodes:    {}", nodes_line(&f.nodes));
                     }
                     if transcript_lines > 0 && !f.transcript.is_empty() {
                         let skip = f.transcript.len().saturating_sub(transcript_lines);
@@ -302,6 +335,13 @@ impl Report {
             "      <property name=\"server\" value=\"{}\"/>",
             xml(&self.server)
         );
+        for (i, server) in self.servers.iter().enumerate() {
+            w!(
+                out,
+                "      <property name=\"node{i}\" value=\"{}\"/>",
+                xml(server)
+            );
+        }
         w!(
             out,
             "      <property name=\"run_id\" value=\"{}\"/>",
@@ -350,6 +390,9 @@ impl Report {
                     if let Some(a) = &f.actual {
                         w!(body, "actual:   {a}");
                     }
+                    if !f.nodes.is_empty() {
+                        w!(body, "nodes:    {}", nodes_line(&f.nodes));
+                    }
                     w!(body, "transcript:");
                     for line in &f.transcript {
                         w!(body, "  {line}");
@@ -368,6 +411,15 @@ impl Report {
         w!(out, "</testsuites>");
         out
     }
+}
+
+/// `alice=node 0 (http://...), bob=node 1 (http://...)`.
+fn nodes_line(nodes: &BTreeMap<String, String>) -> String {
+    nodes
+        .iter()
+        .map(|(actor, node)| format!("{actor}={node}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Escapes text for XML attributes and content; drops characters XML 1.0
@@ -410,6 +462,7 @@ mod tests {
             message: "m".into(),
             expected: None,
             actual: None,
+            nodes: BTreeMap::new(),
             transcript: vec![],
         };
         let report = Report::new(

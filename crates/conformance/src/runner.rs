@@ -1,9 +1,12 @@
-//! Running a selection of scenarios against one server: the library entry
-//! point [`run`].
+//! Running a selection of scenarios against one server, or against the
+//! nodes of a cluster: the library entry point [`run`].
 //!
-//! A run first probes the server (register, login, Auth asking for every
-//! capability) to learn its limits and capabilities, then runs the selected
-//! scenarios, a few at a time. Each scenario gets its own per-run suffix for
+//! A run first probes every server (register, login, Auth asking for every
+//! capability) to learn its limits and capabilities, and refuses to start
+//! when the servers disagree (a cluster's nodes must present one service).
+//! Then it runs the selected scenarios, a few at a time, each one's actors
+//! spread over the servers ([`crate::scenario::assign_nodes`]), so every
+//! multi-actor scenario also checks cross-node behaviour. Each scenario gets its own per-run suffix for
 //! user and room names, so scenarios never see each other's data and a run
 //! can be repeated against a server that keeps everything.
 
@@ -15,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::driver::{Driver, Environment, RunHalt};
+use crate::driver::{Driver, Environment, Node, RunHalt};
 use crate::error::RunError;
 use crate::http::{self, HttpRequest, ServerUrl};
 use crate::report::{Outcome, Report, ScenarioResult};
@@ -24,9 +27,11 @@ use crate::scenario::{self, Scenario};
 /// What to run and where.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    /// `http://host:port` base URL of the server.
-    pub server_url: String,
-    /// WebSocket URL override; derived from `server_url` when `None`.
+    /// `http://host:port` base URLs of the servers (one, or the nodes of a
+    /// cluster); the first also serves registration and actor-less steps.
+    pub servers: Vec<String>,
+    /// WebSocket URL override (one server only); derived from the server
+    /// URL when `None`.
     pub ws_url: Option<String>,
     /// Select scenarios by name substring or spec section / rule id; any
     /// filter matching selects (empty: all).
@@ -44,10 +49,16 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// Defaults for `server_url`: every scenario except slow ones.
+    /// Defaults for one server: every scenario except slow ones.
     pub fn new(server_url: impl Into<String>) -> Self {
+        Self::with_servers([server_url.into()])
+    }
+
+    /// Defaults for several servers (the nodes of a cluster), in order:
+    /// node 0 first.
+    pub fn with_servers(servers: impl IntoIterator<Item = String>) -> Self {
         Self {
-            server_url: server_url.into(),
+            servers: servers.into_iter().collect(),
             ws_url: None,
             filter: Vec::new(),
             step_timeout: Duration::from_secs(10),
@@ -90,28 +101,45 @@ fn random_suffix(len: usize) -> String {
 
 /// Runs the selected scenarios and returns the verdicts.
 pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
-    let server = ServerUrl::parse(&config.server_url)?;
+    let nodes = nodes_of(config)?;
     let scenarios = select(config)?;
-    let ws_url = config.ws_url.clone().unwrap_or_else(|| server.ws_url());
-    let ws_authority = authority_of(&ws_url).ok_or_else(|| RunError::BadServerUrl {
-        url: ws_url.clone(),
-        reason: "expected ws://host:port/...".into(),
-    })?;
     let run_id = random_suffix(5);
     let mut env = Environment {
-        server: server.clone(),
-        ws_url,
-        ws_authority,
+        nodes,
         step_timeout: config.step_timeout,
         limits: Value::Null,
         capabilities: Vec::new(),
     };
-    probe(&mut env, &run_id)
-        .await
-        .map_err(|reason| RunError::Unreachable {
-            url: server.base(),
-            reason,
-        })?;
+    let mut seen: Vec<Probed> = Vec::with_capacity(env.nodes.len());
+    for (index, node) in env.nodes.iter().enumerate() {
+        // A name per node: on a cluster the accounts are shared, so one
+        // name registered twice would be a conflict.
+        let probe_user = if index == 0 {
+            format!("probe-{run_id}")
+        } else {
+            format!("probe-{run_id}-n{index}")
+        };
+        let probed = probe(node, config.step_timeout, &probe_user)
+            .await
+            .map_err(|reason| RunError::Unreachable {
+                url: node.server.base(),
+                reason,
+            })?;
+        if let Some(first) = seen.first()
+            && let Some(difference) = disagreement(first, &probed)
+        {
+            return Err(RunError::ServersDisagree {
+                first: env.nodes[0].server.base(),
+                other: node.server.base(),
+                difference,
+            });
+        }
+        seen.push(probed);
+    }
+    if let Some(first) = seen.into_iter().next() {
+        env.limits = first.limits;
+        env.capabilities = first.capabilities;
+    }
     let env = Arc::new(env);
     let jobs = u32::try_from(config.jobs.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(1);
     let semaphore = Arc::new(Semaphore::new(jobs as usize));
@@ -143,12 +171,84 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         }
     }
     let results = results.into_iter().flatten().collect();
+    let servers: Vec<String> = env.nodes.iter().map(|n| n.server.base()).collect();
     Ok(Report::new(
-        server.base(),
+        servers[0].clone(),
         run_id,
         env.capabilities.clone(),
         results,
-    ))
+    )
+    .with_servers(servers))
+}
+
+/// Parses the configured servers into nodes (URLs and WebSocket targets).
+fn nodes_of(config: &RunConfig) -> Result<Vec<Node>, RunError> {
+    if config.servers.is_empty() {
+        return Err(RunError::NoServer);
+    }
+    if config.ws_url.is_some() && config.servers.len() > 1 {
+        return Err(RunError::WsUrlWithSeveralServers {
+            servers: config.servers.len(),
+        });
+    }
+    config
+        .servers
+        .iter()
+        .map(|url| {
+            let server = ServerUrl::parse(url)?;
+            let ws_url = config.ws_url.clone().unwrap_or_else(|| server.ws_url());
+            let ws_authority = authority_of(&ws_url).ok_or_else(|| RunError::BadServerUrl {
+                url: ws_url.clone(),
+                reason: "expected ws://host:port/...".into(),
+            })?;
+            Ok(Node {
+                server,
+                ws_url,
+                ws_authority,
+            })
+        })
+        .collect()
+}
+
+/// What one server's probe learned.
+#[derive(Debug, Clone, PartialEq)]
+struct Probed {
+    /// Welcome.limits as proto3 JSON, defaults filled in.
+    limits: Value,
+    /// Capabilities granted.
+    capabilities: Vec<String>,
+}
+
+/// How `other` differs from `first`, in words, or `None` when they agree.
+/// Scenarios compute with one set of limits and capabilities, so servers
+/// that disagree cannot be checked as one service.
+fn disagreement(first: &Probed, other: &Probed) -> Option<String> {
+    let mut differences = Vec::new();
+    let keys: std::collections::BTreeSet<&String> = [&first.limits, &other.limits]
+        .into_iter()
+        .filter_map(Value::as_object)
+        .flat_map(|m| m.keys())
+        .collect();
+    for key in keys {
+        let (a, b) = (&first.limits[key.as_str()], &other.limits[key.as_str()]);
+        if a != b {
+            differences.push(format!(
+                "Welcome.limits.{key} is {a} on the first and {b} on the other"
+            ));
+        }
+    }
+    let mut caps_a = first.capabilities.clone();
+    let mut caps_b = other.capabilities.clone();
+    caps_a.sort();
+    caps_b.sort();
+    if caps_a != caps_b {
+        differences.push(format!(
+            "capabilities are [{}] on the first and [{}] on the other",
+            caps_a.join(", "),
+            caps_b.join(", ")
+        ));
+    }
+    (!differences.is_empty()).then(|| differences.join("; "))
 }
 
 fn base36(mut n: usize) -> String {
@@ -208,6 +308,21 @@ async fn run_one(
             message: format!("did not finish within {} s", scenario_timeout.as_secs()),
             expected: None,
             actual: None,
+            // The layout the scenario started with (a `node:` step may
+            // have moved an actor since).
+            nodes: if env.nodes.len() > 1 {
+                scenario::assign_nodes(scenario, env.nodes.len())
+                    .into_iter()
+                    .map(|(actor, node)| {
+                        (
+                            actor,
+                            format!("node {node} ({})", env.node(node).server.base()),
+                        )
+                    })
+                    .collect()
+            } else {
+                Default::default()
+            },
             transcript: Vec::new(),
         }),
     }
@@ -226,18 +341,17 @@ fn result_of(scenario: &Scenario, outcome: Outcome, elapsed: Duration) -> Scenar
 
 /// Registers a probe user and authenticates asking for every capability, to
 /// learn the server's limits and capabilities (§3.4, §6.3).
-async fn probe(env: &mut Environment, run_id: &str) -> Result<(), String> {
+async fn probe(node: &Node, step_timeout: Duration, username: &str) -> Result<Probed, String> {
     use crate::connection::{Connection, Event, OpenOptions, Opened};
     use confab_protocol::wire::{ClientFrame, server_frame};
 
-    let username = format!("probe-{run_id}");
-    let password = format!("pw-{run_id}-probe-secret");
+    let password = format!("pw-{username}-secret");
     let credentials = json!({"username": username, "password": password})
         .to_string()
         .into_bytes();
     let post = |path: &'static str, body: Vec<u8>| {
-        let server = env.server.clone();
-        let timeout = env.step_timeout;
+        let server = node.server.clone();
+        let timeout = step_timeout;
         async move {
             http::send(
                 &server,
@@ -267,11 +381,11 @@ async fn probe(env: &mut Environment, run_id: &str) -> Result<(), String> {
         .unwrap_or_default()
         .to_owned();
     let options = OpenOptions {
-        ws_url: env.ws_url.clone(),
-        connect_to: env.ws_authority.clone(),
+        ws_url: node.ws_url.clone(),
+        connect_to: node.ws_authority.clone(),
         subprotocols: vec![confab_protocol::SUBPROTOCOL.to_owned()],
         origin: None,
-        timeout: env.step_timeout,
+        timeout: step_timeout,
     };
     let mut connection = match Connection::open(&options)
         .await
@@ -281,7 +395,7 @@ async fn probe(env: &mut Environment, run_id: &str) -> Result<(), String> {
         Opened::Refused { status, .. } => {
             return Err(format!(
                 "WebSocket upgrade at {} refused with HTTP {status}",
-                env.ws_url
+                node.ws_url
             ));
         }
     };
@@ -294,15 +408,17 @@ async fn probe(env: &mut Environment, run_id: &str) -> Result<(), String> {
         .send_frame(&auth)
         .await
         .map_err(|e| e.to_string())?;
-    match connection.next_event(env.step_timeout).await {
+    match connection.next_event(step_timeout).await {
         Some(Event::Frame(frame)) => match frame.body {
             Some(server_frame::Body::Welcome(welcome)) => {
-                env.capabilities = welcome.capabilities.clone();
-                env.limits =
-                    serde_json::to_value(welcome.limits.unwrap_or_default()).unwrap_or(Value::Null);
+                let mut probed = Probed {
+                    capabilities: welcome.capabilities.clone(),
+                    limits: serde_json::to_value(welcome.limits.unwrap_or_default())
+                        .unwrap_or(Value::Null),
+                };
                 // Fill limits the server left at their proto3 default (0),
                 // so scenarios can always compute with them.
-                if let Value::Object(map) = &mut env.limits {
+                if let Value::Object(map) = &mut probed.limits {
                     for key in [
                         "maxFrameBytes",
                         "maxTextBytes",
@@ -319,7 +435,7 @@ async fn probe(env: &mut Environment, run_id: &str) -> Result<(), String> {
                     }
                 }
                 connection.start_close().await.ok();
-                Ok(())
+                Ok(probed)
             }
             other => Err(format!("expected Welcome after Auth, got {other:?}")),
         },
@@ -345,6 +461,76 @@ mod tests {
             Some("example:80")
         );
         assert_eq!(authority_of("wss://x"), None);
+    }
+
+    #[test]
+    fn servers_are_parsed_in_order_and_misuse_is_refused() {
+        let config = RunConfig::with_servers([
+            "http://127.0.0.1:7420".to_owned(),
+            "http://127.0.0.1:7421/".to_owned(),
+        ]);
+        let nodes = nodes_of(&config).unwrap();
+        let urls: Vec<(String, String)> = nodes
+            .iter()
+            .map(|n| (n.server.base(), n.ws_authority.clone()))
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                ("http://127.0.0.1:7420".into(), "127.0.0.1:7420".into()),
+                ("http://127.0.0.1:7421".into(), "127.0.0.1:7421".into())
+            ]
+        );
+        assert_eq!(nodes[1].ws_url, "ws://127.0.0.1:7421/v1/ws");
+        assert!(matches!(
+            nodes_of(&RunConfig::with_servers(Vec::new())),
+            Err(RunError::NoServer)
+        ));
+        let mut overridden = config.clone();
+        overridden.ws_url = Some("ws://127.0.0.1:9/v1/ws".into());
+        let err = nodes_of(&overridden).unwrap_err();
+        assert!(
+            matches!(&err, RunError::WsUrlWithSeveralServers { servers: 2 }),
+            "{err}"
+        );
+        // One server keeps its override.
+        let mut single = RunConfig::new("http://127.0.0.1:7420");
+        single.ws_url = Some("ws://127.0.0.1:9/v1/ws".into());
+        assert_eq!(nodes_of(&single).unwrap()[0].ws_authority, "127.0.0.1:9");
+    }
+
+    #[test]
+    fn disagreements_name_each_differing_limit_and_capability() {
+        let a = Probed {
+            limits: json!({"maxTextBytes": 4096, "sendBurst": 20}),
+            capabilities: vec!["typing".into(), "presence".into()],
+        };
+        // Capability order does not matter.
+        let same = Probed {
+            capabilities: vec!["presence".into(), "typing".into()],
+            ..a.clone()
+        };
+        assert_eq!(disagreement(&a, &same), None);
+        let b = Probed {
+            limits: json!({"maxTextBytes": 1000, "sendBurst": 20, "maxFrameBytes": 9}),
+            capabilities: vec!["typing".into()],
+        };
+        let text = disagreement(&a, &b).unwrap();
+        assert!(
+            text.contains("Welcome.limits.maxTextBytes is 4096 on the first and 1000 on the other"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Welcome.limits.maxFrameBytes is null on the first and 9"),
+            "{text}"
+        );
+        assert!(!text.contains("sendBurst"), "{text}");
+        assert!(
+            text.contains(
+                "capabilities are [presence, typing] on the first and [typing] on the other"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct Scenario {
     pub rooms: Vec<String>,
     /// Actors by name.
     pub actors: BTreeMap<String, ActorSpec>,
+    /// Actor names in declaration order (the `actors` map as written, or
+    /// `users` for default actors): the order [`assign_nodes`] spreads.
+    pub actor_order: Vec<String>,
     /// The script.
     pub steps: Vec<Step>,
 }
@@ -98,6 +101,30 @@ pub struct ActorSpec {
     /// Route this actor's connections through a fault-injecting proxy.
     #[serde(default)]
     pub via_proxy: Option<FaultPlan>,
+    /// Pin the actor to one server of a multi-server run: a 0-based index
+    /// taken modulo the number of servers, so with one server every index
+    /// is that server. Unpinned actors are spread round-robin (see
+    /// [`assign_nodes`]).
+    #[serde(default)]
+    pub node: Option<usize>,
+}
+
+/// The server index of every actor of `scenario` in a run against `servers`
+/// servers: an actor's `node` pin (modulo `servers`) if it has one, else its
+/// position in declaration order modulo `servers`, so the 1st actor is on
+/// server 0, the 2nd on server 1, and so on. Pure and deterministic, so a
+/// failure replays on the same layout.
+pub fn assign_nodes(scenario: &Scenario, servers: usize) -> BTreeMap<String, usize> {
+    let servers = servers.max(1);
+    scenario
+        .actor_order
+        .iter()
+        .enumerate()
+        .map(|(position, name)| {
+            let pinned = scenario.actors.get(name).and_then(|spec| spec.node);
+            (name.clone(), pinned.unwrap_or(position) % servers)
+        })
+        .collect()
 }
 
 /// How a connection is closed by the client.
@@ -232,6 +259,9 @@ pub enum Step {
         actors: Vec<String>,
         /// Frames expected after Auth (default: one Welcome).
         expect: FrameExpectation,
+        /// Move the actors to this server first (index modulo the number
+        /// of servers); default: each stays on its own.
+        node: Option<usize>,
     },
     /// HTTP login of the actor's user (a fresh token).
     Login {
@@ -319,6 +349,9 @@ pub enum Step {
         positions: Option<Vec<Value>>,
         /// What must follow the Resume.
         expect: FrameExpectation,
+        /// Reconnect on this server (index modulo the number of servers)
+        /// instead of the actor's own: "resume on another node".
+        node: Option<usize>,
     },
     /// One HTTP request.
     Http {
@@ -465,11 +498,18 @@ pub enum Step {
     Set(BTreeMap<String, Value>),
 }
 
+/// ` on node N` for a step that moves its actor, else nothing.
+fn on_node(node: Option<usize>) -> String {
+    node.map(|n| format!(" on node {n}")).unwrap_or_default()
+}
+
 impl Step {
     /// Short description for reports: the verb and its actor.
     pub fn describe(&self) -> String {
         match self {
-            Step::Connect { actors, .. } => format!("connect {}", actors.join(", ")),
+            Step::Connect { actors, node, .. } => {
+                format!("connect {}{}", actors.join(", "), on_node(*node))
+            }
             Step::Login { actor } => format!("login {actor}"),
             Step::Open { actor, .. } => format!("open {actor}"),
             Step::Send { actor, frame, .. } => {
@@ -480,7 +520,7 @@ impl Step {
             Step::Raw { actor, .. } => format!("raw {actor}"),
             Step::ExpectClose { actor, .. } => format!("expect_close {actor}"),
             Step::Disconnect { actor, .. } => format!("disconnect {actor}"),
-            Step::Resume { actor, .. } => format!("resume {actor}"),
+            Step::Resume { actor, node, .. } => format!("resume {actor}{}", on_node(*node)),
             Step::Http { request, .. } => format!("http {} {}", request.method, request.path),
             Step::Logout { actor, .. } => format!("logout {actor}"),
             Step::Flood { actor, .. } => format!("flood {actor}"),
@@ -526,14 +566,16 @@ struct ScenarioFile {
     unregistered: Vec<String>,
     #[serde(default)]
     rooms: Vec<String>,
+    /// Kept as a YAML mapping, which preserves declaration order (the
+    /// order actors are spread over servers in).
     #[serde(default)]
-    actors: BTreeMap<String, ActorSpec>,
+    actors: serde_yaml_ng::Mapping,
     steps: Vec<Value>,
 }
 
 /// Every verb, with the modifiers it accepts (`note` is always allowed).
 const VERBS: &[(&str, &[&str])] = &[
-    ("connect", &["expect", "unordered", "timeout_ms"]),
+    ("connect", &["expect", "unordered", "timeout_ms", "node"]),
     ("login", &[]),
     (
         "open",
@@ -571,6 +613,7 @@ const VERBS: &[(&str, &[&str])] = &[
             "unordered",
             "timeout_ms",
             "ignore",
+            "node",
         ],
     ),
     (
@@ -629,10 +672,26 @@ pub fn parse_scenario(file: &str, text: &str) -> Result<Scenario, ScenarioError>
             "`covers` is empty; name the spec rules this scenario checks".into(),
         ));
     }
-    let mut actors = raw.actors;
+    let mut actors = BTreeMap::new();
+    let mut actor_order = Vec::new();
+    for (key, value) in raw.actors {
+        let Some(name) = key.as_str().map(str::to_owned) else {
+            return Err(invalid(format!(
+                "actor names are strings; {key:?} is not one"
+            )));
+        };
+        let spec: ActorSpec =
+            serde_yaml_ng::from_value(value).map_err(|source| ScenarioError::Yaml {
+                file: file.to_owned(),
+                source,
+            })?;
+        actor_order.push(name.clone());
+        actors.insert(name, spec);
+    }
     if actors.is_empty() {
         // Default: one actor per registered user, named like the user.
         for user in &raw.users {
+            actor_order.push(user.clone());
             actors.insert(
                 user.clone(),
                 ActorSpec {
@@ -677,6 +736,7 @@ pub fn parse_scenario(file: &str, text: &str) -> Result<Scenario, ScenarioError>
         unregistered: raw.unregistered,
         rooms: raw.rooms,
         actors,
+        actor_order,
         steps,
     })
 }
@@ -760,6 +820,7 @@ struct Modifiers {
     action: Option<String>,
     bytes: Option<u64>,
     max_wait_ms: Option<u64>,
+    node: Option<usize>,
     note: Option<String>,
 }
 
@@ -848,6 +909,7 @@ fn parse_step(value: &Value) -> Result<Step, String> {
         "connect" => Step::Connect {
             actors: one_or_many(arg)?,
             expect: expectation(m.expect.clone(), &m),
+            node: m.node,
         },
         "login" => Step::Login {
             actor: actor_name(verb, arg)?,
@@ -919,6 +981,7 @@ fn parse_step(value: &Value) -> Result<Step, String> {
             rooms: m.rooms.clone(),
             positions: m.positions.clone(),
             expect: expectation(m.expect.clone(), &m),
+            node: m.node,
         },
         "http" => Step::Http {
             request: serde_json::from_value(arg.clone()).map_err(|e| format!("http: {e}"))?,
@@ -1119,6 +1182,51 @@ steps:
         assert!(!s.matches_filter("8.41"));
         assert_eq!(section_of("R-8.4.1"), "8.4");
         assert_eq!(section_of("8.4"), "8.4");
+    }
+
+    #[test]
+    fn actors_alternate_over_servers_in_declaration_order() {
+        // Declared out of alphabetical order on purpose: declaration order,
+        // not name order, decides the layout.
+        let text = r#"
+name: spread
+summary: x
+covers: [R-1.1]
+users: [alice, bob, carol, dave]
+actors:
+  dave: {user: dave}
+  bob: {user: bob}
+  carol: {user: carol, node: 1}
+  alice: {user: alice}
+  anon: {}
+steps:
+  - connect: [alice, bob]
+  - resume: bob
+    node: 3
+"#;
+        let s = parse_scenario("spread.yaml", text).unwrap();
+        assert_eq!(s.actor_order, ["dave", "bob", "carol", "alice", "anon"]);
+        let two = assign_nodes(&s, 2);
+        let at = |layout: &BTreeMap<String, usize>, name: &str| layout[name];
+        // dave 0, bob 1, carol pinned to 1, alice 3 % 2 = 1, anon 4 % 2 = 0.
+        assert_eq!(
+            ["dave", "bob", "carol", "alice", "anon"].map(|n| at(&two, n)),
+            [0, 1, 1, 1, 0]
+        );
+        let three = assign_nodes(&s, 3);
+        assert_eq!(
+            ["dave", "bob", "carol", "alice", "anon"].map(|n| at(&three, n)),
+            [0, 1, 1, 0, 1]
+        );
+        // One server: every actor, pinned or not, is on it.
+        assert!(assign_nodes(&s, 1).values().all(|&n| n == 0));
+        assert!(assign_nodes(&s, 0).values().all(|&n| n == 0));
+        assert!(matches!(&s.steps[1], Step::Resume { node: Some(3), .. }));
+        assert_eq!(s.steps[1].describe(), "resume bob on node 3");
+        // Default actors follow `users` order.
+        let m = parse_scenario("minimal.yaml", MINIMAL).unwrap();
+        assert_eq!(m.actor_order, ["alice", "bob"]);
+        assert_eq!(assign_nodes(&m, 2)["bob"], 1);
     }
 
     #[test]

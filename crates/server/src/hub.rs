@@ -172,10 +172,13 @@ impl OutboundTx {
         }
         match self.tx.try_send(item) {
             Ok(()) => {
-                self.bytes
-                    .metrics
-                    .outbound_queue_bytes_peak
-                    .fetch_max(total as u64, Ordering::Relaxed);
+                // Fan-out runs this once per recipient: read the shared
+                // gauge first so the common case (no new peak) leaves its
+                // cache line shared instead of writing it every push.
+                let peak = &self.bytes.metrics.outbound_queue_bytes_peak;
+                if total as u64 > peak.load(Ordering::Relaxed) {
+                    peak.fetch_max(total as u64, Ordering::Relaxed);
+                }
                 Ok(())
             }
             Err(err) => {

@@ -14,16 +14,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// A TCP connection to `server` from the loopback address `127.0.0.<last>`.
 async fn connect_from(last: u8, server: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)),
-            0,
-        ))
-        .expect("bind a loopback source address");
-    within("connect", socket.connect(server))
-        .await
-        .expect("connect")
+    common::connect_from(Ipv4Addr::new(127, 0, 0, last), server).await
 }
 
 /// One HTTP/1.1 request (JSON body) from `127.0.0.<last>`; status and JSON body.
@@ -33,33 +24,19 @@ async fn http_from(
     path: &str,
     body: &str,
 ) -> (u16, serde_json::Value) {
-    use http_body_util::{BodyExt, Full};
-    let stream = connect_from(last, server).await;
-    within("HTTP exchange", async {
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .expect("HTTP handshake");
-        tokio::spawn(connection);
-        let request = http::Request::post(path)
-            .header("host", server.to_string())
-            .header("content-type", "application/json")
-            .body(Full::new(bytes::Bytes::from(body.to_owned())))
-            .expect("request");
-        let response = sender.send_request(request).await.expect("HTTP request");
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (
-            status,
-            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-        )
-    })
-    .await
+    let response = common::http_from(
+        Ipv4Addr::new(127, 0, 0, last),
+        server,
+        "POST",
+        path,
+        body,
+        &[],
+    )
+    .await;
+    (
+        response.status,
+        serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// Registers, logs in and authenticates `user` entirely from `127.0.0.<last>`.

@@ -4,14 +4,11 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::{HttpResponse, PASSWORD, TestServer, within};
-use http_body_util::{BodyExt, Full};
-use tokio::net::TcpSocket;
 use tokio::sync::Barrier;
 
 const FLOODER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -19,40 +16,7 @@ const HONEST: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
 /// One POST from source address `from`, on a fresh connection.
 async fn post_from(from: Ipv4Addr, addr: SocketAddr, path: &str, body: String) -> HttpResponse {
-    within("HTTP response", async {
-        let socket = TcpSocket::new_v4().expect("socket");
-        socket
-            .bind(SocketAddr::new(IpAddr::V4(from), 0))
-            .expect("bind a loopback source address");
-        let stream = socket.connect(addr).await.expect("connect");
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .expect("HTTP handshake");
-        tokio::spawn(connection);
-        let request = http::Request::builder()
-            .method("POST")
-            .uri(path)
-            .header("host", addr.to_string())
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .expect("request");
-        let response = sender.send_request(request).await.expect("HTTP request");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        HttpResponse {
-            status,
-            headers,
-            body,
-        }
-    })
-    .await
+    common::http_from(from, addr, "POST", path, &body, &[]).await
 }
 
 fn credentials(user: &str, password: &str) -> String {

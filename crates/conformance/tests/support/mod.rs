@@ -82,6 +82,12 @@ impl Mitm {
     pub fn ws_url(&self) -> String {
         format!("ws://{}/v1/ws", self.addr)
     }
+
+    /// The base URL, for a MITM used as one node of a multi-server run
+    /// (plain HTTP passes through it unchanged).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }
 
 /// Reads an HTTP head (through the blank line); returns it and any bytes after it.
@@ -295,6 +301,77 @@ impl Connection {
         }
         vec![Message::Binary(encode_server_frame(&frame))]
     }
+}
+
+/// A byte-transparent TCP forwarder in front of a server: a second address
+/// ("another node") for the same server. Unlike [`Mitm`] it never decodes,
+/// so even frames that only survive byte for byte (padding in unknown
+/// fields) pass unchanged. It counts WebSocket upgrade requests, which
+/// proves which actors were sent to it.
+#[derive(Debug)]
+pub struct Forwarder {
+    addr: SocketAddr,
+    upgrades: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Forwarder {
+    /// Starts listening on an ephemeral loopback port.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind forwarder");
+        let addr = listener.local_addr().expect("forwarder address");
+        let upgrades = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&upgrades);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    // A connection that fails is the scenario's business
+                    // (it sees the failure itself); nothing to report here.
+                    forward(client, upstream, counter).await.ok();
+                });
+            }
+        });
+        Self { addr, upgrades }
+    }
+
+    /// `http://127.0.0.1:PORT` of the forwarder.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// WebSocket upgrade requests (`GET /v1/ws...`) forwarded so far.
+    pub fn upgrades(&self) -> usize {
+        self.upgrades.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn forward(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    upgrades: Arc<std::sync::atomic::AtomicUsize>,
+) -> std::io::Result<()> {
+    let mut server = TcpStream::connect(upstream).await?;
+    // Only the first 10 bytes are inspected (one upgrade per connection).
+    // A client that stalls before sending them stalls here: the suite sends
+    // its stall probes to the first server, which tests never put behind a
+    // forwarder for that reason.
+    let mut first = [0u8; 10];
+    let mut seen = 0;
+    while seen < first.len() {
+        let n = client.read(&mut first[seen..]).await?;
+        if n == 0 {
+            break;
+        }
+        seen += n;
+    }
+    if first[..seen].starts_with(b"GET /v1/ws") {
+        upgrades.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    server.write_all(&first[..seen]).await?;
+    tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+    Ok(())
 }
 
 /// The reference server, in-process on 127.0.0.1:0 with a fresh data dir.

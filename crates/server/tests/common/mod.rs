@@ -99,6 +99,18 @@ impl HttpResponse {
     }
 }
 
+/// A TCP connection to `server` from the loopback address `from`: other
+/// addresses in 127.0.0.0/8 act as other clients for per-address limits.
+pub async fn connect_from(from: std::net::Ipv4Addr, server: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .expect("bind a loopback source address");
+    within("connect", socket.connect(server))
+        .await
+        .expect("connect")
+}
+
 /// One HTTP/1.1 request on a fresh connection, with hyper's client.
 pub async fn http(
     addr: SocketAddr,
@@ -107,8 +119,34 @@ pub async fn http(
     body: &str,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
+    let stream = within("connect", TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    http_on(stream, addr, method, path, body, headers).await
+}
+
+/// [`http`] from the loopback source address `from`.
+pub async fn http_from(
+    from: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    let stream = connect_from(from, addr).await;
+    http_on(stream, addr, method, path, body, headers).await
+}
+
+async fn http_on(
+    stream: TcpStream,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
     within("HTTP response", async {
-        let stream = TcpStream::connect(addr).await.expect("connect");
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await

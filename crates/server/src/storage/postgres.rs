@@ -655,46 +655,68 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> StoreFuture<'a, HistorySlice> {
         Box::pin(async move {
-            // One snapshot, so the page and the head agree.
-            let mut tx = self
-                .pool
-                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .await?;
-            let head = sqlx::query("SELECT id, head_seq, epoch FROM rooms WHERE name = $1")
-                .bind(room.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-            let room_id: RoomId = head.try_get("id")?;
-            // Fetch one extra row to learn whether more exist beyond the page.
-            let (condition, order, anchor) = match range {
-                HistoryRange::Latest => ("", "DESC", 0),
-                HistoryRange::Before(seq) => ("AND m.seq < $3", "DESC", seq),
-                HistoryRange::After(seq) => ("AND m.seq > $3", "ASC", seq),
+            // One statement, so one round trip and one snapshot: the page
+            // and the head agree. The LEFT JOIN keeps the room's row when
+            // the page is empty; no row at all means no such room. One
+            // extra message is fetched to learn whether more exist beyond
+            // the page in its direction.
+            let (condition, descending, anchor) = match range {
+                HistoryRange::Latest => ("", true, 0),
+                HistoryRange::Before(seq) => ("AND m.seq < $3", true, seq),
+                HistoryRange::After(seq) => ("AND m.seq > $3", false, seq),
             };
+            let order = if descending { "DESC" } else { "ASC" };
             let sql = format!(
-                "SELECT {MESSAGE_COLUMNS} {MESSAGE_JOINS} WHERE m.room_id = $1 {condition} ORDER BY m.seq {order} LIMIT $2"
+                "SELECT r.head_seq, r.epoch, p.seq, p.message_id, u.username AS sender, p.client_msg_id, \
+                 p.text, p.kind, p.server_ts_ms \
+                 FROM rooms r \
+                 LEFT JOIN LATERAL (SELECT * FROM messages m WHERE m.room_id = r.id {condition} \
+                   ORDER BY m.seq {order} LIMIT $2) p ON TRUE \
+                 LEFT JOIN users u ON u.id = p.sender_id \
+                 WHERE r.name = $1"
             );
-            let mut query = sqlx::query(&sql).bind(room_id).bind(i64::from(limit) + 1);
+            let mut query = sqlx::query(&sql)
+                .bind(room.as_str())
+                .bind(i64::from(limit) + 1);
             if !condition.is_empty() {
                 query = query.bind(to_i64(anchor));
             }
-            let rows = query.fetch_all(&mut *tx).await?;
-            tx.commit().await?;
-            let has_more = rows.len() > limit as usize;
-            let mut messages = rows
-                .iter()
-                .take(limit as usize)
-                .map(message_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            if order == "DESC" {
-                messages.reverse();
+            let rows = query.fetch_all(&self.pool).await?;
+            let first = rows.first().ok_or(StoreError::NotFound)?;
+            let head_seq = to_u64(first.try_get("head_seq")?);
+            let epoch: String = first.try_get("epoch")?;
+            let mut messages = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let Some(seq) = row.try_get::<Option<i64>, _>("seq")? else {
+                    continue; // The room's row of an empty page.
+                };
+                messages.push(StoredMessage {
+                    room: room.clone(),
+                    seq: to_u64(seq),
+                    message_id: row.try_get("message_id")?,
+                    sender: row.try_get("sender")?,
+                    client_msg_id: row.try_get("client_msg_id")?,
+                    text: row.try_get("text")?,
+                    kind: row.try_get("kind")?,
+                    server_ts_ms: row.try_get("server_ts_ms")?,
+                });
+            }
+            // The join's output order is unspecified: sort, then drop the
+            // extra message, which lies beyond the page's far end.
+            messages.sort_unstable_by_key(|m| m.seq);
+            let has_more = messages.len() > limit as usize;
+            if has_more {
+                if descending {
+                    messages.remove(0);
+                } else {
+                    messages.truncate(limit as usize);
+                }
             }
             Ok(HistorySlice {
                 messages,
                 has_more,
-                head_seq: to_u64(head.try_get("head_seq")?),
-                epoch: head.try_get("epoch")?,
+                head_seq,
+                epoch,
             })
         })
     }

@@ -19,7 +19,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory holding the SQLite database; created if missing.
     pub data_dir: PathBuf,
-    /// Overrides the database location, e.g. `sqlite:///var/lib/confab/confab.db`.
+    /// Overrides the database location, e.g. `sqlite:///var/lib/confab/confab.db`,
+    /// or selects PostgreSQL with `postgres://user@host:5432/db`.
     /// `None` means `<data_dir>/confab.db`.
     pub database_url: Option<String>,
     /// Protocol limits announced in Welcome and enforced (§12).
@@ -216,7 +217,9 @@ pub struct Cli {
     #[arg(
         long,
         env = "CONFAB_DATABASE_URL",
-        help = "Database URL overriding <data-dir>/confab.db, e.g. sqlite:///srv/confab.db"
+        help = "Database URL overriding <data-dir>/confab.db: sqlite:///srv/confab.db, or \
+                postgres://user[:password]@host:5432/database to store everything in PostgreSQL \
+                (plain TCP, no TLS: keep it on a trusted network; synchronous_commit must not be off)"
     )]
     pub database_url: Option<String>,
 

@@ -1,7 +1,8 @@
 //! The Confab reference server.
 //!
 //! It serves the HTTP endpoints of §5 and the confab.v1 WebSocket protocol
-//! of §3-§12, stores users, tokens, rooms and messages in SQLite, and is
+//! of §3-§12, stores users, tokens, rooms and messages in SQLite (or in
+//! PostgreSQL, with a `postgres://` database URL), and is
 //! both the `confab-server` binary and a library, so tests and other crates
 //! can run a real server in-process:
 //!
@@ -22,7 +23,7 @@
 //! - [`http`]: the routes: register, login, logout, health, metrics.
 //! - [`ws`]: the WebSocket endpoint: upgrade checks and the per-socket task.
 //! - [`hub`]: rooms, live connections, fan-out, presence and typing.
-//! - [`storage`]: the [`storage::Store`] trait, SQLite, and the group-commit writer.
+//! - [`storage`]: the [`storage::Store`] trait, SQLite, PostgreSQL, and the group-commit writer.
 //! - [`auth`]: password hashing, tokens, the login throttle.
 //! - [`state`]: the shared [`state::AppState`] handlers and sockets use.
 //! - [`limit`], [`metrics`], [`shutdown`], [`tls`]: the rest.
@@ -74,6 +75,10 @@ pub enum StartError {
     /// The database could not be opened or migrated.
     #[error(transparent)]
     Database(#[from] OpenError),
+    /// The PostgreSQL database could not be reached, is not durable, or
+    /// could not be migrated.
+    #[error(transparent)]
+    Postgres(#[from] storage::postgres::OpenError),
     /// Loading rooms failed.
     #[error("cannot load rooms: {0}")]
     Load(#[from] storage::StoreError),
@@ -118,8 +123,13 @@ impl Server {
         }
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let db_path = config.data_dir.join(config::DATABASE_FILE);
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(config.database_url.as_deref(), &db_path).await?);
+        // A postgres:// URL selects PostgreSQL; anything else (or none) SQLite.
+        let store: Arc<dyn Store> = match config.database_url.as_deref() {
+            Some(url) if storage::postgres::is_postgres_url(url) => {
+                Arc::new(storage::postgres::PostgresStore::open(url).await?)
+            }
+            url => Arc::new(SqliteStore::open(url, &db_path).await?),
+        };
         let metrics = Arc::new(Metrics::default());
         let rooms = store.load_rooms().await?;
         let hub = Arc::new(Hub::new(rooms, config.limits.clone(), Arc::clone(&metrics)));

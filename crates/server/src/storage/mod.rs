@@ -3,9 +3,10 @@
 //! The trait speaks in validated protocol names and plain records, never in
 //! SQL, so a PostgreSQL implementation can be added without touching the
 //! socket, fan-out or protocol code. [`sqlite`] is the reference
-//! implementation. [`writer`] is the storage-agnostic group-commit task that
+//! implementation; [`postgres`] is the same contract on PostgreSQL. [`writer`] is the storage-agnostic group-commit task that
 //! serialises every message append through [`Store::append_batch`].
 
+pub mod postgres;
 pub mod sqlite;
 pub mod writer;
 

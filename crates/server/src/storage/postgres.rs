@@ -1,0 +1,771 @@
+//! The PostgreSQL [`Store`], selected by `--database-url postgres://…`.
+//!
+//! Same tables, keys and semantics as [`super::sqlite`]; the schema is
+//! `migrations/postgres/`. Connections are plain TCP (sqlx's TLS features
+//! are not compiled in): run the server next to its database or on a
+//! trusted network.
+//!
+//! # Durability: what "acknowledged" means
+//!
+//! A SendAck is sent only after `COMMIT` of the transaction holding the
+//! message returned. With `synchronous_commit` on (PostgreSQL's default;
+//! `open` refuses a session where it is `off`), `COMMIT` returns only once
+//! the commit record is flushed to the write-ahead log on disk, so an
+//! acknowledged message survives a crash of the server, of PostgreSQL and
+//! of the machine. Group commit (see `writer`) makes one flush cover a
+//! whole batch.
+//!
+//! # Seqs are gapless across nodes (§8.2)
+//!
+//! A room's seqs are `rooms.head_seq + 1, + 2, …`, assigned inside the
+//! transaction that stores the messages, after `SELECT … FOR UPDATE` locked
+//! the head rows. A PostgreSQL sequence would not do: `nextval` is never
+//! rolled back, so a failed batch would leave a hole. Every batch locks its
+//! rooms' heads in ascending id order, so two nodes writing overlapping
+//! rooms queue behind each other instead of deadlocking.
+//!
+//! # Idempotency across nodes (§8.5)
+//!
+//! The key `(sender, client_msg_id)` is UNIQUE. Two batches repeating one
+//! key in the same room are serialised by the head lock, and the second one
+//! sees the first's row (each statement of a READ COMMITTED transaction
+//! reads what committed before it began). Two batches using one key in
+//! different rooms are not serialised: the loser's INSERT fails on the
+//! constraint, its transaction rolls back whole, and the batch is planned
+//! again from a fresh read, which now sees the winner's row.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use confab_protocol::batch::{
+    BatchRequest, Original, PlanError, Planned, StoredKey, batch_keys, plan_batch,
+};
+use confab_protocol::names::{ClientMsgId, RoomName, Username};
+use confab_protocol::rules::HistoryRange;
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+
+use super::{
+    AppendOutcome, HistorySlice, NewMessage, RoomId, RoomRecord, Store, StoreError, StoreFuture,
+    StoredMessage, TokenRecord, UserCredentials, UserId,
+};
+
+/// Pool size: the batch writer plus concurrent readers (history, login,
+/// token checks). PostgreSQL's default `max_connections` is 100, so a few
+/// nodes fit beside other clients.
+const POOL_CONNECTIONS: u32 = 16;
+/// How long a request waits for a free pooled connection before failing
+/// (a typed storage error, which the client may retry).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a batch is planned again after losing a race for an
+/// idempotency key to another node. Each retry sees the winner's row, so a
+/// second attempt succeeds unless yet another node races on the same key.
+const KEY_RACE_ATTEMPTS: usize = 4;
+/// The name of the UNIQUE (sender_id, client_msg_id) constraint in
+/// `migrations/postgres/0001_initial.sql`.
+const IDEMPOTENCY_CONSTRAINT: &str = "messages_idempotency_key";
+
+/// PostgreSQL-backed storage.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// Why the PostgreSQL database could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The URL does not parse as a PostgreSQL connection URL.
+    #[error("invalid PostgreSQL URL ({0}); expected postgres://user[:password]@host:port/database")]
+    Url(#[source] sqlx::Error),
+    /// Connecting or the first query failed.
+    #[error(
+        "cannot connect to PostgreSQL at {target}: {source}; check that PostgreSQL runs and accepts \
+         TCP connections there, that the database exists and that pg_hba.conf lets this user in \
+         (TLS is not supported yet)"
+    )]
+    Connect {
+        /// Host, port and database (never the password).
+        target: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// `synchronous_commit` is off, so a commit would not mean durable.
+    #[error(
+        "PostgreSQL at {target} runs with synchronous_commit=off, so an acknowledged message could \
+         be lost in a crash; set it on for this database or user (ALTER DATABASE … SET \
+         synchronous_commit = on)"
+    )]
+    NotDurable {
+        /// Host, port and database.
+        target: String,
+    },
+    /// A migration failed.
+    #[error(
+        "cannot migrate the PostgreSQL database at {target}: {source}; check that the user may \
+         create tables there and that the schema was not changed by hand"
+    )]
+    Migrate {
+        /// Host, port and database.
+        target: String,
+        /// Why.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Whether `url` names a PostgreSQL database (and so selects this store).
+pub fn is_postgres_url(url: &str) -> bool {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    matches!(scheme, Some(s) if s.eq_ignore_ascii_case("postgres") || s.eq_ignore_ascii_case("postgresql"))
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Where `options` points, for error messages: no user, no password.
+fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("(default database)")
+    )
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` and runs pending migrations.
+    pub async fn open(url: &str) -> Result<Self, OpenError> {
+        let options = url.parse::<PgConnectOptions>().map_err(OpenError::Url)?;
+        Self::open_with(options).await
+    }
+
+    /// Connects with `options` (e.g. with a `search_path` naming the schema
+    /// to use) and runs pending migrations. Several nodes may open one
+    /// database at once: sqlx's migrator holds an advisory lock meanwhile.
+    pub async fn open_with(options: PgConnectOptions) -> Result<Self, OpenError> {
+        let target = describe(&options);
+        let connect = |source| OpenError::Connect {
+            target: target.clone(),
+            source,
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(connect)?;
+        let synchronous: String =
+            sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+                .fetch_one(&pool)
+                .await
+                .map_err(connect)?;
+        if synchronous.eq_ignore_ascii_case("off") {
+            pool.close().await;
+            return Err(OpenError::NotDurable { target });
+        }
+        if let Err(source) = sqlx::migrate!("./migrations/postgres").run(&pool).await {
+            pool.close().await;
+            return Err(OpenError::Migrate { target, source });
+        }
+        Ok(Self { pool })
+    }
+
+    /// One attempt at a batch: `Ok(None)` when it lost a race for an
+    /// idempotency key to another node and rolled back, so it must be
+    /// planned again. The rule (seqs, repeats, conflicts) is
+    /// [`plan_batch`]'s; this only reads what it needs and writes its plan.
+    async fn append_once(
+        &self,
+        batch: &[NewMessage],
+    ) -> Result<Option<Vec<AppendOutcome>>, StoreError> {
+        let requests: Vec<BatchRequest<'_, RoomId, UserId>> = batch
+            .iter()
+            .map(|m| BatchRequest {
+                room: m.room_id,
+                sender: m.sender_id,
+                client_msg_id: m.client_msg_id.as_str(),
+                text: m.text.as_str(),
+            })
+            .collect();
+        let keys = batch_keys(&requests);
+        let mut room_ids = keys.rooms.clone();
+        room_ids.sort_unstable();
+        let (senders, client_msg_ids): (Vec<UserId>, Vec<&str>) = keys.keys.iter().copied().unzip();
+
+        // Dropping `tx` on any early return rolls it back.
+        let mut tx = self.pool.begin().await?;
+        // ORDER BY under FOR UPDATE locks the rows in id order (the lock is
+        // taken as each sorted row is emitted): the fixed order that keeps
+        // nodes writing overlapping rooms from deadlocking.
+        let heads: Vec<(RoomId, i64)> = sqlx::query_as(
+            "SELECT id, head_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&room_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        // A new statement, so it sees every row committed before the locks
+        // were granted, including those of a batch we waited for.
+        let existing: Vec<ExistingRow> = sqlx::query_as(
+            "SELECT k.i, m.room_id, m.seq, m.message_id, m.text, m.kind, m.server_ts_ms \
+             FROM UNNEST($1::bigint[], $2::text[]) WITH ORDINALITY AS k(sender_id, client_msg_id, i) \
+             JOIN messages m ON m.sender_id = k.sender_id AND m.client_msg_id = k.client_msg_id",
+        )
+        .bind(&senders)
+        .bind(&client_msg_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let stored = existing
+            .iter()
+            .map(|row| {
+                // WITH ORDINALITY counts from 1.
+                let (sender, client_msg_id) = usize::try_from(row.0 - 1)
+                    .ok()
+                    .and_then(|k| keys.keys.get(k).copied())
+                    .ok_or_else(|| StoreError::Database(format!("key read named key {}", row.0)))?;
+                Ok(StoredKey {
+                    sender,
+                    client_msg_id,
+                    room: row.1,
+                    text: row.4.as_str(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+
+        let plan = plan_batch(
+            heads.iter().map(|&(room, head)| (room, to_u64(head))),
+            &stored,
+            &requests,
+        )
+        .map_err(|err| match err {
+            PlanError::UnknownRoom { .. } => StoreError::NotFound,
+            other => StoreError::Database(other.to_string()),
+        })?;
+
+        let mut rows = Rows::default();
+        for row in &plan.rows {
+            let msg = &batch[row.request];
+            rows.room_id.push(row.room);
+            rows.seq.push(to_i64(row.seq));
+            rows.message_id.push(uuid::Uuid::now_v7().to_string());
+            rows.sender_id.push(msg.sender_id);
+            rows.client_msg_id.push(msg.client_msg_id.as_str());
+            rows.text.push(msg.text.as_str());
+            rows.kind.push(msg.kind as i32);
+            rows.server_ts_ms.push(msg.server_ts_ms);
+        }
+        let outcomes = outcomes(batch, &plan.outcomes, &rows, &existing)?;
+
+        if !plan.rows.is_empty() {
+            let head_rooms: Vec<RoomId> = plan.heads.iter().map(|h| h.room).collect();
+            let head_seqs: Vec<i64> = plan.heads.iter().map(|h| to_i64(h.head_seq)).collect();
+            let activity: Vec<i64> = plan
+                .heads
+                .iter()
+                .map(|h| batch[h.last_request].server_ts_ms)
+                .collect();
+            let written: Result<(i64, i64), sqlx::Error> = sqlx::query_as(BATCH_WRITE_SQL)
+                .bind(&rows.room_id)
+                .bind(&rows.seq)
+                .bind(&rows.message_id)
+                .bind(&rows.sender_id)
+                .bind(&rows.client_msg_id)
+                .bind(&rows.text)
+                .bind(&rows.kind)
+                .bind(&rows.server_ts_ms)
+                .bind(&head_rooms)
+                .bind(&head_seqs)
+                .bind(&activity)
+                .fetch_one(&mut *tx)
+                .await;
+            match written {
+                Err(sqlx::Error::Database(db))
+                    if db.is_unique_violation()
+                        && db.constraint() == Some(IDEMPOTENCY_CONSTRAINT) =>
+                {
+                    return Ok(None);
+                }
+                Err(err) => return Err(err.into()),
+                Ok((messages, rooms)) => {
+                    let expected = (plan.rows.len(), plan.heads.len());
+                    if (usize::try_from(messages).ok(), usize::try_from(rooms).ok())
+                        != (Some(expected.0), Some(expected.1))
+                    {
+                        return Err(StoreError::Database(format!(
+                            "batch wrote {messages} messages and {rooms} heads, expected {} and {}",
+                            expected.0, expected.1
+                        )));
+                    }
+                }
+            }
+        }
+        // With nothing written (every message a repeat) this only releases
+        // the head locks.
+        tx.commit().await?;
+        Ok(Some(outcomes))
+    }
+}
+
+/// A row of the key read: the key's 1-based index in `BatchKeys::keys`,
+/// then the stored message's room id, seq, message id, text, kind and time.
+type ExistingRow = (i64, RoomId, i64, String, String, i32, i64);
+
+/// Turns the plan's outcomes into the store's: a stored message gets its
+/// row; a duplicate gets the original, unchanged (from the key read, or
+/// the row this batch stores for an earlier request).
+fn outcomes(
+    batch: &[NewMessage],
+    planned: &[Planned],
+    rows: &Rows<'_>,
+    existing: &[ExistingRow],
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    let stored_row = |i: usize, row: usize| -> Result<StoredMessage, StoreError> {
+        let msg = &batch[i];
+        Ok(StoredMessage {
+            room: msg.room.clone(),
+            seq: to_u64(*rows.seq.get(row).ok_or(StoreError::NotFound)?),
+            message_id: rows.message_id[row].clone(),
+            sender: msg.sender.as_str().to_owned(),
+            client_msg_id: msg.client_msg_id.as_str().to_owned(),
+            text: msg.text.clone(),
+            kind: msg.kind as i32,
+            server_ts_ms: msg.server_ts_ms,
+        })
+    };
+    planned
+        .iter()
+        .enumerate()
+        .map(|(i, outcome)| {
+            Ok(match *outcome {
+                Planned::Stored { row, .. } => AppendOutcome::Stored(stored_row(i, row)?),
+                Planned::Duplicate(Original::Batch(j)) => match planned.get(j) {
+                    Some(&Planned::Stored { row, .. }) => {
+                        AppendOutcome::Duplicate(stored_row(j, row)?)
+                    }
+                    _ => {
+                        return Err(StoreError::Database(format!(
+                            "plan: request {i} repeats request {j}, which stored nothing"
+                        )));
+                    }
+                },
+                Planned::Duplicate(Original::Stored(k)) => {
+                    let (_, _, seq, message_id, text, kind, server_ts_ms) =
+                        existing.get(k).ok_or(StoreError::NotFound)?;
+                    // Same key means same sender, and a duplicate names the
+                    // same room: the request's names are the original's.
+                    let msg = &batch[i];
+                    AppendOutcome::Duplicate(StoredMessage {
+                        room: msg.room.clone(),
+                        seq: to_u64(*seq),
+                        message_id: message_id.clone(),
+                        sender: msg.sender.as_str().to_owned(),
+                        client_msg_id: msg.client_msg_id.as_str().to_owned(),
+                        text: text.clone(),
+                        kind: *kind,
+                        server_ts_ms: *server_ts_ms,
+                    })
+                }
+                Planned::Conflict => AppendOutcome::Conflict,
+            })
+        })
+        .collect()
+}
+
+/// Writes a planned batch in one statement: the new messages ($1-$8, one
+/// array per column) and the new head and last activity of every room that
+/// got one ($9-$11). Returns how many rows of each it wrote.
+const BATCH_WRITE_SQL: &str = "WITH inserted AS ( \
+        INSERT INTO messages (room_id, seq, message_id, sender_id, client_msg_id, text, kind, server_ts_ms) \
+        SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::int4[], $8::bigint[]) \
+        RETURNING 1 \
+    ), heads AS ( \
+        UPDATE rooms r SET head_seq = h.head_seq, last_activity_ms = h.last_activity_ms \
+        FROM UNNEST($9::bigint[], $10::bigint[], $11::bigint[]) AS h(id, head_seq, last_activity_ms) \
+        WHERE r.id = h.id \
+        RETURNING 1 \
+    ) \
+    SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM heads)";
+
+/// The rows of a batch to insert, one vector per column (what UNNEST takes).
+#[derive(Debug, Default)]
+struct Rows<'a> {
+    room_id: Vec<RoomId>,
+    seq: Vec<i64>,
+    message_id: Vec<String>,
+    sender_id: Vec<UserId>,
+    client_msg_id: Vec<&'a str>,
+    text: Vec<&'a str>,
+    kind: Vec<i32>,
+    server_ts_ms: Vec<i64>,
+}
+
+const MESSAGE_COLUMNS: &str = "r.name AS room, m.seq, m.message_id, u.username AS sender, m.client_msg_id, m.text, m.kind, m.server_ts_ms";
+const MESSAGE_JOINS: &str =
+    "FROM messages m JOIN rooms r ON r.id = m.room_id JOIN users u ON u.id = m.sender_id";
+
+fn message_from_row(row: &PgRow) -> Result<StoredMessage, StoreError> {
+    let room: String = row.try_get("room")?;
+    Ok(StoredMessage {
+        room: RoomName::parse(room)
+            .map_err(|e| StoreError::Database(format!("stored room name invalid: {e}")))?,
+        seq: to_u64(row.try_get("seq")?),
+        message_id: row.try_get("message_id")?,
+        sender: row.try_get("sender")?,
+        client_msg_id: row.try_get("client_msg_id")?,
+        text: row.try_get("text")?,
+        kind: row.try_get("kind")?,
+        server_ts_ms: row.try_get("server_ts_ms")?,
+    })
+}
+
+fn username(name: String) -> Result<Username, StoreError> {
+    Username::parse(name).map_err(|e| StoreError::Database(format!("stored username invalid: {e}")))
+}
+
+impl Store for PostgresStore {
+    fn create_user<'a>(
+        &'a self,
+        username: &'a Username,
+        password_hash: &'a str,
+        now_ms: i64,
+    ) -> StoreFuture<'a, UserId> {
+        Box::pin(async move {
+            let id = sqlx::query_scalar(
+                "INSERT INTO users (username, password_hash, created_ms) VALUES ($1, $2, $3) RETURNING id",
+            )
+            .bind(username.as_str())
+            .bind(password_hash)
+            .bind(now_ms)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(id)
+        })
+    }
+
+    fn user_credentials<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> StoreFuture<'a, Option<UserCredentials>> {
+        Box::pin(async move {
+            let row =
+                sqlx::query("SELECT id, username, password_hash FROM users WHERE username = $1")
+                    .bind(username)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            row.map(|row| {
+                Ok(UserCredentials {
+                    id: row.try_get("id")?,
+                    username: self::username(row.try_get("username")?)?,
+                    password_hash: row.try_get("password_hash")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn insert_token<'a>(
+        &'a self,
+        token_hash: &'a str,
+        user_id: UserId,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO tokens (token_hash, user_id, created_ms, expires_ms) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(now_ms)
+            .bind(expires_ms)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn token<'a>(&'a self, token_hash: &'a str) -> StoreFuture<'a, Option<TokenRecord>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT t.user_id, u.username, t.expires_ms, t.revoked FROM tokens t JOIN users u ON u.id = t.user_id \
+                 WHERE t.token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.map(|row| {
+                Ok(TokenRecord {
+                    user_id: row.try_get("user_id")?,
+                    username: username(row.try_get("username")?)?,
+                    expires_ms: row.try_get("expires_ms")?,
+                    revoked: row.try_get("revoked")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn revoke_token<'a>(&'a self, token_hash: &'a str, now_ms: i64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            // One conditional UPDATE: two nodes revoking the same token at
+            // once see exactly one `true`.
+            let done = sqlx::query(
+                "UPDATE tokens SET revoked = TRUE WHERE token_hash = $1 AND NOT revoked AND expires_ms > $2",
+            )
+            .bind(token_hash)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn load_rooms(&self) -> StoreFuture<'_, Vec<RoomRecord>> {
+        Box::pin(async move {
+            // One snapshot for rooms and members, so a member row never
+            // names a room the room list lacks.
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await?;
+            let rooms = sqlx::query(
+                "SELECT id, name, topic, epoch, head_seq, last_activity_ms FROM rooms ORDER BY id",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let members = sqlx::query(
+                "SELECT m.room_id, u.username FROM members m JOIN users u ON u.id = m.user_id",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let mut by_room: HashMap<RoomId, Vec<Username>> = HashMap::new();
+            for row in members {
+                let name = username(row.try_get("username")?)?;
+                by_room
+                    .entry(row.try_get("room_id")?)
+                    .or_default()
+                    .push(name);
+            }
+            rooms
+                .into_iter()
+                .map(|row| {
+                    let id: RoomId = row.try_get("id")?;
+                    let name: String = row.try_get("name")?;
+                    Ok(RoomRecord {
+                        id,
+                        name: RoomName::parse(name).map_err(|e| {
+                            StoreError::Database(format!("stored room name invalid: {e}"))
+                        })?,
+                        topic: row.try_get("topic")?,
+                        epoch: row.try_get("epoch")?,
+                        head_seq: to_u64(row.try_get("head_seq")?),
+                        last_activity_ms: row.try_get("last_activity_ms")?,
+                        members: by_room.remove(&id).unwrap_or_default(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn create_room<'a>(
+        &'a self,
+        name: &'a RoomName,
+        topic: &'a str,
+        epoch: &'a str,
+        creator: UserId,
+        now_ms: i64,
+    ) -> StoreFuture<'a, RoomId> {
+        Box::pin(async move {
+            // Racing creators (on any node) meet at the UNIQUE name: exactly
+            // one INSERT succeeds, the others get AlreadyExists.
+            let mut tx = self.pool.begin().await?;
+            let id: RoomId = sqlx::query_scalar(
+                "INSERT INTO rooms (name, topic, epoch, created_ms, last_activity_ms) VALUES ($1, $2, $3, $4, $4) RETURNING id",
+            )
+            .bind(name.as_str())
+            .bind(topic)
+            .bind(epoch)
+            .bind(now_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO members (room_id, user_id, joined_ms) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(creator)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    fn add_member(&self, room: RoomId, user: UserId, now_ms: i64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO members (room_id, user_id, joined_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(room)
+            .bind(user)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn remove_member(&self, room: RoomId, user: UserId) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("DELETE FROM members WHERE room_id = $1 AND user_id = $2")
+                .bind(room)
+                .bind(user)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn append_batch<'a>(&'a self, batch: &'a [NewMessage]) -> StoreFuture<'a, Vec<AppendOutcome>> {
+        Box::pin(async move {
+            // One transaction, hence one WAL flush, for the whole batch, in
+            // five round trips whatever its size: BEGIN, lock heads, read
+            // keys, write, COMMIT.
+            for _ in 0..KEY_RACE_ATTEMPTS {
+                if let Some(outcomes) = self.append_once(batch).await? {
+                    return Ok(outcomes);
+                }
+                tracing::debug!("a batch lost an idempotency key race to another node; replanning");
+            }
+            Err(StoreError::Database(format!(
+                "a batch lost {KEY_RACE_ATTEMPTS} idempotency key races in a row; resend"
+            )))
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        range: HistoryRange,
+        limit: u32,
+    ) -> StoreFuture<'a, HistorySlice> {
+        Box::pin(async move {
+            // One statement, so one round trip and one snapshot: the page
+            // and the head agree. The LEFT JOIN keeps the room's row when
+            // the page is empty; no row at all means no such room. One
+            // extra message is fetched to learn whether more exist beyond
+            // the page in its direction.
+            let (condition, descending, anchor) = match range {
+                HistoryRange::Latest => ("", true, 0),
+                HistoryRange::Before(seq) => ("AND m.seq < $3", true, seq),
+                HistoryRange::After(seq) => ("AND m.seq > $3", false, seq),
+            };
+            let order = if descending { "DESC" } else { "ASC" };
+            let sql = format!(
+                "SELECT r.head_seq, r.epoch, p.seq, p.message_id, u.username AS sender, p.client_msg_id, \
+                 p.text, p.kind, p.server_ts_ms \
+                 FROM rooms r \
+                 LEFT JOIN LATERAL (SELECT * FROM messages m WHERE m.room_id = r.id {condition} \
+                   ORDER BY m.seq {order} LIMIT $2) p ON TRUE \
+                 LEFT JOIN users u ON u.id = p.sender_id \
+                 WHERE r.name = $1"
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(room.as_str())
+                .bind(i64::from(limit) + 1);
+            if !condition.is_empty() {
+                query = query.bind(to_i64(anchor));
+            }
+            let rows = query.fetch_all(&self.pool).await?;
+            let first = rows.first().ok_or(StoreError::NotFound)?;
+            let head_seq = to_u64(first.try_get("head_seq")?);
+            let epoch: String = first.try_get("epoch")?;
+            let mut messages = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let Some(seq) = row.try_get::<Option<i64>, _>("seq")? else {
+                    continue; // The room's row of an empty page.
+                };
+                messages.push(StoredMessage {
+                    room: room.clone(),
+                    seq: to_u64(seq),
+                    message_id: row.try_get("message_id")?,
+                    sender: row.try_get("sender")?,
+                    client_msg_id: row.try_get("client_msg_id")?,
+                    text: row.try_get("text")?,
+                    kind: row.try_get("kind")?,
+                    server_ts_ms: row.try_get("server_ts_ms")?,
+                });
+            }
+            // The join's output order is unspecified: sort, then drop the
+            // extra message, which lies beyond the page's far end.
+            messages.sort_unstable_by_key(|m| m.seq);
+            let has_more = messages.len() > limit as usize;
+            if has_more {
+                if descending {
+                    messages.remove(0);
+                } else {
+                    messages.truncate(limit as usize);
+                }
+            }
+            Ok(HistorySlice {
+                messages,
+                has_more,
+                head_seq,
+                epoch,
+            })
+        })
+    }
+
+    fn messages_between<'a>(
+        &'a self,
+        room: &'a RoomName,
+        after: u64,
+        up_to: u64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        Box::pin(async move {
+            let rows = sqlx::query(&format!(
+                "SELECT {MESSAGE_COLUMNS} {MESSAGE_JOINS} WHERE r.name = $1 AND m.seq > $2 AND m.seq <= $3 ORDER BY m.seq LIMIT $4"
+            ))
+            .bind(room.as_str())
+            .bind(to_i64(after))
+            .bind(to_i64(up_to))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(message_from_row).collect()
+        })
+    }
+
+    fn sent_message<'a>(
+        &'a self,
+        sender: UserId,
+        client_msg_id: &'a ClientMsgId,
+    ) -> StoreFuture<'a, Option<StoredMessage>> {
+        Box::pin(async move {
+            // Served by the UNIQUE (sender_id, client_msg_id) index.
+            let row = sqlx::query(&format!(
+                "SELECT {MESSAGE_COLUMNS} {MESSAGE_JOINS} WHERE m.sender_id = $1 AND m.client_msg_id = $2"
+            ))
+            .bind(sender)
+            .bind(client_msg_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(message_from_row).transpose()
+        })
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            // Every acknowledged batch already committed; closing only
+            // waits for borrowed connections to come back.
+            self.pool.close().await;
+            Ok(())
+        })
+    }
+}

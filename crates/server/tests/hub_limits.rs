@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use common::{
     Client, TestServer, error_code, error_of, http, message_seqs, messages, register_and_login,
-    within, ws_request,
+    within,
 };
 use confab_protocol::wire::{
     self, ErrorCode, ServerFrame, client_frame::Body as C, room_resume::Status,
     server_frame::Body as S,
 };
 use tokio::sync::mpsc;
-use tokio_tungstenite::MaybeTlsStream;
 
 /// A value from `/metrics`.
 async fn metric(addr: SocketAddr, name: &str) -> u64 {
@@ -28,25 +27,6 @@ async fn metric(addr: SocketAddr, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("metric {name} in /metrics"))
-}
-
-/// A client whose socket has a tiny receive buffer, so that once it stops
-/// reading the server's queue for it fills instead of the kernel's buffers.
-async fn slow_client(addr: SocketAddr, name: &str, token: &str) -> Client {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let stream = within("connect", socket.connect(addr))
-        .await
-        .expect("connect");
-    let (ws, _) = within(
-        "handshake",
-        tokio_tungstenite::client_async(ws_request(addr), MaybeTlsStream::Plain(stream)),
-    )
-    .await
-    .expect("WebSocket handshake");
-    let mut client = Client::from_ws(ws, name);
-    client.auth(token, &[]).await;
-    client
 }
 
 fn history(room: &str) -> C {
@@ -99,7 +79,7 @@ async fn pipelined_history_without_reading_is_closed_4429_at_the_byte_cap() {
     // 400 KiB pages from storage, so she stops after MAX_REQUESTS and the
     // loop then only polls /metrics (each poll a round trip) until the close.
     const MAX_REQUESTS: usize = 2_000;
-    let mut carol = slow_client(addr, "carol", &carol_token).await;
+    let mut carol = common::slow_client(addr, "carol", &carol_token).await;
     carol.join_room("big").await;
     let mut sent = 0;
     within("carol's slow-consumer close", async {

@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::{Client, TestServer, http, messages, register_and_login, within, ws_request};
+use common::{Client, TestServer, http, messages, register_and_login, within};
 use confab_protocol::wire::room_resume::Status;
 use tokio::sync::mpsc;
-use tokio_tungstenite::MaybeTlsStream;
 
 const QUEUE: u32 = 16;
 const TEXT_BYTES: usize = 60_000;
@@ -39,19 +38,7 @@ async fn a_client_that_stops_reading_is_closed_4429_and_resumes_without_loss() {
 
     // Carol's socket has a tiny receive buffer, and nobody reads it until
     // the end: the kernel buffers fill, then her queue on the server.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let stream = within("connect", socket.connect(addr))
-        .await
-        .expect("connect");
-    let (ws, _) = within(
-        "handshake",
-        tokio_tungstenite::client_async(ws_request(addr), MaybeTlsStream::Plain(stream)),
-    )
-    .await
-    .expect("WebSocket handshake");
-    let mut carol = Client::from_ws(ws, "carol");
-    carol.auth(&carol_token, &[]).await;
+    let mut carol = common::slow_client(addr, "carol", &carol_token).await;
     carol.join_room("firehose").await;
 
     // Bob reads everything as it comes, on his own task.

@@ -541,3 +541,22 @@ pub fn message_seqs(frames: &[ServerFrame]) -> Vec<(String, u64)> {
         .map(|m| (m.room, m.seq))
         .collect()
 }
+
+/// A client whose socket has a tiny receive buffer, so that once it stops
+/// reading the server's queue for it fills instead of the kernel's buffers.
+pub async fn slow_client(addr: SocketAddr, name: &str, token: &str) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = within("connect", socket.connect(addr))
+        .await
+        .expect("connect");
+    let (ws, _) = within(
+        "handshake",
+        tokio_tungstenite::client_async(ws_request(addr), MaybeTlsStream::Plain(stream)),
+    )
+    .await
+    .expect("WebSocket handshake");
+    let mut client = Client::from_ws(ws, name);
+    client.auth(token, &[]).await;
+    client
+}

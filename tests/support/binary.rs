@@ -19,8 +19,14 @@
 //! build runs at a time; separate processes serialise on cargo's own
 //! build-directory lock, which `cargo test` does not hold while tests run.
 //!
-//! An override variable (`CONFAB_BIN`, `CONFAB_SERVER_BIN`) pointing at a
-//! built binary skips the build (for testing a release build elsewhere).
+//! A binary behind a cargo feature (`confab-server-fault`, which needs
+//! confab-server's `fault-hooks`) is built the same way with `--features`;
+//! the feature changes the library's fingerprint, so the normal
+//! `confab-server` stays fresh next to it.
+//!
+//! An override variable (`CONFAB_BIN`, `CONFAB_SERVER_BIN`,
+//! `CONFAB_SERVER_FAULT_BIN`) pointing at a built binary skips the build (for
+//! testing a release build elsewhere).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,9 +43,32 @@ pub fn confab_server() -> PathBuf {
     workspace_binary("confab-server", "confab-server", "CONFAB_SERVER_BIN")
 }
 
+/// `confab-server-fault`: confab-server built with its `fault-hooks` feature,
+/// which obeys fault variables such as `CONFAB_FAULT_ABORT_AFTER_COMMIT`;
+/// `CONFAB_SERVER_FAULT_BIN` overrides.
+pub fn confab_server_fault() -> PathBuf {
+    workspace_binary_with_features(
+        "confab-server",
+        "confab-server-fault",
+        &["fault-hooks"],
+        "CONFAB_SERVER_FAULT_BIN",
+    )
+}
+
 /// The path of a fresh `bin` of workspace `package`, built on first use, or
 /// the file named by the `override_var` environment variable.
 pub fn workspace_binary(package: &str, bin: &str, override_var: &str) -> PathBuf {
+    workspace_binary_with_features(package, bin, &[], override_var)
+}
+
+/// Like [`workspace_binary`], for a `bin` that needs cargo `features` of
+/// `package` (its `required-features`).
+pub fn workspace_binary_with_features(
+    package: &str,
+    bin: &str,
+    features: &[&str],
+    override_var: &str,
+) -> PathBuf {
     static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     // Held across the build: a second test wanting the same binary waits
     // for it instead of starting a second cargo. A test that panicked while
@@ -60,14 +89,14 @@ pub fn workspace_binary(package: &str, bin: &str, override_var: &str) -> PathBuf
             );
             path
         }
-        None => build(package, bin),
+        None => build(package, bin, features),
     };
     built.insert(bin.to_owned(), path.clone());
     path
 }
 
 /// Runs `cargo build` for the binary and returns the path cargo reports.
-fn build(package: &str, bin: &str) -> PathBuf {
+fn build(package: &str, bin: &str, features: &[&str]) -> PathBuf {
     // The cargo running these tests sets CARGO; the one that compiled them
     // is the next best; a plain `cargo` on PATH is the last resort.
     let cargo = std::env::var_os("CARGO")
@@ -88,8 +117,11 @@ fn build(package: &str, bin: &str) -> PathBuf {
             command.env_remove(&name);
         }
     }
+    command.args(["build", "-p", package, "--bin", bin]);
+    if !features.is_empty() {
+        command.arg("--features").arg(features.join(","));
+    }
     let output = command
-        .args(["build", "-p", package, "--bin", bin])
         .args(["--message-format", "json-render-diagnostics"])
         .arg("--profile")
         .arg(profile())
@@ -100,7 +132,8 @@ fn build(package: &str, bin: &str) -> PathBuf {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "`cargo build -p {package} --bin {bin}` failed; fix the build or set the override variable:\n{stderr}"
+        "`cargo build -p {package} --bin {bin}{}` failed; fix the build or set the override variable:\n{stderr}",
+        features_flag(features)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let path = stdout
@@ -116,6 +149,15 @@ fn build(package: &str, bin: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// ` --features a,b` for a message, or nothing.
+fn features_flag(features: &[&str]) -> String {
+    if features.is_empty() {
+        String::new()
+    } else {
+        format!(" --features {}", features.join(","))
+    }
 }
 
 /// Whether `name` is one of the variables cargo sets to describe the

@@ -1,7 +1,8 @@
-//! Support shared by the test targets: the workspace binaries under test
-//! and real server processes.
+//! Support shared by the test targets: the workspace binaries under test,
+//! real server processes and a cuttable TCP relay.
 
 #![allow(dead_code)] // Not every target uses every helper.
 
 pub mod binary;
 pub mod process;
+pub mod proxy;

@@ -154,11 +154,11 @@ async fn every_message_reaches_every_socket_of_every_member_once_in_order() {
         acks.push(sent);
     }
 
-    // History, read on each room's first member's raw socket.
+    // History of room r, read on user r's raw socket (user r is a member).
     let mut histories = BTreeMap::new();
-    for r in 0..3 {
+    for (r, socket) in sockets.iter_mut().take(3).enumerate() {
         let room = format!("r{r}");
-        let history = sockets[r].history(&room).await;
+        let history = socket.history(&room).await;
         assert_gapless(&room, &history);
         assert_eq!(
             history.len() as u64,
@@ -626,7 +626,7 @@ async fn a_message_committed_by_a_node_that_died_before_publishing_still_arrives
     let history = reader_on_b.history("r").await;
     assert_eq!(
         history,
-        [pushed.clone()],
+        std::slice::from_ref(&pushed),
         "history holds the committed message once"
     );
 

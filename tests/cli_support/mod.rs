@@ -8,8 +8,9 @@
 //!   config directory, no colour, and short reconnect delays.
 //! - [`Lines`]: a non-interactive `confab` (send, tail) with stdout read line
 //!   by line under a timeout.
-//! - [`Proxy`]: a TCP relay in front of the server whose connections can be
-//!   cut, so one client loses the network while others stay online.
+//! - [`Proxy`] (from `support::proxy`): a TCP relay in front of the server
+//!   whose connections can be cut, so one client loses the network while
+//!   others stay online.
 //!
 //! Nothing here sleeps to synchronise: every wait is an expectation on
 //! output with a timeout. rexpect reads the terminal byte by byte as Latin-1,
@@ -21,14 +22,15 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use confab_server::{Config, Server as ServerLib, ServerHandle};
 use rexpect::process::Signal;
 use rexpect::reader::Options;
 use rexpect::session::{PtySession, spawn_with_options};
+
+pub use crate::support::proxy::Proxy;
 
 /// Upper bound of any single wait; it only matters when a test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -335,80 +337,6 @@ pub fn run(mut command: Command) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-/// A TCP relay to a server. [`Proxy::cut`] drops every relayed connection
-/// and refuses new ones until [`Proxy::restore`]: a network outage for the
-/// clients behind it only.
-pub struct Proxy {
-    runtime: tokio::runtime::Runtime,
-    addr: SocketAddr,
-    refusing: Arc<AtomicBool>,
-    relays: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Proxy {
-    /// Relays 127.0.0.1:<free port> to `target`.
-    pub fn start(target: SocketAddr) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy addr");
-        let refusing = Arc::new(AtomicBool::new(false));
-        let relays: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (flag, list) = (Arc::clone(&refusing), Arc::clone(&relays));
-        runtime.spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if flag.load(Ordering::SeqCst) {
-                    continue; // dropped: the client sees the connection fail
-                }
-                let relay = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        // Ends when either side closes; errors end it the same way.
-                        tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
-                            .await
-                            .ok();
-                    }
-                });
-                list.lock().expect("relays").push(relay.abort_handle());
-            }
-        });
-        Self {
-            runtime,
-            addr,
-            refusing,
-            relays,
-        }
-    }
-
-    /// Base URL of the relay.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Drops every relayed connection and refuses new ones.
-    pub fn cut(&self) {
-        self.refusing.store(true, Ordering::SeqCst);
-        for relay in self.relays.lock().expect("relays").drain(..) {
-            relay.abort();
-        }
-    }
-
-    /// Relays again.
-    pub fn restore(&self) {
-        self.refusing.store(false, Ordering::SeqCst);
-    }
-}
-
-impl std::fmt::Debug for Proxy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy").field("addr", &self.addr).finish()
-    }
 }
 
 /// Runs `command` with `input` on stdin to completion; returns (success, stdout).

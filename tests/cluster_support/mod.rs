@@ -653,21 +653,35 @@ impl WireSocket {
         }
     }
 
-    /// Resumes every room of Welcome from its head: they are active from
-    /// now on (§10.6), and nothing is replayed.
-    pub async fn resume_all(&mut self) {
-        let rooms = self
-            .welcome
-            .rooms
+    /// Resumes `rooms` from their heads: they are active from now on
+    /// (§10.6), and nothing is replayed. Each must be in Welcome, which
+    /// lists every room the user is a member of, also those it
+    /// joined through another node.
+    pub async fn resume(&mut self, rooms: &[&str]) {
+        let listed: Vec<&str> = self.welcome.rooms.iter().map(|r| r.name.as_str()).collect();
+        let positions = rooms
             .iter()
-            .map(|room| wire::RoomPosition {
-                room: room.name.clone(),
-                last_seq: room.head_seq,
-                epoch: room.epoch.clone(),
+            .map(|room| {
+                let info = self
+                    .welcome
+                    .rooms
+                    .iter()
+                    .find(|info| info.name == *room)
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{}: Welcome lists rooms {listed:?}, not {room}, of which the user is a member (R-6.3.4)",
+                            self.label
+                        )
+                    });
+                wire::RoomPosition {
+                    room: info.name.clone(),
+                    last_seq: info.head_seq,
+                    epoch: info.epoch.clone(),
+                }
             })
             .collect();
         let reply = self
-            .request(C::Resume(wire::Resume { rooms }), "Resumed")
+            .request(C::Resume(wire::Resume { rooms: positions }), "Resumed")
             .await;
         let Some(S::Resumed(resumed)) = reply.body else {
             panic!("{}: Resume answered with {reply:?}", self.label);
@@ -808,19 +822,55 @@ impl WireSocket {
 
     /// Waits until a Message of `room` with seq `seq` or above was pushed.
     pub async fn wait_pushed(&mut self, room: &str, seq: u64) {
-        let what = format!("{}: pushes of {room} up to seq {seq}", self.label);
-        within(&what, async {
+        if !self.try_wait_pushed(room, seq, WAIT).await {
+            panic!(
+                "{}: not pushed up to seq {seq} of room {room} within {WAIT:?}; pushed: [{}]{}",
+                self.label,
+                seq_ranges(self.pushes(room).iter().map(|m| m.seq)),
+                self.ended.as_ref().map_or(String::new(), |why| format!(
+                    "; the connection ended: {why}"
+                ))
+            );
+        }
+    }
+
+    /// Waits up to `limit` until a Message of `room` with seq `seq` or
+    /// above was pushed; false if it was not (or the connection ended).
+    pub async fn try_wait_pushed(
+        &mut self,
+        room: &str,
+        seq: u64,
+        limit: std::time::Duration,
+    ) -> bool {
+        let wait = async {
             while self.last_pushed(room) < seq {
                 if self.next().await.is_none() {
-                    panic!(
-                        "{what}: the connection ended first ({}); pushed so far: {}",
-                        self.ended.as_deref().unwrap_or("?"),
-                        seq_ranges(self.pushes(room).iter().map(|m| m.seq))
-                    );
+                    return false;
                 }
             }
-        })
-        .await;
+            true
+        };
+        tokio::time::timeout(limit, wait).await.unwrap_or(false)
+    }
+
+    /// Waits (up to [`WAIT`]) until the socket was pushed all of `history`,
+    /// then checks that it was pushed exactly that: see
+    /// [`assert_matches_history`].
+    pub async fn assert_pushed_history(&mut self, room: &str, history: &[wire::Message]) {
+        let head = history.last().map_or(0, |m| m.seq);
+        let complete = self.try_wait_pushed(room, head, WAIT).await;
+        let who = if complete {
+            self.label.clone()
+        } else {
+            format!(
+                "{} (still short of seq {head} after {WAIT:?}{})",
+                self.label,
+                self.ended.as_ref().map_or(String::new(), |why| format!(
+                    "; the connection ended: {why}"
+                ))
+            )
+        };
+        assert_matches_history(&who, room, self.pushes(room), history);
     }
 
     /// Reads until the connection ends; returns every frame read meanwhile

@@ -367,10 +367,10 @@ impl Runner {
         kind: Kind,
         defaults: &[&str],
     ) -> anyhow::Result<(Option<ChildServer>, confab_bench::client::Endpoint)> {
-        if kind == Kind::Confab {
-            if let Some(url) = &self.common.server {
-                return Ok((None, kind.endpoint(url.trim_end_matches('/'))));
-            }
+        if kind == Kind::Confab
+            && let Some(url) = &self.common.server
+        {
+            return Ok((None, kind.endpoint(url.trim_end_matches('/'))));
         }
         let mut args: Vec<String> = defaults.iter().map(|s| (*s).to_owned()).collect();
         args.extend(self.common.server_args.iter().cloned());

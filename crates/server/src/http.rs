@@ -504,7 +504,7 @@ async fn logout(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respons
     let hash = token_hash(token);
     match app.store.revoke_token(&hash, now_ms()).await {
         Ok(true) => {
-            let sockets = app.hub.close_token(&hash, CloseCode::LoggedOut);
+            let sockets = app.hub.revoke_token(&hash, CloseCode::LoggedOut);
             tracing::info!(sockets, "logged out");
             StatusCode::NO_CONTENT.into_response()
         }

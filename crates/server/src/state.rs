@@ -46,6 +46,8 @@ pub struct AppState {
     pub sockets: TaskTracker,
     /// The connection cap.
     pub connection_limit: ConnectionLimit,
+    /// Cluster mode: this node's side of NATS; `None` on a single node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl AppState {

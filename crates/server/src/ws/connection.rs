@@ -271,10 +271,10 @@ async fn open(app: &AppState, session: Session) -> Result<Opened, (u64, Rejectio
     // A logout that revoked the token between our check and the register
     // above found no socket to close (§5.4); look once more now that the hub
     // knows this one, so the socket cannot outlive its token.
-    if let Ok(Some(record)) = app.store.token(&session.token_hash).await {
-        if record.revoked {
-            decide(&close, Ending::Close(CloseCode::LoggedOut));
-        }
+    if let Ok(Some(record)) = app.store.token(&session.token_hash).await
+        && record.revoked
+    {
+        decide(&close, Ending::Close(CloseCode::LoggedOut));
     }
     tracing::info!(user = %session.user.name, conn, client = %session.client_name.escape_debug(), "socket authenticated");
     Ok(Opened {

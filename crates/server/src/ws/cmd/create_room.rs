@@ -53,6 +53,7 @@ pub(super) async fn handle(
         head_seq: 0,
         last_activity_ms: now,
         members: vec![reader.user.name.clone()],
+        member_version: 0,
     };
     reader.app.hub.room_created(reader.conn, record, request_id);
     Ok(())

@@ -6,12 +6,15 @@ use confab_protocol::wire::{self, server_frame::Body as ServerBody};
 
 use crate::ws::connection::Reader;
 
-pub(super) fn handle(
+pub(super) async fn handle(
     reader: &Reader<'_>,
     list: wire::ListMembers,
 ) -> Result<ServerBody, Rejection> {
     let room = RoomName::parse(list.room)?;
-    let members = reader.app.hub.members(&room, &reader.user.name)?;
+    let members = super::in_room(reader, &room, || {
+        reader.app.hub.members(&room, &reader.user.name)
+    })
+    .await?;
     Ok(ServerBody::MemberList(wire::MemberList {
         room: room.into_string(),
         members,

@@ -22,10 +22,13 @@ pub(super) async fn handle(
 ) -> Result<(), Rejection> {
     let received = Instant::now();
     let valid = rules::validate_send(&send, &reader.app.config.limits)?;
-    let room_id = reader
-        .app
-        .hub
-        .member_room_id(&valid.room, &reader.user.name)?;
+    let room_id = super::in_room(reader, &valid.room, || {
+        reader
+            .app
+            .hub
+            .member_room_id(&valid.room, &reader.user.name)
+    })
+    .await?;
     if let Err(wait) = reader.app.send_rate.try_take(&reader.user.name, received) {
         // §12.5, R-12.5.4: a repeat is never refused for want of a token.
         // Storage is asked only now, with the bucket empty, so sends within

@@ -138,9 +138,14 @@ impl Server {
         if config.cluster.is_some() && !postgres {
             return Err(cluster::ClusterError::NeedsPostgres.into());
         }
+        let mut shared_limits = None;
         let store: Arc<dyn Store> = match config.database_url.as_deref() {
             Some(url) if storage::postgres::is_postgres_url(url) => {
-                Arc::new(storage::postgres::PostgresStore::open(url).await?)
+                let store = storage::postgres::PostgresStore::open(url).await?;
+                if config.cluster.is_some() {
+                    shared_limits = Some(cluster::limits::SharedLimits::new(store.pool().clone()));
+                }
+                Arc::new(store)
             }
             url => Arc::new(SqliteStore::open(url, &db_path).await?),
         };
@@ -229,6 +234,7 @@ impl Server {
             shutdown: Shutdown::new(),
             sockets: TaskTracker::new(),
             cluster: cluster.clone(),
+            shared_limits,
         });
         Ok(BoundServer {
             listener,

@@ -22,6 +22,7 @@
 //!   token's sockets.
 
 pub mod event;
+pub mod limits;
 pub mod presence;
 mod sync;
 

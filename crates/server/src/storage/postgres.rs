@@ -429,6 +429,14 @@ fn username(name: String) -> Result<Username, StoreError> {
 }
 
 impl PostgresStore {
+    /// The connection pool, for what cluster mode keeps beside the store
+    /// (the shared limits of `cluster::limits`).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl PostgresStore {
     /// Every room (or the one named) with its members, from one snapshot,
     /// so a member row never names a room the list lacks.
     async fn rooms_named(&self, only: Option<&RoomName>) -> Result<Vec<RoomRecord>, StoreError> {

@@ -528,7 +528,7 @@ impl Reader<'_> {
                     break Some(CloseCode::GoingAway);
                 }
                 Some((request_id, charged, result)) = next_ack(&mut self.pending), if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
-                    self.answer_ack(request_id, charged, result);
+                    self.answer_ack(request_id, charged, result).await;
                 }
                 () = &mut idle_timer => {
                     let now = tokio::time::Instant::now();
@@ -606,7 +606,7 @@ impl Reader<'_> {
         }
     }
 
-    fn answer_ack(
+    async fn answer_ack(
         &self,
         request_id: u64,
         charged: bool,
@@ -617,9 +617,7 @@ impl Reader<'_> {
                 if ack.duplicate && charged {
                     // §12.5: a repeat costs no token; give back the one
                     // taken before storage could tell.
-                    self.app
-                        .send_rate
-                        .refund(&self.user.name, std::time::Instant::now());
+                    self.app.refund_send_token(&self.user.name).await;
                 }
                 ServerFrame::reply(request_id, ServerBody::SendAck(ack))
             }
@@ -637,7 +635,7 @@ impl Reader<'_> {
     /// commit: the writer is still running and will finish them.
     async fn flush_pending_acks(&mut self) {
         while let Some((request_id, charged, result)) = next_ack(&mut self.pending).await {
-            self.answer_ack(request_id, charged, result);
+            self.answer_ack(request_id, charged, result).await;
         }
     }
 

@@ -728,6 +728,15 @@ impl Hub {
         closed
     }
 
+    /// Names of the rooms the hub has `user` as a member of, sorted.
+    pub fn room_names_of(&self, user: &Username) -> Vec<RoomName> {
+        self.state()
+            .memberships
+            .get(user)
+            .map(|rooms| rooms.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The user's rooms, for Welcome.rooms (§6.3), sorted by name.
     pub fn rooms_of(&self, user: &Username) -> Vec<RoomInfo> {
         let state = self.state();

@@ -180,3 +180,25 @@ async fn a_message_sent_on_one_node_reaches_a_reader_on_the_other_once() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_welcome_on_one_node_lists_a_room_joined_on_the_other_a_moment_ago() {
+    let test = "a_welcome_on_one_node_lists_a_room_joined_on_the_other_a_moment_ago";
+    let Some(nats) = nats_url(test) else { return };
+    let Some(schema) = pg::TestSchema::create(test).await else {
+        return;
+    };
+    let (a, b) = two_nodes(&schema, &nats, |_| {}).await;
+    let ann = common::register_and_login(a.addr, "ann").await;
+    let mut on_a = Client::connect(a.addr).await;
+    on_a.auth(&ann, &[]).await;
+    on_a.create_room("fresh").await;
+    // Straight to the other node: its Welcome reads the membership from
+    // PostgreSQL rather than waiting for NATS.
+    let mut on_b = Client::connect(b.addr).await;
+    let welcome = on_b.auth(&ann, &[]).await;
+    let rooms: Vec<&str> = welcome.rooms.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(rooms, ["fresh"], "Welcome on node b");
+    a.stop().await;
+    b.stop().await;
+}

@@ -58,6 +58,7 @@ macro_rules! store_contract {
             membership_is_idempotent,
             member_versions_count_real_changes,
             room_record_and_versions_match_load_rooms,
+            rooms_of_user_follows_membership,
             append_assigns_gapless_seqs_per_room,
             append_repeat_is_the_original,
             append_repeat_with_other_room_or_text_conflicts,
@@ -524,6 +525,34 @@ mod cases {
         assert_eq!(
             got.iter().find(|v| v.0 == w.two.0).map(|v| (v.2, v.3)),
             Some((2, 1))
+        );
+        w.store.close().await.expect("close");
+    }
+
+    /// What a cluster node reads before a Welcome: the user's rooms, sorted.
+    pub async fn rooms_of_user_follows_membership<B: Backend>() {
+        let db = B::fresh().await;
+        let w = world(db.open().await).await;
+        let s = &w.store;
+        let names = |rooms: Vec<confab_protocol::names::RoomName>| {
+            rooms
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        let mut all = vec![w.one.1.as_str().to_owned(), w.two.1.as_str().to_owned()];
+        all.sort();
+        assert_eq!(names(s.rooms_of_user(w.alice.0).await.expect("read")), all);
+        assert!(s.rooms_of_user(w.bob.0).await.expect("read").is_empty());
+        s.add_member(w.two.0, w.bob.0, 5).await.expect("add");
+        assert_eq!(
+            names(s.rooms_of_user(w.bob.0).await.expect("read")),
+            [w.two.1.as_str()]
+        );
+        s.remove_member(w.two.0, w.alice.0).await.expect("remove");
+        assert_eq!(
+            names(s.rooms_of_user(w.alice.0).await.expect("read")),
+            [w.one.1.as_str()]
         );
         w.store.close().await.expect("close");
     }

@@ -242,6 +242,31 @@ impl Cluster {
         }
     }
 
+    /// Before a Welcome (§6.3): re-reads every room whose membership of
+    /// `user` storage and the hub disagree on, so a room joined or left on
+    /// another node a moment ago is listed as storage has it.
+    pub async fn refresh_user(
+        &self,
+        hub: &Hub,
+        store: &dyn Store,
+        user: crate::storage::UserId,
+        name: &confab_protocol::names::Username,
+    ) {
+        let stored = match store.rooms_of_user(user).await {
+            Ok(rooms) => rooms,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading a user's rooms failed; Welcome lists the hub's");
+                return;
+            }
+        };
+        let held = hub.room_names_of(name);
+        let stored_set: std::collections::BTreeSet<&RoomName> = stored.iter().collect();
+        let held_set: std::collections::BTreeSet<&RoomName> = held.iter().collect();
+        for room in stored_set.symmetric_difference(&held_set) {
+            self.refresh_room(hub, store, room).await;
+        }
+    }
+
     /// This node's id in the cluster (random per start).
     pub fn node(&self) -> &str {
         &self.node

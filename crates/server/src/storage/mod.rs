@@ -257,6 +257,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`Store::add_member`] does.
     fn remove_member(&self, room: RoomId, user: UserId) -> StoreFuture<'_, u64>;
 
+    /// Names of the rooms `user` is a member of, sorted.
+    fn rooms_of_user(&self, user: UserId) -> StoreFuture<'_, Vec<RoomName>>;
+
     /// One room with its members, as [`Store::load_rooms`] reads them.
     fn room_record<'a>(&'a self, name: &'a RoomName) -> StoreFuture<'a, Option<RoomRecord>>;
 

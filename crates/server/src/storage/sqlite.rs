@@ -524,6 +524,19 @@ impl Store for SqliteStore {
         Box::pin(async move { Ok(self.rooms_named(Some(name)).await?.pop()) })
     }
 
+    fn rooms_of_user(&self, user: UserId) -> StoreFuture<'_, Vec<RoomName>> {
+        Box::pin(async move {
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT r.name FROM members m JOIN rooms r ON r.id = m.room_id \
+                 WHERE m.user_id = ? ORDER BY r.name",
+            )
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?;
+            names.into_iter().map(room_name).collect()
+        })
+    }
+
     fn room_versions(&self) -> StoreFuture<'_, Vec<RoomVersion>> {
         Box::pin(async move {
             let rows =

@@ -343,6 +343,9 @@ mod tests {
         fn room_versions(&self) -> StoreFuture<'_, Vec<crate::storage::RoomVersion>> {
             unused()
         }
+        fn rooms_of_user(&self, _: UserId) -> StoreFuture<'_, Vec<RoomName>> {
+            unused()
+        }
         fn history<'a>(
             &'a self,
             _: &'a RoomName,

@@ -226,6 +226,16 @@ struct Opened {
 /// Auth's request id, when the user is at the socket cap; the
 /// queued Welcome is then dropped unsent with the queue.
 async fn open(app: &AppState, session: Session) -> Result<Opened, (u64, Rejection)> {
+    if let Some(cluster) = &app.cluster {
+        cluster
+            .refresh_user(
+                &app.hub,
+                app.store.as_ref(),
+                session.user.id,
+                &session.user.name,
+            )
+            .await;
+    }
     let (outbound, queue) =
         crate::hub::outbound_queue(&app.config.limits, Arc::clone(&app.metrics));
     let (close, close_rx) = watch::channel(None);

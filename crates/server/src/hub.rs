@@ -308,12 +308,30 @@ struct Room {
     active: HashSet<ConnId>,
     /// Membership version of `members` (see `Store::add_member`).
     member_version: u64,
+    /// Changes made on this node whose version is not `member_version + 1`
+    /// (a change from another node came in between, not seen yet): (version,
+    /// user, joined). A record read from storage before them must not undo
+    /// them, so [`Hub::reconcile_room`] applies those newer than the record
+    /// on top of it. Cluster mode only; bounded by the changes made here
+    /// within one sync interval.
+    local_changes: Vec<(u64, Username, bool)>,
     /// Highest seq known to be stored (cluster mode): above `head_seq`
     /// when a message arrived before one it follows.
     known_head: u64,
     /// Messages with seq > `head_seq + 1`, held until the gap before them
     /// is filled from storage (cluster mode; always empty on one node).
     pending: BTreeMap<u64, (StoredMessage, Option<Instant>)>,
+}
+
+impl Room {
+    /// A membership change made on this node, at `version` in storage.
+    fn note_local_change(&mut self, version: u64, user: &Username, joined: bool) {
+        if version == self.member_version + 1 && self.local_changes.is_empty() {
+            self.member_version = version;
+        } else if version > self.member_version {
+            self.local_changes.push((version, user.clone(), joined));
+        }
+    }
 }
 
 /// Seqs of a room this node knows are stored but has not delivered:
@@ -347,8 +365,6 @@ pub enum LocalChange {
         /// Started (true) or stopped.
         active: bool,
     },
-    /// A room was created, or its members changed, here.
-    RoomChanged(RoomName),
     /// A token was revoked here (logout).
     TokenRevoked(String),
 }
@@ -462,6 +478,7 @@ impl State {
                 members: record.members.into_iter().collect(),
                 active: HashSet::new(),
                 member_version: record.member_version,
+                local_changes: Vec::new(),
                 known_head: record.head_seq,
                 pending: BTreeMap::new(),
             },
@@ -493,7 +510,9 @@ impl State {
             member_count: room.members.len() as u32,
             online_count: online as u32,
             last_activity_ms: room.last_activity_ms,
-            head_seq: room.head_seq,
+            // The highest seq known stored: in cluster mode it can be ahead
+            // of what this node has pushed yet (the rest is on its way).
+            head_seq: room.known_head,
             epoch: room.epoch.clone(),
         }
     }
@@ -875,7 +894,6 @@ impl Hub {
         self.reply_joined(&state, conn, &name, request_id);
         // The creator is the only member, so there is nobody to tell JOINED (§11.1.5).
         state.push_room_list(&self.metrics, &name, room_list_update::Kind::Added);
-        self.emit(LocalChange::RoomChanged(name));
     }
 
     fn reply_joined(&self, state: &State, conn: ConnId, room: &RoomName, request_id: u64) {
@@ -906,8 +924,8 @@ impl Hub {
         let mut state = self.state();
         let found = state.rooms.get_mut(room).ok_or_else(|| not_found(room))?;
         let newly = found.members.insert(user.clone());
-        if newly && member_version == found.member_version + 1 {
-            found.member_version = member_version;
+        if newly {
+            found.note_local_change(member_version, user, true);
         }
         state
             .memberships
@@ -927,7 +945,6 @@ impl Hub {
             // §11.1.5, §11.1.7: to the other members, only on a real change.
             state.push_presence(&self.metrics, room, user, presence::Kind::Joined);
             state.push_room_list(&self.metrics, room, room_list_update::Kind::Changed);
-            self.emit(LocalChange::RoomChanged(room.clone()));
         }
         Ok(())
     }
@@ -939,12 +956,10 @@ impl Hub {
         let mut state = self.state();
         if let Some(found) = state.rooms.get_mut(room)
             && found.members.remove(user)
-            && member_version == found.member_version + 1
         {
-            found.member_version = member_version;
+            found.note_local_change(member_version, user, false);
         }
         Self::remove_member(&self.metrics, &mut state, room, user);
-        self.emit(LocalChange::RoomChanged(room.clone()));
     }
 
     /// The rest of a leave, wherever it happened: tell the room, forget the
@@ -1290,7 +1305,17 @@ impl Hub {
         if record.member_version > room.member_version {
             room.member_version = record.member_version;
             room.topic = record.topic;
-            let now: BTreeSet<Username> = record.members.into_iter().collect();
+            let mut now: BTreeSet<Username> = record.members.into_iter().collect();
+            // Changes made here after the record was read stay made.
+            room.local_changes
+                .retain(|(version, _, _)| *version > record.member_version);
+            for (_, user, joined) in &room.local_changes {
+                if *joined {
+                    now.insert(user.clone());
+                } else {
+                    now.remove(user);
+                }
+            }
             let joined: Vec<Username> = now.difference(&room.members).cloned().collect();
             let left: Vec<Username> = room.members.difference(&now).cloned().collect();
             room.members = now;
@@ -1345,4 +1370,113 @@ pub struct AuthedUser {
     pub id: UserId,
     /// Name.
     pub name: Username,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> Username {
+        Username::parse(name).expect("valid user")
+    }
+
+    fn record(version: u64, head: u64, members: &[&str]) -> RoomRecord {
+        RoomRecord {
+            id: 1,
+            name: RoomName::parse("lobby").expect("valid room"),
+            topic: String::new(),
+            epoch: "e".into(),
+            head_seq: head,
+            last_activity_ms: 0,
+            members: members.iter().map(|m| user(m)).collect(),
+            member_version: version,
+        }
+    }
+
+    fn member_names(hub: &Hub) -> Vec<String> {
+        let room = RoomName::parse("lobby").expect("valid room");
+        hub.members(&room, &user("alice"))
+            .expect("alice is a member")
+            .into_iter()
+            .map(|m| m.username)
+            .collect()
+    }
+
+    fn message(seq: u64) -> StoredMessage {
+        StoredMessage {
+            room: RoomName::parse("lobby").expect("valid room"),
+            seq,
+            message_id: format!("m{seq}"),
+            sender: "alice".into(),
+            client_msg_id: format!("c{seq}"),
+            text: "hi".into(),
+            kind: 1,
+            server_ts_ms: 0,
+        }
+    }
+
+    fn hub(record: RoomRecord) -> Hub {
+        Hub::new(vec![record], ServerLimits::default(), Arc::default())
+    }
+
+    /// Cluster mode: a room record read from storage before a join made on
+    /// this node (whose version came after another node's change) must not
+    /// undo the join.
+    #[test]
+    fn a_stale_record_does_not_undo_a_membership_made_here() {
+        let hub = hub(record(0, 0, &["alice"]));
+        let lobby = RoomName::parse("lobby").expect("valid room");
+        // Bob joined elsewhere (version 1, not seen yet); carol joins here at 2.
+        hub.member_joined(999, &lobby, &user("carol"), 1, 2)
+            .expect("room exists");
+        // The record read before carol's join: bob, no carol.
+        assert_eq!(hub.reconcile_room(record(1, 0, &["alice", "bob"])), None);
+        assert_eq!(member_names(&hub), ["alice", "bob", "carol"]);
+        // A record at or below what the hub holds changes nothing.
+        hub.reconcile_room(record(1, 0, &["alice"]));
+        assert_eq!(member_names(&hub), ["alice", "bob", "carol"]);
+        // The record that includes it settles the version.
+        hub.reconcile_room(record(2, 0, &["alice", "bob", "carol"]));
+        let stale = hub.check_versions(&[RoomVersion {
+            id: 1,
+            name: lobby,
+            head_seq: 0,
+            member_version: 2,
+        }]);
+        assert!(
+            stale.reload.is_empty() && stale.gaps.is_empty(),
+            "{stale:?}"
+        );
+    }
+
+    /// Messages from several sources: each seq delivered once, in order;
+    /// a later one is held and its gap reported until the gap is filled.
+    #[test]
+    fn accept_holds_what_comes_early_and_skips_what_came_before() {
+        let hub = hub(record(0, 0, &["alice"]));
+        let lobby = RoomName::parse("lobby").expect("valid room");
+        let (one, two, three) = (message(1), message(2), message(3));
+        let early = hub.accept([(&three, None)]);
+        assert_eq!(
+            early.gaps,
+            [Gap {
+                room: lobby.clone(),
+                after: 0,
+                up_to: 3
+            }]
+        );
+        let still = hub.accept([(&one, None)]);
+        assert_eq!(still.gaps.len(), 1, "2 is still missing");
+        let filled = hub.accept([(&two, None), (&one, None), (&three, None)]);
+        assert!(filled.gaps.is_empty(), "{filled:?}");
+        assert_eq!(hub.gap(&lobby), None);
+        // Everything came: the head is 3 and a repeat changes nothing.
+        assert!(hub.accept([(&two, None)]).gaps.is_empty());
+        assert_eq!(hub.rooms_of(&user("alice"))[0].head_seq, 3);
+        let unknown = StoredMessage {
+            room: RoomName::parse("elsewhere").expect("valid room"),
+            ..message(1)
+        };
+        assert_eq!(hub.accept([(&unknown, None)]).unknown_rooms.len(), 1);
+    }
 }

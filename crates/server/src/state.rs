@@ -53,6 +53,22 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Cluster mode: see `Cluster::announce_room`; nothing on one node.
+    pub async fn announce_room(&self, room: &confab_protocol::names::RoomName) {
+        if let Some(cluster) = &self.cluster {
+            cluster.announce_room(room, &self.metrics).await;
+        }
+    }
+
+    /// Cluster mode: see `Cluster::catch_up`; nothing on one node.
+    pub async fn catch_up(&self, rooms: &[confab_protocol::names::RoomName]) {
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .catch_up(&self.hub, self.store.as_ref(), &self.metrics, rooms)
+                .await;
+        }
+    }
+
     /// Takes a send token for `user` (§12.5): from the budget every node
     /// shares in cluster mode, else this node's. A PostgreSQL failure
     /// falls back to this node's limiter rather than lifting the limit.

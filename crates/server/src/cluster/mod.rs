@@ -163,6 +163,8 @@ pub struct Cluster {
     /// Taken by [`Cluster::spawn`].
     receivers: Mutex<Option<Receivers>>,
     repair: RepairQueue,
+    /// When the last on-demand read of the heads started.
+    heads_synced: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Debug)]
@@ -223,6 +225,7 @@ impl Cluster {
                 changes_tx,
             })),
             repair: RepairQueue::new(),
+            heads_synced: tokio::sync::Mutex::new(None),
             config,
         })
     }
@@ -264,6 +267,66 @@ impl Cluster {
         let held_set: std::collections::BTreeSet<&RoomName> = held.iter().collect();
         for room in stored_set.symmetric_difference(&held_set) {
             self.refresh_room(hub, store, room).await;
+        }
+    }
+
+    /// Brings the hub's view of every room's head and membership up to
+    /// PostgreSQL's now (the periodic poll's work, on demand), for a reply
+    /// that reports heads. Concurrent callers share one read: a caller
+    /// returns without reading when a read started after it asked, so a
+    /// flood of ListRooms costs PostgreSQL one query at a time.
+    pub async fn sync_heads(&self, hub: &Hub, store: &dyn Store) {
+        let asked = std::time::Instant::now();
+        let mut last = self.heads_synced.lock().await;
+        if last.is_some_and(|started| started >= asked) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match store.room_versions().await {
+            Ok(versions) => {
+                let stale = hub.check_versions(&versions);
+                for room in stale.reload {
+                    self.repair.schedule_reload(room);
+                }
+                for gap in stale.gaps {
+                    self.repair.schedule_gap(gap.room);
+                }
+                *last = Some(started);
+            }
+            Err(err) => tracing::warn!(error = %err, "reading room heads failed"),
+        }
+    }
+
+    /// Tells every node that `room` was created or its members changed
+    /// here, and returns once the stream holds the event (or publishing
+    /// failed: then the poll tells them within an interval). Called before
+    /// the request is answered, so anything a client does after the answer
+    /// (a send on another node, say) comes after the event in the stream,
+    /// whose consumers re-read the room before reading on.
+    pub async fn announce_room(&self, room: &RoomName, metrics: &Metrics) {
+        let event = StreamEvent::Room {
+            node: self.node.clone(),
+            room: room.as_str().to_owned(),
+        };
+        sync::publish_stream(self, metrics, &event).await;
+    }
+
+    /// Before a Resume or JoinRoom reads the rooms' heads: brings them up
+    /// to PostgreSQL's and delivers what is missing, so a replay or an
+    /// activation starts from everything committed before the request, as
+    /// on one node, whichever node the messages were sent to.
+    pub async fn catch_up(
+        &self,
+        hub: &Hub,
+        store: &dyn Store,
+        metrics: &Metrics,
+        rooms: &[RoomName],
+    ) {
+        self.sync_heads(hub, store).await;
+        for room in rooms {
+            if hub.gap(room).is_some() {
+                sync::repair(hub, store, metrics, room).await;
+            }
         }
     }
 
@@ -368,10 +431,6 @@ impl StreamEvent {
     fn from_change(node: &str, change: &LocalChange) -> Option<Self> {
         let node = node.to_owned();
         match change {
-            LocalChange::RoomChanged(room) => Some(Self::Room {
-                node,
-                room: room.as_str().to_owned(),
-            }),
             LocalChange::TokenRevoked(token_hash) => Some(Self::TokenRevoked {
                 node,
                 token_hash: token_hash.clone(),

@@ -103,11 +103,11 @@ pub(super) async fn publish(
             () = ctx.shutdown.wait() => break,
             Some(messages) = commits.recv() => {
                 let event = StreamEvent::Messages { node: cluster.node.clone(), messages };
-                publish_stream(&ctx, &event).await;
+                publish_stream(cluster, &ctx.metrics, &event).await;
             }
             Some(change) = changes.recv() => {
                 if let Some(event) = StreamEvent::from_change(&cluster.node, &change) {
-                    publish_stream(&ctx, &event).await;
+                    publish_stream(cluster, &ctx.metrics, &event).await;
                 } else if let Some(event) = LiveEvent::from_change(&cluster.node, &change) {
                     publish_live(&ctx, &event).await;
                 }
@@ -142,7 +142,7 @@ pub(super) async fn publish(
     }
 }
 
-async fn publish_stream(ctx: &Context, event: &StreamEvent) {
+pub(super) async fn publish_stream(cluster: &Cluster, metrics: &Metrics, event: &StreamEvent) {
     let payload = match serde_json::to_vec(event) {
         Ok(payload) => Bytes::from(payload),
         Err(err) => {
@@ -150,7 +150,6 @@ async fn publish_stream(ctx: &Context, event: &StreamEvent) {
             return;
         }
     };
-    let cluster = &ctx.cluster;
     let acked = async {
         let ack: async_nats::jetstream::context::PublishAckFuture = cluster
             .js
@@ -161,13 +160,13 @@ async fn publish_stream(ctx: &Context, event: &StreamEvent) {
     };
     match tokio::time::timeout(PUBLISH_ACK_TIMEOUT, acked).await {
         Ok(Ok(_ack)) => {}
-        Ok(Err(err)) => publish_failed(ctx, &err),
-        Err(_) => publish_failed(ctx, "no acknowledgement in time"),
+        Ok(Err(err)) => publish_failed(metrics, &err),
+        Err(_) => publish_failed(metrics, "no acknowledgement in time"),
     }
 }
 
-fn publish_failed(ctx: &Context, reason: &str) {
-    Metrics::inc(&ctx.metrics.cluster_publish_failures);
+fn publish_failed(metrics: &Metrics, reason: &str) {
+    Metrics::inc(&metrics.cluster_publish_failures);
     tracing::warn!(
         reason,
         "publishing to the cluster stream failed; other nodes repair from PostgreSQL"
@@ -229,7 +228,7 @@ pub(super) async fn consume_stream(ctx: Context) {
                 next = messages.next() => next,
             };
             match next {
-                Some(Ok(message)) => on_stream_event(&ctx, &message.payload),
+                Some(Ok(message)) => on_stream_event(&ctx, &message.payload).await,
                 Some(Err(err)) => {
                     tracing::warn!(error = %err, "cluster stream consumer failed; recreating it");
                     break;
@@ -241,7 +240,7 @@ pub(super) async fn consume_stream(ctx: Context) {
     }
 }
 
-fn on_stream_event(ctx: &Context, payload: &[u8]) {
+async fn on_stream_event(ctx: &Context, payload: &[u8]) {
     let event: StreamEvent = match serde_json::from_slice(payload) {
         Ok(event) => event,
         Err(err) => {
@@ -268,8 +267,11 @@ fn on_stream_event(ctx: &Context, payload: &[u8]) {
             }
         }
         StreamEvent::Room { room, .. } => {
+            // Re-read now, before the events after it: a message committed
+            // after a LeaveRoom was answered must not reach the leaver's
+            // other sockets here (see `Cluster::announce_room`).
             if let Some(room) = room_name(room) {
-                ctx.cluster.repair.schedule_reload(room);
+                reload(ctx, &room).await;
             }
         }
         StreamEvent::TokenRevoked { token_hash, .. } => {
@@ -391,7 +393,7 @@ pub(super) async fn poll_storage(ctx: Context) {
             reload(&ctx, &room).await;
         }
         for room in work.gaps {
-            repair(&ctx, &room).await;
+            repair(&ctx.hub, ctx.store.as_ref(), &ctx.metrics, &room).await;
         }
     }
 }
@@ -400,7 +402,7 @@ async fn reload(ctx: &Context, room: &RoomName) {
     match ctx.store.room_record(room).await {
         Ok(Some(record)) => {
             if ctx.hub.reconcile_room(record).is_some() {
-                repair(ctx, room).await;
+                repair(&ctx.hub, ctx.store.as_ref(), &ctx.metrics, room).await;
             }
         }
         Ok(None) => tracing::debug!(%room, "a cluster event named a room storage does not have"),
@@ -411,10 +413,9 @@ async fn reload(ctx: &Context, room: &RoomName) {
 }
 
 /// Reads the room's undelivered seqs from storage and delivers them.
-async fn repair(ctx: &Context, room: &RoomName) {
-    while let Some(gap) = ctx.hub.gap(room) {
-        let rows = match ctx
-            .store
+pub(super) async fn repair(hub: &Hub, store: &dyn Store, metrics: &Metrics, room: &RoomName) {
+    while let Some(gap) = hub.gap(room) {
+        let rows = match store
             .messages_between(room, gap.after, gap.up_to, REPAIR_PAGE)
             .await
         {
@@ -428,15 +429,11 @@ async fn repair(ctx: &Context, room: &RoomName) {
             tracing::warn!(%room, after = gap.after, up_to = gap.up_to, "repair found no rows");
             return;
         }
-        ctx.metrics
+        metrics
             .cluster_repaired_messages
             .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        ctx.hub.accept(rows.iter().map(|m| (m, None)));
-        if ctx
-            .hub
-            .gap(room)
-            .is_some_and(|after| after.after == gap.after)
-        {
+        hub.accept(rows.iter().map(|m| (m, None)));
+        if hub.gap(room).is_some_and(|after| after.after == gap.after) {
             return; // no progress: leave it to the next poll
         }
     }

@@ -55,6 +55,7 @@ pub(super) async fn handle(
         members: vec![reader.user.name.clone()],
         member_version: 0,
     };
+    reader.app.announce_room(&record.name).await;
     reader.app.hub.room_created(reader.conn, record, request_id);
     Ok(())
 }

@@ -21,6 +21,10 @@ pub(super) async fn handle(
         .add_member(room_id, reader.user.id, now_ms())
         .await
         .map_err(internal)?;
+    // Other nodes re-read the room, and this one catches up with its
+    // head, before the activation starts from it.
+    reader.app.announce_room(&name).await;
+    reader.app.catch_up(std::slice::from_ref(&name)).await;
     reader.app.hub.member_joined(
         reader.conn,
         &name,

@@ -25,6 +25,9 @@ pub(super) async fn handle(
         .app
         .hub
         .member_left(&name, &reader.user.name, member_version);
+    // Before RoomLeft: every node drops the room from this user's sockets
+    // before it delivers anything sent after the answer.
+    reader.app.announce_room(&name).await;
     Ok(ServerBody::RoomLeft(wire::RoomLeft {
         name: name.into_string(),
     }))

@@ -11,6 +11,13 @@ pub(super) async fn handle(
     list: wire::ListMembers,
 ) -> Result<ServerBody, Rejection> {
     let room = RoomName::parse(list.room)?;
+    // Cluster mode: the members as PostgreSQL has them now, including a
+    // join or leave made on another node a moment ago.
+    if let Some(cluster) = &reader.app.cluster {
+        cluster
+            .refresh_room(&reader.app.hub, reader.app.store.as_ref(), &room)
+            .await;
+    }
     let members = super::in_room(reader, &room, || {
         reader.app.hub.members(&room, &reader.user.name)
     })

@@ -73,7 +73,7 @@ pub(super) async fn handle_frame(reader: &mut Reader<'_>, frame: ClientFrame) {
             "this socket is already authenticated; open a new socket to change users",
         )),
         ClientBody::Ping(ping) => Ok(Some(ping::handle(ping))),
-        ClientBody::ListRooms(list) => list_rooms::handle(reader, list).map(Some),
+        ClientBody::ListRooms(list) => list_rooms::handle(reader, list).await.map(Some),
         ClientBody::CreateRoom(create) => create_room::handle(reader, create, request_id)
             .await
             .map(|()| None),

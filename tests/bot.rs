@@ -125,12 +125,12 @@ fn recorder_stuck_at(
         let tx = tx.clone();
         let stuck_at = stuck_at.clone();
         async move {
-            if let Event::Message(message) = event {
-                if !message.from_self() {
-                    tx.send((message.seq(), message.text().to_owned()))?;
-                    if stuck_at.as_deref() == Some(message.text()) {
-                        std::future::pending::<()>().await;
-                    }
+            if let Event::Message(message) = event
+                && !message.from_self()
+            {
+                tx.send((message.seq(), message.text().to_owned()))?;
+                if stuck_at.as_deref() == Some(message.text()) {
+                    std::future::pending::<()>().await;
                 }
             }
             Ok(())
@@ -342,11 +342,11 @@ async fn a_handler_awaiting_its_send_does_not_stall_a_full_event_channel() {
         .await
         .unwrap();
     let bot_task = tokio::spawn(bot.run(|ctx: Context, event: Event| async move {
-        if let Event::Message(message) = event {
-            if !message.from_self() {
-                let echo = format!("echo: {}", message.text());
-                ctx.room(message.room()).send(&echo).await?;
-            }
+        if let Event::Message(message) = event
+            && !message.from_self()
+        {
+            let echo = format!("echo: {}", message.text());
+            ctx.room(message.room()).send(&echo).await?;
         }
         Ok(())
     }));

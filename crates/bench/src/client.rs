@@ -618,19 +618,19 @@ impl LoopState {
                 if duplicate {
                     self.recorder.count("duplicate-ack");
                 }
-                if let Some((tag, audience)) = self.pending.remove(&request_id) {
-                    if let Some(phase) = self.recorder.phase(tag.phase) {
-                        let latency = clock::now_ns().saturating_sub(tag.intended_ns);
-                        phase.on_ack(Duration::from_nanos(latency), u64::from(audience));
-                    }
+                if let Some((tag, audience)) = self.pending.remove(&request_id)
+                    && let Some(phase) = self.recorder.phase(tag.phase)
+                {
+                    let latency = clock::now_ns().saturating_sub(tag.intended_ns);
+                    phase.on_ack(Duration::from_nanos(latency), u64::from(audience));
                 }
             }
             Incoming::Error { request_id, code } => {
                 self.recorder.count(format!("error:{code}"));
-                if let Some((tag, _)) = self.pending.remove(&request_id) {
-                    if let Some(phase) = self.recorder.phase(tag.phase) {
-                        phase.on_send_error();
-                    }
+                if let Some((tag, _)) = self.pending.remove(&request_id)
+                    && let Some(phase) = self.recorder.phase(tag.phase)
+                {
+                    phase.on_send_error();
                 }
             }
             Incoming::Joined { room, epoch, .. } => {

@@ -21,12 +21,18 @@
 //!   in-crate stack ceiling, the Node.js `ws` baseline; RSS and CPU probes.
 //! - [`ceiling`]: the minimal broadcast server used as the stack ceiling.
 //! - [`workload`]: `idle`, `fanout`, `ingest` and `reconnect-storm`.
+//! - [`cluster`]: the reference server on a scratch PostgreSQL database,
+//!   as one node or as N nodes sharing it and one NATS.
+//! - [`pgbench`]: the PostgreSQL baseline of cluster ingest, pgbench doing
+//!   Confab's batch transaction.
 
 pub mod ceiling;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod error;
 pub mod http;
+pub mod pgbench;
 pub mod push;
 pub mod stats;
 pub mod target;

@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use confab_bench::target::{ChildServer, Kind, Launch};
+use confab_bench::client::Endpoint;
+use confab_bench::cluster::{ClusterPlan, DEFAULT_ADMIN_URL, DEFAULT_NATS_URL, Deployment};
+use confab_bench::pgbench::{self, PgbenchConfig, PgbenchReport};
+use confab_bench::target::{ChildServer, Kind, Launch, ProcessProbe};
 use confab_bench::workload::fanout::{self, FanoutConfig, FanoutReport};
 use confab_bench::workload::idle::{self, IdleConfig, IdleReport};
-use confab_bench::workload::ingest::{self, IngestConfig};
+use confab_bench::workload::ingest::{self, IngestConfig, IngestReport};
 use confab_bench::workload::login_flood::{self, LoginFloodConfig};
 use confab_bench::workload::reconnect::{self, ReconnectConfig};
 use confab_bench::workload::{Progress, RateSweep, geometric_rates};
@@ -82,6 +85,27 @@ struct Common {
     /// No progress bar (results are still printed).
     #[arg(long, global = true)]
     no_progress: bool,
+
+    /// Run the spawned reference server as this many nodes of one cluster
+    /// (fanout and ingest): a fresh PostgreSQL database, created through
+    /// --admin-database-url and dropped afterwards, and one NATS
+    /// (--nats-url) under a cluster name of the run's own. Sockets are
+    /// spread round-robin over the nodes.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    cluster_nodes: u16,
+
+    /// Store in a fresh PostgreSQL database even with one node (implied by
+    /// --cluster-nodes 2 or more): the single-node figure to compare with.
+    #[arg(long, global = true)]
+    postgres: bool,
+
+    /// PostgreSQL URL that may create and drop databases; each run makes its own.
+    #[arg(long, global = true, env = "CONFAB_TEST_DATABASE_URL", default_value = DEFAULT_ADMIN_URL)]
+    admin_database_url: String,
+
+    /// NATS with JetStream for --cluster-nodes.
+    #[arg(long, global = true, env = "CONFAB_TEST_NATS_URL", default_value = DEFAULT_NATS_URL)]
+    nats_url: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +161,8 @@ enum Workload {
         /// Directory for the fsync baseline when --server is used [default: the work dir].
         #[arg(long)]
         fsync_dir: Option<PathBuf>,
+        #[command(flatten)]
+        pgbench: PgbenchArgs,
     },
     /// K clients drop at once and resume: recovery time, and proof nothing was lost.
     ReconnectStorm {
@@ -175,6 +201,27 @@ enum Workload {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
     },
+}
+
+/// The pgbench baseline of ingest on PostgreSQL (--postgres, --cluster-nodes):
+/// the same gapless-counter-plus-insert transaction, measured first.
+#[derive(Debug, Args)]
+struct PgbenchArgs {
+    /// Skip the pgbench baseline.
+    #[arg(long)]
+    no_pgbench: bool,
+    /// pgbench clients (-c).
+    #[arg(long, default_value_t = 4)]
+    pgbench_clients: u32,
+    /// pgbench threads (-j).
+    #[arg(long, default_value_t = 2)]
+    pgbench_threads: u32,
+    /// Seconds of pgbench (-T).
+    #[arg(long, default_value_t = 10)]
+    pgbench_seconds: u64,
+    /// Rows per pgbench transaction.
+    #[arg(long, default_value_t = 100)]
+    pgbench_batch: u32,
 }
 
 /// How a fan-out or ingest run picks and judges its rates.
@@ -344,6 +391,37 @@ struct Runner {
     progress: Arc<dyn Progress>,
 }
 
+/// A server under test as the workloads see it: the nodes to connect to,
+/// what to meter, and what to stop afterwards.
+struct Target {
+    nodes: Vec<Arc<Endpoint>>,
+    probe: Option<ProcessProbe>,
+    /// Its data directory (a spawned single server), for the fsync baseline.
+    data_dir: Option<PathBuf>,
+    running: Running,
+}
+
+enum Running {
+    /// `--server`: nothing of ours to stop.
+    External,
+    Child(ChildServer),
+    Deployment(Deployment),
+}
+
+impl Target {
+    async fn stop(self, progress: &dyn Progress) {
+        match self.running {
+            Running::External => {}
+            Running::Child(child) => child.stop().await,
+            Running::Deployment(deployment) => {
+                for problem in deployment.stop().await {
+                    progress.note(&format!("warning: {problem}"));
+                }
+            }
+        }
+    }
+}
+
 impl Runner {
     fn kinds(&self) -> anyhow::Result<Vec<Kind>> {
         let mut kinds = Vec::new();
@@ -367,10 +445,10 @@ impl Runner {
         kind: Kind,
         defaults: &[&str],
     ) -> anyhow::Result<(Option<ChildServer>, confab_bench::client::Endpoint)> {
-        if kind == Kind::Confab {
-            if let Some(url) = &self.common.server {
-                return Ok((None, kind.endpoint(url.trim_end_matches('/'))));
-            }
+        if kind == Kind::Confab
+            && let Some(url) = &self.common.server
+        {
+            return Ok((None, kind.endpoint(url.trim_end_matches('/'))));
         }
         let mut args: Vec<String> = defaults.iter().map(|s| (*s).to_owned()).collect();
         args.extend(self.common.server_args.iter().cloned());
@@ -387,6 +465,82 @@ impl Runner {
                 .map_or_else(String::new, |c| format!(", pinned to CPUs {c}"))
         ));
         Ok((Some(child), endpoint))
+    }
+
+    /// The PostgreSQL deployment asked for, if any.
+    fn plan(&self) -> Option<ClusterPlan> {
+        let nodes = usize::from(self.common.cluster_nodes);
+        (nodes > 1 || self.common.postgres).then(|| ClusterPlan {
+            nodes,
+            admin_url: self.common.admin_database_url.clone(),
+            nats_url: self.common.nats_url.clone(),
+            sync_interval_ms: None,
+        })
+    }
+
+    /// Starts `kind` as [`Runner::start`] does, or, for the reference
+    /// server with --postgres or --cluster-nodes, as a deployment on a
+    /// scratch PostgreSQL database.
+    async fn start_target(&self, kind: Kind, defaults: &[&str]) -> anyhow::Result<Target> {
+        let plan = self.plan().filter(|_| kind == Kind::Confab);
+        let Some(plan) = plan else {
+            let (child, endpoint) = self.start(kind, defaults).await?;
+            return Ok(Target {
+                nodes: vec![Arc::new(endpoint)],
+                probe: child.as_ref().map(ChildServer::probe),
+                data_dir: child.as_ref().and_then(|c| c.data_dir.clone()),
+                running: child.map_or(Running::External, Running::Child),
+            });
+        };
+        if self.common.server.is_some() {
+            bail!(
+                "--server names a running server; --postgres and --cluster-nodes start their own"
+            );
+        }
+        let mut args: Vec<String> = defaults.iter().map(|s| (*s).to_owned()).collect();
+        args.extend(self.common.server_args.iter().cloned());
+        let deployment = Deployment::start(&plan, &self.launch, &args)
+            .await
+            .with_context(|| {
+                format!(
+                    "starting {} node(s) on PostgreSQL {}{}",
+                    plan.nodes,
+                    plan.admin_url,
+                    if plan.nodes > 1 {
+                        format!(" and NATS {}", plan.nats_url)
+                    } else {
+                        String::new()
+                    }
+                )
+            })?;
+        for (i, node) in deployment.nodes.iter().enumerate() {
+            self.progress.note(&format!(
+                "started confab node {i} (pid {}) at {}{}",
+                node.pid,
+                node.http_url,
+                self.launch
+                    .cpus
+                    .as_deref()
+                    .map_or_else(String::new, |c| format!(", pinned to CPUs {c}"))
+            ));
+        }
+        self.progress.note(&format!(
+            "  on database {}{}",
+            deployment.database,
+            deployment
+                .cluster_name
+                .as_deref()
+                .map_or_else(String::new, |c| format!(
+                    ", cluster {c} on {}",
+                    plan.nats_url
+                ))
+        ));
+        Ok(Target {
+            nodes: deployment.endpoints(),
+            probe: Some(deployment.probe()),
+            data_dir: None,
+            running: Running::Deployment(deployment),
+        })
     }
 
     /// A name prefix that cannot collide with earlier runs on a kept server.
@@ -529,6 +683,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let command: Vec<String> = std::env::args().collect();
     let kinds = runner.kinds()?;
     let progress = Arc::clone(&runner.progress);
+    if runner.plan().is_some()
+        && !matches!(workload, Workload::Fanout { .. } | Workload::Ingest { .. })
+    {
+        bail!("--postgres and --cluster-nodes apply to fanout and ingest only");
+    }
     match workload {
         Workload::ServeCeiling { .. } => Ok(()),
         Workload::LoginFlood {
@@ -659,8 +818,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for kind in kinds {
                 // Rate limits are per-user policy (§12.5); lifted so a sweep
                 // finds the server's capacity, not the policy's.
-                let (child, endpoint) = runner
-                    .start(
+                let target = runner
+                    .start_target(
                         kind,
                         &with_setup_limits(
                             kind,
@@ -668,13 +827,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         ),
                     )
                     .await?;
-                let probe = child.as_ref().map(ChildServer::probe);
-                let report = fanout::run(Arc::new(endpoint), &config, probe, &*progress).await;
-                stop(child).await;
+                let report =
+                    fanout::run(&target.nodes, &config, target.probe.clone(), &*progress).await;
+                target.stop(&*progress).await;
                 let report = report?;
                 println!(
-                    "{:<8} max sustained: {}   integrity {:?}   events {:?}",
+                    "{:<8} {}max sustained: {}   integrity {:?}   sockets behind their room's head, by node {:?}   events {:?}",
                     report.target,
+                    nodes_label(report.nodes),
                     report.max_sustained.map_or_else(
                         || "none".into(),
                         |s| format!(
@@ -683,6 +843,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         )
                     ),
                     report.integrity,
+                    report.behind_by_node,
                     report.events
                 );
                 results.push(report);
@@ -709,6 +870,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             fsync_rounds,
             fsync_seconds,
             fsync_dir,
+            pgbench: pgbench_args,
         } => {
             if runner.common.no_confab {
                 bail!("ingest runs against the reference server only; --no-confab leaves nothing");
@@ -726,8 +888,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 fsync_time: secs(fsync_seconds),
                 prefix: runner.prefix(),
             };
-            let (child, endpoint) = runner
-                .start(
+            // PostgreSQL's baseline first, on the quiet machine, in this run.
+            let pgbench = match runner.plan() {
+                Some(_) if !pgbench_args.no_pgbench => {
+                    let config = PgbenchConfig {
+                        admin_url: runner.common.admin_database_url.clone(),
+                        clients: pgbench_args.pgbench_clients,
+                        threads: pgbench_args.pgbench_threads,
+                        duration: Duration::from_secs(pgbench_args.pgbench_seconds),
+                        // Confab's ingest: a room per room_size senders.
+                        rooms: u32::try_from(senders.div_ceil(room_size.max(1)))
+                            .unwrap_or(u32::MAX)
+                            .max(1),
+                        senders: u32::try_from(senders).unwrap_or(u32::MAX).max(1),
+                        batch: pgbench_args.pgbench_batch.max(1),
+                    };
+                    progress.stage("pgbench baseline", 0);
+                    let report = pgbench::run(&config, &runner.launch.work_dir)
+                        .await
+                        .context("running the pgbench baseline")?;
+                    progress.note(&format!(
+                        "pgbench  {} clients, {} rows per transaction: {:.1} tps = {:.0} rows/s (latency avg {} ms, {} failed)\n         {}",
+                        report.clients,
+                        report.batch,
+                        report.tps,
+                        report.rows_per_s,
+                        report
+                            .latency_avg_ms
+                            .map_or_else(|| "n/a".into(), |l| format!("{l:.2}")),
+                        report.failed,
+                        report.command
+                    ));
+                    Some(report)
+                }
+                _ => None,
+            };
+            let target = runner
+                .start_target(
                     Kind::Confab,
                     &with_setup_limits(
                         Kind::Confab,
@@ -735,19 +932,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ),
                 )
                 .await?;
-            let probe = child.as_ref().map(ChildServer::probe);
             // Same disk as the database: inside the spawned server's data dir.
-            let dir = child
-                .as_ref()
-                .and_then(|c| c.data_dir.clone())
+            let dir = target
+                .data_dir
+                .clone()
                 .or(fsync_dir)
                 .unwrap_or_else(|| runner.launch.work_dir.clone());
             std::fs::create_dir_all(&dir).ok();
-            let report = ingest::run(Arc::new(endpoint), &config, probe, &dir, &*progress).await;
-            stop(child).await;
+            let report = ingest::run(
+                &target.nodes,
+                &config,
+                target.probe.clone(),
+                &dir,
+                &*progress,
+            )
+            .await;
+            target.stop(&*progress).await;
             let report = report?;
             println!(
-                "confab   best sustained {} acks/s, {} messages per commit; one fsync per message: {:.0}/s; ratio {}   integrity {:?}   events {:?}",
+                "confab   {}best sustained {} acks/s, {} messages per commit; one fsync per message: {:.0}/s; ratio {}   integrity {:?}   events {:?}",
+                nodes_label(report.nodes),
                 report
                     .best_sustained_acks_per_s
                     .map_or_else(|| "n/a".into(), |a| format!("{a:.0}")),
@@ -761,7 +965,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 report.integrity,
                 report.events
             );
-            let ratios = report
+            let mut ratios: Vec<Ratio> = report
                 .best_sustained_acks_per_s
                 .map(|a| {
                     vec![ratio(
@@ -772,6 +976,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )]
                 })
                 .unwrap_or_default();
+            if let Some(pg) = &pgbench {
+                let best = report.best_sustained_acks_per_s;
+                println!(
+                    "confab   {} node(s) on PostgreSQL: {} messages/s committed (best sustained); pgbench {:.0} rows/s in {}-row commits; confab/pgbench = {}",
+                    report.nodes,
+                    best.map_or_else(|| "n/a".into(), |a| format!("{a:.0}")),
+                    pg.rows_per_s,
+                    pg.batch,
+                    best.map_or_else(
+                        || "n/a (no rate sustained)".into(),
+                        |a| format!("{:.3}", a / pg.rows_per_s.max(1e-9))
+                    ),
+                );
+                if let Some(a) = best {
+                    ratios.push(ratio(
+                        "durable acks/s vs pgbench rows/s",
+                        "pgbench",
+                        a,
+                        pg.rows_per_s,
+                    ));
+                }
+            }
             print_ratios(&ratios);
             let machine = machine(runner.launch.cpus.clone(), load_before);
             write_json(
@@ -780,7 +1006,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     workload: "ingest",
                     command,
                     machine,
-                    results: vec![report],
+                    results: vec![IngestOutput {
+                        report,
+                        pgbench,
+                        database: runner.plan().map(|_| "postgres"),
+                    }],
                     ratios,
                 },
             )
@@ -843,6 +1073,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )
         }
+    }
+}
+
+/// An ingest report with the baseline PostgreSQL measured in the same run.
+#[derive(Debug, Serialize)]
+struct IngestOutput {
+    #[serde(flatten)]
+    report: IngestReport,
+    /// pgbench doing Confab's batch transaction (PostgreSQL runs only).
+    pgbench: Option<PgbenchReport>,
+    /// `postgres` when the server stored in PostgreSQL, absent for SQLite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<&'static str>,
+}
+
+/// `"2 nodes, "`-style prefix of a result line, empty for one server.
+fn nodes_label(nodes: usize) -> String {
+    if nodes > 1 {
+        format!("{nodes} nodes: ")
+    } else {
+        String::new()
     }
 }
 

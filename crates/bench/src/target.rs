@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -234,7 +234,7 @@ impl ChildServer {
 
     /// A probe of this process's memory and CPU.
     pub fn probe(&self) -> ProcessProbe {
-        ProcessProbe { pid: self.pid }
+        ProcessProbe::new(self.pid)
     }
 
     /// SIGTERM, then SIGKILL if it does not stop in time.
@@ -256,87 +256,119 @@ impl ChildServer {
     }
 }
 
-/// Reads a process's resident memory and CPU time from `/proc`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Reads the resident memory and CPU time of a process, or of a group of
+/// processes (the nodes of a cluster) summed, from `/proc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessProbe {
-    /// Process id.
-    pub pid: u32,
+    pids: Arc<[u32]>,
 }
 
 impl ProcessProbe {
+    /// The process `pid`.
+    pub fn new(pid: u32) -> Self {
+        Self::group([pid])
+    }
+
+    /// Several processes, read as one: every figure is their sum.
+    pub fn group(pids: impl IntoIterator<Item = u32>) -> Self {
+        Self {
+            pids: pids.into_iter().collect(),
+        }
+    }
+
     /// This process.
     pub fn current() -> Self {
-        Self {
-            pid: std::process::id(),
-        }
+        Self::new(std::process::id())
+    }
+
+    /// The process ids read.
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
     }
 
     /// Resident set size (VmRSS) in bytes.
     pub fn rss_bytes(&self) -> Result<u64, BenchError> {
-        let path = format!("/proc/{}/status", self.pid);
-        let status = std::fs::read_to_string(&path)
-            .map_err(|e| BenchError::io(format!("reading {path}"), e))?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map(|kib| kib * 1024)
-            .ok_or_else(|| {
-                BenchError::io(
-                    format!("no VmRSS in {path}"),
-                    std::io::ErrorKind::InvalidData.into(),
-                )
-            })
+        self.pids.iter().map(|&pid| rss_bytes(pid)).sum()
     }
 
     /// User plus system CPU time consumed so far, in seconds.
     pub fn cpu_seconds(&self) -> Result<f64, BenchError> {
-        let path = format!("/proc/{}/stat", self.pid);
-        let stat = std::fs::read_to_string(&path)
-            .map_err(|e| BenchError::io(format!("reading {path}"), e))?;
-        // Fields after the parenthesised command name: state is field 3,
-        // utime field 14 and stime field 15 (proc(5)).
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        match (ticks(11), ticks(12)) {
-            (Some(user), Some(system)) => Ok((user + system) as f64 / clock_ticks_per_second()),
-            _ => Err(BenchError::io(
-                format!("unexpected {path}"),
-                std::io::ErrorKind::InvalidData.into(),
-            )),
-        }
+        self.pids.iter().map(|&pid| cpu_seconds(pid)).sum()
+    }
+
+    /// Time the processes' threads have spent runnable but waiting for a
+    /// CPU, in seconds, summed over their live threads
+    /// (`/proc/PID/task/*/schedstat`, second field, ns). `None` where the
+    /// kernel keeps no schedstats.
+    pub fn runqueue_wait_seconds(&self) -> Option<f64> {
+        self.pids
+            .iter()
+            .map(|&pid| runqueue_wait_seconds(pid))
+            .sum()
     }
 }
 
-impl ProcessProbe {
-    /// Time the process's threads have spent runnable but waiting for a CPU,
-    /// in seconds, summed over its live threads (`/proc/PID/task/*/schedstat`,
-    /// second field, ns). `None` where the kernel keeps no schedstats.
-    pub fn runqueue_wait_seconds(&self) -> Option<f64> {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid)).ok()?;
-        let mut total_ns = None;
-        for task in tasks.flatten() {
-            // A thread that exits meanwhile just drops out of the sum.
-            let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
-                continue;
-            };
-            if let Some(wait) = stat
-                .split_whitespace()
-                .nth(1)
-                .and_then(|f| f.parse::<u64>().ok())
-            {
-                *total_ns.get_or_insert(0u64) += wait;
-            }
-        }
-        total_ns.map(|ns| ns as f64 / 1e9)
+/// VmRSS of one process, bytes.
+fn rss_bytes(pid: u32) -> Result<u64, BenchError> {
+    let path = format!("/proc/{pid}/status");
+    let status =
+        std::fs::read_to_string(&path).map_err(|e| BenchError::io(format!("reading {path}"), e))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| {
+            BenchError::io(
+                format!("no VmRSS in {path}"),
+                std::io::ErrorKind::InvalidData.into(),
+            )
+        })
+}
+
+/// User plus system CPU seconds of one process.
+fn cpu_seconds(pid: u32) -> Result<f64, BenchError> {
+    let path = format!("/proc/{pid}/stat");
+    let stat =
+        std::fs::read_to_string(&path).map_err(|e| BenchError::io(format!("reading {path}"), e))?;
+    // Fields after the parenthesised command name: state is field 3,
+    // utime field 14 and stime field 15 (proc(5)).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => Ok((user + system) as f64 / clock_ticks_per_second()),
+        _ => Err(BenchError::io(
+            format!("unexpected {path}"),
+            std::io::ErrorKind::InvalidData.into(),
+        )),
     }
+}
+
+/// Runqueue wait of one process's live threads, seconds.
+fn runqueue_wait_seconds(pid: u32) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total_ns = None;
+    for task in tasks.flatten() {
+        // A thread that exits meanwhile just drops out of the sum.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(wait) = stat
+            .split_whitespace()
+            .nth(1)
+            .and_then(|f| f.parse::<u64>().ok())
+        {
+            *total_ns.get_or_insert(0u64) += wait;
+        }
+    }
+    total_ns.map(|ns| ns as f64 / 1e9)
 }
 
 /// `CLK_TCK`, asked of `getconf` once (reading it directly needs libc).
@@ -354,7 +386,7 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 /// CPU use of a process between two readings, as a share of one core.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CpuMeter {
     probe: ProcessProbe,
     start_cpu: f64,
@@ -366,9 +398,9 @@ impl CpuMeter {
     /// Starts measuring `probe`.
     pub fn start(probe: ProcessProbe) -> Self {
         Self {
-            probe,
             start_cpu: probe.cpu_seconds().unwrap_or(0.0),
             start_wait: probe.runqueue_wait_seconds(),
+            probe,
             start: std::time::Instant::now(),
         }
     }

@@ -75,7 +75,7 @@ fn assert_lossless(report: &FanoutReport) {
 async fn fanout_delivers_every_message_once_on_confab() {
     let (server, _dir) = confab().await;
     let endpoint = Arc::new(Kind::Confab.endpoint(&server.url()));
-    let report = fanout::run(endpoint, &small_fanout(), None, &Quiet)
+    let report = fanout::run(&[endpoint], &small_fanout(), None, &Quiet)
         .await
         .expect("fanout runs");
     assert_lossless(&report);
@@ -89,7 +89,7 @@ async fn fanout_delivers_every_message_once_on_the_ceiling() {
         .expect("binds");
     let serving = tokio::spawn(serve);
     let endpoint = Arc::new(Kind::Ceiling.endpoint(&format!("http://{addr}")));
-    let report = fanout::run(endpoint, &small_fanout(), None, &Quiet)
+    let report = fanout::run(&[endpoint], &small_fanout(), None, &Quiet)
         .await
         .expect("fanout runs");
     assert_lossless(&report);
@@ -124,7 +124,7 @@ async fn fanout_delivers_every_message_once_on_node_ws() {
         .await
         .expect("node starts");
     let report = fanout::run(
-        Arc::new(node.endpoint()),
+        &[Arc::new(node.endpoint())],
         &small_fanout(),
         Some(node.probe()),
         &Quiet,
@@ -167,7 +167,7 @@ async fn ingest_acks_every_message_and_measures_fsync() {
         fsync_time: Duration::from_secs(5),
         prefix: String::new(),
     };
-    let report = ingest::run(endpoint, &config, None, dir.path(), &Quiet)
+    let report = ingest::run(&[endpoint], &config, None, dir.path(), &Quiet)
         .await
         .expect("ingest runs");
     let step = &report.steps[0];

@@ -167,11 +167,11 @@ impl ClientBuilder {
             (None, None) => return Err(Error::MissingCredentials),
         };
         let mut saved = HashMap::new();
-        if let Some(store) = &self.store {
-            if !self.skip_backlog {
-                for position in store.load()? {
-                    saved.insert(position.room.clone(), position);
-                }
+        if let Some(store) = &self.store
+            && !self.skip_backlog
+        {
+            for position in store.load()? {
+                saved.insert(position.room.clone(), position);
             }
         }
         let mut config = SessionConfig::new(token);
@@ -480,10 +480,8 @@ impl Client {
                 DriverEvent::Session(SessionEvent::StateChanged(ConnectionState::Online))
             );
             self.backlog.push_back(raw);
-            if online {
-                if let Some(welcome) = welcome {
-                    return Ok(welcome);
-                }
+            if online && let Some(welcome) = welcome {
+                return Ok(welcome);
             }
         }
     }
@@ -530,13 +528,13 @@ impl Client {
         if self.saved.get(room) == Some(&position) {
             return;
         }
-        if let Some(store) = &self.store {
-            if let Err(err) = store.save(&position) {
-                tracing::warn!(error = %err, "position not saved");
-                self.synthesized
-                    .push_back(Event::Error(ErrorEvent::PositionNotSaved(err.to_string())));
-                return;
-            }
+        if let Some(store) = &self.store
+            && let Err(err) = store.save(&position)
+        {
+            tracing::warn!(error = %err, "position not saved");
+            self.synthesized
+                .push_back(Event::Error(ErrorEvent::PositionNotSaved(err.to_string())));
+            return;
         }
         self.saved.insert(room.to_owned(), position);
     }

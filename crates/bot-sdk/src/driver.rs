@@ -343,10 +343,10 @@ impl DriverHandle {
                 let Some(value) = reply(id, event) else {
                     return Matched::No;
                 };
-                if let Some(tx) = reply_tx.take() {
-                    if tx.send(value).is_err() {
-                        tracing::debug!("requester stopped waiting for the reply");
-                    }
+                if let Some(tx) = reply_tx.take()
+                    && tx.send(value).is_err()
+                {
+                    tracing::debug!("requester stopped waiting for the reply");
                 }
                 if is_failure_of(id, event) {
                     Matched::Failure
@@ -678,10 +678,8 @@ impl Driver {
             ws.feed(Message::Binary(bytes)).await?;
             wrote = true;
         }
-        if wrote {
-            if let Some(ws) = self.ws.as_mut() {
-                ws.flush().await?;
-            }
+        if wrote && let Some(ws) = self.ws.as_mut() {
+            ws.flush().await?;
         }
         Ok(())
     }
@@ -782,10 +780,10 @@ impl Driver {
                 "events not delivered at shutdown (channel full)"
             );
         }
-        if let Some(done) = done {
-            if done.send(()).is_err() {
-                tracing::debug!("shutdown caller stopped waiting");
-            }
+        if let Some(done) = done
+            && done.send(()).is_err()
+        {
+            tracing::debug!("shutdown caller stopped waiting");
         }
     }
 }

@@ -170,12 +170,11 @@ impl FilePositionStore {
         drop(file);
         std::fs::rename(&tmp, &self.path).map_err(io_error)?;
         // Make the rename itself durable where the platform allows it.
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(dir) = std::fs::File::open(dir) {
-                if let Err(err) = dir.sync_all() {
-                    tracing::debug!(error = %err, "cannot sync the position store's directory");
-                }
-            }
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(dir) = std::fs::File::open(dir)
+            && let Err(err) = dir.sync_all()
+        {
+            tracing::debug!(error = %err, "cannot sync the position store's directory");
         }
         Ok(())
     }

@@ -528,11 +528,11 @@ impl Chat {
         let mut out = Vec::new();
         let time = (self.clock)((self.wall)());
         for send in &mut self.sends {
-            if let SendState::Hidden(until) = send.state {
-                if until <= now {
-                    send.state = SendState::Pending;
-                    out.push(pending_line(self.style, &time, &self.me, send));
-                }
+            if let SendState::Hidden(until) = send.state
+                && until <= now
+            {
+                send.state = SendState::Pending;
+                out.push(pending_line(self.style, &time, &self.me, send));
             }
         }
         out
@@ -736,10 +736,10 @@ impl Chat {
     fn on_welcome(&mut self, welcome: wire::Welcome) -> Vec<Out> {
         self.me = welcome.username.clone();
         self.connect_failures = 0;
-        if let Some(limits) = &welcome.limits {
-            if limits.typing_ttl_ms > 0 {
-                self.typing_ttl = Duration::from_millis(u64::from(limits.typing_ttl_ms));
-            }
+        if let Some(limits) = &welcome.limits
+            && limits.typing_ttl_ms > 0
+        {
+            self.typing_ttl = Duration::from_millis(u64::from(limits.typing_ttl_ms));
         }
         self.joined = welcome.rooms.iter().map(|r| r.name.clone()).collect();
         for room in &welcome.rooms {
@@ -755,10 +755,10 @@ impl Chat {
                 self.server, self.me
             )));
         }
-        if let Some(current) = self.current.clone() {
-            if !self.joined.contains(&current) {
-                out.extend(self.lost_room(&current));
-            }
+        if let Some(current) = self.current.clone()
+            && !self.joined.contains(&current)
+        {
+            out.extend(self.lost_room(&current));
         }
         // The room-list subscription belongs to the connection (§7.1).
         out.push(Out::Do(Action::ListRooms));

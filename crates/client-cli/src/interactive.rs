@@ -329,10 +329,10 @@ impl App {
             .call(|session, _| session.outbox().cloned().collect::<Vec<_>>())
             .await;
         // When the driver is gone the file keeps the last saved state.
-        if let Ok(entries) = entries {
-            if let Err(err) = store::save_outbox(&self.outbox_path, &entries) {
-                self.store_failed(&err);
-            }
+        if let Ok(entries) = entries
+            && let Err(err) = store::save_outbox(&self.outbox_path, &entries)
+        {
+            self.store_failed(&err);
         }
     }
 

@@ -333,12 +333,12 @@ fn script_auth(
         );
     };
     let saved_at = login::parse_server(&saved.server)?;
-    if let Some(server) = server_arg {
-        if server != saved_at {
-            return Err(format!(
-                "the saved login is for {saved_at}; pass --token for {server}, or log in there with `confab --server {server} login`"
-            ));
-        }
+    if let Some(server) = server_arg
+        && server != saved_at
+    {
+        return Err(format!(
+            "the saved login is for {saved_at}; pass --token for {server}, or log in there with `confab --server {server} login`"
+        ));
     }
     Ok((saved_at, saved.token))
 }

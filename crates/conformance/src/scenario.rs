@@ -1081,7 +1081,7 @@ fn parse_step(value: &Value) -> Result<Step, String> {
 
 fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     let digits: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!("hex {text:?} has an odd number of digits"));
     }
     (0..digits.len())

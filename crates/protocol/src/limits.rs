@@ -169,8 +169,83 @@ impl TokenBucket {
     }
 }
 
+/// A token bucket kept outside the process, e.g. a PostgreSQL row that
+/// every node of a cluster shares (§12.5 per user, across nodes): the rule
+/// of [`TokenBucket`], on wall-clock milliseconds, since nodes share no
+/// `Instant`. The store reads the row under a lock, calls this, and writes
+/// it back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredBucket {
+    /// Tokens at `updated_ms`.
+    pub tokens: f64,
+    /// When `tokens` was computed, ms since the Unix epoch.
+    pub updated_ms: i64,
+}
+
+impl StoredBucket {
+    /// A full bucket.
+    pub fn full(burst: u32, now_ms: i64) -> Self {
+        Self {
+            tokens: f64::from(burst.max(1)),
+            updated_ms: now_ms,
+        }
+    }
+
+    fn refill(&mut self, rate_per_sec: f64, burst: u32, now_ms: i64) {
+        let rate = if rate_per_sec.is_finite() && rate_per_sec > 0.0 {
+            rate_per_sec
+        } else {
+            1.0 / 3600.0
+        };
+        // A clock that went backwards (another node's) refills nothing.
+        let elapsed = (now_ms - self.updated_ms).max(0) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * rate).min(f64::from(burst.max(1)));
+        self.updated_ms = self.updated_ms.max(now_ms);
+    }
+
+    /// Takes one token, or says how long until one is available.
+    pub fn try_take(&mut self, rate_per_sec: f64, burst: u32, now_ms: i64) -> Result<(), Duration> {
+        self.refill(rate_per_sec, burst, now_ms);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            let rate = if rate_per_sec > 0.0 {
+                rate_per_sec
+            } else {
+                1.0 / 3600.0
+            };
+            let ms = ((1.0 - self.tokens) / rate * 1000.0).ceil();
+            Err(Duration::from_millis(ms as u64))
+        }
+    }
+
+    /// Gives a token back (an idempotent repeat costs none, §12.5).
+    pub fn refund(&mut self, rate_per_sec: f64, burst: u32, now_ms: i64) {
+        self.refill(rate_per_sec, burst, now_ms);
+        self.tokens = (self.tokens + 1.0).min(f64::from(burst.max(1)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_stored_bucket_keeps_the_token_bucket_rule_on_wall_clock_ms() {
+        let mut b = StoredBucket::full(2, 1_000);
+        assert_eq!(b.try_take(10.0, 2, 1_000), Ok(()));
+        assert_eq!(b.try_take(10.0, 2, 1_000), Ok(()));
+        assert_eq!(b.try_take(10.0, 2, 1_000), Err(Duration::from_millis(100)));
+        // 100 ms at 10/s is one token; a clock going backwards adds none.
+        assert_eq!(b.try_take(10.0, 2, 1_100), Ok(()));
+        assert_eq!(b.try_take(10.0, 2, 900), Err(Duration::from_millis(100)));
+        b.refund(10.0, 2, 1_100);
+        assert_eq!(b.try_take(10.0, 2, 1_100), Ok(()));
+        // Never above the burst, however long it rested.
+        let mut idle = StoredBucket::full(2, 0);
+        idle.refund(10.0, 2, 1_000_000);
+        assert!((idle.tokens - 2.0).abs() < f64::EPSILON);
+    }
     use super::*;
 
     #[test]

@@ -212,6 +212,18 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// The lockout after a name's `failures`-th failure (§15.3): none for the
+/// first `free - 1`, then `base`, doubling with each further failure, at
+/// most `max`. One rule for the per-node throttle and the shared one of
+/// cluster mode.
+pub fn lockout_after(failures: u32, free: u32, base: Duration, max: Duration) -> Option<Duration> {
+    if failures < free {
+        return None;
+    }
+    let doublings = (failures - free).min(30);
+    Some(base.saturating_mul(1u32 << doublings).min(max))
+}
+
 /// Per-username failed-login throttle (§5.3, §15.3): `free` failures, then
 /// each further failure locks the name for `base * 2^(n - free)`, capped at
 /// `max`.
@@ -253,7 +265,8 @@ fn next_prune_at(len: usize) -> usize {
 /// attacker's 16 KiB "names" cost no more memory than real ones.
 const MAX_KEY_BYTES: usize = confab_protocol::names::MAX_USERNAME_BYTES + 1;
 
-fn throttle_key(username: &str) -> String {
+/// The name a login throttle counts `username`'s failures under.
+pub fn throttle_key(username: &str) -> String {
     let mut end = username.len().min(MAX_KEY_BYTES);
     while !username.is_char_boundary(end) {
         end -= 1;
@@ -334,13 +347,14 @@ impl LoginThrottle {
         entry.in_flight = entry.in_flight.saturating_sub(1);
         entry.count = entry.count.saturating_add(1);
         entry.last = now;
-        if entry.count < self.free {
-            return None;
-        }
-        let doublings = (entry.count - self.free).min(30);
-        let lockout = self.base.saturating_mul(1u32 << doublings).min(self.max);
+        let lockout = lockout_after(entry.count, self.free, self.base, self.max)?;
         entry.locked_until = Some(now + lockout);
         Some(lockout)
+    }
+
+    /// Failures before lockouts start, first lockout, longest lockout.
+    pub fn policy(&self) -> (u32, Duration, Duration) {
+        (self.free, self.base, self.max)
     }
 
     fn finish_succeeded(&self, key: &str) {

@@ -96,6 +96,9 @@ pub struct Config {
     pub write_batch_max: usize,
     /// Server name sent in Welcome.
     pub server_name: String,
+    /// Cluster mode: join the other nodes over NATS (needs a PostgreSQL
+    /// `database_url`). `None`: a single node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// PEM files for TLS.
@@ -171,6 +174,7 @@ impl Default for Config {
             hash_queue_total: DEFAULT_HASH_QUEUE_TOTAL,
             write_batch_max: 256,
             server_name: format!("confab-server/{}", env!("CARGO_PKG_VERSION")),
+            cluster: None,
         }
     }
 }
@@ -222,6 +226,27 @@ pub struct Cli {
                 (plain TCP, no TLS: keep it on a trusted network; synchronous_commit must not be off)"
     )]
     pub database_url: Option<String>,
+
+    /// Cluster mode: a NATS server with JetStream (nats://host:4222) shared
+    /// by every node; needs a postgres:// --database-url shared by them too.
+    #[arg(long, env = "CONFAB_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// Nodes with the same cluster name (and NATS) form one cluster; it
+    /// names the NATS subjects and JetStream stream (letters, digits, - and _).
+    #[arg(long, env = "CONFAB_CLUSTER_NAME", default_value = crate::cluster::DEFAULT_NAME)]
+    pub cluster_name: String,
+
+    /// Cluster mode: how often a node compares room heads and memberships
+    /// with PostgreSQL and repairs what NATS missed (the bound on how late
+    /// a message can reach another node when NATS loses it).
+    #[arg(long, env = "CONFAB_CLUSTER_SYNC_INTERVAL_MS", default_value_t = 1000)]
+    pub cluster_sync_interval_ms: u64,
+
+    /// Cluster mode: a node silent this long has its users marked offline
+    /// on the other nodes.
+    #[arg(long, env = "CONFAB_PRESENCE_TTL_MS", default_value_t = 15_000)]
+    pub presence_ttl_ms: u64,
 
     /// Largest message text in UTF-8 bytes (§12.2); longer texts get TEXT_TOO_LONG.
     #[arg(long, env = "CONFAB_MAX_TEXT_BYTES", default_value_t = ServerLimits::default().max_text_bytes)]
@@ -414,7 +439,14 @@ impl Cli {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             _ => None,
         };
+        let cluster = self.nats_url.map(|nats_url| crate::cluster::ClusterConfig {
+            nats_url,
+            name: self.cluster_name,
+            sync_interval: Duration::from_millis(self.cluster_sync_interval_ms.max(10)),
+            presence_ttl: Duration::from_millis(self.presence_ttl_ms.max(100)),
+        });
         Config {
+            cluster,
             listen: self.listen,
             data_dir: self.data_dir,
             database_url: self.database_url,

@@ -196,10 +196,11 @@ impl ConnectionPhase {
         let before = state.phase.read_deadline();
         state.phase = change(state.phase, &self.timeouts, Instant::now());
         let after = state.phase.read_deadline();
-        if after.is_some() && after != before {
-            if let Some(waker) = state.read_waker.take() {
-                waker.wake();
-            }
+        if after.is_some()
+            && after != before
+            && let Some(waker) = state.read_waker.take()
+        {
+            waker.wake();
         }
     }
 

@@ -411,6 +411,26 @@ async fn login(
             );
         }
     };
+    // Cluster mode: the name's lockout is shared by every node (§15.3).
+    let throttle_key = crate::auth::throttle_key(&request.username);
+    if let Some(shared) = &app.shared_limits {
+        match shared.login_locked(&throttle_key, now_ms()).await {
+            Ok(Some(wait)) => {
+                reservation.release();
+                Metrics::inc(&app.metrics.login_failures);
+                return retry_later(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    HttpErrorCode::TooManyAttempts,
+                    "too many failed logins for this username; wait retry_after_ms and try again",
+                    wait,
+                );
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "shared login throttle unavailable; using this node's")
+            }
+        }
+    }
     let addr = client_key(peer);
     if let Err(wait) = app.login_addresses.try_take(addr, Instant::now()) {
         reservation.release();
@@ -452,7 +472,16 @@ async fn login(
     let Some(user_id) = user_id.filter(|_| matched) else {
         Metrics::inc(&app.metrics.login_failures);
         // The address keeps the token: this failure counts there too.
-        let lockout = reservation.failed(Instant::now());
+        let mut lockout = reservation.failed(Instant::now());
+        if let Some(shared) = &app.shared_limits {
+            match shared
+                .login_failed(&throttle_key, app.login_throttle.policy(), now_ms())
+                .await
+            {
+                Ok(shared_lockout) => lockout = lockout.max(shared_lockout),
+                Err(err) => tracing::warn!(error = %err, "shared login throttle unavailable"),
+            }
+        }
         // The name is logged only when it is a valid one: anything else is
         // attacker-chosen bytes of any length.
         match Username::parse(request.username.as_str()) {
@@ -463,6 +492,11 @@ async fn login(
     };
     reservation.succeeded();
     app.login_addresses.put_back(addr);
+    if let Some(shared) = &app.shared_limits
+        && let Err(err) = shared.login_succeeded(&throttle_key).await
+    {
+        tracing::warn!(error = %err, "shared login throttle unavailable");
+    }
     let token = new_token();
     let now = now_ms();
     let ttl_ms = i64::try_from(app.config.token_ttl.as_millis()).unwrap_or(i64::MAX);
@@ -504,7 +538,7 @@ async fn logout(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respons
     let hash = token_hash(token);
     match app.store.revoke_token(&hash, now_ms()).await {
         Ok(true) => {
-            let sockets = app.hub.close_token(&hash, CloseCode::LoggedOut);
+            let sockets = app.hub.revoke_token(&hash, CloseCode::LoggedOut);
             tracing::info!(sockets, "logged out");
             StatusCode::NO_CONTENT.into_response()
         }

@@ -32,9 +32,9 @@
 //! lock gives every push a single global order, which the activation
 //! argument above relies on.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -51,7 +51,12 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::metrics::Metrics;
 use crate::storage::writer::{CommitSink, Committed};
-use crate::storage::{RoomId, RoomRecord, UserId};
+use crate::storage::{RoomId, RoomRecord, RoomVersion, StoredMessage, UserId};
+
+/// Most out-of-order messages a room holds while the missing seqs before
+/// them are read from storage (cluster mode). Beyond it newer ones are
+/// dropped: the repair reads them too, so the cap bounds memory, not delivery.
+const MAX_PENDING_PER_ROOM: usize = 4096;
 
 /// One item of a connection's outbound queue.
 #[derive(Debug)]
@@ -301,6 +306,76 @@ struct Room {
     /// fan-out walks this set instead of members → users → connections →
     /// active rooms, so a delivery costs one lookup, not four string hashes.
     active: HashSet<ConnId>,
+    /// Membership version of `members` (see `Store::add_member`).
+    member_version: u64,
+    /// Changes made on this node whose version is not `member_version + 1`
+    /// (a change from another node came in between, not seen yet): (version,
+    /// user, joined). A record read from storage before them must not undo
+    /// them, so [`Hub::reconcile_room`] applies those newer than the record
+    /// on top of it. Cluster mode only; bounded by the changes made here
+    /// within one sync interval.
+    local_changes: Vec<(u64, Username, bool)>,
+    /// Highest seq known to be stored (cluster mode): above `head_seq`
+    /// when a message arrived before one it follows.
+    known_head: u64,
+    /// Messages with seq > `head_seq + 1`, held until the gap before them
+    /// is filled from storage (cluster mode; always empty on one node).
+    pending: BTreeMap<u64, (StoredMessage, Option<Instant>)>,
+}
+
+impl Room {
+    /// A membership change made on this node, at `version` in storage.
+    fn note_local_change(&mut self, version: u64, user: &Username, joined: bool) {
+        if version == self.member_version + 1 && self.local_changes.is_empty() {
+            self.member_version = version;
+        } else if version > self.member_version {
+            self.local_changes.push((version, user.clone(), joined));
+        }
+    }
+}
+
+/// Seqs of a room this node knows are stored but has not delivered:
+/// `after < seq <= up_to`, to be read from storage (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// Room.
+    pub room: RoomName,
+    /// Delivered head.
+    pub after: u64,
+    /// Highest known stored seq.
+    pub up_to: u64,
+}
+
+/// What the hub tells the other nodes of a cluster (see `cluster`):
+/// changes that started on this node. Changes learnt from other nodes are
+/// applied without producing these, so nothing echoes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LocalChange {
+    /// The user's first socket on this node authenticated.
+    Online(Username),
+    /// The user's last socket on this node closed.
+    Offline(Username),
+    /// A typing indicator of a user on this node started or stopped.
+    Typing {
+        /// Room.
+        room: RoomName,
+        /// Typist.
+        user: Username,
+        /// Started (true) or stopped.
+        active: bool,
+    },
+    /// A token was revoked here (logout).
+    TokenRevoked(String),
+}
+
+/// What [`Hub::check_versions`] found to differ from storage.
+#[derive(Debug, Default)]
+pub struct Stale {
+    /// Rooms to re-read (unknown here, or members changed elsewhere).
+    pub reload: Vec<RoomName>,
+    /// Seqs stored but not delivered here.
+    pub gaps: Vec<Gap>,
 }
 
 #[derive(Debug, Default)]
@@ -315,6 +390,8 @@ struct State {
     /// room-list-push (§7.1); kept apart so a message does not scan every
     /// connection to find them.
     room_list_subscribers: HashSet<ConnId>,
+    /// Users with a socket on another node of the cluster (cluster mode).
+    remote_online: HashSet<Username>,
     next_conn: ConnId,
 }
 
@@ -326,6 +403,8 @@ pub struct Hub {
     typing_changed: Notify,
     limits: ServerLimits,
     metrics: Arc<Metrics>,
+    /// Where [`LocalChange`]s go, set once in cluster mode.
+    cluster: OnceLock<mpsc::Sender<LocalChange>>,
 }
 
 fn not_found(room: &RoomName) -> Rejection {
@@ -398,23 +477,42 @@ impl State {
                 last_activity_ms: record.last_activity_ms,
                 members: record.members.into_iter().collect(),
                 active: HashSet::new(),
+                member_version: record.member_version,
+                local_changes: Vec::new(),
+                known_head: record.head_seq,
+                pending: BTreeMap::new(),
             },
         );
     }
 
+    /// Online anywhere: a socket here or on another node.
+    fn is_online(&self, user: &Username) -> bool {
+        self.user_connections
+            .get(user)
+            .is_some_and(|c| !c.is_empty())
+            || self.remote_online.contains(user)
+    }
+
+    fn gap(&self, name: &RoomName) -> Option<Gap> {
+        let room = self.rooms.get(name)?;
+        (room.known_head > room.head_seq).then(|| Gap {
+            room: name.clone(),
+            after: room.head_seq,
+            up_to: room.known_head,
+        })
+    }
+
     fn room_info(&self, room: &Room) -> RoomInfo {
-        let online = room
-            .members
-            .iter()
-            .filter(|m| self.user_connections.get(*m).is_some_and(|c| !c.is_empty()))
-            .count();
+        let online = room.members.iter().filter(|m| self.is_online(m)).count();
         RoomInfo {
             name: room.name.as_str().to_owned(),
             topic: room.topic.clone(),
             member_count: room.members.len() as u32,
             online_count: online as u32,
             last_activity_ms: room.last_activity_ms,
-            head_seq: room.head_seq,
+            // The highest seq known stored: in cluster mode it can be ahead
+            // of what this node has pushed yet (the rest is on its way).
+            head_seq: room.known_head,
             epoch: room.epoch.clone(),
         }
     }
@@ -512,6 +610,25 @@ impl Hub {
             typing_changed: Notify::new(),
             limits,
             metrics,
+            cluster: OnceLock::new(),
+        }
+    }
+
+    /// Cluster mode: from now on, changes that start here are also queued
+    /// on `changes` for the other nodes. A full queue drops the change and
+    /// counts it; the periodic presence snapshot and storage poll of
+    /// `cluster` repair what a dropped change would have said.
+    pub fn set_cluster(&self, changes: mpsc::Sender<LocalChange>) {
+        if self.cluster.set(changes).is_err() {
+            tracing::warn!("the hub's cluster queue was already set; keeping the first");
+        }
+    }
+
+    fn emit(&self, change: LocalChange) {
+        if let Some(changes) = self.cluster.get()
+            && changes.try_send(change).is_err()
+        {
+            Metrics::inc(&self.metrics.cluster_events_dropped);
         }
     }
 
@@ -544,7 +661,10 @@ impl Hub {
         let conns = state.user_connections.entry(user.clone()).or_default();
         conns.push(id);
         if conns.len() == 1 {
-            state.push_online_change(&self.metrics, &user, presence::Kind::Online);
+            if !state.remote_online.contains(&user) {
+                state.push_online_change(&self.metrics, &user, presence::Kind::Online);
+            }
+            self.emit(LocalChange::Online(user));
         }
         Ok(id)
     }
@@ -571,11 +691,48 @@ impl Hub {
         };
         if now_offline {
             state.user_connections.remove(&user);
-            state.push_online_change(&self.metrics, &user, presence::Kind::Offline);
+            if !state.remote_online.contains(&user) {
+                state.push_online_change(&self.metrics, &user, presence::Kind::Offline);
+            }
+            self.emit(LocalChange::Offline(user));
         }
     }
 
-    /// Asks every socket authenticated with this token to close (logout, §5.4).
+    /// Cluster mode: whether `user` has a socket on some other node. Pushes
+    /// ONLINE or OFFLINE when that changes whether the user is online at
+    /// all (a user with sockets here stays online whatever other nodes say).
+    pub fn set_remote_online(&self, user: &Username, online: bool) {
+        let mut state = self.state();
+        let was = state.is_online(user);
+        if online {
+            state.remote_online.insert(user.clone());
+        } else {
+            state.remote_online.remove(user);
+        }
+        let now = state.is_online(user);
+        if was != now {
+            let kind = if now {
+                presence::Kind::Online
+            } else {
+                presence::Kind::Offline
+            };
+            state.push_online_change(&self.metrics, user, kind);
+        }
+    }
+
+    /// Users with at least one socket on this node.
+    pub fn local_online_users(&self) -> Vec<Username> {
+        self.state().user_connections.keys().cloned().collect()
+    }
+
+    /// Asks every socket authenticated with this token to close (logout,
+    /// §5.4), here and, in cluster mode, on every other node.
+    pub fn revoke_token(&self, token_hash: &str, code: CloseCode) -> usize {
+        self.emit(LocalChange::TokenRevoked(token_hash.to_owned()));
+        self.close_token(token_hash, code)
+    }
+
+    /// Asks every socket of this node authenticated with this token to close.
     pub fn close_token(&self, token_hash: &str, code: CloseCode) -> usize {
         let state = self.state();
         let mut closed = 0;
@@ -588,6 +745,15 @@ impl Hub {
             closed += 1;
         }
         closed
+    }
+
+    /// Names of the rooms the hub has `user` as a member of, sorted.
+    pub fn room_names_of(&self, user: &Username) -> Vec<RoomName> {
+        self.state()
+            .memberships
+            .get(user)
+            .map(|rooms| rooms.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The user's rooms, for Welcome.rooms (§6.3), sorted by name.
@@ -661,7 +827,7 @@ impl Hub {
             .iter()
             .map(|m| Member {
                 username: m.as_str().to_owned(),
-                online: state.user_connections.get(m).is_some_and(|c| !c.is_empty()),
+                online: state.is_online(m),
             })
             .collect())
     }
@@ -743,16 +909,24 @@ impl Hub {
 
     /// A membership just stored by JoinRoom (§7.3): activates the room on
     /// `conn` from its current head and queues RoomJoined. Idempotent.
+    ///
+    /// `member_version` is what the store returned; the hub takes it only
+    /// when it is the next version after its own, so that a change made on
+    /// another node in between is still noticed by `check_versions`.
     pub fn member_joined(
         &self,
         conn: ConnId,
         room: &RoomName,
         user: &Username,
         request_id: u64,
+        member_version: u64,
     ) -> Result<(), Rejection> {
         let mut state = self.state();
         let found = state.rooms.get_mut(room).ok_or_else(|| not_found(room))?;
         let newly = found.members.insert(user.clone());
+        if newly {
+            found.note_local_change(member_version, user, true);
+        }
         state
             .memberships
             .entry(user.clone())
@@ -776,14 +950,23 @@ impl Hub {
     }
 
     /// A membership just removed by LeaveRoom (§7.4): the room goes inactive
-    /// on every connection of the user.
-    pub fn member_left(&self, room: &RoomName, user: &Username) {
+    /// on every connection of the user. `member_version` as in
+    /// [`Hub::member_joined`].
+    pub fn member_left(&self, room: &RoomName, user: &Username, member_version: u64) {
         let mut state = self.state();
-        if let Some(found) = state.rooms.get_mut(room) {
-            found.members.remove(user);
+        if let Some(found) = state.rooms.get_mut(room)
+            && found.members.remove(user)
+        {
+            found.note_local_change(member_version, user, false);
         }
+        Self::remove_member(&self.metrics, &mut state, room, user);
+    }
+
+    /// The rest of a leave, wherever it happened: tell the room, forget the
+    /// membership, deactivate the room on the user's sockets here.
+    fn remove_member(metrics: &Metrics, state: &mut State, room: &RoomName, user: &Username) {
         // §11.1.6: to the remaining members.
-        state.push_presence(&self.metrics, room, user, presence::Kind::Left);
+        state.push_presence(metrics, room, user, presence::Kind::Left);
         if let Some(rooms) = state.memberships.get_mut(user) {
             rooms.remove(room);
         }
@@ -800,7 +983,7 @@ impl Hub {
                 found.active.remove(&id);
             }
         }
-        state.push_room_list(&self.metrics, room, room_list_update::Kind::Changed);
+        state.push_room_list(metrics, room, room_list_update::Kind::Changed);
     }
 
     /// §10.3 for every room of a Resume, then the Resumed reply, all queued
@@ -886,7 +1069,7 @@ impl Hub {
             .handle_set((room.clone(), user.clone()), active, now);
         match change {
             Some(change) => {
-                self.push_typing(&state, &change.key.0, &change.key.1, change.active);
+                self.local_typing(&state, change.key.0, change.key.1, change.active);
                 self.typing_changed.notify_one();
             }
             // A renewal inside the push interval: the timer moved, nobody is told.
@@ -896,6 +1079,23 @@ impl Hub {
             None => {}
         }
         Ok(())
+    }
+
+    /// A typing change of a user on this node: pushed here and told to the
+    /// other nodes.
+    fn local_typing(&self, state: &State, room: RoomName, user: Username, active: bool) {
+        self.push_typing(state, &room, &user, active);
+        self.emit(LocalChange::Typing { room, user, active });
+    }
+
+    /// Cluster mode: a typing change of a user on another node, pushed to
+    /// this node's audience (§11.2). Each client expires an indicator by its
+    /// ttl_ms, so one whose stop was lost with a node still ends.
+    pub fn remote_typing(&self, room: &RoomName, user: &Username, active: bool) {
+        let state = self.state();
+        if state.member_room(room, user).is_ok() {
+            self.push_typing(&state, room, user, active);
+        }
     }
 
     fn push_typing(&self, state: &State, room: &RoomName, user: &Username, active: bool) {
@@ -916,7 +1116,7 @@ impl Hub {
         let state = self.state();
         let mut typing = self.typing.lock().unwrap_or_else(|e| e.into_inner());
         for change in typing.handle_timeout(now) {
-            self.push_typing(&state, &change.key.0, &change.key.1, false);
+            self.local_typing(&state, change.key.0, change.key.1, false);
         }
         typing.poll_timeout()
     }
@@ -946,51 +1146,218 @@ impl Hub {
     }
 }
 
-impl CommitSink for Hub {
-    /// Fan-out of committed messages (§8.4): each push is encoded once and
-    /// the shared bytes queued on every connection that activated the room.
-    fn publish(&self, committed: &[Committed]) {
+impl Hub {
+    /// Takes committed messages, from this node's writer or (cluster mode)
+    /// from other nodes and storage, and delivers each exactly once in seq
+    /// order (§8.4, §10.6): a seq at or below the room's head was delivered
+    /// already and is skipped; the next seq is delivered, then any held
+    /// ones that follow it; a later one is held until the seqs before it
+    /// arrive. Returns the rooms that now have a gap to read from storage,
+    /// and the names of rooms this node does not know yet.
+    pub fn accept<'m>(
+        &self,
+        messages: impl IntoIterator<Item = (&'m StoredMessage, Option<Instant>)>,
+    ) -> Accepted {
         let mut state = self.state();
         let mut typing = self.typing.lock().unwrap_or_else(|e| e.into_inner());
-        for Committed { message, received } in committed {
+        let mut accepted = Accepted::default();
+        let mut touched: Vec<&RoomName> = Vec::new();
+        for (message, received) in messages {
             let Some(room) = state.rooms.get_mut(&message.room) else {
+                if !accepted.unknown_rooms.contains(&message.room) {
+                    accepted.unknown_rooms.push(message.room.clone());
+                }
                 continue;
             };
-            room.head_seq = room.head_seq.max(message.seq);
-            room.last_activity_ms = room.last_activity_ms.max(message.server_ts_ms);
-            let name = Arc::clone(&room.name);
-            let push = Arc::new(Push {
-                room: name,
-                seq: message.seq,
-                frame: encode_server_frame(&ServerFrame::push(Body::Message(message.to_wire()))),
-            });
-            let mut delivered = 0u64;
-            for conn in state.room_audience(&push.room, None, |_| true) {
-                if deliver(&self.metrics, conn, Outbound::Message(Arc::clone(&push))) {
-                    delivered += 1;
-                }
+            let head = room.head_seq;
+            if message.seq <= head {
+                Metrics::inc(&self.metrics.cluster_duplicates_skipped);
+                continue;
             }
-            self.metrics
-                .fanout_deliveries
-                .fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
-            self.metrics.observe_send_to_deliver(received.elapsed());
-            // §11.2: a sent message ends the sender's typing.
-            if let Ok(sender) = Username::parse(message.sender.as_str()) {
-                if typing
-                    .handle_set(
-                        (message.room.clone(), sender.clone()),
-                        false,
-                        Instant::now(),
-                    )
-                    .is_some()
+            room.known_head = room.known_head.max(message.seq);
+            touched.push(&message.room);
+            if message.seq > head + 1 {
+                if room.pending.len() < MAX_PENDING_PER_ROOM {
+                    room.pending
+                        .insert(message.seq, (message.clone(), received));
+                }
+                continue;
+            }
+            self.deliver_message(&mut state, &mut typing, message, received);
+            // Then whatever was held waiting for it, in order.
+            while let Some(room) = state.rooms.get_mut(&message.room) {
+                let next = room.head_seq + 1;
+                // Anything at or below the head can no longer be delivered.
+                while room
+                    .pending
+                    .first_key_value()
+                    .is_some_and(|(s, _)| *s < next)
                 {
-                    self.push_typing(&state, &message.room, &sender, false);
+                    room.pending.pop_first();
+                }
+                let Some((held, received)) = room.pending.remove(&next) else {
+                    break;
+                };
+                self.deliver_message(&mut state, &mut typing, &held, received);
+            }
+        }
+        // Only the rooms this call touched: a batch costs O(its rooms).
+        touched.sort_unstable();
+        touched.dedup();
+        accepted.gaps = touched.into_iter().filter_map(|r| state.gap(r)).collect();
+        accepted
+    }
+
+    /// One message, next in its room's order: fan-out, head, typing.
+    fn deliver_message(
+        &self,
+        state: &mut State,
+        typing: &mut TypingTracker<(RoomName, Username)>,
+        message: &StoredMessage,
+        received: Option<Instant>,
+    ) {
+        let Some(room) = state.rooms.get_mut(&message.room) else {
+            return;
+        };
+        room.head_seq = message.seq;
+        room.known_head = room.known_head.max(message.seq);
+        room.last_activity_ms = room.last_activity_ms.max(message.server_ts_ms);
+        let push = Arc::new(Push {
+            room: Arc::clone(&room.name),
+            seq: message.seq,
+            frame: encode_server_frame(&ServerFrame::push(Body::Message(message.to_wire()))),
+        });
+        let mut delivered = 0u64;
+        for conn in state.room_audience(&push.room, None, |_| true) {
+            if deliver(&self.metrics, conn, Outbound::Message(Arc::clone(&push))) {
+                delivered += 1;
+            }
+        }
+        self.metrics
+            .fanout_deliveries
+            .fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
+        if let Some(received) = received {
+            self.metrics.observe_send_to_deliver(received.elapsed());
+        }
+        // §11.2: a sent message ends the sender's typing (a typist on this
+        // node; one on another node is ended by that node).
+        if let Ok(sender) = Username::parse(message.sender.as_str())
+            && typing
+                .handle_set(
+                    (message.room.clone(), sender.clone()),
+                    false,
+                    Instant::now(),
+                )
+                .is_some()
+        {
+            self.local_typing(state, message.room.clone(), sender, false);
+        }
+        state.push_room_list(
+            &self.metrics,
+            &message.room,
+            room_list_update::Kind::Changed,
+        );
+    }
+
+    /// The room's undelivered stored seqs, if any (cluster mode).
+    pub fn gap(&self, room: &RoomName) -> Option<Gap> {
+        self.state().gap(room)
+    }
+
+    /// Cluster mode: compares storage's heads and membership versions with
+    /// this node's, and says what to re-read.
+    pub fn check_versions(&self, versions: &[RoomVersion]) -> Stale {
+        let mut state = self.state();
+        let mut stale = Stale::default();
+        for version in versions {
+            let Some(room) = state.rooms.get_mut(&version.name) else {
+                stale.reload.push(version.name.clone());
+                continue;
+            };
+            if version.member_version > room.member_version {
+                stale.reload.push(version.name.clone());
+            }
+            room.known_head = room.known_head.max(version.head_seq);
+            if room.known_head > room.head_seq {
+                stale.gaps.extend(state.gap(&version.name));
+            }
+        }
+        stale
+    }
+
+    /// Cluster mode: a room as storage has it now, read because it is new
+    /// here or its members changed on another node. Applies what differs
+    /// and tells this node's sockets as if it had happened here: RoomList
+    /// ADDED or CHANGED, JOINED and LEFT presence. A record older than what
+    /// the hub holds (read before a change made here) is ignored. Returns
+    /// the room's gap, if its head moved past what was delivered here.
+    pub fn reconcile_room(&self, record: RoomRecord) -> Option<Gap> {
+        let mut state = self.state();
+        let name = record.name.clone();
+        let Some(room) = state.rooms.get_mut(&name) else {
+            // Nobody here has it active yet: activation replays from storage
+            // up to the head, so the head read with the record is delivered.
+            state.insert_room(record);
+            state.push_room_list(&self.metrics, &name, room_list_update::Kind::Added);
+            return None;
+        };
+        room.known_head = room.known_head.max(record.head_seq);
+        if record.member_version > room.member_version {
+            room.member_version = record.member_version;
+            room.topic = record.topic;
+            let mut now: BTreeSet<Username> = record.members.into_iter().collect();
+            // Changes made here after the record was read stay made.
+            room.local_changes
+                .retain(|(version, _, _)| *version > record.member_version);
+            for (_, user, joined) in &room.local_changes {
+                if *joined {
+                    now.insert(user.clone());
+                } else {
+                    now.remove(user);
                 }
             }
-            state.push_room_list(
-                &self.metrics,
-                &message.room,
-                room_list_update::Kind::Changed,
+            let joined: Vec<Username> = now.difference(&room.members).cloned().collect();
+            let left: Vec<Username> = room.members.difference(&now).cloned().collect();
+            room.members = now;
+            for user in &joined {
+                state
+                    .memberships
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(name.clone());
+                state.push_presence(&self.metrics, &name, user, presence::Kind::Joined);
+            }
+            for user in &left {
+                Self::remove_member(&self.metrics, &mut state, &name, user);
+            }
+            if !joined.is_empty() {
+                state.push_room_list(&self.metrics, &name, room_list_update::Kind::Changed);
+            }
+        }
+        state.gap(&name)
+    }
+}
+
+/// What [`Hub::accept`] could not deliver yet.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    /// Rooms with stored seqs not delivered here: read them from storage.
+    pub gaps: Vec<Gap>,
+    /// Rooms this node does not know: read their records.
+    pub unknown_rooms: Vec<RoomName>,
+}
+
+impl CommitSink for Hub {
+    /// Fan-out of this node's commits (§8.4): each push is encoded once and
+    /// the shared bytes queued on every connection that activated the room.
+    /// On one node the writer is the only source of messages, so they
+    /// always come in seq order and nothing is ever held.
+    fn publish(&self, committed: &[Committed]) {
+        let accepted = self.accept(committed.iter().map(|c| (&c.message, Some(c.received))));
+        if !accepted.gaps.is_empty() {
+            tracing::debug!(
+                gaps = accepted.gaps.len(),
+                "commits arrived ahead of others"
             );
         }
     }
@@ -1003,4 +1370,113 @@ pub struct AuthedUser {
     pub id: UserId,
     /// Name.
     pub name: Username,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> Username {
+        Username::parse(name).expect("valid user")
+    }
+
+    fn record(version: u64, head: u64, members: &[&str]) -> RoomRecord {
+        RoomRecord {
+            id: 1,
+            name: RoomName::parse("lobby").expect("valid room"),
+            topic: String::new(),
+            epoch: "e".into(),
+            head_seq: head,
+            last_activity_ms: 0,
+            members: members.iter().map(|m| user(m)).collect(),
+            member_version: version,
+        }
+    }
+
+    fn member_names(hub: &Hub) -> Vec<String> {
+        let room = RoomName::parse("lobby").expect("valid room");
+        hub.members(&room, &user("alice"))
+            .expect("alice is a member")
+            .into_iter()
+            .map(|m| m.username)
+            .collect()
+    }
+
+    fn message(seq: u64) -> StoredMessage {
+        StoredMessage {
+            room: RoomName::parse("lobby").expect("valid room"),
+            seq,
+            message_id: format!("m{seq}"),
+            sender: "alice".into(),
+            client_msg_id: format!("c{seq}"),
+            text: "hi".into(),
+            kind: 1,
+            server_ts_ms: 0,
+        }
+    }
+
+    fn hub(record: RoomRecord) -> Hub {
+        Hub::new(vec![record], ServerLimits::default(), Arc::default())
+    }
+
+    /// Cluster mode: a room record read from storage before a join made on
+    /// this node (whose version came after another node's change) must not
+    /// undo the join.
+    #[test]
+    fn a_stale_record_does_not_undo_a_membership_made_here() {
+        let hub = hub(record(0, 0, &["alice"]));
+        let lobby = RoomName::parse("lobby").expect("valid room");
+        // Bob joined elsewhere (version 1, not seen yet); carol joins here at 2.
+        hub.member_joined(999, &lobby, &user("carol"), 1, 2)
+            .expect("room exists");
+        // The record read before carol's join: bob, no carol.
+        assert_eq!(hub.reconcile_room(record(1, 0, &["alice", "bob"])), None);
+        assert_eq!(member_names(&hub), ["alice", "bob", "carol"]);
+        // A record at or below what the hub holds changes nothing.
+        hub.reconcile_room(record(1, 0, &["alice"]));
+        assert_eq!(member_names(&hub), ["alice", "bob", "carol"]);
+        // The record that includes it settles the version.
+        hub.reconcile_room(record(2, 0, &["alice", "bob", "carol"]));
+        let stale = hub.check_versions(&[RoomVersion {
+            id: 1,
+            name: lobby,
+            head_seq: 0,
+            member_version: 2,
+        }]);
+        assert!(
+            stale.reload.is_empty() && stale.gaps.is_empty(),
+            "{stale:?}"
+        );
+    }
+
+    /// Messages from several sources: each seq delivered once, in order;
+    /// a later one is held and its gap reported until the gap is filled.
+    #[test]
+    fn accept_holds_what_comes_early_and_skips_what_came_before() {
+        let hub = hub(record(0, 0, &["alice"]));
+        let lobby = RoomName::parse("lobby").expect("valid room");
+        let (one, two, three) = (message(1), message(2), message(3));
+        let early = hub.accept([(&three, None)]);
+        assert_eq!(
+            early.gaps,
+            [Gap {
+                room: lobby.clone(),
+                after: 0,
+                up_to: 3
+            }]
+        );
+        let still = hub.accept([(&one, None)]);
+        assert_eq!(still.gaps.len(), 1, "2 is still missing");
+        let filled = hub.accept([(&two, None), (&one, None), (&three, None)]);
+        assert!(filled.gaps.is_empty(), "{filled:?}");
+        assert_eq!(hub.gap(&lobby), None);
+        // Everything came: the head is 3 and a repeat changes nothing.
+        assert!(hub.accept([(&two, None)]).gaps.is_empty());
+        assert_eq!(hub.rooms_of(&user("alice"))[0].head_seq, 3);
+        let unknown = StoredMessage {
+            room: RoomName::parse("elsewhere").expect("valid room"),
+            ..message(1)
+        };
+        assert_eq!(hub.accept([(&unknown, None)]).unknown_rooms.len(), 1);
+    }
 }

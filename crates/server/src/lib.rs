@@ -24,13 +24,17 @@
 //! - [`ws`]: the WebSocket endpoint: upgrade checks and the per-socket task.
 //! - [`hub`]: rooms, live connections, fan-out, presence and typing.
 //! - [`storage`]: the [`storage::Store`] trait, SQLite, PostgreSQL, and the group-commit writer.
+//! - [`cluster`]: cluster mode: NATS fan-out between nodes, repaired from PostgreSQL.
 //! - [`auth`]: password hashing, tokens, the login throttle.
 //! - [`state`]: the shared [`state::AppState`] handlers and sockets use.
 //! - [`limit`], [`metrics`], [`shutdown`], [`tls`]: the rest.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 mod deadline;
+#[cfg(feature = "fault-hooks")]
+pub mod fault;
 pub mod http;
 pub mod hub;
 pub mod limit;
@@ -96,6 +100,9 @@ pub enum StartError {
     /// Password hashing is unusable.
     #[error(transparent)]
     Hash(#[from] auth::HashError),
+    /// Cluster mode could not start.
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     /// The server task panicked.
     #[error("server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -124,15 +131,41 @@ impl Server {
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let db_path = config.data_dir.join(config::DATABASE_FILE);
         // A postgres:// URL selects PostgreSQL; anything else (or none) SQLite.
+        let postgres = config
+            .database_url
+            .as_deref()
+            .is_some_and(storage::postgres::is_postgres_url);
+        if config.cluster.is_some() && !postgres {
+            return Err(cluster::ClusterError::NeedsPostgres.into());
+        }
+        let mut shared_limits = None;
         let store: Arc<dyn Store> = match config.database_url.as_deref() {
             Some(url) if storage::postgres::is_postgres_url(url) => {
-                Arc::new(storage::postgres::PostgresStore::open(url).await?)
+                let store = storage::postgres::PostgresStore::open(url).await?;
+                if config.cluster.is_some() {
+                    shared_limits = Some(cluster::limits::SharedLimits::new(store.pool().clone()));
+                }
+                Arc::new(store)
             }
             url => Arc::new(SqliteStore::open(url, &db_path).await?),
         };
         let metrics = Arc::new(Metrics::default());
+        // Joined before the rooms are loaded: whatever commits in between
+        // is found by the first poll of the cluster's storage sync.
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(Arc::new(cluster::Cluster::connect(cluster.clone()).await?)),
+            None => None,
+        };
         let rooms = store.load_rooms().await?;
         let hub = Arc::new(Hub::new(rooms, config.limits.clone(), Arc::clone(&metrics)));
+        let sink: Arc<dyn storage::writer::CommitSink> = match &cluster {
+            Some(cluster) => Arc::new(cluster::ClusterSink::new(
+                Arc::clone(&hub),
+                Arc::clone(cluster),
+                Arc::clone(&metrics),
+            )),
+            None => Arc::clone(&hub) as Arc<dyn storage::writer::CommitSink>,
+        };
         let passwords = Passwords::new().await?;
         let listener =
             server::listen(config.listen, config.socket_send_buffer).map_err(|source| {
@@ -156,7 +189,7 @@ impl Server {
         };
         let (writer, writer_task) = storage::writer::spawn(
             Arc::clone(&store),
-            Arc::clone(&hub) as Arc<dyn storage::writer::CommitSink>,
+            sink,
             config.write_batch_max,
             Arc::clone(&metrics),
         );
@@ -200,6 +233,8 @@ impl Server {
             metrics,
             shutdown: Shutdown::new(),
             sockets: TaskTracker::new(),
+            cluster: cluster.clone(),
+            shared_limits,
         });
         Ok(BoundServer {
             listener,
@@ -208,6 +243,7 @@ impl Server {
             tls,
             app,
             writer_task,
+            cluster,
         })
     }
 }
@@ -221,6 +257,8 @@ pub struct BoundServer {
     tls: Option<TlsAcceptor>,
     app: Arc<AppState>,
     writer_task: JoinHandle<()>,
+    /// Cluster mode: this node's NATS side, started by `serve`.
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -277,10 +315,15 @@ impl BoundServer {
             tls,
             app,
             writer_task,
+            cluster,
             ..
         } = self;
         let typing_task =
             tokio::spawn(Arc::clone(&app.hub).run_typing_expiry(app.shutdown.clone()));
+        let cluster_tasks = match &cluster {
+            Some(cluster) => cluster.spawn(&app.hub, &app.store, &app.metrics, &app.shutdown),
+            None => Vec::new(),
+        };
         let router = http::router(Arc::clone(&app));
         let accept = server::accept_loop(
             listener,
@@ -312,6 +355,9 @@ impl BoundServer {
         app.writer.stop().await;
         writer_task.await?;
         typing_task.await?;
+        for task in cluster_tasks {
+            task.await?;
+        }
         if let Err(err) = app.store.close().await {
             tracing::warn!(error = %err, "closing storage failed");
         }

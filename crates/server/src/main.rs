@@ -16,8 +16,9 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Also the `main` of `confab-server-fault` (src/bin/), hence `pub`.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+pub async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Logs go to stderr, structured key=value; RUST_LOG overrides the level.
     tracing_subscriber::fmt()

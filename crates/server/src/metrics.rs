@@ -35,6 +35,16 @@ pub struct Metrics {
     pub login_failures: AtomicU64,
     /// Storage write transactions (group commits).
     pub write_batches: AtomicU64,
+    /// Cluster: changes for other nodes dropped because the queue to NATS was full.
+    pub cluster_events_dropped: AtomicU64,
+    /// Cluster: messages that arrived again (from NATS or a repair) and were skipped.
+    pub cluster_duplicates_skipped: AtomicU64,
+    /// Cluster: messages read from storage because NATS did not bring them in order.
+    pub cluster_repaired_messages: AtomicU64,
+    /// Cluster: publishes to NATS that failed (storage repairs what they carried).
+    pub cluster_publish_failures: AtomicU64,
+    /// Cluster: events received from other nodes.
+    pub cluster_events_received: AtomicU64,
     // Hardening (C1): socket task.
     /// Sockets refused because their user held max_sockets_per_user.
     pub sockets_over_user_cap: AtomicU64,
@@ -116,7 +126,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
             ));
         };
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             (
                 "confab_sockets_open",
                 "Authenticated WebSocket connections open now.",
@@ -141,6 +151,31 @@ impl Metrics {
                 "confab_fanout_deliveries_total",
                 "Message pushes queued to connections by live fan-out.",
                 &self.fanout_deliveries,
+            ),
+            (
+                "confab_cluster_events_dropped_total",
+                "Changes for other nodes dropped because the queue to NATS was full.",
+                &self.cluster_events_dropped,
+            ),
+            (
+                "confab_cluster_duplicates_skipped_total",
+                "Messages that reached this node again and were skipped.",
+                &self.cluster_duplicates_skipped,
+            ),
+            (
+                "confab_cluster_repaired_messages_total",
+                "Messages read from storage because NATS did not bring them in order.",
+                &self.cluster_repaired_messages,
+            ),
+            (
+                "confab_cluster_publish_failures_total",
+                "Publishes to NATS that failed; storage repairs what they carried.",
+                &self.cluster_publish_failures,
+            ),
+            (
+                "confab_cluster_events_received_total",
+                "Events received from other nodes of the cluster.",
+                &self.cluster_events_received,
             ),
             (
                 "confab_queue_drops_total",

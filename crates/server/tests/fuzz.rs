@@ -202,12 +202,11 @@ async fn settle(client: &mut Client, barrier: Option<(u64, u64)>) -> Outcome {
     loop {
         match client.read().await {
             Event::Frame(frame) => {
-                if let Some((id, nonce)) = barrier {
-                    if frame.request_id == id
-                        && matches!(frame.body, Some(S::Pong(wire::Pong { nonce: n })) if n == nonce)
-                    {
-                        return Outcome::Open;
-                    }
+                if let Some((id, nonce)) = barrier
+                    && frame.request_id == id
+                    && matches!(frame.body, Some(S::Pong(wire::Pong { nonce: n })) if n == nonce)
+                {
+                    return Outcome::Open;
                 }
                 if let Some(S::Error(e)) = &frame.body {
                     let code = ErrorCode::try_from(e.code).expect("a known error code");

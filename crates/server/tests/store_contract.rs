@@ -56,6 +56,9 @@ macro_rules! store_contract {
             rooms_are_unique_and_load_with_their_creator,
             concurrent_creates_of_one_room_make_one,
             membership_is_idempotent,
+            member_versions_count_real_changes,
+            room_record_and_versions_match_load_rooms,
+            rooms_of_user_follows_membership,
             append_assigns_gapless_seqs_per_room,
             append_repeat_is_the_original,
             append_repeat_with_other_room_or_text_conflicts,
@@ -421,6 +424,136 @@ mod cases {
             .await
             .expect("remove again");
         assert_eq!(members(s.load_rooms().await.expect("load")), ["bob"]);
+        w.store.close().await.expect("close");
+    }
+
+    /// Cluster mode's repair from storage: every add or remove that changes
+    /// the members bumps the room's version by one, in the same write; a
+    /// no-op leaves it, and reports the version as it is.
+    pub async fn member_versions_count_real_changes<B: Backend>() {
+        let db = B::fresh().await;
+        let w = world(db.open().await).await;
+        let s = &w.store;
+        let version = |rooms: Vec<confab_server::storage::RoomRecord>| {
+            rooms
+                .iter()
+                .find(|r| r.id == w.one.0)
+                .expect("room one")
+                .member_version
+        };
+        let start = version(s.load_rooms().await.expect("load"));
+        assert_eq!(
+            s.add_member(w.one.0, w.bob.0, 5).await.expect("add"),
+            start + 1
+        );
+        assert_eq!(
+            s.add_member(w.one.0, w.bob.0, 6).await.expect("again"),
+            start + 1
+        );
+        assert_eq!(
+            s.remove_member(w.one.0, w.bob.0).await.expect("remove"),
+            start + 2
+        );
+        assert_eq!(
+            s.remove_member(w.one.0, w.bob.0).await.expect("again"),
+            start + 2
+        );
+        assert_eq!(version(s.load_rooms().await.expect("load")), start + 2);
+        // The other room's version did not move.
+        let two = |rooms: Vec<confab_server::storage::RoomRecord>| {
+            rooms
+                .iter()
+                .find(|r| r.id == w.two.0)
+                .expect("room two")
+                .member_version
+        };
+        assert_eq!(two(s.load_rooms().await.expect("load")), 0);
+        w.store.close().await.expect("close");
+    }
+
+    /// `room_record` reads one room as `load_rooms` does, and
+    /// `room_versions` the heads and versions of all of them.
+    pub async fn room_record_and_versions_match_load_rooms<B: Backend>() {
+        let db = B::fresh().await;
+        let w = world(db.open().await).await;
+        let s = &w.store;
+        s.add_member(w.two.0, w.bob.0, 5).await.expect("add");
+        let (a, b) = (&w.alice, &w.bob);
+        s.append_batch(&[msg(a, &w.two, "1", "x", 10), msg(b, &w.two, "2", "y", 11)])
+            .await
+            .expect("append");
+        let loaded = s.load_rooms().await.expect("load");
+        for room in &loaded {
+            let one = s
+                .room_record(&room.name)
+                .await
+                .expect("read")
+                .expect("found");
+            assert_eq!(
+                (
+                    one.id,
+                    &one.name,
+                    one.head_seq,
+                    one.member_version,
+                    &one.epoch
+                ),
+                (
+                    room.id,
+                    &room.name,
+                    room.head_seq,
+                    room.member_version,
+                    &room.epoch
+                )
+            );
+            let (mut m1, mut m2) = (one.members.clone(), room.members.clone());
+            m1.sort();
+            m2.sort();
+            assert_eq!(m1, m2, "members of {}", room.name);
+        }
+        let missing = confab_protocol::names::RoomName::parse("nowhere").expect("name");
+        assert!(s.room_record(&missing).await.expect("read").is_none());
+        let versions = s.room_versions().await.expect("versions");
+        let expected: Vec<_> = loaded
+            .iter()
+            .map(|r| (r.id, r.name.clone(), r.head_seq, r.member_version))
+            .collect();
+        let got: Vec<_> = versions
+            .into_iter()
+            .map(|v| (v.id, v.name, v.head_seq, v.member_version))
+            .collect();
+        assert_eq!(got, expected, "room_versions is load_rooms' heads, by id");
+        assert_eq!(
+            got.iter().find(|v| v.0 == w.two.0).map(|v| (v.2, v.3)),
+            Some((2, 1))
+        );
+        w.store.close().await.expect("close");
+    }
+
+    /// What a cluster node reads before a Welcome: the user's rooms, sorted.
+    pub async fn rooms_of_user_follows_membership<B: Backend>() {
+        let db = B::fresh().await;
+        let w = world(db.open().await).await;
+        let s = &w.store;
+        let names = |rooms: Vec<confab_protocol::names::RoomName>| {
+            rooms
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        let mut all = vec![w.one.1.as_str().to_owned(), w.two.1.as_str().to_owned()];
+        all.sort();
+        assert_eq!(names(s.rooms_of_user(w.alice.0).await.expect("read")), all);
+        assert!(s.rooms_of_user(w.bob.0).await.expect("read").is_empty());
+        s.add_member(w.two.0, w.bob.0, 5).await.expect("add");
+        assert_eq!(
+            names(s.rooms_of_user(w.bob.0).await.expect("read")),
+            [w.two.1.as_str()]
+        );
+        s.remove_member(w.two.0, w.alice.0).await.expect("remove");
+        assert_eq!(
+            names(s.rooms_of_user(w.alice.0).await.expect("read")),
+            [w.one.1.as_str()]
+        );
         w.store.close().await.expect("close");
     }
 

@@ -108,7 +108,7 @@ pub async fn run(
         steps.push(users);
     }
     let everyone: Vec<UserPlan> = steps.iter().flatten().cloned().collect();
-    let all_tokens = tokens(&endpoint, &everyone, progress).await?;
+    let all_tokens = tokens(std::slice::from_ref(&endpoint), &everyone, progress).await?;
     let mut populations = Vec::new();
     let mut points = Vec::new();
     let (mut open, mut first_user) = (0usize, 0usize);
@@ -116,10 +116,19 @@ pub async fn run(
         let step_tokens = &all_tokens[first_user..first_user + users.len()];
         first_user += users.len();
         open += users.iter().map(|u| u.connections).sum::<usize>();
-        populations.push(connect(&endpoint, users, step_tokens, &recorder, progress).await?);
+        populations.push(
+            connect(
+                std::slice::from_ref(&endpoint),
+                users,
+                step_tokens,
+                &recorder,
+                progress,
+            )
+            .await?,
+        );
         let point = IdlePoint {
             sockets: open,
-            server_rss_bytes: server.map(|p| p.rss_bytes()).transpose()?,
+            server_rss_bytes: server.as_ref().map(ProcessProbe::rss_bytes).transpose()?,
             generator_rss_bytes: ProcessProbe::current().rss_bytes()?,
         };
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);

@@ -8,6 +8,12 @@
 //! that on the same disk — write a small record, `fdatasync`, repeat, in a
 //! file next to the database (SQLite uses fdatasync on Linux) — and
 //! reports the ratio. Group commit is what lets the ratio exceed 1.
+//!
+//! Against a cluster the senders are spread round-robin over the nodes, so
+//! each room of two has a member on each of two nodes: every message is
+//! committed by one node and delivered by another too. There the limit is
+//! PostgreSQL, and the baseline is `pgbench` doing the same transaction
+//! ([`crate::pgbench`]), run by the caller.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -62,11 +68,14 @@ pub struct IngestReport {
     pub senders: usize,
     /// Members per room.
     pub room_size: usize,
+    /// Server nodes the senders were spread over (1: a single server).
+    pub nodes: usize,
     /// One entry per rate.
     pub steps: Vec<PhaseReport>,
     /// Highest acks per second among sustained rates.
     pub best_sustained_acks_per_s: Option<f64>,
-    /// Messages per storage transaction over the run, from `/metrics`.
+    /// Messages per storage transaction over the run, from `/metrics`
+    /// (summed over the nodes of a cluster).
     pub messages_per_commit: Option<f64>,
     /// The one-fsync-per-message baseline.
     pub fsync: FsyncBaseline,
@@ -110,25 +119,33 @@ pub fn fsync_baseline(
     })
 }
 
-async fn commits(endpoint: &Endpoint) -> Option<(f64, f64)> {
-    let stored = crate::http::metric(&endpoint.http_url, "confab_messages_stored_total")
-        .await
-        .ok()??;
-    let batches = crate::http::metric(&endpoint.http_url, "confab_write_batches_total")
-        .await
-        .ok()??;
+/// Messages stored and write batches committed so far, summed over `nodes`.
+async fn commits(nodes: &[Arc<Endpoint>]) -> Option<(f64, f64)> {
+    let (mut stored, mut batches) = (0.0, 0.0);
+    for endpoint in nodes {
+        stored += crate::http::metric(&endpoint.http_url, "confab_messages_stored_total")
+            .await
+            .ok()??;
+        batches += crate::http::metric(&endpoint.http_url, "confab_write_batches_total")
+            .await
+            .ok()??;
+    }
     Some((stored, batches))
 }
 
-/// Runs the ingest workload against `endpoint`; the fsync baseline runs in
-/// `fsync_dir`, which should be on the server's data disk.
+/// Runs the ingest workload against `nodes` (one server, or the nodes of
+/// one cluster); the fsync baseline runs in `fsync_dir`, which should be on
+/// the server's data disk.
 pub async fn run(
-    endpoint: Arc<Endpoint>,
+    nodes: &[Arc<Endpoint>],
     config: &IngestConfig,
     server: Option<ProcessProbe>,
     fsync_dir: &Path,
     progress: &dyn Progress,
 ) -> Result<IngestReport, BenchError> {
+    let Some(endpoint) = nodes.first() else {
+        return Err(BenchError::Config("ingest needs a server".into()));
+    };
     if config.senders == 0 || config.room_size == 0 || config.rates.rates.is_empty() {
         return Err(BenchError::Config(
             "ingest needs senders, a room size and at least one rate".into(),
@@ -153,7 +170,7 @@ pub async fn run(
         })
         .collect();
     let recorder = Recorder::new(config.rates.rates.len());
-    let population = populate(&endpoint, &users, &recorder, progress).await?;
+    let population = populate(nodes, &users, &recorder, progress).await?;
     let publishers: Vec<Publisher> = population
         .conns
         .iter()
@@ -172,13 +189,13 @@ pub async fn run(
         })
         .collect();
     let publishers = Arc::new(publishers);
-    let before = commits(&endpoint).await;
+    let before = commits(nodes).await;
     let label = format!("{} ingest", endpoint.name);
     let steps = config
         .rates
         .run(&label, &publishers, 0, &recorder, server, progress)
         .await;
-    let after = commits(&endpoint).await;
+    let after = commits(nodes).await;
     let outcomes = population.close().await;
     let messages_per_commit = match (before, after) {
         (Some((s0, b0)), Some((s1, b1))) if b1 > b0 => Some((s1 - s0) / (b1 - b0)),
@@ -189,6 +206,7 @@ pub async fn run(
         target: endpoint.name.clone(),
         senders: config.senders,
         room_size: config.room_size,
+        nodes: nodes.len(),
         steps,
         best_sustained_acks_per_s,
         messages_per_commit,

@@ -76,6 +76,8 @@ pub struct Conn {
     pub tx: mpsc::Sender<Command>,
     /// Index of its user in the plan.
     pub user: usize,
+    /// Index of the node (in the `nodes` it was connected with) it is on.
+    pub node: usize,
     /// Its rooms.
     pub rooms: Vec<Arc<str>>,
     task: JoinHandle<Outcome>,
@@ -86,18 +88,23 @@ pub struct Conn {
 pub const SETUP_CONCURRENCY: usize = 32;
 
 /// Logs every user in (if the endpoint has accounts) and returns tokens
-/// in plan order.
+/// in plan order. With several nodes of one cluster, user `i` registers
+/// and logs in on node `i % nodes.len()`: its token is valid on every node.
 pub async fn tokens(
-    endpoint: &Endpoint,
+    nodes: &[Arc<Endpoint>],
     users: &[UserPlan],
     progress: &dyn Progress,
 ) -> Result<Vec<Arc<str>>, BenchError> {
-    if !endpoint.login {
+    let Some(first) = nodes.first() else {
+        return Err(BenchError::Config("no server to connect to".into()));
+    };
+    if !first.login {
         return Ok(vec![Arc::from(""); users.len()]);
     }
     progress.stage("register + login", users.len() as u64);
     let results: Vec<Result<(usize, String), BenchError>> = stream::iter(users.iter().enumerate())
         .map(|(i, user)| async move {
+            let endpoint = &nodes[i % nodes.len()];
             let token = crate::http::register_and_login(&endpoint.http_url, &user.name).await?;
             progress.advance(1);
             Ok((i, token))
@@ -117,20 +124,24 @@ pub async fn tokens(
 /// (creating them as needed, §7.2-§7.3); its further sockets are the same
 /// user on other devices, which find the rooms in Welcome and Resume them
 /// (§10.1), as a client does, without another membership write.
+///
+/// `nodes` are the servers to spread the sockets over, round-robin in plan
+/// order (socket `i` on node `i % nodes.len()`): one server, or the nodes
+/// of one cluster.
 pub async fn populate(
-    endpoint: &Arc<Endpoint>,
+    nodes: &[Arc<Endpoint>],
     users: &[UserPlan],
     recorder: &Arc<Recorder>,
     progress: &dyn Progress,
 ) -> Result<Population, BenchError> {
-    let tokens = tokens(endpoint, users, progress).await?;
-    connect(endpoint, users, &tokens, recorder, progress).await
+    let tokens = tokens(nodes, users, progress).await?;
+    connect(nodes, users, &tokens, recorder, progress).await
 }
 
 /// Connects a population whose users are already logged in (`tokens` in
 /// plan order, from [`tokens`]); see [`populate`].
 pub async fn connect(
-    endpoint: &Arc<Endpoint>,
+    nodes: &[Arc<Endpoint>],
     users: &[UserPlan],
     tokens: &[Arc<str>],
     recorder: &Arc<Recorder>,
@@ -142,6 +153,9 @@ pub async fn connect(
         for k in 0..user.connections {
             slots.push((u, k, slots.len()));
         }
+    }
+    if nodes.is_empty() {
+        return Err(BenchError::Config("no server to connect to".into()));
     }
     progress.stage("connect", slots.len() as u64);
     let mut conns: Vec<Option<Conn>> = (0..slots.len()).map(|_| None).collect();
@@ -155,6 +169,8 @@ pub async fn connect(
         let opened: Vec<Result<(usize, Conn), BenchError>> = stream::iter(batch)
             .map(|(u, k, index)| {
                 let token = Arc::clone(&tokens[u]);
+                let node = index % nodes.len();
+                let endpoint = &nodes[node];
                 async move {
                     let user = &users[u];
                     let mut client = Client::connect(endpoint, &token).await?;
@@ -180,6 +196,7 @@ pub async fn connect(
                         Conn {
                             tx,
                             user: u,
+                            node,
                             rooms: user.rooms.iter().map(|r| Arc::from(r.as_str())).collect(),
                             task,
                         },
@@ -425,8 +442,8 @@ impl PhaseMeter {
         stats: ScheduleStats,
         drain: Duration,
     ) -> PhaseReport {
-        let server_cpu_cores = self.server.map(|m| m.cores());
-        let server_cpu_wait_cores = self.server.and_then(|m| m.wait_cores());
+        let server_cpu_cores = self.server.as_ref().map(CpuMeter::cores);
+        let server_cpu_wait_cores = self.server.as_ref().and_then(CpuMeter::wait_cores);
         let generator_cpu_cores = self.generator.cores();
         let generator_cpu_wait_cores = self.generator.wait_cores();
         let phase = recorder
@@ -505,7 +522,8 @@ impl RateSweep {
                 phase,
                 text_bytes: self.text_bytes,
             };
-            let step = measured_phase(publishers, schedule, recorder, server, self.drain).await;
+            let step =
+                measured_phase(publishers, schedule, recorder, server.clone(), self.drain).await;
             progress.note(&format!("{label:<16} {}", step.line()));
             let saturated = step.saturated(self.p99_target_ms);
             steps.push(step);

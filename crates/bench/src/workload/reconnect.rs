@@ -99,7 +99,7 @@ pub async fn run(
         connections: 1,
     }));
     let recorder = Recorder::new(1);
-    let population = populate(&endpoint, &users, &recorder, progress).await?;
+    let population = populate(std::slice::from_ref(&endpoint), &users, &recorder, progress).await?;
     let audience = |r: usize| {
         let listeners = config.room_size.min(config.clients - r * config.room_size);
         u32::try_from(listeners + 1).unwrap_or(u32::MAX)

@@ -267,7 +267,7 @@ impl Connection {
                 if frame.request_id == 0 =>
             {
                 self.pushes += 1;
-                if self.pushes % 10 == 0 {
+                if self.pushes.is_multiple_of(10) {
                     return vec![];
                 }
             }

@@ -81,6 +81,22 @@ pub struct RoomRecord {
     pub last_activity_ms: i64,
     /// Member names.
     pub members: Vec<Username>,
+    /// Bumped by every change of `members` (see [`Store::add_member`]).
+    pub member_version: u64,
+}
+
+/// What a cluster node compares with its own view of a room (the heads and
+/// membership poll of `cluster::sync`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomVersion {
+    /// Id.
+    pub id: RoomId,
+    /// Name.
+    pub name: RoomName,
+    /// Highest stored seq.
+    pub head_seq: u64,
+    /// Membership version.
+    pub member_version: u64,
 }
 
 /// A message to append, already validated (§8.1) and authorised.
@@ -126,6 +142,21 @@ pub struct StoredMessage {
 }
 
 impl StoredMessage {
+    /// From the wire form (as another cluster node sent it); `None` when the
+    /// room name is invalid.
+    pub fn from_wire(message: wire::Message) -> Option<Self> {
+        Some(Self {
+            room: RoomName::parse(message.room).ok()?,
+            seq: message.seq,
+            message_id: message.message_id,
+            sender: message.sender,
+            client_msg_id: message.client_msg_id,
+            text: message.text,
+            kind: message.kind,
+            server_ts_ms: message.server_ts_ms,
+        })
+    }
+
     /// The wire form.
     pub fn to_wire(&self) -> wire::Message {
         wire::Message {
@@ -217,11 +248,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now_ms: i64,
     ) -> StoreFuture<'a, RoomId>;
 
-    /// Adds a member (idempotent).
-    fn add_member(&self, room: RoomId, user: UserId, now_ms: i64) -> StoreFuture<'_, ()>;
+    /// Adds a member (idempotent). Returns the room's membership version
+    /// after the call: bumped by one, in the same statement, when the user
+    /// was not a member; unchanged otherwise.
+    fn add_member(&self, room: RoomId, user: UserId, now_ms: i64) -> StoreFuture<'_, u64>;
 
-    /// Removes a member (idempotent).
-    fn remove_member(&self, room: RoomId, user: UserId) -> StoreFuture<'_, ()>;
+    /// Removes a member (idempotent); returns the membership version as
+    /// [`Store::add_member`] does.
+    fn remove_member(&self, room: RoomId, user: UserId) -> StoreFuture<'_, u64>;
+
+    /// Names of the rooms `user` is a member of, sorted.
+    fn rooms_of_user(&self, user: UserId) -> StoreFuture<'_, Vec<RoomName>>;
+
+    /// One room with its members, as [`Store::load_rooms`] reads them.
+    fn room_record<'a>(&'a self, name: &'a RoomName) -> StoreFuture<'a, Option<RoomRecord>>;
+
+    /// Every room's head and membership version, by id: what a cluster node
+    /// polls to repair what NATS lost.
+    fn room_versions(&self) -> StoreFuture<'_, Vec<RoomVersion>>;
 
     /// Appends messages in one atomic, durable transaction, in order. Repeats
     /// are detected against stored messages and earlier ones in the batch.

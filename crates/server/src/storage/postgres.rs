@@ -46,8 +46,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use super::{
-    AppendOutcome, HistorySlice, NewMessage, RoomId, RoomRecord, Store, StoreError, StoreFuture,
-    StoredMessage, TokenRecord, UserCredentials, UserId,
+    AppendOutcome, HistorySlice, NewMessage, RoomId, RoomRecord, RoomVersion, Store, StoreError,
+    StoreFuture, StoredMessage, TokenRecord, UserCredentials, UserId,
 };
 
 /// Pool size: the batch writer plus concurrent readers (history, login,
@@ -428,6 +428,70 @@ fn username(name: String) -> Result<Username, StoreError> {
     Username::parse(name).map_err(|e| StoreError::Database(format!("stored username invalid: {e}")))
 }
 
+impl PostgresStore {
+    /// The connection pool, for what cluster mode keeps beside the store
+    /// (the shared limits of `cluster::limits`).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl PostgresStore {
+    /// Every room (or the one named) with its members, from one snapshot,
+    /// so a member row never names a room the list lacks.
+    async fn rooms_named(&self, only: Option<&RoomName>) -> Result<Vec<RoomRecord>, StoreError> {
+        let only = only.map(RoomName::as_str);
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await?;
+        let rooms = sqlx::query(
+            "SELECT id, name, topic, epoch, head_seq, last_activity_ms, member_version FROM rooms \
+             WHERE $1::TEXT IS NULL OR name = $1 ORDER BY id",
+        )
+        .bind(only)
+        .fetch_all(&mut *tx)
+        .await?;
+        let members = sqlx::query(
+            "SELECT m.room_id, u.username FROM members m JOIN users u ON u.id = m.user_id \
+             JOIN rooms r ON r.id = m.room_id WHERE $1::TEXT IS NULL OR r.name = $1",
+        )
+        .bind(only)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut by_room: HashMap<RoomId, Vec<Username>> = HashMap::new();
+        for row in members {
+            let name = username(row.try_get("username")?)?;
+            by_room
+                .entry(row.try_get("room_id")?)
+                .or_default()
+                .push(name);
+        }
+        rooms
+            .into_iter()
+            .map(|row| {
+                let id: RoomId = row.try_get("id")?;
+                Ok(RoomRecord {
+                    id,
+                    name: room_name(row.try_get("name")?)?,
+                    topic: row.try_get("topic")?,
+                    epoch: row.try_get("epoch")?,
+                    head_seq: to_u64(row.try_get("head_seq")?),
+                    last_activity_ms: row.try_get("last_activity_ms")?,
+                    members: by_room.remove(&id).unwrap_or_default(),
+                    member_version: to_u64(row.try_get("member_version")?),
+                })
+            })
+            .collect()
+    }
+}
+
+fn room_name(name: String) -> Result<RoomName, StoreError> {
+    RoomName::parse(name)
+        .map_err(|e| StoreError::Database(format!("stored room name invalid: {e}")))
+}
+
 impl Store for PostgresStore {
     fn create_user<'a>(
         &'a self,
@@ -527,47 +591,39 @@ impl Store for PostgresStore {
     }
 
     fn load_rooms(&self) -> StoreFuture<'_, Vec<RoomRecord>> {
+        Box::pin(self.rooms_named(None))
+    }
+
+    fn room_record<'a>(&'a self, name: &'a RoomName) -> StoreFuture<'a, Option<RoomRecord>> {
+        Box::pin(async move { Ok(self.rooms_named(Some(name)).await?.pop()) })
+    }
+
+    fn rooms_of_user(&self, user: UserId) -> StoreFuture<'_, Vec<RoomName>> {
         Box::pin(async move {
-            // One snapshot for rooms and members, so a member row never
-            // names a room the room list lacks.
-            let mut tx = self
-                .pool
-                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .await?;
-            let rooms = sqlx::query(
-                "SELECT id, name, topic, epoch, head_seq, last_activity_ms FROM rooms ORDER BY id",
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT r.name FROM members m JOIN rooms r ON r.id = m.room_id \
+                 WHERE m.user_id = $1 ORDER BY r.name",
             )
-            .fetch_all(&mut *tx)
+            .bind(user)
+            .fetch_all(&self.pool)
             .await?;
-            let members = sqlx::query(
-                "SELECT m.room_id, u.username FROM members m JOIN users u ON u.id = m.user_id",
-            )
-            .fetch_all(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            let mut by_room: HashMap<RoomId, Vec<Username>> = HashMap::new();
-            for row in members {
-                let name = username(row.try_get("username")?)?;
-                by_room
-                    .entry(row.try_get("room_id")?)
-                    .or_default()
-                    .push(name);
-            }
-            rooms
-                .into_iter()
+            names.into_iter().map(room_name).collect()
+        })
+    }
+
+    fn room_versions(&self) -> StoreFuture<'_, Vec<RoomVersion>> {
+        Box::pin(async move {
+            let rows =
+                sqlx::query("SELECT id, name, head_seq, member_version FROM rooms ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?;
+            rows.into_iter()
                 .map(|row| {
-                    let id: RoomId = row.try_get("id")?;
-                    let name: String = row.try_get("name")?;
-                    Ok(RoomRecord {
-                        id,
-                        name: RoomName::parse(name).map_err(|e| {
-                            StoreError::Database(format!("stored room name invalid: {e}"))
-                        })?,
-                        topic: row.try_get("topic")?,
-                        epoch: row.try_get("epoch")?,
+                    Ok(RoomVersion {
+                        id: row.try_get("id")?,
+                        name: room_name(row.try_get("name")?)?,
                         head_seq: to_u64(row.try_get("head_seq")?),
-                        last_activity_ms: row.try_get("last_activity_ms")?,
-                        members: by_room.remove(&id).unwrap_or_default(),
+                        member_version: to_u64(row.try_get("member_version")?),
                     })
                 })
                 .collect()
@@ -606,28 +662,41 @@ impl Store for PostgresStore {
         })
     }
 
-    fn add_member(&self, room: RoomId, user: UserId, now_ms: i64) -> StoreFuture<'_, ()> {
+    fn add_member(&self, room: RoomId, user: UserId, now_ms: i64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO members (room_id, user_id, joined_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            // The insert and the version bump are one statement, hence one
+            // transaction: no reader sees the member without the new version.
+            let version: i64 = sqlx::query_scalar(
+                "WITH added AS (INSERT INTO members (room_id, user_id, joined_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING RETURNING room_id), \
+                 bumped AS (UPDATE rooms SET member_version = member_version + 1 \
+                 WHERE id = $1 AND EXISTS (SELECT 1 FROM added) RETURNING member_version) \
+                 SELECT COALESCE((SELECT member_version FROM bumped), \
+                 (SELECT member_version FROM rooms WHERE id = $1))",
             )
             .bind(room)
             .bind(user)
             .bind(now_ms)
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
             .await?;
-            Ok(())
+            Ok(to_u64(version))
         })
     }
 
-    fn remove_member(&self, room: RoomId, user: UserId) -> StoreFuture<'_, ()> {
+    fn remove_member(&self, room: RoomId, user: UserId) -> StoreFuture<'_, u64> {
         Box::pin(async move {
-            sqlx::query("DELETE FROM members WHERE room_id = $1 AND user_id = $2")
-                .bind(room)
-                .bind(user)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
+            let version: i64 = sqlx::query_scalar(
+                "WITH removed AS (DELETE FROM members WHERE room_id = $1 AND user_id = $2 RETURNING room_id), \
+                 bumped AS (UPDATE rooms SET member_version = member_version + 1 \
+                 WHERE id = $1 AND EXISTS (SELECT 1 FROM removed) RETURNING member_version) \
+                 SELECT COALESCE((SELECT member_version FROM bumped), \
+                 (SELECT member_version FROM rooms WHERE id = $1))",
+            )
+            .bind(room)
+            .bind(user)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(to_u64(version))
         })
     }
 

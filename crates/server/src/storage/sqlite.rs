@@ -29,8 +29,8 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, Row, Sqlite, Transaction};
 
 use super::{
-    AppendOutcome, HistorySlice, NewMessage, RoomId, RoomRecord, Store, StoreError, StoreFuture,
-    StoredMessage, TokenRecord, UserCredentials, UserId,
+    AppendOutcome, HistorySlice, NewMessage, RoomId, RoomRecord, RoomVersion, Store, StoreError,
+    StoreFuture, StoredMessage, TokenRecord, UserCredentials, UserId,
 };
 
 /// How long a connection waits for a lock before failing with SQLITE_BUSY.
@@ -349,6 +349,79 @@ async fn append_on(
     Ok(outcomes)
 }
 
+impl SqliteStore {
+    /// Every room (or the one named) with its members.
+    async fn rooms_named(&self, only: Option<&RoomName>) -> Result<Vec<RoomRecord>, StoreError> {
+        let only = only.map(RoomName::as_str);
+        let rooms = sqlx::query(
+            "SELECT id, name, topic, epoch, head_seq, last_activity_ms, member_version FROM rooms \
+             WHERE ?1 IS NULL OR name = ?1 ORDER BY id",
+        )
+        .bind(only)
+        .fetch_all(&self.pool)
+        .await?;
+        let members = sqlx::query(
+            "SELECT m.room_id, u.username FROM members m JOIN users u ON u.id = m.user_id \
+             JOIN rooms r ON r.id = m.room_id WHERE ?1 IS NULL OR r.name = ?1",
+        )
+        .bind(only)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_room: std::collections::HashMap<i64, Vec<Username>> =
+            std::collections::HashMap::new();
+        for row in members {
+            let name: String = row.try_get("username")?;
+            let name = Username::parse(name).map_err(|e| StoreError::Database(e.to_string()))?;
+            by_room
+                .entry(row.try_get("room_id")?)
+                .or_default()
+                .push(name);
+        }
+        rooms
+            .into_iter()
+            .map(|row| {
+                let id: i64 = row.try_get("id")?;
+                Ok(RoomRecord {
+                    id,
+                    name: room_name(row.try_get("name")?)?,
+                    topic: row.try_get("topic")?,
+                    epoch: row.try_get("epoch")?,
+                    head_seq: to_u64(row.try_get("head_seq")?),
+                    last_activity_ms: row.try_get("last_activity_ms")?,
+                    members: by_room.remove(&id).unwrap_or_default(),
+                    member_version: to_u64(row.try_get("member_version")?),
+                })
+            })
+            .collect()
+    }
+}
+
+fn room_name(name: String) -> Result<RoomName, StoreError> {
+    RoomName::parse(name).map_err(|e| StoreError::Database(e.to_string()))
+}
+
+/// Bumps the room's membership version when `changed`; returns it.
+async fn bump_member_version(
+    tx: &mut sqlx::SqliteConnection,
+    room: RoomId,
+    changed: bool,
+) -> Result<u64, StoreError> {
+    let version: i64 = if changed {
+        sqlx::query_scalar(
+            "UPDATE rooms SET member_version = member_version + 1 WHERE id = ? RETURNING member_version",
+        )
+        .bind(room)
+        .fetch_one(&mut *tx)
+        .await?
+    } else {
+        sqlx::query_scalar("SELECT member_version FROM rooms WHERE id = ?")
+            .bind(room)
+            .fetch_one(&mut *tx)
+            .await?
+    };
+    Ok(to_u64(version))
+}
+
 impl Store for SqliteStore {
     fn create_user<'a>(
         &'a self,
@@ -444,42 +517,39 @@ impl Store for SqliteStore {
     }
 
     fn load_rooms(&self) -> StoreFuture<'_, Vec<RoomRecord>> {
+        Box::pin(self.rooms_named(None))
+    }
+
+    fn room_record<'a>(&'a self, name: &'a RoomName) -> StoreFuture<'a, Option<RoomRecord>> {
+        Box::pin(async move { Ok(self.rooms_named(Some(name)).await?.pop()) })
+    }
+
+    fn rooms_of_user(&self, user: UserId) -> StoreFuture<'_, Vec<RoomName>> {
         Box::pin(async move {
-            let rooms = sqlx::query(
-                "SELECT id, name, topic, epoch, head_seq, last_activity_ms FROM rooms ORDER BY id",
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT r.name FROM members m JOIN rooms r ON r.id = m.room_id \
+                 WHERE m.user_id = ? ORDER BY r.name",
             )
+            .bind(user)
             .fetch_all(&self.pool)
             .await?;
-            let members = sqlx::query(
-                "SELECT m.room_id, u.username FROM members m JOIN users u ON u.id = m.user_id",
-            )
-            .fetch_all(&self.pool)
-            .await?;
-            let mut by_room: std::collections::HashMap<i64, Vec<Username>> =
-                std::collections::HashMap::new();
-            for row in members {
-                let name: String = row.try_get("username")?;
-                let name =
-                    Username::parse(name).map_err(|e| StoreError::Database(e.to_string()))?;
-                by_room
-                    .entry(row.try_get("room_id")?)
-                    .or_default()
-                    .push(name);
-            }
-            rooms
-                .into_iter()
+            names.into_iter().map(room_name).collect()
+        })
+    }
+
+    fn room_versions(&self) -> StoreFuture<'_, Vec<RoomVersion>> {
+        Box::pin(async move {
+            let rows =
+                sqlx::query("SELECT id, name, head_seq, member_version FROM rooms ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?;
+            rows.into_iter()
                 .map(|row| {
-                    let id: i64 = row.try_get("id")?;
-                    let name: String = row.try_get("name")?;
-                    Ok(RoomRecord {
-                        id,
-                        name: RoomName::parse(name)
-                            .map_err(|e| StoreError::Database(e.to_string()))?,
-                        topic: row.try_get("topic")?,
-                        epoch: row.try_get("epoch")?,
+                    Ok(RoomVersion {
+                        id: row.try_get("id")?,
+                        name: room_name(row.try_get("name")?)?,
                         head_seq: to_u64(row.try_get("head_seq")?),
-                        last_activity_ms: row.try_get("last_activity_ms")?,
-                        members: by_room.remove(&id).unwrap_or_default(),
+                        member_version: to_u64(row.try_get("member_version")?),
                     })
                 })
                 .collect()
@@ -517,28 +587,37 @@ impl Store for SqliteStore {
         })
     }
 
-    fn add_member(&self, room: RoomId, user: UserId, now_ms: i64) -> StoreFuture<'_, ()> {
+    fn add_member(&self, room: RoomId, user: UserId, now_ms: i64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
-            sqlx::query(
+            // Insert and bump in one write transaction (SQLite has one writer).
+            let mut tx = self.write_tx().await?;
+            let added = sqlx::query(
                 "INSERT OR IGNORE INTO members (room_id, user_id, joined_ms) VALUES (?, ?, ?)",
             )
             .bind(room)
             .bind(user)
             .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
-            Ok(())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let version = bump_member_version(&mut tx, room, added > 0).await?;
+            tx.commit().await?;
+            Ok(version)
         })
     }
 
-    fn remove_member(&self, room: RoomId, user: UserId) -> StoreFuture<'_, ()> {
+    fn remove_member(&self, room: RoomId, user: UserId) -> StoreFuture<'_, u64> {
         Box::pin(async move {
-            sqlx::query("DELETE FROM members WHERE room_id = ? AND user_id = ?")
+            let mut tx = self.write_tx().await?;
+            let removed = sqlx::query("DELETE FROM members WHERE room_id = ? AND user_id = ?")
                 .bind(room)
                 .bind(user)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let version = bump_member_version(&mut tx, room, removed > 0).await?;
+            tx.commit().await?;
+            Ok(version)
         })
     }
 

@@ -221,6 +221,11 @@ async fn commit(store: &dyn Store, sink: &dyn CommitSink, batch: &mut Batch, met
     metrics
         .messages_stored
         .fetch_add(committed.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    // Tests only: a crash between COMMIT and any fan-out or ack.
+    #[cfg(feature = "fault-hooks")]
+    if !committed.is_empty() {
+        crate::fault::after_commit();
+    }
     sink.publish(&committed);
     for ((waiter, message), outcome) in batch
         .waiters
@@ -326,10 +331,19 @@ mod tests {
         ) -> StoreFuture<'a, RoomId> {
             unused()
         }
-        fn add_member(&self, _: RoomId, _: UserId, _: i64) -> StoreFuture<'_, ()> {
+        fn add_member(&self, _: RoomId, _: UserId, _: i64) -> StoreFuture<'_, u64> {
             unused()
         }
-        fn remove_member(&self, _: RoomId, _: UserId) -> StoreFuture<'_, ()> {
+        fn remove_member(&self, _: RoomId, _: UserId) -> StoreFuture<'_, u64> {
+            unused()
+        }
+        fn room_record<'a>(&'a self, _: &'a RoomName) -> StoreFuture<'a, Option<RoomRecord>> {
+            unused()
+        }
+        fn room_versions(&self) -> StoreFuture<'_, Vec<crate::storage::RoomVersion>> {
+            unused()
+        }
+        fn rooms_of_user(&self, _: UserId) -> StoreFuture<'_, Vec<RoomName>> {
             unused()
         }
         fn history<'a>(

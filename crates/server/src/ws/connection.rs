@@ -226,6 +226,16 @@ struct Opened {
 /// Auth's request id, when the user is at the socket cap; the
 /// queued Welcome is then dropped unsent with the queue.
 async fn open(app: &AppState, session: Session) -> Result<Opened, (u64, Rejection)> {
+    if let Some(cluster) = &app.cluster {
+        cluster
+            .refresh_user(
+                &app.hub,
+                app.store.as_ref(),
+                session.user.id,
+                &session.user.name,
+            )
+            .await;
+    }
     let (outbound, queue) =
         crate::hub::outbound_queue(&app.config.limits, Arc::clone(&app.metrics));
     let (close, close_rx) = watch::channel(None);
@@ -271,10 +281,10 @@ async fn open(app: &AppState, session: Session) -> Result<Opened, (u64, Rejectio
     // A logout that revoked the token between our check and the register
     // above found no socket to close (§5.4); look once more now that the hub
     // knows this one, so the socket cannot outlive its token.
-    if let Ok(Some(record)) = app.store.token(&session.token_hash).await {
-        if record.revoked {
-            decide(&close, Ending::Close(CloseCode::LoggedOut));
-        }
+    if let Ok(Some(record)) = app.store.token(&session.token_hash).await
+        && record.revoked
+    {
+        decide(&close, Ending::Close(CloseCode::LoggedOut));
     }
     tracing::info!(user = %session.user.name, conn, client = %session.client_name.escape_debug(), "socket authenticated");
     Ok(Opened {
@@ -528,7 +538,7 @@ impl Reader<'_> {
                     break Some(CloseCode::GoingAway);
                 }
                 Some((request_id, charged, result)) = next_ack(&mut self.pending), if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
-                    self.answer_ack(request_id, charged, result);
+                    self.answer_ack(request_id, charged, result).await;
                 }
                 () = &mut idle_timer => {
                     let now = tokio::time::Instant::now();
@@ -606,7 +616,7 @@ impl Reader<'_> {
         }
     }
 
-    fn answer_ack(
+    async fn answer_ack(
         &self,
         request_id: u64,
         charged: bool,
@@ -617,9 +627,7 @@ impl Reader<'_> {
                 if ack.duplicate && charged {
                     // §12.5: a repeat costs no token; give back the one
                     // taken before storage could tell.
-                    self.app
-                        .send_rate
-                        .refund(&self.user.name, std::time::Instant::now());
+                    self.app.refund_send_token(&self.user.name).await;
                 }
                 ServerFrame::reply(request_id, ServerBody::SendAck(ack))
             }
@@ -637,7 +645,7 @@ impl Reader<'_> {
     /// commit: the writer is still running and will finish them.
     async fn flush_pending_acks(&mut self) {
         while let Some((request_id, charged, result)) = next_ack(&mut self.pending).await {
-            self.answer_ack(request_id, charged, result);
+            self.answer_ack(request_id, charged, result).await;
         }
     }
 

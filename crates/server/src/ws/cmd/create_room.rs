@@ -22,8 +22,8 @@ pub(super) async fn handle(
     // after validation, so a malformed request costs no token.
     if let Err(wait) = reader
         .app
-        .room_create_rate
-        .try_take(&reader.user.name, Instant::now())
+        .take_room_create_token(&reader.user.name, Instant::now())
+        .await
     {
         Metrics::inc(&reader.app.metrics.room_create_rate_limited);
         return Err(rate_limited("CreateRoom", wait));
@@ -53,7 +53,9 @@ pub(super) async fn handle(
         head_seq: 0,
         last_activity_ms: now,
         members: vec![reader.user.name.clone()],
+        member_version: 0,
     };
+    reader.app.announce_room(&record.name).await;
     reader.app.hub.room_created(reader.conn, record, request_id);
     Ok(())
 }

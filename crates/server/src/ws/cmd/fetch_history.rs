@@ -11,10 +11,13 @@ pub(super) async fn handle(
     fetch: wire::FetchHistory,
 ) -> Result<ServerBody, Rejection> {
     let query = HistoryQuery::from_request(&fetch, reader.app.config.limits.max_history_page)?;
-    reader
-        .app
-        .hub
-        .member_room_id(&query.room, &reader.user.name)?;
+    super::in_room(reader, &query.room, || {
+        reader
+            .app
+            .hub
+            .member_room_id(&query.room, &reader.user.name)
+    })
+    .await?;
     let slice = reader
         .app
         .store

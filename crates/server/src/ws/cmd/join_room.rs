@@ -14,15 +14,22 @@ pub(super) async fn handle(
     request_id: u64,
 ) -> Result<(), Rejection> {
     let name = RoomName::parse(join.name)?;
-    let room_id = reader.app.hub.room_id(&name)?;
-    reader
+    let room_id = super::in_room(reader, &name, || reader.app.hub.room_id(&name)).await?;
+    let member_version = reader
         .app
         .store
         .add_member(room_id, reader.user.id, now_ms())
         .await
         .map_err(internal)?;
-    reader
-        .app
-        .hub
-        .member_joined(reader.conn, &name, &reader.user.name, request_id)
+    // Other nodes re-read the room, and this one catches up with its
+    // head, before the activation starts from it.
+    reader.app.announce_room(&name).await;
+    reader.app.catch_up(std::slice::from_ref(&name)).await;
+    reader.app.hub.member_joined(
+        reader.conn,
+        &name,
+        &reader.user.name,
+        request_id,
+        member_version,
+    )
 }

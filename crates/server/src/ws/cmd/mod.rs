@@ -20,12 +20,42 @@ mod send_message;
 mod set_typing;
 
 use confab_protocol::error::Rejection;
+use confab_protocol::names::RoomName;
 use confab_protocol::rules;
 use confab_protocol::wire::{
     ClientFrame, ErrorCode, ServerFrame, client_frame::Body as ClientBody,
 };
 
 use super::connection::Reader;
+
+/// Runs a hub check about `room` (exists, or the user is a member); in
+/// cluster mode a ROOM_NOT_FOUND or NOT_A_MEMBER answer is checked against
+/// storage first, since the room or the membership may have been made on
+/// another node a moment ago and not reached this hub yet. So a node never
+/// refuses on a stale view what storage already holds.
+pub(super) async fn in_room<T>(
+    reader: &Reader<'_>,
+    room: &RoomName,
+    check: impl Fn() -> Result<T, Rejection>,
+) -> Result<T, Rejection> {
+    match check() {
+        Err(rejection)
+            if matches!(
+                rejection.code,
+                ErrorCode::RoomNotFound | ErrorCode::NotAMember
+            ) =>
+        {
+            let Some(cluster) = &reader.app.cluster else {
+                return Err(rejection);
+            };
+            cluster
+                .refresh_room(&reader.app.hub, reader.app.store.as_ref(), room)
+                .await;
+            check()
+        }
+        other => other,
+    }
+}
 
 /// Handles one decoded client frame: checks its request id, runs the
 /// handler for its kind and queues the reply or the Error.
@@ -43,7 +73,7 @@ pub(super) async fn handle_frame(reader: &mut Reader<'_>, frame: ClientFrame) {
             "this socket is already authenticated; open a new socket to change users",
         )),
         ClientBody::Ping(ping) => Ok(Some(ping::handle(ping))),
-        ClientBody::ListRooms(list) => list_rooms::handle(reader, list).map(Some),
+        ClientBody::ListRooms(list) => list_rooms::handle(reader, list).await.map(Some),
         ClientBody::CreateRoom(create) => create_room::handle(reader, create, request_id)
             .await
             .map(|()| None),
@@ -51,17 +81,17 @@ pub(super) async fn handle_frame(reader: &mut Reader<'_>, frame: ClientFrame) {
             .await
             .map(|()| None),
         ClientBody::LeaveRoom(leave) => leave_room::handle(reader, leave).await.map(Some),
-        ClientBody::ListMembers(list) => list_members::handle(reader, list).map(Some),
+        ClientBody::ListMembers(list) => list_members::handle(reader, list).await.map(Some),
         ClientBody::SendMessage(send) => send_message::handle(reader, send, request_id)
             .await
             .map(|()| None),
         ClientBody::FetchHistory(fetch) => fetch_history::handle(reader, fetch).await.map(Some),
         ClientBody::Resume(resume) => {
-            resume::handle(reader, resume, request_id);
+            resume::handle(reader, resume, request_id).await;
             Ok(None)
         }
         // §11.2: no reply on success.
-        ClientBody::SetTyping(typing) => set_typing::handle(reader, typing).map(|()| None),
+        ClientBody::SetTyping(typing) => set_typing::handle(reader, typing).await.map(|()| None),
     };
     match result {
         Ok(Some(reply)) => reader.send(&ServerFrame::reply(request_id, reply)),

@@ -22,11 +22,18 @@ pub(super) async fn handle(
 ) -> Result<(), Rejection> {
     let received = Instant::now();
     let valid = rules::validate_send(&send, &reader.app.config.limits)?;
-    let room_id = reader
+    let room_id = super::in_room(reader, &valid.room, || {
+        reader
+            .app
+            .hub
+            .member_room_id(&valid.room, &reader.user.name)
+    })
+    .await?;
+    if let Err(wait) = reader
         .app
-        .hub
-        .member_room_id(&valid.room, &reader.user.name)?;
-    if let Err(wait) = reader.app.send_rate.try_take(&reader.user.name, received) {
+        .take_send_token(&reader.user.name, received)
+        .await
+    {
         // §12.5, R-12.5.4: a repeat is never refused for want of a token.
         // Storage is asked only now, with the bucket empty, so sends within
         // the rate pay nothing for this. (A token taken for what storage

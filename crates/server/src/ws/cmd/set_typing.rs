@@ -9,7 +9,7 @@ use confab_protocol::wire;
 use crate::metrics::Metrics;
 use crate::ws::connection::{Reader, rate_limited};
 
-pub(super) fn handle(reader: &Reader<'_>, typing: wire::SetTyping) -> Result<(), Rejection> {
+pub(super) async fn handle(reader: &Reader<'_>, typing: wire::SetTyping) -> Result<(), Rejection> {
     let room = RoomName::parse(typing.room)?;
     let now = Instant::now();
     // per user and before the hub lock, so once the bucket is
@@ -18,8 +18,11 @@ pub(super) fn handle(reader: &Reader<'_>, typing: wire::SetTyping) -> Result<(),
         Metrics::inc(&reader.app.metrics.typing_rate_limited);
         return Err(rate_limited("SetTyping", wait));
     }
-    reader
-        .app
-        .hub
-        .set_typing(&room, &reader.user.name, typing.active, now)
+    super::in_room(reader, &room, || {
+        reader
+            .app
+            .hub
+            .set_typing(&room, &reader.user.name, typing.active, now)
+    })
+    .await
 }

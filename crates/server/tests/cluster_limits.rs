@@ -1,0 +1,204 @@
+//! Cluster mode, in-process: two nodes on one PostgreSQL schema and one
+//! NATS, each a real server on 127.0.0.1:0. The budgets of §12.5 and §15.3
+//! are the user's, not the node's: a user who spreads requests over nodes
+//! gets one budget. (The multi-process cluster tests, with SIGKILL and a
+//! cut NATS, are in the workspace's `tests/cluster.rs`.)
+
+mod common;
+mod pg;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, PASSWORD, TestServer, within};
+use confab_protocol::wire::{ErrorCode, server_frame::Body};
+use confab_server::cluster::ClusterConfig;
+
+/// The NATS URL, or `None` (after saying what to set) to skip.
+fn nats_url(test: &str) -> Option<String> {
+    match std::env::var("CONFAB_TEST_NATS_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var(pg::REQUIRE_VAR).as_deref() == Ok("1") => panic!(
+            "{test}: {}=1 but CONFAB_TEST_NATS_URL is not set; set it, e.g. nats://127.0.0.1:4222",
+            pg::REQUIRE_VAR
+        ),
+        _ => {
+            println!(
+                "{test}: skipped: set CONFAB_TEST_NATS_URL (e.g. nats://127.0.0.1:4222) to run it"
+            );
+            None
+        }
+    }
+}
+
+/// Two nodes of a cluster of their own on `schema`.
+async fn two_nodes(
+    schema: &pg::TestSchema,
+    nats: &str,
+    tune: impl Fn(&mut confab_server::Config),
+) -> (TestServer, TestServer) {
+    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+    let start = || {
+        TestServer::start(|config| {
+            config.database_url = Some(schema.url());
+            let mut cluster = ClusterConfig::new(nats);
+            cluster.name = name.clone();
+            cluster.sync_interval = Duration::from_millis(200);
+            config.cluster = Some(cluster);
+            tune(config);
+        })
+    };
+    let a = start().await;
+    let b = start().await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_send_budget_is_shared_by_every_node() {
+    let test = "a_users_send_budget_is_shared_by_every_node";
+    let Some(nats) = nats_url(test) else { return };
+    let Some(schema) = pg::TestSchema::create(test).await else {
+        return;
+    };
+    let (a, b) = two_nodes(&schema, &nats, |config| {
+        config.limits.send_rate_per_sec = 1;
+        config.limits.send_burst = 4;
+    })
+    .await;
+    let token = common::register_and_login(a.addr, "ann").await;
+    let mut on_a = Client::connect(a.addr).await;
+    on_a.auth(&token, &[]).await;
+    on_a.create_room("lobby").await;
+    let mut on_b = Client::connect(b.addr).await;
+    on_b.auth(&token, &[]).await;
+
+    let started = Instant::now();
+    let mut accepted = 0u64;
+    let mut limited = 0u64;
+    for n in 0..12 {
+        // Alternating nodes: a per-node budget would let 8 through at once.
+        let client = if n % 2 == 0 { &mut on_a } else { &mut on_b };
+        let reply = within(
+            "a send reply",
+            client.send_message("lobby", &format!("m{n}"), "hi"),
+        )
+        .await;
+        match reply.body {
+            Some(Body::SendAck(_)) => accepted += 1,
+            Some(Body::Error(e)) if e.code == ErrorCode::RateLimited as i32 => limited += 1,
+            other => panic!("send {n}: expected SendAck or RATE_LIMITED, got {other:?}"),
+        }
+    }
+    // The burst, plus what one token a second refilled meanwhile.
+    let refilled = started.elapsed().as_secs() + 1;
+    assert!(
+        accepted <= 4 + refilled,
+        "{accepted} sends accepted over two nodes with a shared burst of 4 in {:?}",
+        started.elapsed()
+    );
+    assert!(limited >= 12 - 4 - refilled, "{limited} sends refused");
+    // A repeat is never refused for want of a token, on either node.
+    let repeat = within("a repeat", on_b.send_message("lobby", "m0", "hi")).await;
+    assert!(
+        matches!(repeat.body, Some(Body::SendAck(ref ack)) if ack.duplicate),
+        "the repeat of m0 on the other node: {repeat:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_lock_a_name_on_every_node() {
+    let test = "failed_logins_lock_a_name_on_every_node";
+    let Some(nats) = nats_url(test) else { return };
+    let Some(schema) = pg::TestSchema::create(test).await else {
+        return;
+    };
+    let (a, b) = two_nodes(&schema, &nats, |config| {
+        config.login_free_failures = 3;
+        config.login_lockout_base = Duration::from_secs(60);
+    })
+    .await;
+    let r = common::register(a.addr, "bea", PASSWORD).await;
+    assert_eq!(r.status, 201, "register: {:?}", r.body);
+    // Three failures, spread over both nodes: the third starts the lockout.
+    for node in [a.addr, b.addr, a.addr] {
+        let r = common::login(node, "bea", "wrong password guess").await;
+        assert_eq!(r.status, 401, "a wrong password: {:?}", r.body);
+    }
+    // Locked on both nodes, even with the right password.
+    for node in [b.addr, a.addr] {
+        let r = common::login(node, "bea", PASSWORD).await;
+        assert_eq!(
+            r.status, 429,
+            "a locked name logging in on {node}: {:?}",
+            r.body
+        );
+        assert_eq!(
+            r.json()["error"]["code"],
+            "too_many_attempts",
+            "{:?}",
+            r.body
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_on_one_node_reaches_a_reader_on_the_other_once() {
+    let test = "a_message_sent_on_one_node_reaches_a_reader_on_the_other_once";
+    let Some(nats) = nats_url(test) else { return };
+    let Some(schema) = pg::TestSchema::create(test).await else {
+        return;
+    };
+    let (a, b) = two_nodes(&schema, &nats, |_| {}).await;
+    let ann = common::register_and_login(a.addr, "ann").await;
+    let bob = common::register_and_login(b.addr, "bob").await;
+    let mut writer = Client::connect(a.addr).await;
+    writer.auth(&ann, &[]).await;
+    writer.create_room("lobby").await;
+    let mut reader = Client::connect(b.addr).await;
+    reader.auth(&bob, &[]).await;
+    // Created on a a moment ago: b re-reads it from storage to answer.
+    reader.join_room("lobby").await;
+    for n in 1..=20u64 {
+        let ack = writer
+            .say("lobby", &format!("c{n}"), &format!("text {n}"))
+            .await;
+        assert_eq!(ack.seq, n, "seqs are gapless from 1");
+    }
+    for n in 1..=20u64 {
+        let frame = within("a message on the other node", reader.next_frame()).await;
+        match frame.body {
+            Some(Body::Message(m)) => assert_eq!((m.seq, m.text), (n, format!("text {n}"))),
+            other => panic!("expected message {n} on node b, got {other:?}"),
+        }
+    }
+    // Nothing more: no repeat of any of them (a Ping answers first).
+    let extra = reader.barrier().await;
+    assert!(extra.is_empty(), "node b pushed more: {extra:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_welcome_on_one_node_lists_a_room_joined_on_the_other_a_moment_ago() {
+    let test = "a_welcome_on_one_node_lists_a_room_joined_on_the_other_a_moment_ago";
+    let Some(nats) = nats_url(test) else { return };
+    let Some(schema) = pg::TestSchema::create(test).await else {
+        return;
+    };
+    let (a, b) = two_nodes(&schema, &nats, |_| {}).await;
+    let ann = common::register_and_login(a.addr, "ann").await;
+    let mut on_a = Client::connect(a.addr).await;
+    on_a.auth(&ann, &[]).await;
+    on_a.create_room("fresh").await;
+    // Straight to the other node: its Welcome reads the membership from
+    // PostgreSQL rather than waiting for NATS.
+    let mut on_b = Client::connect(b.addr).await;
+    let welcome = on_b.auth(&ann, &[]).await;
+    let rooms: Vec<&str> = welcome.rooms.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(rooms, ["fresh"], "Welcome on node b");
+    a.stop().await;
+    b.stop().await;
+}

@@ -10,6 +10,9 @@
 //!   own (`t<hex>`: the NATS subjects and JetStream stream derive from it,
 //!   so concurrent tests never see each other), each a [`ServerProcess`]
 //!   that can be SIGKILLed, optionally the `confab-server-fault` binary.
+//!   When it is dropped the nodes are killed and the cluster's JetStream
+//!   stream is deleted: each reserves memory in NATS, and a few dozen
+//!   leftovers make NATS refuse new ones.
 //! - [`WireSocket`]: a raw `confab.v1` connection that records every
 //!   Message frame pushed to it, in arrival order. The bot SDK dedupes by
 //!   seq and fills gaps from history, which hides a server that pushes a
@@ -249,6 +252,8 @@ pub struct Cluster {
     services: Services,
     options: ClusterOptions,
     database: TestDatabase,
+    /// Whether a node was started, so the stream may exist.
+    started: bool,
 }
 
 #[derive(Debug)]
@@ -268,6 +273,7 @@ impl Cluster {
             services,
             options,
             database,
+            started: false,
         }
     }
 
@@ -284,6 +290,7 @@ impl Cluster {
     /// so the first one migrates the fresh database alone.
     pub async fn add_node(&mut self, spec: NodeSpec) -> usize {
         let index = self.nodes.len();
+        self.started = true;
         let nats_url = spec
             .nats_url
             .clone()
@@ -397,6 +404,55 @@ impl Cluster {
     /// The cluster name the nodes were started with.
     pub fn name(&self) -> &str {
         &self.name
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Nodes first: none may recreate the stream or hold its consumers.
+        self.nodes.clear();
+        if self.started {
+            delete_stream(&self.services.nats_url, &stream_name(&self.name));
+        }
+        // Then the fields: the database last.
+    }
+}
+
+/// The JetStream stream of cluster `name`, as confab-server names it
+/// (`Names::new` in crates/server/src/cluster/mod.rs).
+pub fn stream_name(cluster: &str) -> String {
+    format!("CONFAB_{cluster}")
+}
+
+/// Deletes a JetStream stream (best effort: failures are printed). Runs on
+/// a thread and runtime of its own, as it is called from `Drop`.
+fn delete_stream(nats_url: &str, stream: &str) {
+    let (url, name) = (nats_url.to_owned(), stream.to_owned());
+    let done = std::thread::spawn(move || -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let connect = tokio::time::timeout(WAIT, async_nats::connect(url.as_str()));
+            let client = connect
+                .await
+                .map_err(|_| format!("no connection to {url} within {WAIT:?}"))?
+                .map_err(|e| e.to_string())?;
+            let deleted = async_nats::jetstream::new(client.clone())
+                .delete_stream(&name)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            client.drain().await.ok();
+            deleted
+        })
+    })
+    .join();
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("deleting JetStream stream {stream}: {e}"),
+        Err(_) => eprintln!("deleting JetStream stream {stream}: the cleanup panicked"),
     }
 }
 

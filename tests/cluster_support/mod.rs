@@ -913,14 +913,28 @@ impl WireSocket {
     /// then checks that it was pushed exactly that: see
     /// [`assert_matches_history`].
     pub async fn assert_pushed_history(&mut self, room: &str, history: &[wire::Message]) {
+        self.assert_pushed_history_when(room, history, "").await;
+    }
+
+    /// [`WireSocket::assert_pushed_history`], saying `when` in a failure.
+    pub async fn assert_pushed_history_when(
+        &mut self,
+        room: &str,
+        history: &[wire::Message],
+        when: &str,
+    ) {
         let head = history.last().map_or(0, |m| m.seq);
         let complete = self.try_wait_pushed(room, head, WAIT).await;
-        let who = if complete {
+        let label = if when.is_empty() {
             self.label.clone()
         } else {
+            format!("{}, {when},", self.label)
+        };
+        let who = if complete {
+            label
+        } else {
             format!(
-                "{} (still short of seq {head} after {WAIT:?}{})",
-                self.label,
+                "{label} (still short of seq {head} after {WAIT:?}{})",
                 self.ended.as_ref().map_or(String::new(), |why| format!(
                     "; the connection ended: {why}"
                 ))

@@ -93,10 +93,16 @@ impl Services {
                 nats_url,
             });
         }
+        let (verb, pronoun) = if missing.len() > 1 {
+            ("are", "them")
+        } else {
+            ("is", "it")
+        };
         let missing = missing.join(" and ");
         if std::env::var(REQUIRE_VAR).as_deref() == Ok("1") {
             panic!(
-                "{test}: {REQUIRE_VAR}=1 but {missing} is not set; set it to run the cluster tests"
+                "{test}: {REQUIRE_VAR}=1 but {missing} {verb} not set; set {pronoun} to run the \
+                 cluster tests"
             );
         }
         println!("{test}: skipped: set {missing} to run it");

@@ -1,7 +1,7 @@
 //! Cluster mode, in-process: two nodes on one PostgreSQL schema and one
 //! NATS, each a real server on 127.0.0.1:0. The budgets of §12.5 and §15.3
-//! are the user's, not the node's: a user who spreads requests over nodes
-//! gets one budget. (The multi-process cluster tests, with SIGKILL and a
+//! are the user's, not the node's (a user who spreads requests over nodes
+//! gets one budget); logout, typing, Welcome and delivery cross nodes. (The multi-process cluster tests, with SIGKILL and a
 //! cut NATS, are in the workspace's `tests/cluster.rs`.)
 
 mod common;
@@ -199,6 +199,89 @@ async fn a_welcome_on_one_node_lists_a_room_joined_on_the_other_a_moment_ago() {
     let welcome = on_b.auth(&ann, &[]).await;
     let rooms: Vec<&str> = welcome.rooms.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(rooms, ["fresh"], "Welcome on node b");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_on_one_node_closes_the_tokens_sockets_on_every_node() {
+    let test = "logout_on_one_node_closes_the_tokens_sockets_on_every_node";
+    let Some(nats) = nats_url(test) else { return };
+    let Some(schema) = pg::TestSchema::create(test).await else {
+        return;
+    };
+    let (a, b) = two_nodes(&schema, &nats, |_| {}).await;
+    let token = common::register_and_login(a.addr, "ann").await;
+    let other = common::login_token(a.addr, "ann").await;
+    let mut on_b = Client::connect(b.addr).await;
+    on_b.auth(&token, &[]).await;
+    let mut other_on_b = Client::connect(b.addr).await;
+    other_on_b.auth(&other, &[]).await;
+    let r = common::logout(a.addr, &token).await;
+    assert_eq!(r.status, 204, "logout on node a: {:?}", r.body);
+    // §5.4: the token's socket on the other node closes with 4410 ...
+    assert_eq!(
+        within("a close on node b", on_b.expect_close()).await,
+        Some(4410)
+    );
+    // ... the other token's stays open ...
+    assert!(other_on_b.barrier().await.is_empty());
+    // ... and the revoked token opens nothing anywhere.
+    let r = common::login(b.addr, "ann", PASSWORD).await;
+    assert_eq!(r.status, 200, "a new login still works: {:?}", r.body);
+    let mut again = Client::connect(b.addr).await;
+    let refused = again
+        .request(confab_protocol::wire::client_frame::Body::Auth(
+            confab_protocol::wire::Auth {
+                token: token.clone(),
+                ..Default::default()
+            },
+        ))
+        .await;
+    assert!(
+        matches!(refused.body, Some(Body::Error(ref e)) if e.code == ErrorCode::TokenRevoked as i32),
+        "the revoked token on node b: {refused:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_on_one_node_is_pushed_on_the_other() {
+    let test = "typing_on_one_node_is_pushed_on_the_other";
+    let Some(nats) = nats_url(test) else { return };
+    let Some(schema) = pg::TestSchema::create(test).await else {
+        return;
+    };
+    let (a, b) = two_nodes(&schema, &nats, |_| {}).await;
+    let ann = common::register_and_login(a.addr, "ann").await;
+    let bob = common::register_and_login(b.addr, "bob").await;
+    let mut typist = Client::connect(a.addr).await;
+    typist.auth(&ann, &[]).await;
+    typist.create_room("lobby").await;
+    let mut watcher = Client::connect(b.addr).await;
+    watcher
+        .auth(&bob, &[confab_protocol::capability::TYPING])
+        .await;
+    watcher.join_room("lobby").await;
+    typist
+        .send(confab_protocol::wire::client_frame::Body::SetTyping(
+            confab_protocol::wire::SetTyping {
+                room: "lobby".into(),
+                active: true,
+            },
+        ))
+        .await;
+    let frame = within("a Typing push on node b", watcher.next_frame()).await;
+    match frame.body {
+        Some(Body::Typing(t)) => {
+            assert_eq!(
+                (t.room.as_str(), t.username.as_str(), t.active),
+                ("lobby", "ann", true)
+            );
+        }
+        other => panic!("expected Typing from ann on node b, got {other:?}"),
+    }
     a.stop().await;
     b.stop().await;
 }

@@ -418,47 +418,38 @@ impl Drop for Cluster {
         // Nodes first: none may recreate the stream or hold its consumers.
         self.nodes.clear();
         if self.started {
-            delete_stream(&self.services.nats_url, &stream_name(&self.name));
+            delete_stream(&self.services.nats_url, &self.name);
         }
         // Then the fields: the database last.
     }
 }
 
-/// The JetStream stream of cluster `name`, as confab-server names it
-/// (`Names::new` in crates/server/src/cluster/mod.rs).
-pub fn stream_name(cluster: &str) -> String {
-    format!("CONFAB_{cluster}")
-}
-
-/// Deletes a JetStream stream (best effort: failures are printed). Runs on
-/// a thread and runtime of its own, as it is called from `Drop`.
-fn delete_stream(nats_url: &str, stream: &str) {
-    let (url, name) = (nats_url.to_owned(), stream.to_owned());
+/// Deletes cluster `name`'s JetStream stream (best effort: failures are
+/// printed), with the server's own `cluster::delete_stream`. Runs on a
+/// thread and runtime of its own, as it is called from `Drop`.
+fn delete_stream(nats_url: &str, name: &str) {
+    let mut config = confab_server::cluster::ClusterConfig::new(nats_url);
+    config.name = name.to_owned();
     let done = std::thread::spawn(move || -> Result<(), String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
         runtime.block_on(async {
-            let connect = tokio::time::timeout(WAIT, async_nats::connect(url.as_str()));
-            let client = connect
-                .await
-                .map_err(|_| format!("no connection to {url} within {WAIT:?}"))?
-                .map_err(|e| e.to_string())?;
-            let deleted = async_nats::jetstream::new(client.clone())
-                .delete_stream(&name)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string());
-            client.drain().await.ok();
-            deleted
+            match tokio::time::timeout(WAIT, confab_server::cluster::delete_stream(&config)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {WAIT:?}")),
+            }
         })
     })
     .join();
     match done {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("deleting JetStream stream {stream}: {e}"),
-        Err(_) => eprintln!("deleting JetStream stream {stream}: the cleanup panicked"),
+        Ok(Err(e)) => eprintln!("deleting the JetStream stream of cluster {name}: {e}"),
+        Err(_) => {
+            eprintln!("deleting the JetStream stream of cluster {name}: the cleanup panicked")
+        }
     }
 }
 

@@ -248,6 +248,12 @@ pub struct Cli {
     #[arg(long, env = "CONFAB_PRESENCE_TTL_MS", default_value_t = 15_000)]
     pub presence_ttl_ms: u64,
 
+    /// Delete the cluster's JetStream stream (named by --nats-url and
+    /// --cluster-name) and exit, after every node of the cluster stopped:
+    /// NATS holds a memory reservation for it until then.
+    #[arg(long, requires = "nats_url")]
+    pub delete_cluster_stream: bool,
+
     /// Largest message text in UTF-8 bytes (§12.2); longer texts get TEXT_TOO_LONG.
     #[arg(long, env = "CONFAB_MAX_TEXT_BYTES", default_value_t = ServerLimits::default().max_text_bytes)]
     pub max_text_bytes: u32,

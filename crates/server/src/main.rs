@@ -28,7 +28,21 @@ pub async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let delete_stream = cli.delete_cluster_stream;
     let config = cli.into_config();
+    if delete_stream {
+        let cluster = config
+            .cluster
+            .as_ref()
+            .context("--delete-cluster-stream needs --nats-url")?;
+        let name = confab_server::cluster::stream_name(&cluster.name)?;
+        let deleted = confab_server::cluster::delete_stream(cluster).await?;
+        println!(
+            "JetStream stream {name}: {}",
+            if deleted { "deleted" } else { "not found" }
+        );
+        return Ok(());
+    }
     let data_dir = config.data_dir.display().to_string();
     let server = Server::bind(config)
         .await

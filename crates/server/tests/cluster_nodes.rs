@@ -30,26 +30,38 @@ fn nats_url(test: &str) -> Option<String> {
     }
 }
 
-/// Two nodes of a cluster of their own on `schema`.
+/// Two nodes of a cluster of their own on `schema`, and that cluster.
 async fn two_nodes(
     schema: &pg::TestSchema,
     nats: &str,
     tune: impl Fn(&mut confab_server::Config),
-) -> (TestServer, TestServer) {
-    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+) -> (TestServer, TestServer, ClusterConfig) {
+    let mut cluster = ClusterConfig::new(nats);
+    cluster.name = format!("t{}", uuid::Uuid::new_v4().simple());
+    cluster.sync_interval = Duration::from_millis(200);
     let start = || {
         TestServer::start(|config| {
             config.database_url = Some(schema.url());
-            let mut cluster = ClusterConfig::new(nats);
-            cluster.name = name.clone();
-            cluster.sync_interval = Duration::from_millis(200);
-            config.cluster = Some(cluster);
+            config.cluster = Some(cluster.clone());
             tune(config);
         })
     };
     let a = start().await;
     let b = start().await;
-    (a, b)
+    (a, b, cluster)
+}
+
+/// Stops both nodes, then deletes the cluster's JetStream stream (NATS
+/// keeps a memory reservation for it until then).
+async fn finish(a: TestServer, b: TestServer, cluster: &ClusterConfig) {
+    a.stop().await;
+    b.stop().await;
+    within(
+        "deleting the stream",
+        confab_server::cluster::delete_stream(cluster),
+    )
+    .await
+    .expect("the cluster's stream is deleted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,7 +71,7 @@ async fn a_users_send_budget_is_shared_by_every_node() {
     let Some(schema) = pg::TestSchema::create(test).await else {
         return;
     };
-    let (a, b) = two_nodes(&schema, &nats, |config| {
+    let (a, b, cluster) = two_nodes(&schema, &nats, |config| {
         config.limits.send_rate_per_sec = 1;
         config.limits.send_burst = 4;
     })
@@ -102,8 +114,7 @@ async fn a_users_send_budget_is_shared_by_every_node() {
         matches!(repeat.body, Some(Body::SendAck(ref ack)) if ack.duplicate),
         "the repeat of m0 on the other node: {repeat:?}"
     );
-    a.stop().await;
-    b.stop().await;
+    finish(a, b, &cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +124,7 @@ async fn failed_logins_lock_a_name_on_every_node() {
     let Some(schema) = pg::TestSchema::create(test).await else {
         return;
     };
-    let (a, b) = two_nodes(&schema, &nats, |config| {
+    let (a, b, cluster) = two_nodes(&schema, &nats, |config| {
         config.login_free_failures = 3;
         config.login_lockout_base = Duration::from_secs(60);
     })
@@ -140,8 +151,7 @@ async fn failed_logins_lock_a_name_on_every_node() {
             r.body
         );
     }
-    a.stop().await;
-    b.stop().await;
+    finish(a, b, &cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +161,7 @@ async fn a_message_sent_on_one_node_reaches_a_reader_on_the_other_once() {
     let Some(schema) = pg::TestSchema::create(test).await else {
         return;
     };
-    let (a, b) = two_nodes(&schema, &nats, |_| {}).await;
+    let (a, b, cluster) = two_nodes(&schema, &nats, |_| {}).await;
     let ann = common::register_and_login(a.addr, "ann").await;
     let bob = common::register_and_login(b.addr, "bob").await;
     let mut writer = Client::connect(a.addr).await;
@@ -177,8 +187,7 @@ async fn a_message_sent_on_one_node_reaches_a_reader_on_the_other_once() {
     // Nothing more: no repeat of any of them (a Ping answers first).
     let extra = reader.barrier().await;
     assert!(extra.is_empty(), "node b pushed more: {extra:?}");
-    a.stop().await;
-    b.stop().await;
+    finish(a, b, &cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,7 +197,7 @@ async fn a_welcome_on_one_node_lists_a_room_joined_on_the_other_a_moment_ago() {
     let Some(schema) = pg::TestSchema::create(test).await else {
         return;
     };
-    let (a, b) = two_nodes(&schema, &nats, |_| {}).await;
+    let (a, b, cluster) = two_nodes(&schema, &nats, |_| {}).await;
     let ann = common::register_and_login(a.addr, "ann").await;
     let mut on_a = Client::connect(a.addr).await;
     on_a.auth(&ann, &[]).await;
@@ -199,8 +208,7 @@ async fn a_welcome_on_one_node_lists_a_room_joined_on_the_other_a_moment_ago() {
     let welcome = on_b.auth(&ann, &[]).await;
     let rooms: Vec<&str> = welcome.rooms.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(rooms, ["fresh"], "Welcome on node b");
-    a.stop().await;
-    b.stop().await;
+    finish(a, b, &cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +218,7 @@ async fn logout_on_one_node_closes_the_tokens_sockets_on_every_node() {
     let Some(schema) = pg::TestSchema::create(test).await else {
         return;
     };
-    let (a, b) = two_nodes(&schema, &nats, |_| {}).await;
+    let (a, b, cluster) = two_nodes(&schema, &nats, |_| {}).await;
     let token = common::register_and_login(a.addr, "ann").await;
     let other = common::login_token(a.addr, "ann").await;
     let mut on_b = Client::connect(b.addr).await;
@@ -242,8 +250,7 @@ async fn logout_on_one_node_closes_the_tokens_sockets_on_every_node() {
         matches!(refused.body, Some(Body::Error(ref e)) if e.code == ErrorCode::TokenRevoked as i32),
         "the revoked token on node b: {refused:?}"
     );
-    a.stop().await;
-    b.stop().await;
+    finish(a, b, &cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,7 +260,7 @@ async fn typing_on_one_node_is_pushed_on_the_other() {
     let Some(schema) = pg::TestSchema::create(test).await else {
         return;
     };
-    let (a, b) = two_nodes(&schema, &nats, |_| {}).await;
+    let (a, b, cluster) = two_nodes(&schema, &nats, |_| {}).await;
     let ann = common::register_and_login(a.addr, "ann").await;
     let bob = common::register_and_login(b.addr, "bob").await;
     let mut typist = Client::connect(a.addr).await;
@@ -282,6 +289,5 @@ async fn typing_on_one_node_is_pushed_on_the_other() {
         }
         other => panic!("expected Typing from ann on node b, got {other:?}"),
     }
-    a.stop().await;
-    b.stop().await;
+    finish(a, b, &cluster).await;
 }

@@ -57,8 +57,10 @@ const SNAPSHOT_CHUNK: usize = 1000;
 /// How long the stream keeps events: a node that fell this far behind
 /// repairs from PostgreSQL instead. Memory storage: it is never the only copy.
 const STREAM_MAX_AGE: Duration = Duration::from_secs(120);
-/// Bytes the stream may hold before the oldest events go.
-const STREAM_MAX_BYTES: i64 = 256 * 1024 * 1024;
+/// Bytes the stream may hold before the oldest events go. NATS reserves
+/// them for a memory stream as long as the stream exists (see
+/// [`delete_stream`]), so this stays modest: two minutes of events fit.
+const STREAM_MAX_BYTES: i64 = 64 * 1024 * 1024;
 
 /// How a node joins its cluster.
 #[derive(Debug, Clone)]
@@ -145,6 +147,49 @@ impl Names {
             events: format!("confab.{name}.events"),
             live: format!("confab.{name}.live"),
         })
+    }
+}
+
+/// The JetStream stream of cluster `name` (`CONFAB_<name>`).
+pub fn stream_name(name: &str) -> Result<String, ClusterError> {
+    Ok(Names::new(name)?.stream)
+}
+
+/// Deletes the cluster's JetStream stream, once every node has stopped
+/// (`confab-server --delete-cluster-stream`, tests, the bench): a memory
+/// stream keeps its byte reservation in NATS until deleted. Returns whether
+/// there was one.
+pub async fn delete_stream(config: &ClusterConfig) -> Result<bool, ClusterError> {
+    let names = Names::new(&config.name)?;
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(config.nats_url.as_str())
+        .await
+        .map_err(|e| ClusterError::Connect {
+            url: config.nats_url.clone(),
+            reason: e.to_string(),
+        })?;
+    let deleted = jetstream::new(client.clone())
+        .delete_stream(&names.stream)
+        .await;
+    if let Err(err) = client.drain().await {
+        tracing::debug!(error = %err, "draining the NATS connection failed");
+    }
+    match deleted {
+        Ok(status) => Ok(status.success),
+        Err(err)
+            if matches!(
+                err.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(e)
+                    if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(err) => Err(ClusterError::JetStream {
+            stream: names.stream,
+            reason: err.to_string(),
+        }),
     }
 }
 

@@ -497,3 +497,72 @@ fn the_binary_under_test_is_this_workspaces_confab() {
         "{version}"
     );
 }
+
+/// Issue #13: lines typed ahead (here 50, in one write to the terminal, as
+/// a fast typist or a paste without bracketed-paste mode delivers them)
+/// all arrive, in order, exactly once.
+#[test]
+fn fifty_lines_written_at_once_all_arrive_in_order_exactly_once() {
+    let server = Server::start();
+    let token = server.token_for("reader", PASSWORD);
+    let alice_home = logged_in(&server, "alice");
+    let mut alice = chat(&alice_home);
+    alice.enter("burst", true);
+    let nobody = Home::new();
+    let mut tail_command = nobody.command(&["tail", "--room", "burst", "--json"]);
+    tail_command
+        .env("CONFAB_SERVER", server.url())
+        .env("CONFAB_TOKEN", &token);
+    let mut tail = Lines::spawn(tail_command);
+
+    let lines: Vec<String> = (1..=50).map(|n| format!("typed ahead {n:02}")).collect();
+    let mut keys: String = lines.iter().map(|l| format!("{l}\r")).collect();
+    // One more after them: when it arrives, nothing typed before it can
+    // still be on its way, so a repeat of any of the 50 would show up here.
+    keys.push_str("the last line\r");
+    alice.type_text(&keys);
+
+    let mut seen = Vec::new();
+    loop {
+        let line: serde_json::Value = serde_json::from_str(&tail.next()).expect("JSON line");
+        let text = line["text"].as_str().expect("a text").to_owned();
+        if text == "the last line" {
+            break;
+        }
+        seen.push(text);
+    }
+    assert_eq!(seen, lines, "every typed line once, in the order typed");
+    alice.quit();
+}
+
+/// Issue #13: a bracketed paste of 10 lines is one message of 10 lines, not
+/// ten messages (nor one line and nine lost).
+#[test]
+fn a_bracketed_paste_of_ten_lines_is_one_message() {
+    let server = Server::start();
+    let token = server.token_for("reader", PASSWORD);
+    let alice_home = logged_in(&server, "alice");
+    let mut alice = chat(&alice_home);
+    alice.enter("paste", true);
+    let nobody = Home::new();
+    let mut tail_command = nobody.command(&["tail", "--room", "paste", "--json"]);
+    tail_command
+        .env("CONFAB_SERVER", server.url())
+        .env("CONFAB_TOKEN", &token);
+    let mut tail = Lines::spawn(tail_command);
+
+    let pasted: Vec<String> = (1..=10).map(|n| format!("pasted line {n}")).collect();
+    // What a terminal sends for a paste in bracketed-paste mode, then Enter.
+    alice.type_text(&format!("\x1b[200~{}\x1b[201~\r", pasted.join("\n")));
+    alice.line("after the paste");
+
+    let first: serde_json::Value = serde_json::from_str(&tail.next()).expect("JSON line");
+    assert_eq!(
+        first["text"].as_str(),
+        Some(pasted.join("\n").as_str()),
+        "{first}"
+    );
+    let second: serde_json::Value = serde_json::from_str(&tail.next()).expect("JSON line");
+    assert_eq!(second["text"], "after the paste");
+    alice.quit();
+}

@@ -1259,6 +1259,13 @@ impl Hub {
         );
     }
 
+    /// Cluster mode: `seq` of `room` is stored; a repair will deliver it.
+    pub fn note_stored(&self, room: &RoomName, seq: u64) {
+        if let Some(found) = self.state().rooms.get_mut(room) {
+            found.known_head = found.known_head.max(seq);
+        }
+    }
+
     /// The room's undelivered stored seqs, if any (cluster mode).
     pub fn gap(&self, room: &RoomName) -> Option<Gap> {
         self.state().gap(room)

@@ -60,6 +60,15 @@ impl AppState {
         }
     }
 
+    /// Cluster mode: see `Cluster::catch_up_room`; nothing on one node.
+    pub async fn catch_up_room(&self, room: &confab_protocol::names::RoomName) {
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .catch_up_room(&self.hub, self.store.as_ref(), &self.metrics, room)
+                .await;
+        }
+    }
+
     /// Cluster mode: see `Cluster::catch_up`; nothing on one node.
     pub async fn catch_up(&self, rooms: &[confab_protocol::names::RoomName]) {
         if let Some(cluster) = &self.cluster {

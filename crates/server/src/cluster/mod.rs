@@ -320,25 +320,33 @@ impl Cluster {
     /// that reports heads. Concurrent callers share one read: a caller
     /// returns without reading when a read started after it asked, so a
     /// flood of ListRooms costs PostgreSQL one query at a time.
-    pub async fn sync_heads(&self, hub: &Hub, store: &dyn Store) {
+    ///
+    /// Returns the rooms whose members changed elsewhere (also queued for
+    /// re-reading), so that a caller about to repair one of them re-reads
+    /// it first.
+    pub async fn sync_heads(&self, hub: &Hub, store: &dyn Store) -> Vec<RoomName> {
         let asked = std::time::Instant::now();
         let mut last = self.heads_synced.lock().await;
         if last.is_some_and(|started| started >= asked) {
-            return;
+            return Vec::new();
         }
         let started = std::time::Instant::now();
         match store.room_versions().await {
             Ok(versions) => {
                 let stale = hub.check_versions(&versions);
-                for room in stale.reload {
-                    self.repair.schedule_reload(room);
+                for room in &stale.reload {
+                    self.repair.schedule_reload(room.clone());
                 }
                 for gap in stale.gaps {
                     self.repair.schedule_gap(gap.room);
                 }
                 *last = Some(started);
+                stale.reload
             }
-            Err(err) => tracing::warn!(error = %err, "reading room heads failed"),
+            Err(err) => {
+                tracing::warn!(error = %err, "reading room heads failed");
+                Vec::new()
+            }
         }
     }
 
@@ -367,11 +375,33 @@ impl Cluster {
         metrics: &Metrics,
         rooms: &[RoomName],
     ) {
-        self.sync_heads(hub, store).await;
+        let reload = self.sync_heads(hub, store).await;
         for room in rooms {
+            // Members first, then messages: a leave committed before a
+            // message must be applied before the message is delivered.
+            if reload.contains(room) {
+                self.refresh_room(hub, store, room).await;
+            }
             if hub.gap(room).is_some() {
                 sync::repair(hub, store, metrics, room).await;
             }
+        }
+    }
+
+    /// Before JoinRoom answers: re-reads the room (members and head) and
+    /// delivers what is missing, so the RoomJoined counts and the
+    /// activation's head are PostgreSQL's, whatever the other nodes did a
+    /// moment ago.
+    pub async fn catch_up_room(
+        &self,
+        hub: &Hub,
+        store: &dyn Store,
+        metrics: &Metrics,
+        room: &RoomName,
+    ) {
+        self.refresh_room(hub, store, room).await;
+        if hub.gap(room).is_some() {
+            sync::repair(hub, store, metrics, room).await;
         }
     }
 
@@ -419,8 +449,14 @@ impl Cluster {
     }
 }
 
-/// The writer's sink in cluster mode: this node's hub first, then the
-/// stream (best effort: what does not reach it is repaired by polls).
+/// The writer's sink in cluster mode: the stream, and only the stream.
+///
+/// This node's readers get its own commits back from the stream too, like
+/// every other node's, so that every node delivers in the stream's one
+/// order: a LeaveRoom announced (and acked) before a send committed comes
+/// first on every node, and no node pushes the message to the leaver's
+/// sockets. What cannot be queued for the stream is read back
+/// from PostgreSQL at once instead.
 #[derive(Debug)]
 pub struct ClusterSink {
     hub: Arc<Hub>,
@@ -441,21 +477,17 @@ impl ClusterSink {
 
 impl CommitSink for ClusterSink {
     fn publish(&self, committed: &[Committed]) {
-        // Another node's commit of an earlier seq may not have arrived yet:
-        // then this one is held and the gap read from storage.
-        let accepted = self
-            .hub
-            .accept(committed.iter().map(|c| (&c.message, Some(c.received))));
-        for gap in accepted.gaps {
-            self.cluster.repair.schedule_gap(gap.room);
-        }
-        for room in accepted.unknown_rooms {
-            self.cluster.repair.schedule_reload(room);
+        if committed.is_empty() {
+            return;
         }
         let records = committed.iter().map(|c| c.message.to_wire()).collect();
         if self.cluster.commits.try_send(records).is_err() {
-            // The poll of the other nodes still finds these rows.
+            // Other nodes' polls find these rows; this node reads them now.
             Metrics::inc(&self.metrics.cluster_events_dropped);
+            for c in committed {
+                self.hub.note_stored(&c.message.room, c.message.seq);
+                self.cluster.repair.schedule_gap(c.message.room.clone());
+            }
         }
     }
 }

@@ -248,10 +248,10 @@ async fn on_stream_event(ctx: &Context, payload: &[u8]) {
             return;
         }
     };
-    if event.node() == ctx.cluster.node {
-        return; // delivered here when committed
+    let own = event.node() == ctx.cluster.node;
+    if !own {
+        Metrics::inc(&ctx.metrics.cluster_events_received);
     }
-    Metrics::inc(&ctx.metrics.cluster_events_received);
     match event {
         StreamEvent::Messages { messages, .. } => {
             let stored: Vec<_> = messages
@@ -266,6 +266,9 @@ async fn on_stream_event(ctx: &Context, payload: &[u8]) {
                 ctx.cluster.repair.schedule_reload(room);
             }
         }
+        // Applied here when it happened; this node's own commits, though,
+        // are delivered from the stream like everyone else's (ClusterSink).
+        StreamEvent::Room { .. } | StreamEvent::TokenRevoked { .. } if own => {}
         StreamEvent::Room { room, .. } => {
             // Re-read now, before the events after it: a message committed
             // after a LeaveRoom was answered must not reach the leaver's

@@ -24,7 +24,7 @@ pub(super) async fn handle(
     // Other nodes re-read the room, and this one catches up with its
     // head, before the activation starts from it.
     reader.app.announce_room(&name).await;
-    reader.app.catch_up(std::slice::from_ref(&name)).await;
+    reader.app.catch_up_room(&name).await;
     reader.app.hub.member_joined(
         reader.conn,
         &name,

@@ -71,6 +71,10 @@ fn first_login_registers_then_the_cached_token_skips_login_and_logout_forgets_it
         assert_eq!(mode & 0o777, 0o600, "the saved token is private");
     }
     let token = home.token();
+    // `confab token` prints exactly the saved token, for CONFAB_TOKEN.
+    let (ok, out, err) = run(home.command(&["token"]));
+    assert!(ok, "confab token failed: {err}");
+    assert_eq!(out, format!("{token}\n"), "only the token on stdout");
 
     // No --server, no prompts: the saved login is used.
     let mut second = Client::spawn(&home, &[]);
@@ -82,6 +86,8 @@ fn first_login_registers_then_the_cached_token_skips_login_and_logout_forgets_it
     second.expect_exit();
     assert!(!home.login_file().exists(), "the saved token is deleted");
     assert!(server.token_was_revoked(&token), "the token is revoked");
+    let (ok, _, err) = run(home.command(&["token"]));
+    assert!(!ok && err.contains("not logged in"), "after logout: {err}");
 }
 
 #[test]

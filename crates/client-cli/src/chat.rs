@@ -1060,10 +1060,21 @@ impl Chat {
             (RequestKind::CreateRoom(room), ErrorCode::RoomExists) => {
                 format!("#{room} exists already; /join {room} enters it")
             }
+            // Leaving a room one is not in: nothing to do, and no point
+            // suggesting to join or create it.
+            (RequestKind::LeaveRoom(room), ErrorCode::NotAMember | ErrorCode::RoomNotFound) => {
+                if self.joined.is_empty() {
+                    format!("you are not in #{room}, so there is nothing to leave")
+                } else {
+                    let mine: Vec<&str> = self.joined.iter().map(String::as_str).collect();
+                    format!(
+                        "you are not in #{room}, so there is nothing to leave; your rooms: {}",
+                        mine.join(", ")
+                    )
+                }
+            }
             (
-                RequestKind::ListMembers(room)
-                | RequestKind::History(room)
-                | RequestKind::LeaveRoom(room),
+                RequestKind::ListMembers(room) | RequestKind::History(room),
                 ErrorCode::NotAMember,
             ) => format!("you are not a member of #{room}; /join {room} first"),
             (RequestKind::GapFill(room), _) => format!(
@@ -1124,7 +1135,16 @@ impl Chat {
     }
 
     fn no_room(&self) -> Out {
-        self.error("you are in no room yet; /join NAME or /create NAME first (/rooms lists them)")
+        if self.joined.is_empty() {
+            self.error("you are in no room; /join NAME or /create NAME first (/rooms lists them)")
+        } else {
+            // After a /leave, say, the user still has rooms to go back to.
+            let mine: Vec<&str> = self.joined.iter().map(String::as_str).collect();
+            self.error(&format!(
+                "you are in no room now; /switch to one of: {} (or /join NAME)",
+                mine.join(", ")
+            ))
+        }
     }
 }
 
@@ -1237,6 +1257,53 @@ mod tests {
             text: text.into(),
             kind: wire::MessageKind::Text as i32,
             server_ts_ms: 100 + seq as i64,
+        }
+    }
+
+    #[test]
+    fn a_command_outside_a_room_names_the_rooms_to_go_back_to() {
+        let mut chat = chat();
+        let told = printed(&chat.handle_line("/who")).join("\n");
+        assert!(
+            told.contains("/switch to one of: general, ops") && !told.contains("yet"),
+            "{told}"
+        );
+        let mut fresh = Chat::new(
+            Style::plain(),
+            "http://server",
+            ME,
+            |ms| format!("t{ms}"),
+            || 5,
+        );
+        let told = printed(&fresh.handle_line("/who")).join("\n");
+        assert!(told.contains("/join NAME or /create NAME first"), "{told}");
+    }
+
+    #[test]
+    fn leaving_a_room_one_is_not_in_suggests_nothing_to_join_or_create() {
+        let mut chat = chat();
+        for code in [ErrorCode::RoomNotFound, ErrorCode::NotAMember] {
+            let outs = chat.handle_event(
+                SessionEvent::RequestFailed {
+                    kind: RequestKind::LeaveRoom("nosuch".into()),
+                    error: wire::Error {
+                        code: code as i32,
+                        message: "from the server".into(),
+                        ..Default::default()
+                    },
+                    request_id: 7,
+                },
+                Instant::now(),
+            );
+            let told = printed(&outs).join("\n");
+            assert!(
+                told.contains("you are not in #nosuch, so there is nothing to leave"),
+                "{told}"
+            );
+            assert!(
+                !told.contains("/join nosuch") && !told.contains("create"),
+                "{told}"
+            );
         }
     }
 

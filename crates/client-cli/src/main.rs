@@ -60,6 +60,9 @@ enum Command {
     Login,
     /// Revoke the saved token on the server and delete it.
     Logout,
+    /// Print the saved token (and nothing else), for scripts:
+    /// `CONFAB_TOKEN=$(confab token) confab send ...`.
+    Token,
     /// Send one message and exit once the server has stored it.
     Send(SendArgs),
     /// Print a room's recent messages, then new ones as they arrive.
@@ -182,6 +185,13 @@ fn run(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<ExitCode, String> 
                 Err(err) => login_failed(err),
             }
         }
+        Some(Command::Token) => match store.load_login().map_err(|e| e.to_string())? {
+            Some(saved) => {
+                println!("{}", saved.token);
+                Ok(ExitCode::SUCCESS)
+            }
+            None => Err("not logged in: run `confab login` first, then `confab token`".to_owned()),
+        },
         Some(Command::Logout) => {
             let Some(saved) = store.load_login().map_err(|e| e.to_string())? else {
                 println!("not logged in; nothing to do");

@@ -7,6 +7,15 @@
 use std::fmt;
 
 /// Why a user-supplied value was rejected.
+/// "1 byte", "2 bytes": counts in messages people read.
+fn byte_count(n: usize) -> String {
+    if n == 1 {
+        "1 byte".to_owned()
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ValidationError {
@@ -17,7 +26,7 @@ pub enum ValidationError {
         field: &'static str,
     },
     /// The value is longer than allowed.
-    #[error("{field} is {len} bytes long; the limit is {max}")]
+    #[error("{field} is {} long; the limit is {}", byte_count(*.len), byte_count(*.max))]
     TooLong {
         /// Which field.
         field: &'static str,
@@ -27,7 +36,7 @@ pub enum ValidationError {
         max: usize,
     },
     /// The value is shorter than allowed.
-    #[error("{field} is {len} bytes long; it needs at least {min}")]
+    #[error("{field} is {} long; it needs at least {}", byte_count(*.len), byte_count(*.min))]
     TooShort {
         /// Which field.
         field: &'static str,
@@ -398,6 +407,28 @@ fn is_common_password(password: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lengths_read_as_english() {
+        let short = ValidationError::TooShort {
+            field: "room name",
+            len: 1,
+            min: 2,
+        };
+        assert_eq!(
+            short.to_string(),
+            "room name is 1 byte long; it needs at least 2 bytes"
+        );
+        let long = ValidationError::TooLong {
+            field: "topic",
+            len: 300,
+            max: 1,
+        };
+        assert_eq!(
+            long.to_string(),
+            "topic is 300 bytes long; the limit is 1 byte"
+        );
+    }
 
     /// One driver, many cases: (input, expected ok).
     #[test]

@@ -30,12 +30,20 @@ fn nats_url(test: &str) -> Option<String> {
     }
 }
 
-/// Two nodes of a cluster of their own on `schema`, and that cluster.
-async fn two_nodes(
-    schema: &pg::TestSchema,
-    nats: &str,
-    tune: impl Fn(&mut confab_server::Config),
-) -> (TestServer, TestServer, ClusterConfig) {
+/// Two nodes of a cluster of their own, on a schema of their own.
+struct Nodes {
+    a: TestServer,
+    b: TestServer,
+    cluster: ClusterConfig,
+    /// Dropped (the schema with it) after the nodes stopped.
+    _schema: pg::TestSchema,
+}
+
+/// Starts two nodes for `test`, or `None` (after saying what to set) when
+/// PostgreSQL or NATS is not configured.
+async fn two_nodes(test: &str, tune: impl Fn(&mut confab_server::Config)) -> Option<Nodes> {
+    let nats = nats_url(test)?;
+    let schema = pg::TestSchema::create(test).await?;
     let mut cluster = ClusterConfig::new(nats);
     cluster.name = format!("t{}", uuid::Uuid::new_v4().simple());
     cluster.sync_interval = Duration::from_millis(200);
@@ -48,40 +56,52 @@ async fn two_nodes(
     };
     let a = start().await;
     let b = start().await;
-    (a, b, cluster)
+    Some(Nodes {
+        a,
+        b,
+        cluster,
+        _schema: schema,
+    })
 }
 
-/// Stops both nodes, then deletes the cluster's JetStream stream (NATS
-/// keeps a memory reservation for it until then).
-async fn finish(a: TestServer, b: TestServer, cluster: &ClusterConfig) {
-    a.stop().await;
-    b.stop().await;
-    within(
-        "deleting the stream",
-        confab_server::cluster::delete_stream(cluster),
-    )
-    .await
-    .expect("the cluster's stream is deleted");
+impl Nodes {
+    /// Stops both nodes, then deletes the cluster's JetStream stream (NATS
+    /// keeps a memory reservation for it until then).
+    async fn finish(self) {
+        self.a.stop().await;
+        self.b.stop().await;
+        within(
+            "deleting the stream",
+            confab_server::cluster::delete_stream(&self.cluster),
+        )
+        .await
+        .expect("the cluster's stream is deleted");
+    }
+}
+
+/// A socket on `node`, authenticated with `token` and `caps`.
+async fn connected(node: std::net::SocketAddr, token: &str, caps: &[&str]) -> Client {
+    let mut client = Client::connect(node).await;
+    client.auth(token, caps).await;
+    client
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_send_budget_is_shared_by_every_node() {
     let test = "a_users_send_budget_is_shared_by_every_node";
-    let Some(nats) = nats_url(test) else { return };
-    let Some(schema) = pg::TestSchema::create(test).await else {
-        return;
-    };
-    let (a, b, cluster) = two_nodes(&schema, &nats, |config| {
+    let Some(nodes) = two_nodes(test, |config| {
         config.limits.send_rate_per_sec = 1;
         config.limits.send_burst = 4;
     })
-    .await;
+    .await
+    else {
+        return;
+    };
+    let (a, b) = (&nodes.a, &nodes.b);
     let token = common::register_and_login(a.addr, "ann").await;
-    let mut on_a = Client::connect(a.addr).await;
-    on_a.auth(&token, &[]).await;
+    let mut on_a = connected(a.addr, &token, &[]).await;
     on_a.create_room("lobby").await;
-    let mut on_b = Client::connect(b.addr).await;
-    on_b.auth(&token, &[]).await;
+    let mut on_b = connected(b.addr, &token, &[]).await;
 
     let started = Instant::now();
     let mut accepted = 0u64;
@@ -114,21 +134,21 @@ async fn a_users_send_budget_is_shared_by_every_node() {
         matches!(repeat.body, Some(Body::SendAck(ref ack)) if ack.duplicate),
         "the repeat of m0 on the other node: {repeat:?}"
     );
-    finish(a, b, &cluster).await;
+    nodes.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_lock_a_name_on_every_node() {
     let test = "failed_logins_lock_a_name_on_every_node";
-    let Some(nats) = nats_url(test) else { return };
-    let Some(schema) = pg::TestSchema::create(test).await else {
-        return;
-    };
-    let (a, b, cluster) = two_nodes(&schema, &nats, |config| {
+    let Some(nodes) = two_nodes(test, |config| {
         config.login_free_failures = 3;
         config.login_lockout_base = Duration::from_secs(60);
     })
-    .await;
+    .await
+    else {
+        return;
+    };
+    let (a, b) = (&nodes.a, &nodes.b);
     let r = common::register(a.addr, "bea", PASSWORD).await;
     assert_eq!(r.status, 201, "register: {:?}", r.body);
     // Three failures, spread over both nodes: the third starts the lockout.
@@ -151,24 +171,21 @@ async fn failed_logins_lock_a_name_on_every_node() {
             r.body
         );
     }
-    finish(a, b, &cluster).await;
+    nodes.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sent_on_one_node_reaches_a_reader_on_the_other_once() {
     let test = "a_message_sent_on_one_node_reaches_a_reader_on_the_other_once";
-    let Some(nats) = nats_url(test) else { return };
-    let Some(schema) = pg::TestSchema::create(test).await else {
+    let Some(nodes) = two_nodes(test, |_| {}).await else {
         return;
     };
-    let (a, b, cluster) = two_nodes(&schema, &nats, |_| {}).await;
+    let (a, b) = (&nodes.a, &nodes.b);
     let ann = common::register_and_login(a.addr, "ann").await;
     let bob = common::register_and_login(b.addr, "bob").await;
-    let mut writer = Client::connect(a.addr).await;
-    writer.auth(&ann, &[]).await;
+    let mut writer = connected(a.addr, &ann, &[]).await;
     writer.create_room("lobby").await;
-    let mut reader = Client::connect(b.addr).await;
-    reader.auth(&bob, &[]).await;
+    let mut reader = connected(b.addr, &bob, &[]).await;
     // Created on a a moment ago: b re-reads it from storage to answer.
     reader.join_room("lobby").await;
     for n in 1..=20u64 {
@@ -187,20 +204,18 @@ async fn a_message_sent_on_one_node_reaches_a_reader_on_the_other_once() {
     // Nothing more: no repeat of any of them (a Ping answers first).
     let extra = reader.barrier().await;
     assert!(extra.is_empty(), "node b pushed more: {extra:?}");
-    finish(a, b, &cluster).await;
+    nodes.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_welcome_on_one_node_lists_a_room_joined_on_the_other_a_moment_ago() {
     let test = "a_welcome_on_one_node_lists_a_room_joined_on_the_other_a_moment_ago";
-    let Some(nats) = nats_url(test) else { return };
-    let Some(schema) = pg::TestSchema::create(test).await else {
+    let Some(nodes) = two_nodes(test, |_| {}).await else {
         return;
     };
-    let (a, b, cluster) = two_nodes(&schema, &nats, |_| {}).await;
+    let (a, b) = (&nodes.a, &nodes.b);
     let ann = common::register_and_login(a.addr, "ann").await;
-    let mut on_a = Client::connect(a.addr).await;
-    on_a.auth(&ann, &[]).await;
+    let mut on_a = connected(a.addr, &ann, &[]).await;
     on_a.create_room("fresh").await;
     // Straight to the other node: its Welcome reads the membership from
     // PostgreSQL rather than waiting for NATS.
@@ -208,23 +223,20 @@ async fn a_welcome_on_one_node_lists_a_room_joined_on_the_other_a_moment_ago() {
     let welcome = on_b.auth(&ann, &[]).await;
     let rooms: Vec<&str> = welcome.rooms.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(rooms, ["fresh"], "Welcome on node b");
-    finish(a, b, &cluster).await;
+    nodes.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_on_one_node_closes_the_tokens_sockets_on_every_node() {
     let test = "logout_on_one_node_closes_the_tokens_sockets_on_every_node";
-    let Some(nats) = nats_url(test) else { return };
-    let Some(schema) = pg::TestSchema::create(test).await else {
+    let Some(nodes) = two_nodes(test, |_| {}).await else {
         return;
     };
-    let (a, b, cluster) = two_nodes(&schema, &nats, |_| {}).await;
+    let (a, b) = (&nodes.a, &nodes.b);
     let token = common::register_and_login(a.addr, "ann").await;
     let other = common::login_token(a.addr, "ann").await;
-    let mut on_b = Client::connect(b.addr).await;
-    on_b.auth(&token, &[]).await;
-    let mut other_on_b = Client::connect(b.addr).await;
-    other_on_b.auth(&other, &[]).await;
+    let mut on_b = connected(b.addr, &token, &[]).await;
+    let mut other_on_b = connected(b.addr, &other, &[]).await;
     let r = common::logout(a.addr, &token).await;
     assert_eq!(r.status, 204, "logout on node a: {:?}", r.body);
     // §5.4: the token's socket on the other node closes with 4410 ...
@@ -250,21 +262,19 @@ async fn logout_on_one_node_closes_the_tokens_sockets_on_every_node() {
         matches!(refused.body, Some(Body::Error(ref e)) if e.code == ErrorCode::TokenRevoked as i32),
         "the revoked token on node b: {refused:?}"
     );
-    finish(a, b, &cluster).await;
+    nodes.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_on_one_node_is_pushed_on_the_other() {
     let test = "typing_on_one_node_is_pushed_on_the_other";
-    let Some(nats) = nats_url(test) else { return };
-    let Some(schema) = pg::TestSchema::create(test).await else {
+    let Some(nodes) = two_nodes(test, |_| {}).await else {
         return;
     };
-    let (a, b, cluster) = two_nodes(&schema, &nats, |_| {}).await;
+    let (a, b) = (&nodes.a, &nodes.b);
     let ann = common::register_and_login(a.addr, "ann").await;
     let bob = common::register_and_login(b.addr, "bob").await;
-    let mut typist = Client::connect(a.addr).await;
-    typist.auth(&ann, &[]).await;
+    let mut typist = connected(a.addr, &ann, &[]).await;
     typist.create_room("lobby").await;
     let mut watcher = Client::connect(b.addr).await;
     watcher
@@ -289,5 +299,5 @@ async fn typing_on_one_node_is_pushed_on_the_other() {
         }
         other => panic!("expected Typing from ann on node b, got {other:?}"),
     }
-    finish(a, b, &cluster).await;
+    nodes.finish().await;
 }

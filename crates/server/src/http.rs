@@ -380,6 +380,17 @@ fn invalid_credentials() -> Response {
     )
 }
 
+/// 429 for a login whose username is locked out or out of budget (§15.3),
+/// whether this node's throttle or the cluster's said so.
+fn name_locked(wait: Duration) -> Response {
+    retry_later(
+        StatusCode::TOO_MANY_REQUESTS,
+        HttpErrorCode::TooManyAttempts,
+        "too many failed logins for this username; wait retry_after_ms and try again",
+        wait,
+    )
+}
+
 /// `POST /v1/login` (§5.3).
 ///
 /// Limits, cheapest first, each reserved before the password is verified
@@ -403,12 +414,7 @@ async fn login(
         Ok(reservation) => reservation,
         Err(wait) => {
             Metrics::inc(&app.metrics.login_failures);
-            return retry_later(
-                StatusCode::TOO_MANY_REQUESTS,
-                HttpErrorCode::TooManyAttempts,
-                "too many failed logins for this username; wait retry_after_ms and try again",
-                wait,
-            );
+            return name_locked(wait);
         }
     };
     // Cluster mode: the name's lockout is shared by every node (§15.3).
@@ -418,12 +424,7 @@ async fn login(
             Ok(Some(wait)) => {
                 reservation.release();
                 Metrics::inc(&app.metrics.login_failures);
-                return retry_later(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    HttpErrorCode::TooManyAttempts,
-                    "too many failed logins for this username; wait retry_after_ms and try again",
-                    wait,
-                );
+                return name_locked(wait);
             }
             Ok(None) => {}
             Err(err) => {

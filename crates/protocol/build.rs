@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "confab/v1/messages.proto",
         "confab/v1/ephemeral.proto",
         "confab/v1/errors.proto",
+        "confab/v1/read.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
     for path in &paths {

@@ -21,6 +21,7 @@ impl client_frame::Body {
             FetchHistory(_) => "fetch_history",
             Resume(_) => "resume",
             SetTyping(_) => "set_typing",
+            MarkRead(_) => "mark_read",
         }
     }
 }
@@ -44,6 +45,7 @@ impl server_frame::Body {
             Resumed(_) => "resumed",
             Presence(_) => "presence",
             Typing(_) => "typing",
+            ReadState(_) => "read_state",
         }
     }
 }

@@ -12,6 +12,8 @@
 //! - [`limits`]: server limits and the token-bucket rate limiter (§12).
 //! - [`batch`]: planning a batch of message appends: seqs and idempotency (§8.2, §8.5).
 //! - [`delivery`]: the per-connection "never repeat a seq" marks (§10.6).
+//! - [`read`]: read state: the mention rule, the marker rule and a
+//!   client's per-room counts (§11.3).
 //! - [`rules`]: pure server-side rules: request validation, history ranges,
 //!   the resume decision and typing expiry (§7-§11).
 //! - [`http`]: JSON bodies of the HTTP endpoints and their JSON Schemas (§5).
@@ -25,6 +27,7 @@ pub mod frames;
 pub mod http;
 pub mod limits;
 pub mod names;
+pub mod read;
 pub mod rules;
 pub mod session;
 
@@ -50,6 +53,8 @@ pub mod capability {
     pub const PRESENCE: &str = "presence";
     /// Room-list change pushes (§7.1).
     pub const ROOM_LIST_PUSH: &str = "room-list-push";
+    /// Read-state pushes and counts (§11.3).
+    pub const READ_STATE: &str = "read-state";
     /// Every optional capability this crate knows.
-    pub const ALL: [&str; 3] = [TYPING, PRESENCE, ROOM_LIST_PUSH];
+    pub const ALL: [&str; 4] = [TYPING, PRESENCE, ROOM_LIST_PUSH, READ_STATE];
 }

@@ -727,3 +727,170 @@ fn list_rooms_follows_next_cursor_and_reports_every_room_once() {
     assert_eq!(lists, vec![vec!["b", "a", "c"]]);
     assert!(h.transmit().is_empty(), "no further page asked for");
 }
+
+// ----- read state (§11.3) ---------------------------------------------------
+
+fn read_state(
+    room: &str,
+    read_seq: u64,
+    unread: u32,
+    mentions: u32,
+    counted: u64,
+) -> wire::ReadState {
+    wire::ReadState {
+        room: room.into(),
+        read_seq,
+        unread_count: unread,
+        mention_count: mentions,
+        counted_seq: counted,
+    }
+}
+
+impl Harness {
+    /// Like `connect`, with read states in Welcome.
+    fn connect_with_reads(
+        &mut self,
+        rooms: Vec<wire::RoomInfo>,
+        reads: Vec<wire::ReadState>,
+    ) -> Vec<ClientFrame> {
+        self.session.handle_connected(self.now);
+        let auth = self.transmit();
+        self.feed(ServerFrame::reply(
+            auth[0].request_id,
+            S::Welcome(wire::Welcome {
+                username: "me".into(),
+                capabilities: vec!["read-state".into()],
+                rooms,
+                read_states: reads,
+                ..Default::default()
+            }),
+        ));
+        self.transmit()
+    }
+
+    fn counts(&self, room: &str) -> (u64, u32, u32) {
+        let read = self.session.read_state(room).expect("a read state");
+        (read.read_seq(), read.unread_count(), read.mention_count())
+    }
+}
+
+fn marks(frames: &[ClientFrame]) -> Vec<(u64, String, u64)> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.body {
+            Some(C::MarkRead(m)) => Some((f.request_id, m.room.clone(), m.seq)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn welcome_counts_then_live_messages_add_to_them() {
+    let mut h = Harness::new();
+    let sent = h.connect_with_reads(
+        vec![room("lobby", 5)],
+        vec![read_state("lobby", 3, 2, 1, 5)],
+    );
+    assert_eq!(h.counts("lobby"), (3, 2, 1));
+    // A replayed message the Welcome counts already counted changes nothing.
+    h.feed(ServerFrame::push(S::Message(msg("lobby", 5, "ann"))));
+    let mut mention = msg("lobby", 6, "ann");
+    mention.text = "hey @me".into();
+    h.feed(ServerFrame::push(S::Message(mention)));
+    h.feed(ServerFrame::push(S::Message(msg("lobby", 7, "me"))));
+    assert_eq!(
+        h.counts("lobby"),
+        (3, 3, 2),
+        "ann's two count, my own does not"
+    );
+    drop(sent);
+}
+
+#[test]
+fn marks_are_coalesced_one_in_flight_per_room() {
+    let mut h = Harness::new();
+    h.connect_with_reads(
+        vec![room("lobby", 9)],
+        vec![read_state("lobby", 0, 9, 0, 9)],
+    );
+    h.events();
+    h.session.mark_read(h.now, "lobby", 3).expect("mark");
+    h.session.mark_read(h.now, "lobby", 5).expect("mark");
+    h.session.mark_read(h.now, "lobby", 4).expect("mark");
+    let first = marks(&h.transmit());
+    assert_eq!(first.len(), 1, "one MarkRead in flight: {first:?}");
+    assert_eq!(first[0].2, 3);
+    h.feed(ServerFrame::reply(
+        first[0].0,
+        S::ReadState(read_state("lobby", 3, 6, 0, 9)),
+    ));
+    assert_eq!(
+        h.counts("lobby").0,
+        5,
+        "the reply is older than the user's read"
+    );
+    let second = marks(&h.transmit());
+    assert_eq!(
+        second.iter().map(|m| m.2).collect::<Vec<_>>(),
+        [5],
+        "the rest goes as one"
+    );
+    h.feed(ServerFrame::reply(
+        second[0].0,
+        S::ReadState(read_state("lobby", 5, 4, 0, 9)),
+    ));
+    assert!(marks(&h.transmit()).is_empty());
+    assert_eq!(h.counts("lobby"), (5, 4, 0));
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| matches!(e, SessionEvent::ReadState(r) if r == "lobby"))
+    );
+}
+
+#[test]
+fn a_push_from_another_device_moves_the_marker_but_never_back() {
+    let mut h = Harness::new();
+    h.connect_with_reads(
+        vec![room("lobby", 4)],
+        vec![read_state("lobby", 0, 4, 1, 4)],
+    );
+    h.feed(ServerFrame::push(S::Message(msg("lobby", 5, "ann"))));
+    // Read elsewhere up to 4 when the head was 4; seq 5 came after.
+    h.feed(ServerFrame::push(S::ReadState(read_state(
+        "lobby", 4, 0, 0, 4,
+    ))));
+    assert_eq!(h.counts("lobby"), (4, 1, 0));
+    h.feed(ServerFrame::push(S::ReadState(read_state(
+        "lobby", 2, 2, 0, 4,
+    ))));
+    assert_eq!(h.counts("lobby").0, 4, "a stale state is ignored");
+}
+
+#[test]
+fn a_mark_made_offline_is_sent_after_reconnect() {
+    let mut h = Harness::new();
+    h.connect_with_reads(
+        vec![room("lobby", 6)],
+        vec![read_state("lobby", 0, 6, 0, 6)],
+    );
+    h.session.handle_disconnected(h.now, None, &mut h.rng);
+    h.session
+        .mark_read(h.now, "lobby", 6)
+        .expect("mark offline");
+    assert_eq!(h.counts("lobby"), (6, 0, 0), "the counts drop at once");
+    if let ConnectionState::Reconnecting { at, .. } = *h.session.state() {
+        h.now = at;
+    }
+    h.session.handle_timeout(h.now);
+    let sent = h.connect_with_reads(
+        vec![room("lobby", 6)],
+        vec![read_state("lobby", 0, 6, 0, 6)],
+    );
+    assert_eq!(
+        h.counts("lobby"),
+        (6, 0, 0),
+        "Welcome's older marker does not undo it"
+    );
+    assert_eq!(marks(&sent).iter().map(|m| m.2).collect::<Vec<_>>(), [6]);
+}

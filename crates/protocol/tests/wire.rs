@@ -115,6 +115,13 @@ fn client_frames() -> Vec<ClientFrame> {
                 active: true,
             }),
         ),
+        ClientFrame::request(
+            12,
+            C::MarkRead(wire::MarkRead {
+                room: "general".into(),
+                seq: 41,
+            }),
+        ),
     ]
 }
 
@@ -128,9 +135,10 @@ fn server_frames() -> Vec<ServerFrame> {
                 session_id: "s-1".into(),
                 server_name: "confab-server/0.1.0".into(),
                 limits: Some(confab_protocol::limits::ServerLimits::default().to_wire()),
-                capabilities: vec!["typing".into()],
+                capabilities: vec!["typing".into(), "read-state".into()],
                 token_expires_at_ms: 1_766_592_000_000,
                 rooms: vec![room_info()],
+                read_states: vec![read_state()],
             }),
         ),
         ServerFrame::reply(2, S::Pong(wire::Pong { nonce: 7 })),
@@ -213,7 +221,18 @@ fn server_frames() -> Vec<ServerFrame> {
             active: true,
             ttl_ms: 6000,
         })),
+        ServerFrame::reply(12, S::ReadState(read_state())),
     ]
+}
+
+fn read_state() -> wire::ReadState {
+    wire::ReadState {
+        room: "general".into(),
+        read_seq: 40,
+        unread_count: 2,
+        mention_count: 1,
+        counted_seq: 42,
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -228,13 +247,13 @@ fn every_kind_is_covered() {
         .map(|f| f.body.as_ref().unwrap().name())
         .collect();
     client.dedup();
-    assert_eq!(client.len(), 11);
+    assert_eq!(client.len(), 12);
     let mut server: Vec<_> = server_frames()
         .iter()
         .map(|f| f.body.as_ref().unwrap().name())
         .collect();
     server.dedup();
-    assert_eq!(server.len(), 14);
+    assert_eq!(server.len(), 15);
 }
 
 #[test]
@@ -322,7 +341,7 @@ mod props {
         let text = "\\PC{0,64}";
         (
             any::<u64>(),
-            0usize..11,
+            0usize..12,
             text,
             text,
             any::<u64>(),
@@ -357,6 +376,10 @@ mod props {
                     C::SetTyping(x) => {
                         x.room = a;
                         x.active = flag;
+                    }
+                    C::MarkRead(x) => {
+                        x.room = a;
+                        x.seq = n;
                     }
                 }
                 frame

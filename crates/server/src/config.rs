@@ -35,6 +35,12 @@ pub struct Config {
     pub typing_rate_per_sec: u32,
     /// Burst of the per-user SetTyping limiter.
     pub typing_burst: u32,
+    /// MarkRead frames per second per user, sustained (§11.3); beyond it
+    /// (after `mark_read_burst`) MarkRead gets RATE_LIMITED. Each moves a
+    /// stored marker, so it is a write.
+    pub mark_read_rate_per_sec: u32,
+    /// Burst of the per-user MarkRead limiter.
+    pub mark_read_burst: u32,
     /// Rooms a user may create at once before the per-minute rate applies (§7.2).
     pub room_create_burst: u32,
     /// Rooms per minute per user, sustained, after the burst; beyond it
@@ -149,6 +155,10 @@ impl Default for Config {
             // of 20 leaves room for several rooms and fast switching.
             typing_rate_per_sec: 5,
             typing_burst: 20,
+            // A client sends one MarkRead per room at a time (the session
+            // coalesces): reading through rooms quickly stays well inside.
+            mark_read_rate_per_sec: 10,
+            mark_read_burst: 50,
             room_create_burst: 10,
             room_create_per_min: 10,
             auth_timeout: Duration::from_secs(10),
@@ -313,6 +323,14 @@ pub struct Cli {
     #[arg(long, env = "CONFAB_TYPING_BURST", default_value_t = Config::default().typing_burst)]
     pub typing_burst: u32,
 
+    /// MarkRead frames per second per user, sustained (§11.3); faster ones get RATE_LIMITED.
+    #[arg(long, env = "CONFAB_MARK_READ_RATE", default_value_t = Config::default().mark_read_rate_per_sec)]
+    pub mark_read_rate: u32,
+
+    /// Burst of the per-user MarkRead limiter (§11.3).
+    #[arg(long, env = "CONFAB_MARK_READ_BURST", default_value_t = Config::default().mark_read_burst)]
+    pub mark_read_burst: u32,
+
     /// Rooms a user may create at once (§7.2); after that --room-create-per-min applies and
     /// further CreateRoom requests get RATE_LIMITED with retry_after_ms.
     #[arg(long, env = "CONFAB_ROOM_CREATE_BURST", default_value_t = Config::default().room_create_burst)]
@@ -461,6 +479,8 @@ impl Cli {
             socket_send_buffer: (self.socket_send_buffer > 0).then_some(self.socket_send_buffer),
             typing_rate_per_sec: self.typing_rate.max(1),
             typing_burst: self.typing_burst.max(1),
+            mark_read_rate_per_sec: self.mark_read_rate.max(1),
+            mark_read_burst: self.mark_read_burst.max(1),
             room_create_burst: self.room_create_burst.max(1),
             room_create_per_min: self.room_create_per_min.max(1),
             auth_timeout: Duration::from_millis(self.auth_timeout_ms),

@@ -257,6 +257,8 @@ pub struct Capabilities {
     pub presence: bool,
     /// Room-list pushes.
     pub room_list_push: bool,
+    /// Read-state pushes (§11.3).
+    pub read_state: bool,
 }
 
 impl Capabilities {
@@ -267,6 +269,7 @@ impl Capabilities {
             typing: has(capability::TYPING),
             presence: has(capability::PRESENCE),
             room_list_push: has(capability::ROOM_LIST_PUSH),
+            read_state: has(capability::READ_STATE),
         }
     }
 }
@@ -367,6 +370,13 @@ pub enum LocalChange {
     },
     /// A token was revoked here (logout).
     TokenRevoked(String),
+    /// A user's read marker moved here (§11.3).
+    ReadState {
+        /// Whose.
+        user: Username,
+        /// The state after the move.
+        state: wire::ReadState,
+    },
 }
 
 /// What [`Hub::check_versions`] found to differ from storage.
@@ -414,7 +424,7 @@ fn not_found(room: &RoomName) -> Rejection {
     )
 }
 
-fn not_member(room: &RoomName) -> Rejection {
+pub(crate) fn not_member(room: &RoomName) -> Rejection {
     Rejection::new(
         ErrorCode::NotAMember,
         format!("you are not a member of room {room}; join it first"),
@@ -730,6 +740,46 @@ impl Hub {
     pub fn revoke_token(&self, token_hash: &str, code: CloseCode) -> usize {
         self.emit(LocalChange::TokenRevoked(token_hash.to_owned()));
         self.close_token(token_hash, code)
+    }
+
+    /// A user's read marker moved: pushes the new state to the
+    /// user's connections granted `read-state`, but `except` (the one that
+    /// asked, which gets it as the reply), and, in cluster mode, to the
+    /// other nodes.
+    pub fn read_state_moved(
+        &self,
+        user: &Username,
+        except: Option<ConnId>,
+        state: wire::ReadState,
+    ) {
+        self.push_read_state(user, except, &state);
+        self.emit(LocalChange::ReadState {
+            user: user.clone(),
+            state,
+        });
+    }
+
+    /// Pushes a read state to the user's connections here granted
+    /// `read-state`, but `except`.
+    pub fn push_read_state(
+        &self,
+        user: &Username,
+        except: Option<ConnId>,
+        state: &wire::ReadState,
+    ) {
+        let state_guard = self.state();
+        let Some(ids) = state_guard.user_connections.get(user) else {
+            return;
+        };
+        let frame = encode_server_frame(&ServerFrame::push(Body::ReadState(state.clone())));
+        for conn in ids
+            .iter()
+            .filter(|id| Some(**id) != except)
+            .filter_map(|id| state_guard.connections.get(id))
+            .filter(|c| c.reg.caps.read_state)
+        {
+            deliver(&self.metrics, conn, Outbound::Frame(frame.clone()));
+        }
     }
 
     /// Asks every socket of this node authenticated with this token to close.

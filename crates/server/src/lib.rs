@@ -217,6 +217,10 @@ impl Server {
                 config.limits.send_burst,
             ),
             typing_rate: KeyedRateLimiter::new(config.typing_rate_per_sec, config.typing_burst),
+            mark_read_rate: KeyedRateLimiter::new(
+                config.mark_read_rate_per_sec,
+                config.mark_read_burst,
+            ),
             room_create_rate: KeyedRateLimiter::with_rate(
                 f64::from(config.room_create_per_min.max(1)) / 60.0,
                 config.room_create_burst,

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub outbound_queue_bytes_peak: AtomicU64,
     /// SetTyping refused by the per-user limiter (§11.2).
     pub typing_rate_limited: AtomicU64,
+    /// MarkRead refused by the per-user limiter (§11.3).
+    pub mark_read_rate_limited: AtomicU64,
     /// Typing renewals not pushed because one was pushed within the interval (§11.2).
     pub typing_coalesced: AtomicU64,
     /// CreateRoom refused by the per-user limiter (§7.2).
@@ -261,7 +263,7 @@ impl Metrics {
         );
 
         // Hub limits (hardening C2).
-        let hub_limits: [(&str, &str, &str, &AtomicU64); 5] = [
+        let hub_limits: [(&str, &str, &str, &AtomicU64); 6] = [
             (
                 "confab_outbound_queue_bytes_peak",
                 "gauge",
@@ -273,6 +275,12 @@ impl Metrics {
                 "counter",
                 "SetTyping refused by the per-user limiter.",
                 &self.typing_rate_limited,
+            ),
+            (
+                "confab_mark_read_rate_limited_total",
+                "counter",
+                "MarkRead refused by the per-user limiter.",
+                &self.mark_read_rate_limited,
             ),
             (
                 "confab_typing_coalesced_total",

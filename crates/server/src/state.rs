@@ -36,6 +36,8 @@ pub struct AppState {
     pub send_rate: SendRateLimiter,
     /// Per-user SetTyping limiter (§11.2).
     pub typing_rate: KeyedRateLimiter<confab_protocol::names::Username>,
+    /// Per-user MarkRead limiter (§11.3).
+    pub mark_read_rate: KeyedRateLimiter<confab_protocol::names::Username>,
     /// Per-user CreateRoom limiter (§12.5).
     pub room_create_rate: KeyedRateLimiter<confab_protocol::names::Username>,
     /// Counters.

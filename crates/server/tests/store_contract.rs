@@ -72,6 +72,10 @@ macro_rules! store_contract {
             messages_between_is_a_half_open_range,
             sent_message_finds_the_key_per_sender,
             everything_survives_reopen,
+            read_state_counts_others_messages_and_mentions,
+            read_marker_never_moves_back_or_past_the_head,
+            read_marker_of_a_new_member_starts_at_the_head,
+            read_state_survives_reopen,
         );
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {
@@ -955,6 +959,144 @@ mod cases {
     /// Durability of everything a restart needs: users, tokens, rooms with
     /// members, heads and last activity, messages, and idempotency keys
     ///
+    /// (room, read_seq, unread, mentions, counted_seq) of every room of `user`.
+    async fn reads(store: &dyn Store, user: &User) -> Vec<(String, u64, u32, u32, u64)> {
+        store
+            .read_states(user.0, &user.1)
+            .await
+            .expect("read states")
+            .into_iter()
+            .map(|r| {
+                (
+                    r.room,
+                    r.read_seq,
+                    r.unread_count,
+                    r.mention_count,
+                    r.counted_seq,
+                )
+            })
+            .collect()
+    }
+
+    /// unread counts others' messages above the marker;
+    /// mentions are the protocol's rule, stored with the message, never
+    /// one's own; counted_seq is the head.
+    pub async fn read_state_counts_others_messages_and_mentions<B: Backend>() {
+        let db = B::fresh().await;
+        let w = world(db.open().await).await;
+        let s = &w.store;
+        s.add_member(w.one.0, w.bob.0, 2).await.expect("add");
+        s.append_batch(&[
+            msg(&w.alice, &w.one, "1", "hello @bob", 10),
+            msg(&w.alice, &w.one, "2", "@Bob again, @bob", 11),
+            msg(&w.alice, &w.one, "3", "no mention of @bobby or a@bob", 12),
+            msg(&w.bob, &w.one, "4", "me, @bob, talking to @alice", 13),
+        ])
+        .await
+        .expect("append");
+        assert_eq!(
+            reads(&**s, &w.bob).await,
+            [("one".to_owned(), 0, 3, 2, 4)],
+            "bob's own message is not unread and does not mention him"
+        );
+        assert_eq!(
+            reads(&**s, &w.alice).await,
+            [
+                ("one".to_owned(), 0, 1, 1, 4),
+                ("two".to_owned(), 0, 0, 0, 0)
+            ]
+        );
+        let (state, moved) = s
+            .mark_read(w.one.0, w.bob.0, &w.bob.1, 1)
+            .await
+            .expect("mark");
+        assert!(moved);
+        assert_eq!(
+            (
+                state.read_seq,
+                state.unread_count,
+                state.mention_count,
+                state.counted_seq
+            ),
+            (1, 2, 1, 4)
+        );
+        w.store.close().await.expect("close");
+    }
+
+    /// a marker never moves back, and a seq past the
+    /// head is the head; an unknown room is NotFound.
+    pub async fn read_marker_never_moves_back_or_past_the_head<B: Backend>() {
+        let db = B::fresh().await;
+        let w = world(db.open().await).await;
+        let s = &w.store;
+        s.add_member(w.one.0, w.bob.0, 2).await.expect("add");
+        let batch: Vec<_> = (1..=5)
+            .map(|i| msg(&w.alice, &w.one, &i.to_string(), "x", 10 + i))
+            .collect();
+        s.append_batch(&batch).await.expect("append");
+        let mark = |seq| s.mark_read(w.one.0, w.bob.0, &w.bob.1, seq);
+        let (state, moved) = mark(3).await.expect("mark");
+        assert_eq!((state.read_seq, state.unread_count, moved), (3, 2, true));
+        let (state, moved) = mark(2).await.expect("mark");
+        assert_eq!((state.read_seq, state.unread_count, moved), (3, 2, false));
+        let (state, moved) = mark(3).await.expect("mark");
+        assert_eq!((state.read_seq, moved), (3, false));
+        let (state, moved) = mark(99).await.expect("mark");
+        assert_eq!((state.read_seq, state.unread_count, moved), (5, 0, true));
+        assert!(matches!(
+            s.mark_read(9_999, w.bob.0, &w.bob.1, 1).await,
+            Err(StoreError::NotFound)
+        ));
+        w.store.close().await.expect("close");
+    }
+
+    /// joining starts the marker at the head; leaving and joining
+    /// again never moves it back.
+    pub async fn read_marker_of_a_new_member_starts_at_the_head<B: Backend>() {
+        let db = B::fresh().await;
+        let w = world(db.open().await).await;
+        let s = &w.store;
+        let batch: Vec<_> = (1..=3)
+            .map(|i| msg(&w.alice, &w.one, &i.to_string(), "@bob", 10 + i))
+            .collect();
+        s.append_batch(&batch).await.expect("append");
+        s.add_member(w.one.0, w.bob.0, 20).await.expect("add");
+        assert_eq!(reads(&**s, &w.bob).await, [("one".to_owned(), 3, 0, 0, 3)]);
+        s.append_batch(&[msg(&w.alice, &w.one, "4", "@bob", 21)])
+            .await
+            .expect("append");
+        s.remove_member(w.one.0, w.bob.0).await.expect("remove");
+        assert!(reads(&**s, &w.bob).await.is_empty(), "only rooms one is in");
+        s.add_member(w.one.0, w.bob.0, 22).await.expect("add");
+        assert_eq!(reads(&**s, &w.bob).await, [("one".to_owned(), 4, 0, 0, 4)]);
+        w.store.close().await.expect("close");
+    }
+
+    pub async fn read_state_survives_reopen<B: Backend>() {
+        let db = B::fresh().await;
+        let w = world(db.open().await).await;
+        w.store.add_member(w.one.0, w.bob.0, 2).await.expect("add");
+        w.store
+            .append_batch(&[
+                msg(&w.alice, &w.one, "1", "hi @bob", 10),
+                msg(&w.alice, &w.one, "2", "x", 11),
+                msg(&w.alice, &w.one, "3", "@bob", 12),
+            ])
+            .await
+            .expect("append");
+        w.store
+            .mark_read(w.one.0, w.bob.0, &w.bob.1, 1)
+            .await
+            .expect("mark");
+        w.store.close().await.expect("close");
+        let store = db.open().await;
+        assert_eq!(
+            reads(&*store, &w.bob).await,
+            [("one".to_owned(), 1, 2, 1, 3)]
+        );
+        store.close().await.expect("close");
+    }
+
     pub async fn everything_survives_reopen<B: Backend>() {
         let db = B::fresh().await;
         let w = world(db.open().await).await;

@@ -31,6 +31,7 @@ use rooms::{Accepted, FillNext, RoomTrack};
 
 use crate::error::CloseCode;
 use crate::names::{ClientMsgId, MessageText, RoomName, Topic, ValidationError};
+use crate::read::RoomRead;
 use crate::wire::{
     self, ClientFrame, ErrorCode, FetchHistory, MessageKind, RoomInfo, RoomPosition, ServerFrame,
     client_frame::Body as C, fetch_history::Anchor, room_resume::Status as ResumeStatus,
@@ -143,6 +144,8 @@ pub enum RequestKind {
     Resume,
     /// SetTyping.
     SetTyping(String),
+    /// MarkRead of this room.
+    MarkRead(String),
 }
 
 /// Something to show or act on.
@@ -206,6 +209,11 @@ pub enum SessionEvent {
     Presence(wire::Presence),
     /// Typing push.
     Typing(wire::Typing),
+    /// The server's read state of a room changed or arrived (§11.3): a
+    /// MarkRead answered, another connection of the user read, or Welcome.
+    /// [`ClientSession::read_state`] has the counts; they also change with
+    /// every `Message`, without this event.
+    ReadState(String),
     /// Reply to a Ping this session's user sent.
     Pong(u64),
     /// A request failed with a typed error.
@@ -283,6 +291,13 @@ pub struct ClientSession {
     /// `next_cursor` (§7.1); reported as one `SessionEvent::RoomList` when
     /// the last page arrives.
     room_list: Vec<RoomInfo>,
+    /// Per room, the read state (§11.3), with capability `read-state`.
+    reads: BTreeMap<String, RoomRead>,
+    /// Markers the user moved that the server has not confirmed: sent when
+    /// online and no MarkRead of the room is in flight, so a reader
+    /// scrolling through a room costs one request at a time, not one per
+    /// message, and a read made offline reaches the server on reconnect.
+    marks_wanted: BTreeMap<String, u64>,
     user_closed: bool,
 }
 
@@ -309,6 +324,8 @@ impl ClientSession {
             keepalive_ping: None,
             sends_paused_until: None,
             room_list: Vec::new(),
+            reads: BTreeMap::new(),
+            marks_wanted: BTreeMap::new(),
             user_closed: false,
         };
         session
@@ -344,6 +361,18 @@ impl ClientSession {
                 epoch: t.epoch.clone(),
             })
             .collect()
+    }
+
+    /// The read state of a room (§11.3): the marker and the unread and
+    /// mention counts, kept current as messages arrive. `None` for a room
+    /// the server reported none for (capability `read-state` not granted).
+    pub fn read_state(&self, room: &str) -> Option<&RoomRead> {
+        self.reads.get(room)
+    }
+
+    /// Every room's read state, by room name.
+    pub fn read_states(&self) -> impl Iterator<Item = (&str, &RoomRead)> {
+        self.reads.iter().map(|(room, read)| (room.as_str(), read))
     }
 
     // ----- restoring saved state -------------------------------------------
@@ -412,6 +441,7 @@ impl ClientSession {
                     | RequestKind::GapFill(_)
                     | RequestKind::Resume
                     | RequestKind::Auth
+                    | RequestKind::MarkRead(_)
             ) {
                 self.events.push_back(SessionEvent::RequestAborted {
                     request_id,
@@ -558,6 +588,8 @@ impl ClientSession {
             }
             S::RoomLeft(left) => {
                 self.rooms.remove(&left.name);
+                self.reads.remove(&left.name);
+                self.marks_wanted.remove(&left.name);
                 self.events.push_back(SessionEvent::Left(left.name));
             }
             S::RoomList(list) => self.on_room_list(now, pending, list),
@@ -567,6 +599,7 @@ impl ClientSession {
             S::MemberList(members) => self.events.push_back(SessionEvent::Members(members)),
             S::Presence(p) => self.events.push_back(SessionEvent::Presence(p)),
             S::Typing(t) => self.events.push_back(SessionEvent::Typing(t)),
+            S::ReadState(state) => self.on_read_state(now, pending, &state),
             S::Pong(pong) => {
                 if pending.is_some() {
                     self.events.push_back(SessionEvent::Pong(pong.nonce));
@@ -736,6 +769,28 @@ impl ClientSession {
         Ok(id)
     }
 
+    /// Says the user has read `room` up to `seq` (§11.3). The counts drop
+    /// at once; the server is told when online, one MarkRead per room at a
+    /// time (later marks wait for the reply and go as one), and again after
+    /// a reconnect if it never answered. A seq at or below the marker does
+    /// nothing.
+    pub fn mark_read(&mut self, now: Instant, room: &str, seq: u64) -> Result<(), CommandError> {
+        if matches!(self.state, ConnectionState::Offline(_)) {
+            return Err(CommandError::Stopped);
+        }
+        let room = RoomName::parse(room)?.into_string();
+        let read = self.reads.entry(room.clone()).or_default();
+        if seq <= read.read_seq() {
+            return Ok(());
+        }
+        read.read_up_to(seq);
+        let wanted = self.marks_wanted.entry(room.clone()).or_default();
+        *wanted = (*wanted).max(seq);
+        self.events.push_back(SessionEvent::ReadState(room.clone()));
+        self.send_mark(now, &room);
+        Ok(())
+    }
+
     /// Sends a Ping (§12.1); the reply comes as `SessionEvent::Pong(nonce)`.
     pub fn ping(&mut self, now: Instant, nonce: u64) -> Result<u64, CommandError> {
         self.online_request(now, C::Ping(wire::Ping { nonce }), RequestKind::Ping)
@@ -867,6 +922,52 @@ impl ClientSession {
         }
     }
 
+    /// Sends the wanted MarkRead of `room`, unless one is in flight.
+    fn send_mark(&mut self, now: Instant, room: &str) {
+        if self.state != ConnectionState::Online {
+            return;
+        }
+        let Some(&seq) = self.marks_wanted.get(room) else {
+            return;
+        };
+        let in_flight = self
+            .pending
+            .values()
+            .any(|p| matches!(&p.kind, RequestKind::MarkRead(r) if r == room));
+        if in_flight {
+            return;
+        }
+        let body = C::MarkRead(wire::MarkRead {
+            room: room.to_owned(),
+            seq,
+        });
+        self.request(body, RequestKind::MarkRead(room.to_owned()), now);
+    }
+
+    fn on_read_state(&mut self, now: Instant, pending: Option<Pending>, state: &wire::ReadState) {
+        let taken = self
+            .reads
+            .entry(state.room.clone())
+            .or_default()
+            .handle_state(state);
+        if let Some(wanted) = self.marks_wanted.get(&state.room).copied() {
+            if wanted <= state.read_seq {
+                self.marks_wanted.remove(&state.room);
+            } else if let Some(read) = self.reads.get_mut(&state.room) {
+                // The server counted from an older marker than the user's.
+                read.read_up_to(wanted);
+            }
+        }
+        if taken {
+            self.events
+                .push_back(SessionEvent::ReadState(state.room.clone()));
+        }
+        if pending.is_some() {
+            let room = state.room.clone();
+            self.send_mark(now, &room);
+        }
+    }
+
     fn on_welcome(&mut self, now: Instant, welcome: wire::Welcome) {
         self.attempt = 0;
         if let Some(limits) = &welcome.limits {
@@ -897,14 +998,32 @@ impl ClientSession {
                     epoch: track.epoch.clone(),
                 });
         }
+        // The server's counts replace ours: they are exact as of Welcome,
+        // which is newer than anything this session saw before it.
+        if !welcome.read_states.is_empty() {
+            self.reads = welcome
+                .read_states
+                .iter()
+                .map(|state| (state.room.clone(), RoomRead::from_wire(state)))
+                .collect();
+            for (room, &wanted) in &self.marks_wanted {
+                if let Some(read) = self.reads.get_mut(room) {
+                    read.read_up_to(wanted);
+                }
+            }
+        }
         self.events
             .push_back(SessionEvent::Welcome(welcome.clone()));
         self.welcome = Some(welcome);
         self.set_state(ConnectionState::Online);
+        let wanted: Vec<String> = self.marks_wanted.keys().cloned().collect();
         let resume = C::Resume(wire::Resume {
             rooms: positions.into_values().collect(),
         });
         self.request(resume, RequestKind::Resume, now);
+        for room in wanted {
+            self.send_mark(now, &room);
+        }
         self.keepalive_at = Some(now + self.config.keepalive_interval);
         self.pump_outbox_at(now);
     }
@@ -949,6 +1068,17 @@ impl ClientSession {
                     self.events
                         .push_back(SessionEvent::SendFailed { entry, error });
                 }
+            }
+            // A refused mark is not tried again (NOT_A_MEMBER, a bad
+            // name); one refused for the rate goes with the next mark or
+            // reconnect.
+            RequestKind::MarkRead(ref room) if !error.retryable => {
+                self.marks_wanted.remove(room);
+                self.events.push_back(SessionEvent::RequestFailed {
+                    request_id,
+                    kind: p.kind,
+                    error,
+                });
             }
             RequestKind::GapFill(ref room) => {
                 if let Some(track) = self.rooms.get_mut(room) {
@@ -1001,6 +1131,13 @@ impl ClientSession {
 
     fn emit_messages(&mut self, messages: Vec<wire::Message>) {
         let me = self.welcome.as_ref().map(|w| w.username.as_str());
+        if let Some(me) = me {
+            for message in &messages {
+                if let Some(read) = self.reads.get_mut(&message.room) {
+                    read.handle_message(message, me);
+                }
+            }
+        }
         let events: Vec<SessionEvent> = messages
             .into_iter()
             .map(|message| SessionEvent::Message {
@@ -1083,6 +1220,22 @@ impl ClientSession {
     }
 
     fn on_joined(&mut self, now: Instant, room: &RoomInfo) {
+        let read_state = self.welcome.as_ref().is_some_and(|w| {
+            w.capabilities
+                .iter()
+                .any(|c| c == crate::capability::READ_STATE)
+        });
+        if read_state && !self.reads.contains_key(&room.name) {
+            // a new member's marker is the head at joining.
+            let state = wire::ReadState {
+                room: room.name.clone(),
+                read_seq: room.head_seq,
+                counted_seq: room.head_seq,
+                ..wire::ReadState::default()
+            };
+            self.reads
+                .insert(room.name.clone(), RoomRead::from_wire(&state));
+        }
         match self.rooms.get_mut(&room.name) {
             // We held a position in this epoch: fetch what we missed.
             Some(track) if track.epoch == room.epoch && track.last_seq < room.head_seq => {

@@ -39,6 +39,17 @@ pub enum StreamEvent {
         /// SHA-256 hex of the token.
         token_hash: String,
     },
+    /// A user's read marker moved (§11.3): push the state to the user's
+    /// connections. On the stream, not core NATS, so a brief outage delays
+    /// it instead of losing it.
+    ReadState {
+        /// Sending node.
+        node: String,
+        /// Whose marker.
+        user: String,
+        /// The state after the move.
+        state: wire::ReadState,
+    },
 }
 
 /// Carried on core NATS: presence and typing, which are worth nothing late.
@@ -89,7 +100,8 @@ impl StreamEvent {
         match self {
             Self::Messages { node, .. }
             | Self::Room { node, .. }
-            | Self::TokenRevoked { node, .. } => node,
+            | Self::TokenRevoked { node, .. }
+            | Self::ReadState { node, .. } => node,
         }
     }
 }

@@ -512,6 +512,11 @@ impl StreamEvent {
                 node,
                 token_hash: token_hash.clone(),
             }),
+            LocalChange::ReadState { user, state } => Some(Self::ReadState {
+                node,
+                user: user.as_str().to_owned(),
+                state: state.clone(),
+            }),
             _ => None,
         }
     }

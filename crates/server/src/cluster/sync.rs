@@ -268,7 +268,10 @@ async fn on_stream_event(ctx: &Context, payload: &[u8]) {
         }
         // Applied here when it happened; this node's own commits, though,
         // are delivered from the stream like everyone else's (ClusterSink).
-        StreamEvent::Room { .. } | StreamEvent::TokenRevoked { .. } if own => {}
+        StreamEvent::Room { .. }
+        | StreamEvent::TokenRevoked { .. }
+        | StreamEvent::ReadState { .. }
+            if own => {}
         StreamEvent::Room { room, .. } => {
             // Re-read now, before the events after it: a message committed
             // after a LeaveRoom was answered must not reach the leaver's
@@ -280,6 +283,12 @@ async fn on_stream_event(ctx: &Context, payload: &[u8]) {
         StreamEvent::TokenRevoked { token_hash, .. } => {
             ctx.hub.close_token(&token_hash, CloseCode::LoggedOut);
         }
+        StreamEvent::ReadState { user, state, .. } => match Username::parse(user) {
+            Ok(user) => ctx.hub.push_read_state(&user, None, &state),
+            Err(err) => {
+                tracing::debug!(error = %err, "read-state event names an invalid user; skipped");
+            }
+        },
     }
 }
 

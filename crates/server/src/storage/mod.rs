@@ -120,6 +120,17 @@ pub struct NewMessage {
     pub server_ts_ms: i64,
 }
 
+impl NewMessage {
+    /// The users this message mentions, by the protocol's rule (§11.3,
+    /// `confab_protocol::read::mentions`), without its sender: what a store
+    /// writes beside the message so `mention_count` is a count of rows.
+    pub fn mentions(&self) -> Vec<Username> {
+        let mut names = confab_protocol::read::mentions(&self.text);
+        names.retain(|name| *name != self.sender);
+        names
+    }
+}
+
 /// A stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -250,7 +261,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Adds a member (idempotent). Returns the room's membership version
     /// after the call: bumped by one, in the same statement, when the user
-    /// was not a member; unchanged otherwise.
+    /// was not a member; unchanged otherwise. A new member's read marker
+    /// moves to the room's head (§11.3: what was said before one joined is
+    /// not unread).
     fn add_member(&self, room: RoomId, user: UserId, now_ms: i64) -> StoreFuture<'_, u64>;
 
     /// Removes a member (idempotent); returns the membership version as
@@ -295,6 +308,30 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         sender: UserId,
         client_msg_id: &'a ClientMsgId,
     ) -> StoreFuture<'a, Option<StoredMessage>>;
+
+    /// The user's read state (§11.3) in every room they are a member of,
+    /// sorted by room name: the marker (0 without a row), and above it the
+    /// messages not sent by the user and the mentions of `username`, each
+    /// count at most `confab_protocol::read::COUNT_CAP`, all as of
+    /// `counted_seq` (the head read in the same snapshot).
+    fn read_states<'a>(
+        &'a self,
+        user: UserId,
+        username: &'a Username,
+    ) -> StoreFuture<'a, Vec<wire::ReadState>>;
+
+    /// Moves the user's marker in `room` to
+    /// `confab_protocol::read::marker_after(current, seq, head)`: never
+    /// back, never past the head. Returns the read state after the call,
+    /// counted as [`Store::read_states`] does, and whether the marker moved.
+    /// `NotFound` for an unknown room.
+    fn mark_read<'a>(
+        &'a self,
+        room: RoomId,
+        user: UserId,
+        username: &'a Username,
+        seq: u64,
+    ) -> StoreFuture<'a, (wire::ReadState, bool)>;
 
     /// Flushes and closes; called once, after the writer stopped.
     fn close(&self) -> StoreFuture<'_, ()>;

@@ -41,7 +41,9 @@ use confab_protocol::batch::{
     BatchRequest, Original, PlanError, Planned, StoredKey, batch_keys, plan_batch,
 };
 use confab_protocol::names::{ClientMsgId, RoomName, Username};
+use confab_protocol::read;
 use confab_protocol::rules::HistoryRange;
+use confab_protocol::wire;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
@@ -270,6 +272,17 @@ impl PostgresStore {
                 .iter()
                 .map(|h| batch[h.last_request].server_ts_ms)
                 .collect();
+            // Who each new row mentions (§11.3), stored in the same commit.
+            let mut mention_names: Vec<String> = Vec::new();
+            let mut mention_rooms: Vec<RoomId> = Vec::new();
+            let mut mention_seqs: Vec<i64> = Vec::new();
+            for row in &plan.rows {
+                for name in batch[row.request].mentions() {
+                    mention_names.push(name.into_string());
+                    mention_rooms.push(row.room);
+                    mention_seqs.push(to_i64(row.seq));
+                }
+            }
             let written: Result<(i64, i64), sqlx::Error> = sqlx::query_as(BATCH_WRITE_SQL)
                 .bind(&rows.room_id)
                 .bind(&rows.seq)
@@ -282,6 +295,9 @@ impl PostgresStore {
                 .bind(&head_rooms)
                 .bind(&head_seqs)
                 .bind(&activity)
+                .bind(&mention_names)
+                .bind(&mention_rooms)
+                .bind(&mention_seqs)
                 .fetch_one(&mut *tx)
                 .await;
             match written {
@@ -389,8 +405,37 @@ const BATCH_WRITE_SQL: &str = "WITH inserted AS ( \
         FROM UNNEST($9::bigint[], $10::bigint[], $11::bigint[]) AS h(id, head_seq, last_activity_ms) \
         WHERE r.id = h.id \
         RETURNING 1 \
+    ), mentioned AS ( \
+        INSERT INTO mentions (username, room_id, seq) \
+        SELECT * FROM UNNEST($12::text[], $13::bigint[], $14::bigint[]) \
     ) \
     SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM heads)";
+
+/// The read state (§11.3) of user $1 (named $2) in each room they are a
+/// member of, or only in room $4 when it is not NULL; counts stop at $3.
+/// One statement, so the head and the counts are one snapshot.
+const READ_STATES_SQL: &str = "SELECT r.name, r.head_seq, COALESCE(k.read_seq, 0) AS read_seq, \
+    (SELECT count(*) FROM (SELECT 1 FROM messages m WHERE m.room_id = r.id \
+       AND m.seq > COALESCE(k.read_seq, 0) AND m.sender_id <> $1 LIMIT $3) AS u) AS unread, \
+    (SELECT count(*) FROM (SELECT 1 FROM mentions x WHERE x.username = $2 AND x.room_id = r.id \
+       AND x.seq > COALESCE(k.read_seq, 0) LIMIT $3) AS n) AS mentioned \
+    FROM members mb JOIN rooms r ON r.id = mb.room_id \
+    LEFT JOIN read_markers k ON k.user_id = mb.user_id AND k.room_id = mb.room_id \
+    WHERE mb.user_id = $1 AND ($4::bigint IS NULL OR r.id = $4) ORDER BY r.name";
+
+fn read_state_from_row(row: &PgRow) -> Result<wire::ReadState, StoreError> {
+    let count = |column: &str| -> Result<u32, StoreError> {
+        let n: i64 = row.try_get(column)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    Ok(wire::ReadState {
+        room: row.try_get("name")?,
+        read_seq: to_u64(row.try_get("read_seq")?),
+        unread_count: count("unread")?,
+        mention_count: count("mentioned")?,
+        counted_seq: to_u64(row.try_get("head_seq")?),
+    })
+}
 
 /// The rows of a batch to insert, one vector per column (what UNNEST takes).
 #[derive(Debug, Default)]
@@ -670,7 +715,11 @@ impl Store for PostgresStore {
                 "WITH added AS (INSERT INTO members (room_id, user_id, joined_ms) VALUES ($1, $2, $3) \
                  ON CONFLICT DO NOTHING RETURNING room_id), \
                  bumped AS (UPDATE rooms SET member_version = member_version + 1 \
-                 WHERE id = $1 AND EXISTS (SELECT 1 FROM added) RETURNING member_version) \
+                 WHERE id = $1 AND EXISTS (SELECT 1 FROM added) RETURNING member_version), \
+                 marked AS (INSERT INTO read_markers (user_id, room_id, read_seq) \
+                 SELECT $2, id, head_seq FROM rooms WHERE id = $1 AND EXISTS (SELECT 1 FROM added) \
+                 ON CONFLICT (user_id, room_id) DO UPDATE \
+                 SET read_seq = GREATEST(read_markers.read_seq, EXCLUDED.read_seq)) \
                  SELECT COALESCE((SELECT member_version FROM bumped), \
                  (SELECT member_version FROM rooms WHERE id = $1))",
             )
@@ -697,6 +746,76 @@ impl Store for PostgresStore {
             .fetch_one(&self.pool)
             .await?;
             Ok(to_u64(version))
+        })
+    }
+
+    fn read_states<'a>(
+        &'a self,
+        user: UserId,
+        username: &'a Username,
+    ) -> StoreFuture<'a, Vec<wire::ReadState>> {
+        Box::pin(async move {
+            let rows = sqlx::query(READ_STATES_SQL)
+                .bind(user)
+                .bind(username.as_str())
+                .bind(i64::from(read::COUNT_CAP))
+                .bind(None::<RoomId>)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(read_state_from_row).collect()
+        })
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        room: RoomId,
+        user: UserId,
+        username: &'a Username,
+        seq: u64,
+    ) -> StoreFuture<'a, (wire::ReadState, bool)> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let head: i64 = sqlx::query_scalar("SELECT head_seq FROM rooms WHERE id = $1")
+                .bind(room)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            let current: Option<i64> = sqlx::query_scalar(
+                "SELECT read_seq FROM read_markers WHERE user_id = $1 AND room_id = $2 FOR UPDATE",
+            )
+            .bind(user)
+            .bind(room)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let current = to_u64(current.unwrap_or(0));
+            let next = read::marker_after(current, seq, to_u64(head));
+            if next > current {
+                // GREATEST: two nodes inserting a user's first marker at
+                // once meet at the key, and the higher one stays.
+                sqlx::query(
+                    "INSERT INTO read_markers (user_id, room_id, read_seq) VALUES ($1, $2, $3) \
+                     ON CONFLICT (user_id, room_id) DO UPDATE \
+                     SET read_seq = GREATEST(read_markers.read_seq, EXCLUDED.read_seq)",
+                )
+                .bind(user)
+                .bind(room)
+                .bind(to_i64(next))
+                .execute(&mut *tx)
+                .await?;
+            }
+            let row = sqlx::query(READ_STATES_SQL)
+                .bind(user)
+                .bind(username.as_str())
+                .bind(i64::from(read::COUNT_CAP))
+                .bind(Some(room))
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            let state = match row {
+                Some(row) => read_state_from_row(&row)?,
+                None => return Err(StoreError::NotFound),
+            };
+            Ok((state, next > current))
         })
     }
 

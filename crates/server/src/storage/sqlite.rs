@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use confab_protocol::batch::{self, BatchRequest, Original, PlanError, Planned, StoredKey};
 use confab_protocol::names::{ClientMsgId, RoomName, Username};
+use confab_protocol::read;
 use confab_protocol::rules::HistoryRange;
+use confab_protocol::wire;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
@@ -183,7 +185,35 @@ const BATCH_WRITE_SQL: &str = "INSERT INTO messages \
     FROM json_each(?1); \
     UPDATE rooms SET head_seq = j.value ->> 1, last_activity_ms = j.value ->> 2 \
     FROM json_each(?2) j WHERE rooms.id = j.value ->> 0; \
+    INSERT INTO mentions (username, room_id, seq) \
+    SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?3); \
     COMMIT";
+
+/// The read state (§11.3) of user ?1 (named ?2) in each room they are a
+/// member of, or only in room ?4 when it is not NULL; counts stop at ?3.
+/// One statement, so the head and the counts are one snapshot.
+const READ_STATES_SQL: &str = "SELECT r.name, r.head_seq, COALESCE(k.read_seq, 0) AS read_seq, \
+    (SELECT count(*) FROM (SELECT 1 FROM messages m WHERE m.room_id = r.id \
+       AND m.seq > COALESCE(k.read_seq, 0) AND m.sender_id <> ?1 LIMIT ?3)) AS unread, \
+    (SELECT count(*) FROM (SELECT 1 FROM mentions x WHERE x.username = ?2 AND x.room_id = r.id \
+       AND x.seq > COALESCE(k.read_seq, 0) LIMIT ?3)) AS mentioned \
+    FROM members mb JOIN rooms r ON r.id = mb.room_id \
+    LEFT JOIN read_markers k ON k.user_id = mb.user_id AND k.room_id = mb.room_id \
+    WHERE mb.user_id = ?1 AND (?4 IS NULL OR r.id = ?4) ORDER BY r.name";
+
+fn read_state_from_row(row: &SqliteRow) -> Result<wire::ReadState, StoreError> {
+    let count = |column: &str| -> Result<u32, StoreError> {
+        let n: i64 = row.try_get(column)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    Ok(wire::ReadState {
+        room: row.try_get("name")?,
+        read_seq: to_u64(row.try_get("read_seq")?),
+        unread_count: count("unread")?,
+        mention_count: count("mentioned")?,
+        counted_seq: to_u64(row.try_get("head_seq")?),
+    })
+}
 
 /// A row of [`BATCH_READ_SQL`]'s second column: the stored message behind an
 /// idempotency key, with the index of the key.
@@ -340,9 +370,21 @@ async fn append_on(
     // The rooms were read under this transaction's write lock, and the
     // INSERT stores every row or fails, so each statement changes exactly
     // what it was given.
+    // Who each new row mentions (§11.3), stored in the same commit.
+    let mentions: Vec<(String, RoomId, i64)> = plan
+        .rows
+        .iter()
+        .flat_map(|row| {
+            batch[row.request]
+                .mentions()
+                .into_iter()
+                .map(move |name| (name.into_string(), row.room, to_i64(row.seq)))
+        })
+        .collect();
     sqlx::query(BATCH_WRITE_SQL)
         .bind(json(&rows)?)
         .bind(json(&room_updates)?)
+        .bind(json(&mentions)?)
         .execute(&mut *conn)
         .await?;
 
@@ -600,6 +642,18 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            if added > 0 {
+                // §11.3: a new member has read what came before they joined.
+                sqlx::query(
+                    "INSERT INTO read_markers (user_id, room_id, read_seq) \
+                     SELECT ?1, id, head_seq FROM rooms WHERE id = ?2 \
+                     ON CONFLICT (user_id, room_id) DO UPDATE SET read_seq = max(read_seq, excluded.read_seq)",
+                )
+                .bind(user)
+                .bind(room)
+                .execute(&mut *tx)
+                .await?;
+            }
             let version = bump_member_version(&mut tx, room, added > 0).await?;
             tx.commit().await?;
             Ok(version)
@@ -618,6 +672,77 @@ impl Store for SqliteStore {
             let version = bump_member_version(&mut tx, room, removed > 0).await?;
             tx.commit().await?;
             Ok(version)
+        })
+    }
+
+    fn read_states<'a>(
+        &'a self,
+        user: UserId,
+        username: &'a Username,
+    ) -> StoreFuture<'a, Vec<wire::ReadState>> {
+        Box::pin(async move {
+            let rows = sqlx::query(READ_STATES_SQL)
+                .bind(user)
+                .bind(username.as_str())
+                .bind(i64::from(read::COUNT_CAP))
+                .bind(None::<RoomId>)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(read_state_from_row).collect()
+        })
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        room: RoomId,
+        user: UserId,
+        username: &'a Username,
+        seq: u64,
+    ) -> StoreFuture<'a, (wire::ReadState, bool)> {
+        Box::pin(async move {
+            // One write transaction: the marker read, moved by the
+            // protocol's rule, and counted in one snapshot.
+            let mut tx = self.write_tx().await?;
+            let head: i64 = sqlx::query_scalar("SELECT head_seq FROM rooms WHERE id = ?")
+                .bind(room)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            let current: Option<i64> = sqlx::query_scalar(
+                "SELECT read_seq FROM read_markers WHERE user_id = ? AND room_id = ?",
+            )
+            .bind(user)
+            .bind(room)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let current = to_u64(current.unwrap_or(0));
+            let next = read::marker_after(current, seq, to_u64(head));
+            if next > current {
+                sqlx::query(
+                    "INSERT INTO read_markers (user_id, room_id, read_seq) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (user_id, room_id) DO UPDATE SET read_seq = ?3",
+                )
+                .bind(user)
+                .bind(room)
+                .bind(to_i64(next))
+                .execute(&mut *tx)
+                .await?;
+            }
+            let row = sqlx::query(READ_STATES_SQL)
+                .bind(user)
+                .bind(username.as_str())
+                .bind(i64::from(read::COUNT_CAP))
+                .bind(Some(room))
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            // Not a member: the marker is kept (a member again later reads
+            // on from it) but there is no state to report beyond it.
+            let state = match row {
+                Some(row) => read_state_from_row(&row)?,
+                None => return Err(StoreError::NotFound),
+            };
+            Ok((state, next > current))
         })
     }
 

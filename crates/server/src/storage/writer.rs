@@ -343,6 +343,22 @@ mod tests {
         fn room_versions(&self) -> StoreFuture<'_, Vec<crate::storage::RoomVersion>> {
             unused()
         }
+        fn read_states<'a>(
+            &'a self,
+            _: UserId,
+            _: &'a confab_protocol::names::Username,
+        ) -> StoreFuture<'a, Vec<confab_protocol::wire::ReadState>> {
+            unused()
+        }
+        fn mark_read<'a>(
+            &'a self,
+            _: RoomId,
+            _: UserId,
+            _: &'a confab_protocol::names::Username,
+            _: u64,
+        ) -> StoreFuture<'a, (confab_protocol::wire::ReadState, bool)> {
+            unused()
+        }
         fn rooms_of_user(&self, _: UserId) -> StoreFuture<'_, Vec<RoomName>> {
             unused()
         }

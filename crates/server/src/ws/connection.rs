@@ -241,6 +241,22 @@ async fn open(app: &AppState, session: Session) -> Result<Opened, (u64, Rejectio
     let (close, close_rx) = watch::channel(None);
     let granted =
         rules::negotiate_capabilities(&session.requested_caps, &confab_protocol::capability::ALL);
+    let rooms = app.hub.rooms_of(&session.user.name);
+    // one read state per room of Welcome.rooms, counted now.
+    let read_states = if granted
+        .iter()
+        .any(|c| c == confab_protocol::capability::READ_STATE)
+    {
+        let mut states = app
+            .store
+            .read_states(session.user.id, &session.user.name)
+            .await
+            .map_err(|err| (session.request_id, internal(err)))?;
+        states.retain(|state| rooms.iter().any(|room| room.name == state.room));
+        states
+    } else {
+        Vec::new()
+    };
     let welcome = ServerFrame::reply(
         session.request_id,
         ServerBody::Welcome(wire::Welcome {
@@ -250,7 +266,8 @@ async fn open(app: &AppState, session: Session) -> Result<Opened, (u64, Rejectio
             limits: Some(app.config.limits.to_wire()),
             capabilities: granted.clone(),
             token_expires_at_ms: session.expires_ms,
-            rooms: app.hub.rooms_of(&session.user.name),
+            rooms,
+            read_states,
         }),
     );
     // Queued before registering, so Welcome precedes every push. The queue

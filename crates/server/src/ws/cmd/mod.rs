@@ -14,6 +14,7 @@ mod join_room;
 mod leave_room;
 mod list_members;
 mod list_rooms;
+mod mark_read;
 mod ping;
 mod resume;
 mod send_message;
@@ -92,6 +93,7 @@ pub(super) async fn handle_frame(reader: &mut Reader<'_>, frame: ClientFrame) {
         }
         // §11.2: no reply on success.
         ClientBody::SetTyping(typing) => set_typing::handle(reader, typing).await.map(|()| None),
+        ClientBody::MarkRead(mark) => mark_read::handle(reader, mark).await.map(Some),
     };
     match result {
         Ok(Some(reply)) => reader.send(&ServerFrame::reply(request_id, reply)),

@@ -572,3 +572,58 @@ fn a_bracketed_paste_of_ten_lines_is_one_message() {
     assert_eq!(second["text"], "after the paste");
     alice.quit();
 }
+
+#[test]
+fn after_a_restart_the_unread_counts_come_from_the_server_and_the_last_room_reopens() {
+    let server = Server::start();
+    let alice_home = logged_in(&server, "alice");
+    let bob_home = logged_in(&server, "bob");
+
+    let mut bob = chat(&bob_home);
+    bob.enter("ops", true);
+    bob.enter("general", true);
+    bob.quit();
+
+    let mut alice = chat(&alice_home);
+    alice.enter("ops", false);
+    alice.line("one");
+    alice.expect("<alice> one");
+    alice.line("hey @bob, look");
+    alice.expect("<alice> hey @bob, look");
+    alice.line("three");
+    alice.expect("<alice> three");
+    alice.quit();
+
+    // Nothing of ops was read in memory: the counts are the server's.
+    let mut bob = chat(&bob_home);
+    bob.expect("back in #general, where you were");
+    bob.expect("you were mentioned in #ops (3 unread, 1 mention; /switch ops)");
+    bob.line("/rooms");
+    let table = bob.expect("/join NAME to enter one");
+    let row = table_row(&table, "#ops");
+    assert_eq!(&row[..5], ["*", "#ops", "2", "1", "3@1"], "{table}");
+    let row = table_row(&table, "#general");
+    assert_eq!(row[0], ">", "general is current again: {table}");
+
+    // Entering ops marks where the unread start and reads them.
+    bob.line("/switch ops");
+    let view = bob.expect("<alice> three");
+    let marker = view.find("new since you left").expect("the marker line");
+    assert!(
+        marker < view.find("<alice> one").expect("the first unread"),
+        "{view}"
+    );
+    bob.line("/rooms");
+    let table = bob.expect("/join NAME to enter one");
+    assert_eq!(table_row(&table, "#ops")[4], "0", "{table}");
+    bob.quit();
+
+    // Read is read on the server too: the next start agrees.
+    let mut bob = chat(&bob_home);
+    bob.expect("back in #ops, where you were");
+    bob.line("/rooms");
+    let table = bob.expect("/join NAME to enter one");
+    assert_eq!(table_row(&table, "#general")[4], "0", "{table}");
+    assert_eq!(table_row(&table, "#ops")[4], "0", "{table}");
+    bob.quit();
+}

@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use confab_protocol::read::ReadCounts;
 use confab_protocol::session::{
     ClientSession, CommandError, ConnectionState, OfflineReason, OutboxEntry, RequestKind,
     SessionEvent,
@@ -47,6 +48,8 @@ pub enum Out {
     Do(Action),
     /// The outbox changed: write it to disk.
     SaveOutbox,
+    /// The user entered this room: remember it, to reopen it after a restart.
+    SaveLastRoom(String),
     /// Exit.
     Quit,
     /// Log out (HTTP), forget the saved token, exit.
@@ -98,6 +101,13 @@ pub enum Action {
         /// Started or stopped.
         active: bool,
     },
+    /// The user has seen `room` up to `seq` (§11.3).
+    MarkRead {
+        /// Room.
+        room: String,
+        /// Highest seq shown.
+        seq: u64,
+    },
 }
 
 /// What an action returned that the caller needs.
@@ -133,6 +143,7 @@ impl Action {
             }
             Action::ListRooms => session.list_rooms(now, true).map(drop)?,
             Action::Typing { room, active } => session.set_typing(&room, active).map(drop)?,
+            Action::MarkRead { room, seq } => session.mark_read(now, &room, seq)?,
         }
         Ok(Applied::Done)
     }
@@ -195,7 +206,15 @@ pub struct Chat {
     rooms: Vec<RoomInfo>,
     rooms_known: bool,
     show_rooms_when_listed: bool,
-    unread: BTreeMap<String, u32>,
+    /// The session's read state per room (§11.3), as its last
+    /// `SessionEvent::ReadState` told it: the server's counts kept current.
+    reads: BTreeMap<String, ReadCounts>,
+    /// The room to open once connected: the one the user was in before a
+    /// restart.
+    reopen: Option<String>,
+    /// The marker of the room being entered, to mark where its unread
+    /// messages start ("new since you left").
+    entering_read_seq: Option<u64>,
     /// Highest seq shown per room, so a history page and live messages
     /// that overlap are not shown twice.
     shown_upto: HashMap<String, u64>,
@@ -234,7 +253,9 @@ impl Chat {
             rooms: Vec::new(),
             rooms_known: false,
             show_rooms_when_listed: true,
-            unread: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            reopen: None,
+            entering_read_seq: None,
             shown_upto: HashMap::new(),
             loading: HashMap::new(),
             history_waiting: VecDeque::new(),
@@ -434,7 +455,7 @@ impl Chat {
             return vec![self.notice(&format!("already in #{room}"))];
         }
         let mut out = self.stop_typing();
-        let unread = self.unread.get(&room).copied().unwrap_or(0);
+        let unread = self.unread(&room);
         out.push(self.notice(&format!("now in #{room}")));
         out.extend(self.enter_view(&room, unread.clamp(5, 100)));
         out
@@ -443,16 +464,34 @@ impl Chat {
     /// Makes `room` current and asks for its newest `limit` messages.
     fn enter_view(&mut self, room: &str, limit: u32) -> Vec<Out> {
         self.current = Some(room.to_owned());
-        self.unread.remove(room);
+        self.entering_read_seq = self
+            .reads
+            .get(room)
+            .filter(|read| read.unread > 0)
+            .map(|read| read.read_seq);
         self.typing_seen.clear();
         self.loading.insert(room.to_owned(), Vec::new());
         self.history_waiting
             .push_back((room.to_owned(), HistoryFor::View));
         self.busy = Some(Busy::View(room.to_owned()));
-        vec![Out::Do(Action::History {
-            room: room.to_owned(),
-            limit,
-        })]
+        vec![
+            Out::SaveLastRoom(room.to_owned()),
+            Out::Do(Action::History {
+                room: room.to_owned(),
+                limit,
+            }),
+        ]
+    }
+
+    /// Unread messages of `room`, as the session counts them.
+    fn unread(&self, room: &str) -> u32 {
+        self.reads.get(room).map_or(0, |read| read.unread)
+    }
+
+    /// Opens `room` at the first connection, as it was before a restart,
+    /// if the user is still in it.
+    pub fn reopen(&mut self, room: Option<String>) {
+        self.reopen = room;
     }
 
     fn show_rooms(&mut self) -> Vec<Out> {
@@ -479,7 +518,8 @@ impl Chat {
                     room.clone(),
                     RoomMark {
                         joined: true,
-                        unread: self.unread.get(room).copied().unwrap_or(0),
+                        unread: self.unread(room),
+                        mentions: self.reads.get(room).map_or(0, |read| read.mentions),
                         current: self.current.as_deref() == Some(room.as_str()),
                     },
                 )
@@ -663,6 +703,7 @@ impl Chat {
             ))],
             SessionEvent::Presence(presence) => self.on_presence(&presence),
             SessionEvent::Typing(typing) => self.on_typing(&typing, now),
+            SessionEvent::ReadState { room, counts } => self.on_read_state(room, counts),
             SessionEvent::RequestFailed { kind, error, .. } => self.on_request_failed(kind, &error),
             SessionEvent::RequestTimedOut { kind, .. } => self.on_request_lost(
                 kind,
@@ -760,9 +801,41 @@ impl Chat {
         {
             out.extend(self.lost_room(&current));
         }
+        if self.current.is_none()
+            && let Some(room) = self.reopen.take()
+            && self.joined.contains(&room)
+        {
+            out.push(self.notice(&format!("back in #{room}, where you were")));
+            out.extend(self.enter_view(&room, self.unread(&room).clamp(5, 100)));
+        }
         // The room-list subscription belongs to the connection (§7.1).
         out.push(Out::Do(Action::ListRooms));
         out
+    }
+
+    /// The session's counts of a room changed. For a room not on screen,
+    /// the first unread message and every new mention are said once, in the
+    /// scrollback, with a bell for a mention (irssi's and weechat's habit).
+    fn on_read_state(&mut self, room: String, counts: ReadCounts) -> Vec<Out> {
+        let before = self.reads.insert(room.clone(), counts).unwrap_or_default();
+        if self.current.as_deref() == Some(room.as_str()) || !self.joined.contains(&room) {
+            return Vec::new();
+        }
+        if counts.mentions > before.mentions {
+            return vec![self.notice(&format!(
+                "\u{7}you were mentioned in #{room} ({} unread, {} mention{}; /switch {room})",
+                counts.unread,
+                counts.mentions,
+                if counts.mentions == 1 { "" } else { "s" }
+            ))];
+        }
+        if counts.unread > 0 && before.unread == 0 {
+            return vec![self.notice(&format!(
+                "{} new in #{room} (/switch {room})",
+                render::count(counts.unread)
+            ))];
+        }
+        Vec::new()
     }
 
     fn is_own_echo(&self, client_msg_id: &str) -> bool {
@@ -785,15 +858,7 @@ impl Chat {
         if self.current.as_deref() == Some(message.room.as_str()) {
             return self.show_live(message);
         }
-        if from_self || !self.joined.contains(&message.room) {
-            return Vec::new();
-        }
-        let unread = self.unread.entry(message.room.clone()).or_default();
-        *unread += 1;
-        if *unread == 1 {
-            let room = message.room;
-            return vec![self.notice(&format!("new messages in #{room} (/switch {room})"))];
-        }
+        // Other rooms: the session counts them (SessionEvent::ReadState).
         Vec::new()
     }
 
@@ -803,7 +868,11 @@ impl Chat {
             return Vec::new();
         }
         *upto = message.seq;
-        vec![Out::Print(self.message_line(&message))]
+        let mark = Out::Do(Action::MarkRead {
+            room: message.room.clone(),
+            seq: message.seq,
+        });
+        vec![Out::Print(self.message_line(&message)), mark]
     }
 
     fn message_line(&self, message: &wire::Message) -> String {
@@ -913,7 +982,7 @@ impl Chat {
             self.busy = None;
         }
         self.joined.remove(room);
-        self.unread.remove(room);
+        self.reads.remove(room);
         self.loading.remove(room);
         let mut text = format!("left #{room}");
         if self.current.as_deref() == Some(room) {
@@ -932,7 +1001,7 @@ impl Chat {
     /// The user is no longer a member of `room` (left from elsewhere).
     fn lost_room(&mut self, room: &str) -> Vec<Out> {
         self.joined.remove(room);
-        self.unread.remove(room);
+        self.reads.remove(room);
         if self.current.as_deref() == Some(room) {
             self.current = None;
             return vec![self.notice(&format!(
@@ -967,12 +1036,24 @@ impl Chat {
                     out.push(self.notice(&format!("no messages in #{room} yet; say hello")));
                 }
                 let mut upto = 0;
+                let mut new_from = self.entering_read_seq.take();
                 for message in &page.messages {
                     upto = upto.max(message.seq);
+                    if new_from.is_some_and(|read| message.seq > read && message.sender != self.me)
+                    {
+                        new_from = None;
+                        out.push(self.notice("--- new since you left ---"));
+                    }
                     out.push(Out::Print(self.message_line(message)));
                 }
                 let shown = self.shown_upto.entry(room.clone()).or_default();
                 *shown = (*shown).max(upto);
+                if upto > 0 {
+                    out.push(Out::Do(Action::MarkRead {
+                        room: room.clone(),
+                        seq: upto,
+                    }));
+                }
                 if let Some(held) = self.loading.remove(&room) {
                     for message in held {
                         out.extend(self.show_live(message));
@@ -1187,6 +1268,7 @@ fn describe(action: &Action) -> String {
         Action::History { .. } => "fetching history".to_owned(),
         Action::ListRooms => "/rooms".to_owned(),
         Action::Typing { .. } => "typing".to_owned(),
+        Action::MarkRead { room, .. } => format!("marking #{room} read"),
     }
 }
 
@@ -1484,18 +1566,29 @@ mod tests {
         let mut chat = chat();
         enter(&mut chat, "general", Vec::new());
         let now = Instant::now();
+        let counts = |read_seq, unread, mentions| SessionEvent::ReadState {
+            room: "ops".into(),
+            counts: ReadCounts {
+                read_seq,
+                unread,
+                mentions,
+            },
+        };
         let mut notices = Vec::new();
-        for seq in 1..=2 {
-            let other = SessionEvent::Message {
-                message: message("ops", seq, "bob", "psst", ""),
-                from_self: false,
-            };
-            notices.extend(printed(&chat.handle_event(other, now)));
+        for unread in 1..=2 {
+            notices.extend(printed(&chat.handle_event(counts(0, unread, 0), now)));
         }
-        assert_eq!(notices, ["-- new messages in #ops (/switch ops)"]);
+        assert_eq!(notices, ["-- 1 new in #ops (/switch ops)"]);
+        let mention = printed(&chat.handle_event(counts(0, 3, 1), now));
+        assert_eq!(
+            mention,
+            ["-- \u{7}you were mentioned in #ops (3 unread, 1 mention; /switch ops)"]
+        );
         let table = printed(&chat.handle_line("/rooms")).join("\n");
         let ops = table.lines().find(|l| l.contains("#ops")).unwrap();
-        assert_eq!(ops.split_whitespace().nth(4), Some("2"), "{table}");
+        assert_eq!(ops.split_whitespace().nth(4), Some("3@1"), "{table}");
+        // Read on another device up to 1, then switched to here.
+        chat.handle_event(counts(1, 3, 1), now);
         // Switching shows the room with at least the unread messages.
         let outs = chat.handle_line("/switch ops");
         assert_eq!(
@@ -1503,6 +1596,31 @@ mod tests {
             [Action::History {
                 room: "ops".into(),
                 limit: 5
+            }]
+        );
+        // The view marks where the unread messages start, and that they are read.
+        let page = wire::HistoryPage {
+            room: "ops".into(),
+            messages: (1..=4)
+                .map(|seq| message("ops", seq, if seq == 2 { ME } else { "bob" }, "x", ""))
+                .collect(),
+            ..Default::default()
+        };
+        let outs = chat.handle_event(SessionEvent::History(page), now);
+        let lines = printed(&outs);
+        let marker = lines
+            .iter()
+            .position(|l| l.contains("new since you left"))
+            .expect("a marker line");
+        assert!(
+            lines[marker - 1].contains(ME) && lines[marker + 1].contains("bob"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            actions(&outs),
+            [Action::MarkRead {
+                room: "ops".into(),
+                seq: 4
             }]
         );
     }

@@ -99,7 +99,8 @@ pub async fn run(
     session.restore_outbox(restored.clone());
     let (handle, events) = driver::spawn(server.clone(), session, DriverOptions::default());
 
-    let chat = Chat::new(style, &server.to_string(), &login.username, clock, wall_ms);
+    let mut chat = Chat::new(style, &server.to_string(), &login.username, clock, wall_ms);
+    chat.reopen(store.last_room(&login.username, server.host(), server.port())?);
     let prompt = SharedPrompt::new(prompt_info(&chat));
     // Lines from a pipe or file are meant for a connected chat: read the
     // first once the first connection attempt is over. A person at a
@@ -113,6 +114,7 @@ pub async fn run(
         screen,
         prompt,
         outbox_path,
+        username: login.username.clone(),
         server: server.clone(),
         token: login.token.clone(),
         store: store.clone(),
@@ -145,6 +147,7 @@ struct App {
     screen: Screen,
     prompt: SharedPrompt,
     outbox_path: PathBuf,
+    username: String,
     server: ServerUrl,
     token: String,
     store: Store,
@@ -316,6 +319,17 @@ impl App {
                     }
                 }
                 Out::SaveOutbox => self.save_outbox().await,
+                Out::SaveLastRoom(room) => {
+                    let saved = self.store.save_last_room(
+                        &self.username,
+                        self.server.host(),
+                        self.server.port(),
+                        &room,
+                    );
+                    if let Err(err) = saved {
+                        self.store_failed(&err);
+                    }
+                }
                 Out::Quit => self.end_with(ChatEnd::Quit),
                 Out::Logout => self.logout().await,
                 Out::LoginAgain => self.end_with(ChatEnd::LoginAgain),

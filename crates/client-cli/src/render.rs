@@ -156,10 +156,21 @@ pub fn ago(now_ms: i64, then_ms: i64) -> String {
 pub struct RoomMark {
     /// The user is a member.
     pub joined: bool,
-    /// Messages received and not shown; known only for joined rooms.
+    /// Unread messages (§11.3); known only for joined rooms.
     pub unread: u32,
+    /// Unread mentions of the user among them.
+    pub mentions: u32,
     /// The current room.
     pub current: bool,
+}
+
+/// A count as shown: the protocol's cap (§11.3) as "9999+".
+pub fn count(n: u32) -> String {
+    if n >= confab_protocol::read::COUNT_CAP {
+        format!("{}+", confab_protocol::read::COUNT_CAP)
+    } else {
+        n.to_string()
+    }
 }
 
 /// The rooms table, most recently active first (the server's order, §7.1).
@@ -179,7 +190,7 @@ pub fn rooms_table(
         .unwrap_or(0)
         .max(5);
     let mut out = style.bold(&format!(
-        "  {:<name_width$}  {:>7}  {:>6}  {:>6}  {:<13}  TOPIC",
+        "  {:<name_width$}  {:>7}  {:>6}  {:>10}  {:<13}  TOPIC",
         "ROOM", "MEMBERS", "ONLINE", "UNREAD", "LAST ACTIVITY"
     ));
     for room in rooms {
@@ -191,15 +202,17 @@ pub fn rooms_table(
         } else {
             " "
         };
-        let unread = if mark.joined {
-            mark.unread.to_string()
+        let unread = if mark.joined && mark.mentions > 0 {
+            format!("{}@{}", count(mark.unread), count(mark.mentions))
+        } else if mark.joined {
+            count(mark.unread)
         } else {
             "-".to_owned()
         };
         let name = format!("#{}", room.name);
         out.push('\n');
         out.push_str(&format!(
-            "{flag} {:<name_width$}  {:>7}  {:>6}  {:>6}  {:<13}  {}",
+            "{flag} {:<name_width$}  {:>7}  {:>6}  {:>10}  {:<13}  {}",
             name,
             room.member_count,
             room.online_count,
@@ -210,7 +223,7 @@ pub fn rooms_table(
     }
     out.push('\n');
     out.push_str(&style.dim(
-        "  > current room, * joined. /join NAME to enter one, /create NAME [TOPIC] to start one.",
+        "  > current room, * joined; UNREAD 3@1: 3 unread, 1 mentioning you. /join NAME to enter one, /create NAME [TOPIC] to start one.",
     ));
     out
 }
@@ -322,6 +335,7 @@ mod tests {
             RoomMark {
                 joined: true,
                 unread: 2,
+                mentions: 1,
                 current: true,
             },
         );
@@ -335,9 +349,9 @@ mod tests {
         assert!(lines[0].contains("ROOM") && lines[0].contains("UNREAD"));
         assert_eq!(
             lines[1],
-            "> #general        3       1       2  2m ago         chat"
+            "> #general        3       1         2@1  2m ago         chat"
         );
         assert!(lines[2].starts_with("  #ops "), "{}", lines[2]);
-        assert!(lines[2].contains("      -  "), "{}", lines[2]);
+        assert!(lines[2].contains("          -  "), "{}", lines[2]);
     }
 }

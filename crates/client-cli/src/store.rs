@@ -13,6 +13,8 @@
 //!   oldest first: the account's sends the server has not acknowledged yet
 //!   (spec §14.1). Kept per account, so logging out and in again as the
 //!   same user still delivers them.
+//! - `last-room/<username>@<host>_<port>`: the room the account was in, so
+//!   the next start reopens it.
 
 use std::fs;
 use std::io::{self, Write};
@@ -26,6 +28,7 @@ pub const CONFIG_DIR_ENV: &str = "CONFAB_CONFIG_DIR";
 
 const LOGIN_FILE: &str = "login.json";
 const OUTBOX_DIR: &str = "outbox";
+const LAST_ROOM_DIR: &str = "last-room";
 
 /// Why the client's files could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +123,49 @@ impl Store {
 
     /// Path of an account's outbox file.
     pub fn outbox_path(&self, username: &str, host: &str, port: u16) -> PathBuf {
+        self.account_file(OUTBOX_DIR, username, host, port, ".jsonl")
+    }
+
+    /// The room the account was last in, if one was saved.
+    pub fn last_room(
+        &self,
+        username: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<Option<String>, StoreError> {
+        let path = self.account_file(LAST_ROOM_DIR, username, host, port, "");
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim().to_owned()).filter(|room| !room.is_empty())),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io {
+                action: "cannot read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Remembers the room the account is in.
+    pub fn save_last_room(
+        &self,
+        username: &str,
+        host: &str,
+        port: u16,
+        room: &str,
+    ) -> Result<(), StoreError> {
+        let path = self.account_file(LAST_ROOM_DIR, username, host, port, "");
+        write_atomic(&path, format!("{room}\n").as_bytes())
+    }
+
+    /// `<dir>/<username>@<host>_<port><suffix>`: one file per account.
+    fn account_file(
+        &self,
+        dir: &str,
+        username: &str,
+        host: &str,
+        port: u16,
+        suffix: &str,
+    ) -> PathBuf {
         // Usernames are [a-z0-9_-]; hosts may hold ':' (IPv6) or other
         // characters a file name should not, so those become '_'.
         let host: String = host
@@ -133,8 +179,8 @@ impl Store {
             })
             .collect();
         self.dir
-            .join(OUTBOX_DIR)
-            .join(format!("{username}@{host}_{port}.jsonl"))
+            .join(dir)
+            .join(format!("{username}@{host}_{port}{suffix}"))
     }
 }
 

@@ -96,6 +96,17 @@ fn saturating(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX).min(COUNT_CAP)
 }
 
+/// A room's read state at one moment, as a front end shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadCounts {
+    /// The marker.
+    pub read_seq: u64,
+    /// Unread messages, at most [`COUNT_CAP`].
+    pub unread: u32,
+    /// Unread mentions of the user, at most [`COUNT_CAP`].
+    pub mentions: u32,
+}
+
 /// A message counted since the last server [`ReadState`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Later {
@@ -159,6 +170,15 @@ impl RoomRead {
             .filter(|l| l.seq > self.read_seq && counts(l.counted))
             .count();
         base.saturating_add(saturating(later)).min(COUNT_CAP)
+    }
+
+    /// The marker and both counts.
+    pub fn counts(&self) -> ReadCounts {
+        ReadCounts {
+            read_seq: self.read_seq,
+            unread: self.unread_count(),
+            mentions: self.mention_count(),
+        }
     }
 
     /// The highest seq the counts include.

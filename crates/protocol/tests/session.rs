@@ -844,7 +844,7 @@ fn marks_are_coalesced_one_in_flight_per_room() {
     assert!(
         h.events()
             .iter()
-            .any(|e| matches!(e, SessionEvent::ReadState(r) if r == "lobby"))
+            .any(|e| matches!(e, SessionEvent::ReadState { room, .. } if room == "lobby"))
     );
 }
 

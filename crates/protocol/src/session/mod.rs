@@ -31,7 +31,7 @@ use rooms::{Accepted, FillNext, RoomTrack};
 
 use crate::error::CloseCode;
 use crate::names::{ClientMsgId, MessageText, RoomName, Topic, ValidationError};
-use crate::read::RoomRead;
+use crate::read::{ReadCounts, RoomRead};
 use crate::wire::{
     self, ClientFrame, ErrorCode, FetchHistory, MessageKind, RoomInfo, RoomPosition, ServerFrame,
     client_frame::Body as C, fetch_history::Anchor, room_resume::Status as ResumeStatus,
@@ -209,11 +209,16 @@ pub enum SessionEvent {
     Presence(wire::Presence),
     /// Typing push.
     Typing(wire::Typing),
-    /// The server's read state of a room changed or arrived (§11.3): a
-    /// MarkRead answered, another connection of the user read, or Welcome.
-    /// [`ClientSession::read_state`] has the counts; they also change with
-    /// every `Message`, without this event.
-    ReadState(String),
+    /// A room's read state changed (§11.3): a message counted, the user
+    /// read (here or on another device), or Welcome brought the server's
+    /// counts. Front ends show `counts`; [`ClientSession::read_state`] has
+    /// the same.
+    ReadState {
+        /// Room.
+        room: String,
+        /// The marker and counts now.
+        counts: ReadCounts,
+    },
     /// Reply to a Ping this session's user sent.
     Pong(u64),
     /// A request failed with a typed error.
@@ -784,9 +789,13 @@ impl ClientSession {
             return Ok(());
         }
         read.read_up_to(seq);
+        let counts = read.counts();
         let wanted = self.marks_wanted.entry(room.clone()).or_default();
         *wanted = (*wanted).max(seq);
-        self.events.push_back(SessionEvent::ReadState(room.clone()));
+        self.events.push_back(SessionEvent::ReadState {
+            room: room.clone(),
+            counts,
+        });
         self.send_mark(now, &room);
         Ok(())
     }
@@ -959,12 +968,20 @@ impl ClientSession {
             }
         }
         if taken {
-            self.events
-                .push_back(SessionEvent::ReadState(state.room.clone()));
+            self.push_counts(&state.room);
         }
         if pending.is_some() {
             let room = state.room.clone();
             self.send_mark(now, &room);
+        }
+    }
+
+    fn push_counts(&mut self, room: &str) {
+        if let Some(read) = self.reads.get(room) {
+            self.events.push_back(SessionEvent::ReadState {
+                room: room.to_owned(),
+                counts: read.counts(),
+            });
         }
     }
 
@@ -1012,8 +1029,12 @@ impl ClientSession {
                 }
             }
         }
+        let rooms: Vec<String> = self.reads.keys().cloned().collect();
         self.events
             .push_back(SessionEvent::Welcome(welcome.clone()));
+        for room in rooms {
+            self.push_counts(&room);
+        }
         self.welcome = Some(welcome);
         self.set_state(ConnectionState::Online);
         let wanted: Vec<String> = self.marks_wanted.keys().cloned().collect();
@@ -1080,6 +1101,9 @@ impl ClientSession {
                     error,
                 });
             }
+            // Refused for the rate: the wanted mark stays and goes with the
+            // next one or the next connection; not the user's error.
+            RequestKind::MarkRead(_) => {}
             RequestKind::GapFill(ref room) => {
                 if let Some(track) = self.rooms.get_mut(room) {
                     track.gap_fill = None;
@@ -1130,22 +1154,25 @@ impl ClientSession {
     }
 
     fn emit_messages(&mut self, messages: Vec<wire::Message>) {
-        let me = self.welcome.as_ref().map(|w| w.username.as_str());
-        if let Some(me) = me {
-            for message in &messages {
-                if let Some(read) = self.reads.get_mut(&message.room) {
-                    read.handle_message(message, me);
-                }
+        let me = self
+            .welcome
+            .as_ref()
+            .map(|w| w.username.clone())
+            .unwrap_or_default();
+        for message in messages {
+            let counted = self
+                .reads
+                .get_mut(&message.room)
+                .is_some_and(|read| read.handle_message(&message, &me));
+            let room = counted.then(|| message.room.clone());
+            self.events.push_back(SessionEvent::Message {
+                from_self: !me.is_empty() && message.sender == me,
+                message,
+            });
+            if let Some(room) = room {
+                self.push_counts(&room);
             }
         }
-        let events: Vec<SessionEvent> = messages
-            .into_iter()
-            .map(|message| SessionEvent::Message {
-                from_self: Some(message.sender.as_str()) == me,
-                message,
-            })
-            .collect();
-        self.events.extend(events);
     }
 
     fn on_ack(&mut self, now: Instant, ack: wire::SendAck) {

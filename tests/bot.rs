@@ -566,3 +566,76 @@ async fn skip_backlog_ignores_what_was_sent_while_away() {
     bot.shutdown().await;
     alice.shutdown().await;
 }
+
+/// Waits until `client`'s read state in `room` is `want` (marker, unread,
+/// mentions), as its `Event::ReadState`s tell it.
+async fn read_state_becomes(client: &mut Client, room: &str, want: (u64, u32, u32)) {
+    within(&format!("read state {want:?} in {room}"), async {
+        loop {
+            match client.next_event().await {
+                Some(Event::ReadState { room: r, counts })
+                    if r == room && (counts.read_seq, counts.unread, counts.mentions) == want =>
+                {
+                    return;
+                }
+                Some(_) => {}
+                None => panic!("client ended while waiting for its read state"),
+            }
+        }
+    })
+    .await;
+}
+
+/// §11.3 against a real server: reading on one connection clears the
+/// counts on the user's other one, the counts survive a client restart,
+/// and a mention counts only for the user it names.
+#[tokio::test]
+async fn read_markers_are_shared_across_connections_and_restarts() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let alice = connected(&url, "alice", &["lobby"]).await;
+    let mut bob_phone = connected(&url, "bob", &["lobby"]).await;
+    let mut bob_desk = connected(&url, "bob", &["lobby"]).await;
+    let mut carol = connected(&url, "carol", &["lobby"]).await;
+    let lobby = alice.room("lobby");
+    lobby.send("morning").await.expect("sent");
+    lobby
+        .send("@bob can you look at this?")
+        .await
+        .expect("sent");
+    let last = lobby.send("thanks").await.expect("sent");
+
+    read_state_becomes(&mut bob_phone, "lobby", (0, 3, 1)).await;
+    read_state_becomes(&mut bob_desk, "lobby", (0, 3, 1)).await;
+    read_state_becomes(&mut carol, "lobby", (0, 3, 0)).await;
+
+    // Read on the phone: the desk's counts drop to 0 (a ReadState push).
+    bob_phone
+        .room("lobby")
+        .mark_read(last)
+        .await
+        .expect("marked");
+    read_state_becomes(&mut bob_phone, "lobby", (last, 0, 0)).await;
+    read_state_becomes(&mut bob_desk, "lobby", (last, 0, 0)).await;
+    bob_desk.shutdown().await;
+    bob_phone.shutdown().await;
+
+    // Carol never read; a fresh client (a restart) gets her counts from
+    // the server, and bob's reading stays done.
+    carol.shutdown().await;
+    let mut carol = connected(&url, "carol", &["lobby"]).await;
+    read_state_becomes(&mut carol, "lobby", (0, 3, 0)).await;
+    let mut bob = connected(&url, "bob", &["lobby"]).await;
+    read_state_becomes(&mut bob, "lobby", (last, 0, 0)).await;
+    assert_eq!(
+        bob.room("lobby").read_counts().await.expect("driver alive"),
+        Some(confab_bot_sdk::ReadCounts {
+            read_seq: last,
+            unread: 0,
+            mentions: 0
+        })
+    );
+    alice.shutdown().await;
+    bob.shutdown().await;
+    carol.shutdown().await;
+}

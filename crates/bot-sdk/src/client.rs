@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::driver::{self, DriverEvent, DriverHandle, DriverOptions};
 use crate::error::{Error, HandlerError};
+use crate::event::ReadCounts;
 use crate::event::{ErrorEvent, Event, Message, presence_kind};
 use crate::store::PositionStore;
 use crate::url::ServerUrl;
@@ -615,6 +616,7 @@ impl Client {
                 room: p.room,
                 user: p.username,
             },
+            SessionEvent::ReadState { room, counts } => Event::ReadState { room, counts },
             SessionEvent::Typing(t) => Event::Typing {
                 room: t.room,
                 user: t.username,
@@ -798,6 +800,29 @@ impl Room {
     async fn send_kind(&self, text: &str, action: bool) -> Result<u64, Error> {
         let pending = self.driver.send_message(&self.name, text, action).await?;
         Ok(pending.acked().await?.seq)
+    }
+
+    /// Moves the bot's read marker here to `seq` (§11.3): the counts drop
+    /// at once, and the server (hence the user's other connections) learns
+    /// it when online, after a reconnect if need be. A marker never moves
+    /// back.
+    pub async fn mark_read(&self, seq: u64) -> Result<(), Error> {
+        let name = self.name.clone();
+        self.driver
+            .call(move |session, now| session.mark_read(now, &name, seq))
+            .await?
+            .map_err(|err| Error::Request(err.into()))?;
+        Ok(())
+    }
+
+    /// The bot's marker, unread and mention counts here (§11.3), or `None`
+    /// when the server reported no read state for the room.
+    pub async fn read_counts(&self) -> Result<Option<ReadCounts>, Error> {
+        let name = self.name.clone();
+        Ok(self
+            .driver
+            .call(move |session, _| session.read_state(&name).map(|read| read.counts()))
+            .await?)
     }
 
     /// Says the bot started or stopped typing (§11.2).

@@ -1,5 +1,6 @@
 //! What a bot sees: typed events built from the session's events.
 
+pub use confab_protocol::read::ReadCounts;
 use confab_protocol::session::{ConnectionState, RequestKind};
 use confab_protocol::wire::{self, MessageKind, RoomInfo, presence::Kind as WirePresenceKind};
 
@@ -18,6 +19,15 @@ pub enum Event {
         user: String,
         /// What happened.
         kind: PresenceKind,
+    },
+    /// The bot's read state in a room changed (§11.3): a message counted,
+    /// the bot's user read on another connection, or the server's counts
+    /// arrived after connecting.
+    ReadState {
+        /// The room.
+        room: String,
+        /// Marker, unread and mention counts now.
+        counts: ReadCounts,
     },
     /// Someone started or stopped typing (§11.2).
     Typing {

@@ -75,7 +75,7 @@ mod url;
 pub use client::{Client, ClientBuilder, Context, Handler, Room};
 pub use commands::{CommandContext, Commands, Dice, FromArg, FromArgs, Rest};
 pub use error::{Error, HandlerError};
-pub use event::{ErrorEvent, Event, Message, PresenceKind};
+pub use event::{ErrorEvent, Event, Message, PresenceKind, ReadCounts};
 pub use store::{FilePositionStore, MemoryPositionStore, PositionStore, RoomPosition, StoreError};
 pub use url::{InvalidServerUrl, ServerUrl};
 

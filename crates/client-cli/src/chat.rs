@@ -101,6 +101,8 @@ pub enum Action {
         /// Started or stopped.
         active: bool,
     },
+    /// Skip the rest of the reconnect backoff (§14.2).
+    ReconnectNow,
     /// The user has seen `room` up to `seq` (§11.3).
     MarkRead {
         /// Room.
@@ -144,6 +146,7 @@ impl Action {
             Action::ListRooms => session.list_rooms(now, true).map(drop)?,
             Action::Typing { room, active } => session.set_typing(&room, active).map(drop)?,
             Action::MarkRead { room, seq } => session.mark_read(now, &room, seq)?,
+            Action::ReconnectNow => session.reconnect_now(),
         }
         Ok(Applied::Done)
     }
@@ -420,6 +423,16 @@ impl Chat {
             ))],
             Input::Logout => vec![Out::Logout],
             Input::Quit => vec![Out::Quit],
+            Input::Reconnect => match self.state {
+                ConnectionState::Reconnecting { .. } => {
+                    vec![
+                        self.notice("reconnecting now"),
+                        Out::Do(Action::ReconnectNow),
+                    ]
+                }
+                ConnectionState::Online => vec![self.notice("already connected")],
+                _ => vec![self.notice("already connecting; wait for it")],
+            },
         }
     }
 
@@ -1269,6 +1282,7 @@ fn describe(action: &Action) -> String {
         Action::ListRooms => "/rooms".to_owned(),
         Action::Typing { .. } => "typing".to_owned(),
         Action::MarkRead { room, .. } => format!("marking #{room} read"),
+        Action::ReconnectNow => "/reconnect".to_owned(),
     }
 }
 
@@ -1623,6 +1637,24 @@ mod tests {
                 seq: 4
             }]
         );
+    }
+
+    #[test]
+    fn reconnect_skips_the_wait_and_says_why_not_when_there_is_none() {
+        let mut chat = chat();
+        let now = Instant::now();
+        assert_eq!(
+            printed(&chat.handle_line("/reconnect")),
+            ["-- already connected"]
+        );
+        let waiting = ConnectionState::Reconnecting {
+            at: now + Duration::from_secs(30),
+            attempt: 3,
+        };
+        chat.handle_event(SessionEvent::StateChanged(waiting), now);
+        let outs = chat.handle_line("/reconnect");
+        assert_eq!(printed(&outs), ["-- reconnecting now"]);
+        assert_eq!(actions(&outs), [Action::ReconnectNow]);
     }
 
     #[test]

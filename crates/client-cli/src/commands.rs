@@ -84,6 +84,12 @@ pub const COMMANDS: &[CommandSpec] = &[
         arg: ArgKind::None,
     },
     CommandSpec {
+        name: "reconnect",
+        args: "",
+        about: "try to connect now instead of waiting for the next retry",
+        arg: ArgKind::None,
+    },
+    CommandSpec {
         name: "logout",
         args: "",
         about: "log out on the server, forget the saved token and exit",
@@ -128,6 +134,8 @@ pub enum Input {
     Rooms,
     /// `/help`.
     Help,
+    /// `/reconnect`.
+    Reconnect,
     /// `/logout`.
     Logout,
     /// `/quit`.
@@ -207,6 +215,7 @@ pub fn parse(line: &str) -> Result<Option<Input>, String> {
         "rooms" | "list" => no_args(Input::Rooms)?,
         "help" | "?" => Input::Help,
         "logout" => no_args(Input::Logout)?,
+        "reconnect" => no_args(Input::Reconnect)?,
         "quit" | "exit" | "q" => Input::Quit,
         other => {
             return Err(format!(

@@ -894,3 +894,28 @@ fn a_mark_made_offline_is_sent_after_reconnect() {
     );
     assert_eq!(marks(&sent).iter().map(|m| m.2).collect::<Vec<_>>(), [6]);
 }
+
+#[test]
+fn reconnect_now_skips_the_backoff_wait_only_while_waiting() {
+    let mut h = Harness::new();
+    h.session.reconnect_now();
+    assert_eq!(
+        h.session.state(),
+        &ConnectionState::Connecting,
+        "nothing to skip yet"
+    );
+    h.connect(vec![]);
+    h.session.reconnect_now();
+    assert_eq!(
+        h.session.state(),
+        &ConnectionState::Online,
+        "online stays online"
+    );
+    h.session.handle_disconnected(h.now, None, &mut h.rng);
+    assert!(matches!(
+        h.session.state(),
+        ConnectionState::Reconnecting { .. }
+    ));
+    h.session.reconnect_now();
+    assert_eq!(h.session.state(), &ConnectionState::Connecting);
+}

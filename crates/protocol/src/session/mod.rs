@@ -828,6 +828,15 @@ impl ClientSession {
         }
     }
 
+    /// Ends the wait of a reconnect backoff (the user asked, or the driver
+    /// learned the network is back): the session connects at once. Does
+    /// nothing in any other state.
+    pub fn reconnect_now(&mut self) {
+        if matches!(self.state, ConnectionState::Reconnecting { .. }) {
+            self.set_state(ConnectionState::Connecting);
+        }
+    }
+
     /// Closes the session for good; the driver closes the transport with 1000.
     pub fn close(&mut self) {
         self.user_closed = true;

@@ -908,10 +908,20 @@ impl Chat {
             self.acked.pop_front();
         }
         let line = match send.state {
-            SendState::Pending => render::delivered_line(self.style, &send.room, &send.text),
+            SendState::Pending => render::delivered_line(
+                self.style,
+                &send.room,
+                &send.text,
+                &(self.clock)(server_ts_ms),
+            ),
             SendState::Queuing | SendState::Hidden(_) => {
                 if self.current.as_deref() != Some(send.room.as_str()) {
-                    render::delivered_line(self.style, &send.room, &send.text)
+                    render::delivered_line(
+                        self.style,
+                        &send.room,
+                        &send.text,
+                        &(self.clock)(server_ts_ms),
+                    )
                 } else {
                     render::chat_line(
                         self.style,
@@ -1506,7 +1516,11 @@ mod tests {
         let shown = printed(&chat.handle_tick(now + SEND_GRACE));
         assert_eq!(shown, ["t5 <alice> slow (pending)"]);
         let shown = printed(&chat.handle_event(ack(&id, 1), now + SEND_GRACE));
-        assert_eq!(shown, ["✓ delivered #general: slow"]);
+        assert_eq!(
+            shown,
+            ["✓ delivered #general: slow (stored t101)"],
+            "the server's time"
+        );
     }
 
     #[test]
@@ -1540,7 +1554,7 @@ mod tests {
         );
         assert_eq!(shown[1], "#general t5 <alice> from before (pending)");
         let shown = printed(&chat.handle_event(ack("old-1", 9), Instant::now()));
-        assert_eq!(shown, ["✓ delivered #general: from before"]);
+        assert_eq!(shown, ["✓ delivered #general: from before (stored t109)"]);
     }
 
     #[test]

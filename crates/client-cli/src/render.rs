@@ -109,11 +109,13 @@ pub fn message_line(style: Style, time: &str, message: &wire::Message) -> String
 }
 
 /// The update line that clears a pending mark.
-pub fn delivered_line(style: Style, room: &str, text: &str) -> String {
+/// A pending message was stored: said with the time the server stamped
+/// it, which is where it sits in everyone's history.
+pub fn delivered_line(style: Style, room: &str, text: &str, time: &str) -> String {
     format!(
         "{} {}",
         style.green("✓ delivered"),
-        style.dim(&format!("#{room}: {}", excerpt(text, 40)))
+        style.dim(&format!("#{room}: {} (stored {time})", excerpt(text, 40)))
     )
 }
 
@@ -303,8 +305,8 @@ mod tests {
             "12:04 <bob> one\n      two"
         );
         assert_eq!(
-            delivered_line(PLAIN, "general", "hello"),
-            "✓ delivered #general: hello"
+            delivered_line(PLAIN, "general", "hello", "12:04"),
+            "✓ delivered #general: hello (stored 12:04)"
         );
     }
 

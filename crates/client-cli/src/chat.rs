@@ -197,6 +197,11 @@ pub struct Chat {
     style: Style,
     /// Formats a server timestamp (ms since the Unix epoch) as a time of day.
     clock: fn(i64) -> String,
+    /// The calendar day of a timestamp, as a divider names it.
+    day: fn(i64) -> String,
+    /// The day of the last message printed, so a change of day gets a
+    /// divider line (irssi's "Day changed").
+    last_day: Option<String>,
     /// The current wall time in ms since the Unix epoch.
     wall: fn() -> i64,
     server: String,
@@ -240,11 +245,14 @@ impl Chat {
         server: &str,
         me: &str,
         clock: fn(i64) -> String,
+        day: fn(i64) -> String,
         wall: fn() -> i64,
     ) -> Self {
         Self {
             style,
             clock,
+            day,
+            last_day: None,
             wall,
             server: server.to_owned(),
             me: me.to_owned(),
@@ -483,6 +491,7 @@ impl Chat {
             .filter(|read| read.unread > 0)
             .map(|read| read.read_seq);
         self.typing_seen.clear();
+        self.last_day = None;
         self.loading.insert(room.to_owned(), Vec::new());
         self.history_waiting
             .push_back((room.to_owned(), HistoryFor::View));
@@ -885,11 +894,29 @@ impl Chat {
             room: message.room.clone(),
             seq: message.seq,
         });
-        vec![Out::Print(self.message_line(&message)), mark]
+        let mut out = self.message_lines(&message);
+        out.push(mark);
+        out
     }
 
-    fn message_line(&self, message: &wire::Message) -> String {
-        render::message_line(self.style, &(self.clock)(message.server_ts_ms), message)
+    /// A message's line, after a divider when its day differs from the
+    /// last one printed, or, first in a view, from today.
+    fn message_lines(&mut self, message: &wire::Message) -> Vec<Out> {
+        let day = (self.day)(message.server_ts_ms);
+        let previous = self
+            .last_day
+            .replace(day.clone())
+            .unwrap_or_else(|| (self.day)((self.wall)()));
+        let line = Out::Print(render::message_line(
+            self.style,
+            &(self.clock)(message.server_ts_ms),
+            message,
+        ));
+        if previous == day {
+            vec![line]
+        } else {
+            vec![self.notice(&format!("--- {day} ---")), line]
+        }
     }
 
     /// One of our sends is stored, at `server_ts_ms`: told by its SendAck or
@@ -1067,7 +1094,7 @@ impl Chat {
                         new_from = None;
                         out.push(self.notice("--- new since you left ---"));
                     }
-                    out.push(Out::Print(self.message_line(message)));
+                    out.extend(self.message_lines(message));
                 }
                 let shown = self.shown_upto.entry(room.clone()).or_default();
                 *shown = (*shown).max(upto);
@@ -1092,9 +1119,12 @@ impl Chat {
                     page.messages.len(),
                     if page.messages.len() == 1 { "" } else { "s" }
                 )));
+                self.last_day = None;
                 for message in &page.messages {
-                    out.push(Out::Print(self.message_line(message)));
+                    out.extend(self.message_lines(message));
                 }
+                // The live lines after it follow the view, not this page.
+                self.last_day = None;
                 let more = if page.has_more {
                     format!(
                         " (older ones exist; /history {} shows more)",
@@ -1320,6 +1350,7 @@ mod tests {
             "http://server",
             ME,
             |ms| format!("t{ms}"),
+            |ms| format!("day {}", ms / 1000),
             || 5,
         );
         let now = Instant::now();
@@ -1379,6 +1410,7 @@ mod tests {
             "http://server",
             ME,
             |ms| format!("t{ms}"),
+            |ms| format!("day {}", ms / 1000),
             || 5,
         );
         let told = printed(&fresh.handle_line("/who")).join("\n");
@@ -1669,6 +1701,36 @@ mod tests {
         let outs = chat.handle_line("/reconnect");
         assert_eq!(printed(&outs), ["-- reconnecting now"]);
         assert_eq!(actions(&outs), [Action::ReconnectNow]);
+    }
+
+    #[test]
+    fn a_change_of_day_gets_a_divider_and_old_days_are_named() {
+        let mut chat = chat();
+        // The test clock's days are seconds; "today" (wall 5 ms) is day 0.
+        let at = |seq, ms| wire::Message {
+            server_ts_ms: ms,
+            ..message("general", seq, "bob", "x", "")
+        };
+        let lines = enter(
+            &mut chat,
+            "general",
+            vec![at(1, 1_000), at(2, 1_500), at(3, 2_000)],
+        );
+        let dividers: Vec<&String> = lines.iter().filter(|l| l.contains("--- day")).collect();
+        assert_eq!(
+            dividers,
+            ["-- --- day 1 ---", "-- --- day 2 ---"],
+            "{lines:?}"
+        );
+        // A live message on the same day as the last one needs no divider.
+        let live = printed(&chat.handle_event(
+            SessionEvent::Message {
+                message: at(4, 2_500),
+                from_self: false,
+            },
+            Instant::now(),
+        ));
+        assert!(!live.iter().any(|l| l.contains("--- day")), "{live:?}");
     }
 
     #[test]

@@ -65,6 +65,11 @@ pub fn clock(ms: i64) -> String {
     local_time(ms, "%H:%M")
 }
 
+/// The local calendar day of a server timestamp, `Tuesday 1 December 2026`.
+pub fn day(ms: i64) -> String {
+    local_time(ms, "%A %-d %B %Y")
+}
+
 /// Local time of day of a server timestamp with seconds, `12:04:05`.
 pub fn clock_seconds(ms: i64) -> String {
     local_time(ms, "%H:%M:%S")
@@ -99,7 +104,14 @@ pub async fn run(
     session.restore_outbox(restored.clone());
     let (handle, events) = driver::spawn(server.clone(), session, DriverOptions::default());
 
-    let mut chat = Chat::new(style, &server.to_string(), &login.username, clock, wall_ms);
+    let mut chat = Chat::new(
+        style,
+        &server.to_string(),
+        &login.username,
+        clock,
+        day,
+        wall_ms,
+    );
     chat.reopen(store.last_room(&login.username, server.host(), server.port())?);
     let prompt = SharedPrompt::new(prompt_info(&chat));
     // Lines from a pipe or file are meant for a connected chat: read the

@@ -92,6 +92,14 @@ pub enum Action {
         /// Page size.
         limit: u32,
     },
+    /// Open the view of a room: its newest `limit` messages, then its
+    /// live ones (`ClientSession::open_view`).
+    OpenView {
+        /// Room.
+        room: String,
+        /// Page size.
+        limit: u32,
+    },
     /// ListRooms with subscribe (§7.1).
     ListRooms,
     /// SetTyping.
@@ -143,6 +151,7 @@ impl Action {
             Action::History { room, limit } => {
                 session.fetch_history(now, &room, None, limit).map(drop)?
             }
+            Action::OpenView { room, limit } => session.open_view(now, &room, limit).map(drop)?,
             Action::ListRooms => session.list_rooms(now, true).map(drop)?,
             Action::Typing { room, active } => session.set_typing(&room, active).map(drop)?,
             Action::MarkRead { room, seq } => session.mark_read(now, &room, seq)?,
@@ -162,14 +171,6 @@ enum Busy {
     /// Loading the view of a room (its recent history) after join or switch.
     View(String),
     History(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum HistoryFor {
-    /// The page fills the view of a room just entered.
-    View,
-    /// `/history N`.
-    Command(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,13 +224,9 @@ pub struct Chat {
     /// The marker of the room being entered, to mark where its unread
     /// messages start ("new since you left").
     entering_read_seq: Option<u64>,
-    /// Highest seq shown per room, so a history page and live messages
-    /// that overlap are not shown twice.
-    shown_upto: HashMap<String, u64>,
-    /// Live messages held while the view of their room loads.
-    loading: HashMap<String, Vec<wire::Message>>,
-    /// History requests in flight, oldest first (replies come in request order, §4.3).
-    history_waiting: VecDeque<(String, HistoryFor)>,
+    /// `/history N` requests in flight, oldest first (replies come in
+    /// request order, §4.3), with their N.
+    history_waiting: VecDeque<(String, u32)>,
     busy: Option<Busy>,
     sends: Vec<OwnSend>,
     acked: VecDeque<String>,
@@ -267,8 +264,6 @@ impl Chat {
             reads: BTreeMap::new(),
             reopen: None,
             entering_read_seq: None,
-            shown_upto: HashMap::new(),
-            loading: HashMap::new(),
             history_waiting: VecDeque::new(),
             busy: None,
             sends: Vec::new(),
@@ -418,8 +413,7 @@ impl Chat {
                     return vec![self.no_room()];
                 };
                 self.busy = Some(Busy::History(room.clone()));
-                self.history_waiting
-                    .push_back((room.clone(), HistoryFor::Command(limit)));
+                self.history_waiting.push_back((room.clone(), limit));
                 vec![Out::Do(Action::History { room, limit })]
             }
             Input::Rooms => self.show_rooms(),
@@ -492,13 +486,10 @@ impl Chat {
             .map(|read| read.read_seq);
         self.typing_seen.clear();
         self.last_day = None;
-        self.loading.insert(room.to_owned(), Vec::new());
-        self.history_waiting
-            .push_back((room.to_owned(), HistoryFor::View));
         self.busy = Some(Busy::View(room.to_owned()));
         vec![
             Out::SaveLastRoom(room.to_owned()),
-            Out::Do(Action::History {
+            Out::Do(Action::OpenView {
                 room: room.to_owned(),
                 limit,
             }),
@@ -657,16 +648,8 @@ impl Chat {
         let Some(pos) = self.history_waiting.iter().position(|(r, _)| r == room) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        if let Some((_, HistoryFor::View)) = self.history_waiting.remove(pos) {
-            // Show what arrived live meanwhile rather than holding it back.
-            if let Some(held) = self.loading.remove(room) {
-                for message in held {
-                    out.extend(self.show_live(message));
-                }
-            }
-        }
-        out
+        self.history_waiting.remove(pos);
+        Vec::new()
     }
 
     /// A session event.
@@ -706,6 +689,11 @@ impl Chat {
                 vec![Out::Print(render::members_line(self.style, &list))]
             }
             SessionEvent::History(page) => self.on_history(page),
+            SessionEvent::View {
+                room,
+                messages,
+                has_more,
+            } => self.on_view(room, &messages, has_more),
             SessionEvent::Resumed(outcome) => {
                 let status =
                     ResumeStatus::try_from(outcome.status).unwrap_or(ResumeStatus::Unspecified);
@@ -715,7 +703,6 @@ impl Chat {
                 Vec::new()
             }
             SessionEvent::EpochChanged { room, .. } => {
-                self.shown_upto.remove(&room);
                 vec![self.notice(&format!(
                     "the server reset the history of #{room}; earlier messages of it belong to its old history"
                 ))]
@@ -869,13 +856,7 @@ impl Chat {
     fn on_message(&mut self, message: wire::Message, from_self: bool) -> Vec<Out> {
         self.typing_seen.remove(&message.sender);
         if from_self && self.is_own_echo(&message.client_msg_id) {
-            let upto = self.shown_upto.entry(message.room.clone()).or_default();
-            *upto = (*upto).max(message.seq);
             return self.confirm_own(&message.client_msg_id, message.server_ts_ms);
-        }
-        if let Some(held) = self.loading.get_mut(&message.room) {
-            held.push(message);
-            return Vec::new();
         }
         if self.current.as_deref() == Some(message.room.as_str()) {
             return self.show_live(message);
@@ -884,12 +865,9 @@ impl Chat {
         Vec::new()
     }
 
+    /// A live message of the room on screen: the session shows each once,
+    /// after the view's page.
     fn show_live(&mut self, message: wire::Message) -> Vec<Out> {
-        let upto = self.shown_upto.entry(message.room.clone()).or_default();
-        if message.seq <= *upto {
-            return Vec::new();
-        }
-        *upto = message.seq;
         let mark = Out::Do(Action::MarkRead {
             room: message.room.clone(),
             seq: message.seq,
@@ -1033,7 +1011,6 @@ impl Chat {
         }
         self.joined.remove(room);
         self.reads.remove(room);
-        self.loading.remove(room);
         let mut text = format!("left #{room}");
         if self.current.as_deref() == Some(room) {
             self.current = None;
@@ -1061,6 +1038,42 @@ impl Chat {
         Vec::new()
     }
 
+    /// The view of a room opened (`ClientSession::open_view`): its newest
+    /// messages and those that came meanwhile, each once, in order.
+    fn on_view(&mut self, room: String, messages: &[wire::Message], has_more: bool) -> Vec<Out> {
+        if self.busy == Some(Busy::View(room.clone())) {
+            self.busy = None;
+        }
+        if self.current.as_deref() != Some(room.as_str()) {
+            // Switched away before it came: nothing of it is on screen.
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if has_more {
+            out.push(self.notice(&format!(
+                "recent messages of #{room} (/history N shows more):"
+            )));
+        } else if messages.is_empty() {
+            out.push(self.notice(&format!("no messages in #{room} yet; say hello")));
+        }
+        let mut new_from = self.entering_read_seq.take();
+        for message in messages {
+            if new_from.is_some_and(|read| message.seq > read && message.sender != self.me) {
+                new_from = None;
+                out.push(self.notice("--- new since you left ---"));
+            }
+            out.extend(self.message_lines(message));
+        }
+        if let Some(last) = messages.last() {
+            out.push(Out::Do(Action::MarkRead {
+                room,
+                seq: last.seq,
+            }));
+        }
+        out
+    }
+
+    /// The page of a `/history N`.
     fn on_history(&mut self, page: wire::HistoryPage) -> Vec<Out> {
         let Some(pos) = self
             .history_waiting
@@ -1069,73 +1082,32 @@ impl Chat {
         else {
             return Vec::new();
         };
-        let Some((room, purpose)) = self.history_waiting.remove(pos) else {
+        let Some((room, limit)) = self.history_waiting.remove(pos) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        match purpose {
-            HistoryFor::View => {
-                if self.busy == Some(Busy::View(room.clone())) {
-                    self.busy = None;
-                }
-                if page.has_more {
-                    out.push(self.notice(&format!(
-                        "recent messages of #{room} (/history N shows more):"
-                    )));
-                } else if page.messages.is_empty() {
-                    out.push(self.notice(&format!("no messages in #{room} yet; say hello")));
-                }
-                let mut upto = 0;
-                let mut new_from = self.entering_read_seq.take();
-                for message in &page.messages {
-                    upto = upto.max(message.seq);
-                    if new_from.is_some_and(|read| message.seq > read && message.sender != self.me)
-                    {
-                        new_from = None;
-                        out.push(self.notice("--- new since you left ---"));
-                    }
-                    out.extend(self.message_lines(message));
-                }
-                let shown = self.shown_upto.entry(room.clone()).or_default();
-                *shown = (*shown).max(upto);
-                if upto > 0 {
-                    out.push(Out::Do(Action::MarkRead {
-                        room: room.clone(),
-                        seq: upto,
-                    }));
-                }
-                if let Some(held) = self.loading.remove(&room) {
-                    for message in held {
-                        out.extend(self.show_live(message));
-                    }
-                }
-            }
-            HistoryFor::Command(limit) => {
-                if self.busy == Some(Busy::History(room.clone())) {
-                    self.busy = None;
-                }
-                out.push(self.notice(&format!(
-                    "last {} message{} of #{room}:",
-                    page.messages.len(),
-                    if page.messages.len() == 1 { "" } else { "s" }
-                )));
-                self.last_day = None;
-                for message in &page.messages {
-                    out.extend(self.message_lines(message));
-                }
-                // The live lines after it follow the view, not this page.
-                self.last_day = None;
-                let more = if page.has_more {
-                    format!(
-                        " (older ones exist; /history {} shows more)",
-                        limit.saturating_mul(2).min(100)
-                    )
-                } else {
-                    String::new()
-                };
-                out.push(self.notice(&format!("end of history{more}")));
-            }
+        if self.busy == Some(Busy::History(room.clone())) {
+            self.busy = None;
         }
+        let mut out = vec![self.notice(&format!(
+            "last {} message{} of #{room}:",
+            page.messages.len(),
+            if page.messages.len() == 1 { "" } else { "s" }
+        ))];
+        self.last_day = None;
+        for message in &page.messages {
+            out.extend(self.message_lines(message));
+        }
+        // The live lines after it follow the view, not this page.
+        self.last_day = None;
+        let more = if page.has_more {
+            format!(
+                " (older ones exist; /history {} shows more)",
+                limit.saturating_mul(2).min(100)
+            )
+        } else {
+            String::new()
+        };
+        out.push(self.notice(&format!("end of history{more}")));
         out
     }
 
@@ -1208,7 +1180,9 @@ impl Chat {
                 }
             }
             (
-                RequestKind::ListMembers(room) | RequestKind::History(room),
+                RequestKind::ListMembers(room)
+                | RequestKind::History(room)
+                | RequestKind::View(room),
                 ErrorCode::NotAMember,
             ) => format!("you are not a member of #{room}; /join {room} first"),
             (RequestKind::GapFill(room), _) => format!(
@@ -1243,6 +1217,7 @@ impl Chat {
             RequestKind::CreateRoom(r) => Some(Busy::Create(r.clone())),
             RequestKind::LeaveRoom(r) => Some(Busy::Leave(r.clone())),
             RequestKind::ListMembers(r) => Some(Busy::Members(r.clone())),
+            RequestKind::View(r) => Some(Busy::View(r.clone())),
             RequestKind::History(r) => {
                 if self.busy == Some(Busy::View(r.clone())) {
                     self.busy = None;
@@ -1319,6 +1294,7 @@ fn describe(action: &Action) -> String {
         Action::Leave(room) => format!("/leave {room}"),
         Action::Members(_) => "/who".to_owned(),
         Action::History { .. } => "fetching history".to_owned(),
+        Action::OpenView { room, .. } => format!("opening #{room}"),
         Action::ListRooms => "/rooms".to_owned(),
         Action::Typing { .. } => "typing".to_owned(),
         Action::MarkRead { room, .. } => format!("marking #{room} read"),
@@ -1333,6 +1309,7 @@ fn describe_kind(kind: &RequestKind) -> String {
         RequestKind::LeaveRoom(room) => format!("/leave {room}"),
         RequestKind::ListMembers(_) => "/who".to_owned(),
         RequestKind::History(room) => format!("history of #{room}"),
+        RequestKind::View(room) => format!("opening #{room}"),
         RequestKind::ListRooms => "listing rooms".to_owned(),
         other => format!("{other:?}"),
     }
@@ -1469,15 +1446,12 @@ mod tests {
         chat.handle_line(&format!("/join {name}"));
         let mut outs = chat.handle_event(SessionEvent::Joined(room(name)), now);
         assert!(!chat.input_ready(), "the prompt waits for the view");
-        let head_seq = page.last().map_or(0, |m| m.seq);
         outs.extend(chat.handle_event(
-            SessionEvent::History(wire::HistoryPage {
+            SessionEvent::View {
                 room: name.into(),
                 messages: page,
                 has_more: false,
-                head_seq,
-                epoch: "e1".into(),
-            }),
+            },
             now,
         ));
         assert!(chat.input_ready());
@@ -1590,38 +1564,6 @@ mod tests {
     }
 
     #[test]
-    fn history_and_live_messages_that_overlap_are_shown_once_in_order() {
-        let mut chat = chat();
-        let now = Instant::now();
-        chat.handle_line("/join general");
-        chat.handle_event(SessionEvent::Joined(room("general")), now);
-        // Live messages 2 and 3 arrive before the page that also holds them.
-        for seq in [2, 3] {
-            let live = SessionEvent::Message {
-                message: message("general", seq, "bob", &format!("m{seq}"), ""),
-                from_self: false,
-            };
-            assert!(printed(&chat.handle_event(live, now)).is_empty());
-        }
-        let page = wire::HistoryPage {
-            room: "general".into(),
-            messages: (1..=3)
-                .map(|seq| message("general", seq, "bob", &format!("m{seq}"), ""))
-                .collect(),
-            has_more: false,
-            head_seq: 3,
-            epoch: "e1".into(),
-        };
-        let shown = printed(&chat.handle_event(SessionEvent::History(page), now));
-        assert_eq!(shown, ["t101 <bob> m1", "t102 <bob> m2", "t103 <bob> m3"]);
-        let live = SessionEvent::Message {
-            message: message("general", 4, "bob", "m4", ""),
-            from_self: false,
-        };
-        assert_eq!(printed(&chat.handle_event(live, now)), ["t104 <bob> m4"]);
-    }
-
-    #[test]
     fn other_rooms_count_unread_and_say_so_once() {
         let mut chat = chat();
         enter(&mut chat, "general", Vec::new());
@@ -1653,20 +1595,20 @@ mod tests {
         let outs = chat.handle_line("/switch ops");
         assert_eq!(
             actions(&outs),
-            [Action::History {
+            [Action::OpenView {
                 room: "ops".into(),
                 limit: 5
             }]
         );
         // The view marks where the unread messages start, and that they are read.
-        let page = wire::HistoryPage {
+        let view = SessionEvent::View {
             room: "ops".into(),
             messages: (1..=4)
                 .map(|seq| message("ops", seq, if seq == 2 { ME } else { "bob" }, "x", ""))
                 .collect(),
-            ..Default::default()
+            has_more: false,
         };
-        let outs = chat.handle_event(SessionEvent::History(page), now);
+        let outs = chat.handle_event(view, now);
         let lines = printed(&outs);
         let marker = lines
             .iter()

@@ -919,3 +919,53 @@ fn reconnect_now_skips_the_backoff_wait_only_while_waiting() {
     h.session.reconnect_now();
     assert_eq!(h.session.state(), &ConnectionState::Connecting);
 }
+
+#[test]
+fn a_view_merges_its_page_with_what_came_live_and_never_repeats() {
+    let mut h = Harness::new();
+    h.connect(vec![room("general", 1)]);
+    h.events();
+    let id = h.session.open_view(h.now, "general", 20).expect("online");
+    h.transmit();
+    // Live 2 and 3 arrive before the page that also holds them: held.
+    for seq in [2, 3] {
+        h.feed(ServerFrame::push(S::Message(msg("general", seq, "bob"))));
+    }
+    assert!(h.shown().is_empty(), "held until the view opens");
+    let page = wire::HistoryPage {
+        room: "general".into(),
+        messages: (1..=3).map(|seq| msg("general", seq, "bob")).collect(),
+        head_seq: 3,
+        ..Default::default()
+    };
+    h.feed(ServerFrame::reply(id, S::HistoryPage(page)));
+    let views: Vec<Vec<u64>> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::View { messages, .. } => Some(messages.iter().map(|m| m.seq).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(views, [vec![1, 2, 3]]);
+    // Seq 3 pushed again (stored before the page was read, pushed after):
+    // not shown twice; seq 4 is.
+    h.feed(ServerFrame::push(S::Message(msg("general", 3, "bob"))));
+    h.feed(ServerFrame::push(S::Message(msg("general", 4, "bob"))));
+    assert_eq!(h.shown(), [("general".to_owned(), 4)]);
+}
+
+#[test]
+fn a_view_that_fails_releases_what_it_held() {
+    let mut h = Harness::new();
+    h.connect(vec![room("general", 1)]);
+    h.events();
+    h.session.open_view(h.now, "general", 20).expect("online");
+    h.feed(ServerFrame::push(S::Message(msg("general", 2, "bob"))));
+    h.session.handle_disconnected(h.now, None, &mut h.rng);
+    assert_eq!(
+        h.shown(),
+        [("general".to_owned(), 2)],
+        "nothing is lost with the view"
+    );
+}

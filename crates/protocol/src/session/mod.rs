@@ -146,6 +146,8 @@ pub enum RequestKind {
     SetTyping(String),
     /// MarkRead of this room.
     MarkRead(String),
+    /// The page that opens a view of this room ([`ClientSession::open_view`]).
+    View(String),
 }
 
 /// Something to show or act on.
@@ -186,6 +188,18 @@ pub enum SessionEvent {
     Members(wire::MemberList),
     /// Reply to a user's FetchHistory.
     History(wire::HistoryPage),
+    /// A view opened by [`ClientSession::open_view`] is ready: the room's
+    /// newest messages, merged with those that arrived live while the page
+    /// was read, in seq order, each once. Later `Message` events of the
+    /// room continue after it, without repeating any of it.
+    View {
+        /// Room.
+        room: String,
+        /// The messages, ascending.
+        messages: Vec<wire::Message>,
+        /// Older messages exist (§9).
+        has_more: bool,
+    },
     /// How resuming a room went (§10.3).
     Resumed(wire::RoomResume),
     /// The room's history was reset on the server (§10.5): earlier
@@ -303,6 +317,13 @@ pub struct ClientSession {
     /// scrolling through a room costs one request at a time, not one per
     /// message, and a read made offline reaches the server on reconnect.
     marks_wanted: BTreeMap<String, u64>,
+    /// Views being opened: the live messages of each room held until its
+    /// page arrives, so the view shows them in order after the page.
+    views_loading: BTreeMap<String, Vec<wire::Message>>,
+    /// Per room, the highest seq a view showed: a live message at or below
+    /// it (stored before the page was read, pushed after it) is not shown
+    /// again.
+    view_floor: BTreeMap<String, u64>,
     user_closed: bool,
 }
 
@@ -331,6 +352,8 @@ impl ClientSession {
             room_list: Vec::new(),
             reads: BTreeMap::new(),
             marks_wanted: BTreeMap::new(),
+            views_loading: BTreeMap::new(),
+            view_floor: BTreeMap::new(),
             user_closed: false,
         };
         session
@@ -440,6 +463,7 @@ impl ClientSession {
         let mut aborted: Vec<(u64, Pending)> = self.pending.drain().collect();
         aborted.sort_by_key(|(id, _)| *id);
         for (request_id, p) in aborted {
+            self.release_view(&p.kind);
             if !matches!(
                 p.kind,
                 RequestKind::Send(_)
@@ -521,6 +545,7 @@ impl ClientSession {
                 }
                 _ => {}
             }
+            self.release_view(&p.kind);
             self.events.push_back(SessionEvent::RequestTimedOut {
                 request_id,
                 kind: p.kind,
@@ -594,6 +619,7 @@ impl ClientSession {
             S::RoomLeft(left) => {
                 self.rooms.remove(&left.name);
                 self.reads.remove(&left.name);
+                self.view_floor.remove(&left.name);
                 self.marks_wanted.remove(&left.name);
                 self.events.push_back(SessionEvent::Left(left.name));
             }
@@ -753,6 +779,23 @@ impl ClientSession {
             limit,
         });
         self.online_request(now, body, kind)
+    }
+
+    /// Opens a view of `room`: its newest `limit` messages, then its live
+    /// ones, with nothing repeated or out of order where they meet. The
+    /// page comes as [`SessionEvent::View`]; until then the room's live
+    /// messages are held (and come inside the view). This is what a front
+    /// end showing one room at a time needs instead of tracking seqs.
+    pub fn open_view(&mut self, now: Instant, room: &str, limit: u32) -> Result<u64, CommandError> {
+        let name = RoomName::parse(room)?;
+        let body = C::FetchHistory(FetchHistory {
+            room: name.as_str().to_owned(),
+            anchor: None,
+            limit,
+        });
+        let id = self.online_request(now, body, RequestKind::View(name.to_string()))?;
+        self.views_loading.entry(name.into_string()).or_default();
+        Ok(id)
     }
 
     /// Says the user started or stopped typing (§11.2). No reply on success.
@@ -1123,11 +1166,14 @@ impl ClientSession {
                     error,
                 });
             }
-            kind => self.events.push_back(SessionEvent::RequestFailed {
-                request_id,
-                kind,
-                error,
-            }),
+            kind => {
+                self.release_view(&kind);
+                self.events.push_back(SessionEvent::RequestFailed {
+                    request_id,
+                    kind,
+                    error,
+                });
+            }
         }
     }
 
@@ -1169,6 +1215,20 @@ impl ClientSession {
             .map(|w| w.username.clone())
             .unwrap_or_default();
         for message in messages {
+            if let Some(held) = self.views_loading.get_mut(&message.room) {
+                if let Some(read) = self.reads.get_mut(&message.room) {
+                    read.handle_message(&message, &me);
+                }
+                held.push(message);
+                continue;
+            }
+            if self
+                .view_floor
+                .get(&message.room)
+                .is_some_and(|&floor| message.seq <= floor)
+            {
+                continue;
+            }
             let counted = self
                 .reads
                 .get_mut(&message.room)
@@ -1212,8 +1272,34 @@ impl ClientSession {
                     }
                 }
             }
+            Some(RequestKind::View(room)) => {
+                let held = self.views_loading.remove(&room).unwrap_or_default();
+                let mut merged: BTreeMap<u64, wire::Message> =
+                    page.messages.into_iter().map(|m| (m.seq, m)).collect();
+                for message in held {
+                    merged.entry(message.seq).or_insert(message);
+                }
+                if let Some(&top) = merged.keys().next_back() {
+                    let floor = self.view_floor.entry(room.clone()).or_default();
+                    *floor = (*floor).max(top);
+                }
+                self.events.push_back(SessionEvent::View {
+                    room,
+                    messages: merged.into_values().collect(),
+                    has_more: page.has_more,
+                });
+            }
             Some(_) => self.events.push_back(SessionEvent::History(page)),
             None => {}
+        }
+    }
+
+    /// A view's page will not come: what was held for it is shown live.
+    fn release_view(&mut self, kind: &RequestKind) {
+        if let RequestKind::View(room) = kind
+            && let Some(held) = self.views_loading.remove(room)
+        {
+            self.emit_messages(held);
         }
     }
 
@@ -1240,6 +1326,7 @@ impl ClientSession {
                     }
                 }
                 ResumeStatus::EpochChanged => {
+                    self.view_floor.remove(&outcome.room);
                     let track = self.rooms.entry(outcome.room.clone()).or_default();
                     track.reset_to(outcome.head_seq, outcome.epoch.clone());
                     self.events.push_back(SessionEvent::EpochChanged {

@@ -299,7 +299,7 @@ impl<'a> Driver<'a> {
                 let node = actor.node % self.env.nodes.len();
                 (
                     name.clone(),
-                    format!("node {node} ({})", self.env.node(node).server.to_string()),
+                    format!("node {node} ({})", self.env.node(node).server),
                 )
             })
             .collect()

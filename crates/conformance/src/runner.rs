@@ -330,10 +330,7 @@ async fn run_one(
                 scenario::assign_nodes(scenario, env.nodes.len())
                     .into_iter()
                     .map(|(actor, node)| {
-                        (
-                            actor,
-                            format!("node {node} ({})", env.node(node).server.to_string()),
-                        )
+                        (actor, format!("node {node} ({})", env.node(node).server))
                     })
                     .collect()
             } else {

@@ -26,13 +26,13 @@ use confab_protocol::wire::{
 };
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use confab_bot_sdk::ServerUrl;
+use confab_bot_sdk::net::{self, Stream, WebSocketOptions};
 
 use crate::BenchError;
 use crate::clock::{self, Tag};
@@ -67,9 +67,9 @@ pub enum Dialect {
 pub struct Endpoint {
     /// Label in reports: `confab`, `ceiling`, `node-ws`.
     pub name: String,
-    /// Base URL of HTTP, e.g. `http://127.0.0.1:7420`.
-    pub http_url: String,
-    /// WebSocket URL.
+    /// The server's base URL, e.g. `http://127.0.0.1:7420`.
+    pub server: ServerUrl,
+    /// WebSocket URL (the baselines' paths differ from Confab's).
     pub ws_url: String,
     /// Wire format.
     pub dialect: Dialect,
@@ -169,7 +169,7 @@ enum JsonIn<'a> {
 /// An open, set-up connection.
 #[derive(Debug)]
 pub struct Client {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Stream>,
     dialect: Dialect,
     next_request_id: u64,
     /// Rooms this connection follows.
@@ -191,24 +191,15 @@ impl Client {
     }
 
     async fn connect_inner(endpoint: &Endpoint, token: &str) -> Result<Self, BenchError> {
-        let (stream, _) = crate::http::connect(&endpoint.http_url).await?;
-        let handshake = |reason: String| BenchError::Handshake {
-            url: endpoint.ws_url.clone(),
-            reason,
-        };
-        let mut request = endpoint
-            .ws_url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| handshake(e.to_string()))?;
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(confab_protocol::SUBPROTOCOL),
-        );
-        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
-        let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-            .await
-            .map_err(|e| handshake(e.to_string()))?;
+        // The SDK's connector opens and upgrades (subprotocol confab.v1);
+        // the frames on the socket are the generator's own.
+        let options = WebSocketOptions::default()
+            .timeout(SETUP_TIMEOUT)
+            .url(endpoint.ws_url.clone())
+            .config(WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES));
+        let ws = net::connect_websocket(&endpoint.server, &options)
+            .await?
+            .stream;
         let mut client = Self {
             ws,
             dialect: endpoint.dialect,

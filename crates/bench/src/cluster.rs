@@ -258,8 +258,11 @@ impl Deployment {
     }
 
     /// How the generator reaches each node, in node order.
-    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
-        self.nodes.iter().map(|n| Arc::new(n.endpoint())).collect()
+    pub fn endpoints(&self) -> Result<Vec<Arc<Endpoint>>, BenchError> {
+        self.nodes
+            .iter()
+            .map(|n| n.endpoint().map(Arc::new))
+            .collect()
     }
 
     /// CPU and memory of all nodes together (not PostgreSQL's or NATS's).

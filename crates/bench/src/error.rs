@@ -7,22 +7,12 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BenchError {
-    /// A TCP connection could not be opened.
-    #[error("cannot connect to {addr}: {source}; is the server running and is the address right?")]
-    Connect {
-        /// Address tried.
-        addr: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The WebSocket upgrade failed.
-    #[error("WebSocket handshake with {url} failed: {reason}")]
-    Handshake {
-        /// URL tried.
-        url: String,
-        /// What tungstenite reported.
-        reason: String,
-    },
+    /// A connection could not be opened or upgraded to a WebSocket.
+    #[error(transparent)]
+    Connect(#[from] confab_bot_sdk::net::ConnectError),
+    /// A server URL is not an `http(s)://host:port` base URL.
+    #[error(transparent)]
+    ServerUrl(#[from] confab_bot_sdk::InvalidServerUrl),
     /// An HTTP request failed or got an unexpected status.
     #[error("HTTP {path} failed: {reason}")]
     Http {

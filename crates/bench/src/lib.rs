@@ -13,7 +13,8 @@
 //! Layout:
 //! - [`clock`]: the shared monotonic clock and the open-loop schedule.
 //! - [`stats`]: HDR histograms, per-phase counters and their summaries.
-//! - [`http`]: register and login (§5.2, §5.3).
+//! - [`http`]: register and login (§5.2, §5.3) with the bot SDK's client,
+//!   and the bench's retry policy.
 //! - [`client`]: one WebSocket client connection in either dialect (Confab
 //!   protobuf frames or the Node baseline's JSON), and its event loop.
 //! - [`push`]: reading a Message push in place, without a full decode.

@@ -448,12 +448,12 @@ impl Runner {
         if kind == Kind::Confab
             && let Some(url) = &self.common.server
         {
-            return Ok((None, kind.endpoint(url.trim_end_matches('/'))));
+            return Ok((None, kind.endpoint(url)?));
         }
         let mut args: Vec<String> = defaults.iter().map(|s| (*s).to_owned()).collect();
         args.extend(self.common.server_args.iter().cloned());
         let child = ChildServer::start(kind, &self.launch, &args).await?;
-        let endpoint = child.endpoint();
+        let endpoint = child.endpoint()?;
         self.progress.note(&format!(
             "started {} (pid {}) at {}{}",
             kind.label(),
@@ -536,7 +536,7 @@ impl Runner {
                 ))
         ));
         Ok(Target {
-            nodes: deployment.endpoints(),
+            nodes: deployment.endpoints()?,
             probe: Some(deployment.probe()),
             data_dir: None,
             running: Running::Deployment(deployment),

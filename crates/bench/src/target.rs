@@ -13,6 +13,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
+use confab_bot_sdk::ServerUrl;
+
 use crate::BenchError;
 use crate::client::{Dialect, Endpoint};
 
@@ -53,20 +55,25 @@ impl Kind {
     }
 
     /// How the generator reaches a server of this kind at `http_url`.
-    pub fn endpoint(self, http_url: &str) -> Endpoint {
-        let ws_base = http_url.replacen("http://", "ws://", 1);
-        let (path, dialect, login) = match self {
-            Kind::Confab => (confab_protocol::WEBSOCKET_PATH, Dialect::Confab, true),
-            Kind::Ceiling => (confab_protocol::WEBSOCKET_PATH, Dialect::Confab, false),
-            Kind::NodeWs => ("/", Dialect::Json, false),
+    pub fn endpoint(self, http_url: &str) -> Result<Endpoint, BenchError> {
+        let server = ServerUrl::parse(http_url)?;
+        let (ws_url, dialect, login) = match self {
+            Kind::Confab => (server.ws_url(), Dialect::Confab, true),
+            Kind::Ceiling => (server.ws_url(), Dialect::Confab, false),
+            // The baseline serves its WebSocket at the root.
+            Kind::NodeWs => {
+                let root = server.ws_url();
+                let root = root.trim_end_matches(confab_protocol::WEBSOCKET_PATH);
+                (format!("{root}/"), Dialect::Json, false)
+            }
         };
-        Endpoint {
+        Ok(Endpoint {
             name: self.label().to_owned(),
-            http_url: http_url.to_owned(),
-            ws_url: format!("{ws_base}{path}"),
+            server,
+            ws_url,
             dialect,
             login,
-        }
+        })
     }
 }
 
@@ -228,7 +235,7 @@ impl ChildServer {
     }
 
     /// How the generator reaches this server.
-    pub fn endpoint(&self) -> Endpoint {
+    pub fn endpoint(&self) -> Result<Endpoint, BenchError> {
         self.kind.endpoint(&self.http_url)
     }
 
@@ -457,10 +464,11 @@ mod tests {
 
     #[test]
     fn endpoints_follow_the_kind() {
-        let confab = Kind::Confab.endpoint("http://127.0.0.1:9");
+        let confab = Kind::Confab.endpoint("http://127.0.0.1:9").unwrap();
         assert_eq!(confab.ws_url, "ws://127.0.0.1:9/v1/ws");
         assert!(confab.login);
-        let node = Kind::NodeWs.endpoint("http://127.0.0.1:9");
+        let node = Kind::NodeWs.endpoint("http://127.0.0.1:9").unwrap();
+        assert_eq!(node.ws_url, "ws://127.0.0.1:9/");
         assert_eq!(node.dialect, Dialect::Json);
         assert!(!node.login);
     }

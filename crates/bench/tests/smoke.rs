@@ -74,7 +74,7 @@ fn assert_lossless(report: &FanoutReport) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_delivers_every_message_once_on_confab() {
     let (server, _dir) = confab().await;
-    let endpoint = Arc::new(Kind::Confab.endpoint(&server.url()));
+    let endpoint = Arc::new(Kind::Confab.endpoint(&server.url()).expect("server URL"));
     let report = fanout::run(&[endpoint], &small_fanout(), None, &Quiet)
         .await
         .expect("fanout runs");
@@ -88,7 +88,11 @@ async fn fanout_delivers_every_message_once_on_the_ceiling() {
         .await
         .expect("binds");
     let serving = tokio::spawn(serve);
-    let endpoint = Arc::new(Kind::Ceiling.endpoint(&format!("http://{addr}")));
+    let endpoint = Arc::new(
+        Kind::Ceiling
+            .endpoint(&format!("http://{addr}"))
+            .expect("server URL"),
+    );
     let report = fanout::run(&[endpoint], &small_fanout(), None, &Quiet)
         .await
         .expect("fanout runs");
@@ -124,7 +128,7 @@ async fn fanout_delivers_every_message_once_on_node_ws() {
         .await
         .expect("node starts");
     let report = fanout::run(
-        &[Arc::new(node.endpoint())],
+        &[Arc::new(node.endpoint().expect("server URL"))],
         &small_fanout(),
         Some(node.probe()),
         &Quiet,
@@ -138,7 +142,7 @@ async fn fanout_delivers_every_message_once_on_node_ws() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sockets_stay_up_and_are_counted() {
     let (server, _dir) = confab().await;
-    let endpoint = Arc::new(Kind::Confab.endpoint(&server.url()));
+    let endpoint = Arc::new(Kind::Confab.endpoint(&server.url()).expect("server URL"));
     let config = IdleConfig {
         sizes: vec![4, 10],
         sockets_per_user: 3,
@@ -158,7 +162,7 @@ async fn idle_sockets_stay_up_and_are_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_acks_every_message_and_measures_fsync() {
     let (server, dir) = confab().await;
-    let endpoint = Arc::new(Kind::Confab.endpoint(&server.url()));
+    let endpoint = Arc::new(Kind::Confab.endpoint(&server.url()).expect("server URL"));
     let config = IngestConfig {
         senders: 6,
         room_size: 2,
@@ -191,7 +195,7 @@ async fn ingest_acks_every_message_and_measures_fsync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_storm_loses_nothing() {
     let (server, _dir) = confab().await;
-    let endpoint = Arc::new(Kind::Confab.endpoint(&server.url()));
+    let endpoint = Arc::new(Kind::Confab.endpoint(&server.url()).expect("server URL"));
     let config = ReconnectConfig {
         clients: 6,
         room_size: 3,
@@ -222,7 +226,7 @@ async fn reconnect_storm_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_flood_keeps_the_honest_client_logging_in() {
     let (server, _dir) = confab().await;
-    let endpoint = Arc::new(Kind::Confab.endpoint(&server.url()));
+    let endpoint = Arc::new(Kind::Confab.endpoint(&server.url()).expect("server URL"));
     let config = LoginFloodConfig {
         flooders: 4,
         honest_logins: 3,

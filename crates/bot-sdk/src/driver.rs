@@ -65,8 +65,7 @@ use std::time::{Duration, Instant};
 use confab_protocol::codec::encode_client_frame;
 use confab_protocol::names::ClientMsgId;
 use confab_protocol::session::{
-    ClientSession, CommandError, ConnectionState, MAX_SERVER_FRAME_BYTES, OfflineReason,
-    SessionEvent,
+    ClientSession, CommandError, ConnectionState, OfflineReason, SessionEvent,
 };
 use confab_protocol::wire;
 use futures_util::{SinkExt, StreamExt};
@@ -74,15 +73,12 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 pub use crate::net::ConnectError;
-use crate::net::{self, Stream};
+use crate::net::{self, Stream, WebSocketOptions};
 use crate::url::ServerUrl;
 
 /// Tunables of a driver.
@@ -817,56 +813,18 @@ async fn next_message(ws: &mut Option<Ws>) -> Option<Result<Message, tungstenite
 
 /// Opens the socket and upgrades with subprotocol `confab.v1` (§3.1, §3.2).
 async fn open_ws(server: ServerUrl, timeout: Duration) -> Result<Ws, ConnectError> {
-    let upgrade_error = |message: String| ConnectError::Upgrade {
-        server: server.to_string(),
-        message,
-    };
-    let started = tokio::time::Instant::now();
-    let stream = net::connect(&server, timeout).await?;
-    let mut request = server
-        .ws_url()
-        .into_client_request()
-        .map_err(|err| upgrade_error(err.to_string()))?;
-    request.headers_mut().insert(
-        SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(confab_protocol::SUBPROTOCOL),
-    );
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_SERVER_FRAME_BYTES))
-        .max_frame_size(Some(MAX_SERVER_FRAME_BYTES));
-    let remaining = timeout.saturating_sub(started.elapsed());
-    let handshake = tokio_tungstenite::client_async_with_config(request, stream, Some(config));
-    let (ws, response) = match tokio::time::timeout(remaining, handshake).await {
-        Err(_) => {
-            return Err(ConnectError::TimedOut {
-                server: server.to_string(),
-                after: timeout,
-            });
-        }
-        Ok(Err(tungstenite::Error::Http(response))) => {
-            let status = response.status();
-            let detail = response
-                .body()
-                .as_deref()
-                .and_then(|body| {
-                    serde_json::from_slice::<confab_protocol::http::ErrorBody>(body).ok()
-                })
-                .map(|body| body.error.message)
-                .unwrap_or_default();
-            return Err(upgrade_error(format!("HTTP {status} {detail}")));
-        }
-        Ok(Err(err)) => return Err(upgrade_error(err.to_string())),
-        Ok(Ok(pair)) => pair,
-    };
-    let selected = response
-        .headers()
-        .get(SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok());
-    if selected != Some(confab_protocol::SUBPROTOCOL) {
-        return Err(upgrade_error(format!(
-            "the server selected subprotocol {selected:?}, not {:?}",
-            confab_protocol::SUBPROTOCOL
-        )));
+    let options = WebSocketOptions::default().timeout(timeout);
+    let socket = net::connect_websocket(&server, &options).await?;
+    // A server that selects no subprotocol does not speak confab.v1 (§3.2).
+    if socket.subprotocol.as_deref() != Some(confab_protocol::SUBPROTOCOL) {
+        return Err(ConnectError::Upgrade {
+            server: server.to_string(),
+            message: format!(
+                "the server selected subprotocol {:?}, not {:?}",
+                socket.subprotocol,
+                confab_protocol::SUBPROTOCOL
+            ),
+        });
     }
-    Ok(ws)
+    Ok(socket.stream)
 }

@@ -1,8 +1,10 @@
-//! The account endpoints of §5: register, login, logout.
+//! The account endpoints of §5 (register, login, logout), and [`send`] for
+//! any other request.
 //!
 //! Each call opens one HTTP/1.1 connection (TLS for `https://`), sends one
-//! JSON request and maps the answer to a typed result. Accounts are touched
-//! rarely (once per process start), so connection reuse is not worth a pool.
+//! request and reads the whole answer; the account calls map it to a typed
+//! result. Accounts are touched rarely (once per process start), so
+//! connection reuse is not worth a pool.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), confab_bot_sdk::http::Error> {
@@ -24,21 +26,102 @@ use confab_protocol::http::{
     ErrorBody, HttpErrorCode, LOGIN_PATH, LOGOUT_PATH, LoginRequest, REGISTER_PATH, RegisterRequest,
 };
 pub use confab_protocol::http::{LoginResponse, RegisterResponse};
-use http::{Method, Request, StatusCode, header};
+use http::header;
+pub use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
+pub use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
 pub use crate::net::ConnectError;
+use crate::net::ConnectOptions;
 use crate::url::ServerUrl;
 
-/// How long opening the connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a whole request may take once connected (argon2 takes a while).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body read.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// One request for [`send`]: a path below the server's base URL and what
+/// to send there.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Request {
+    /// The method.
+    pub method: Method,
+    /// The path below the server's base URL, e.g. `/v1/login`.
+    pub path: String,
+    /// The body; none is sent with `Content-Length: 0`.
+    pub body: Bytes,
+    /// `Content-Type` of the body; none when `None`.
+    pub content_type: Option<String>,
+    /// Bearer token for `Authorization` (§5.4).
+    pub bearer: Option<String>,
+    /// How to connect (timeout, proxy, local address).
+    pub connect: ConnectOptions,
+    /// How long the exchange may take once connected.
+    pub timeout: Duration,
+}
+
+impl Request {
+    /// A request without a body.
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            body: Bytes::new(),
+            content_type: None,
+            bearer: None,
+            connect: ConnectOptions::default(),
+            timeout: REQUEST_TIMEOUT,
+        }
+    }
+
+    /// A `POST` of `value` as JSON.
+    pub fn post_json<T: serde::Serialize>(path: impl Into<String>, value: &T) -> Self {
+        // Serializing the protocol's request structs cannot fail; were it
+        // to, the server refuses the empty body, which says what happened.
+        let body = serde_json::to_vec(value).unwrap_or_default();
+        Self::new(Method::POST, path).body(body, Some("application/json"))
+    }
+
+    /// Sets the body and its `Content-Type` (none when `None`).
+    pub fn body(mut self, body: impl Into<Bytes>, content_type: Option<&str>) -> Self {
+        self.body = body.into();
+        self.content_type = content_type.map(str::to_owned);
+        self
+    }
+
+    /// Sets [`Request::bearer`].
+    pub fn bearer(mut self, token: impl Into<String>) -> Self {
+        self.bearer = Some(token.into());
+        self
+    }
+
+    /// Sets [`Request::connect`].
+    pub fn connect(mut self, options: ConnectOptions) -> Self {
+        self.connect = options;
+        self
+    }
+
+    /// Sets [`Request::timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// What the server answered to a [`Request`], whatever the status.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Response {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The whole body (at most 1 MiB).
+    pub body: Bytes,
+}
 
 /// Why an account request failed.
 #[derive(Debug, thiserror::Error)]
@@ -125,10 +208,11 @@ pub async fn register(
         username: username.to_owned(),
         password: password.to_owned(),
     };
-    let (status, bytes) = post(server, REGISTER_PATH, Some(&body), None).await?;
+    let Response { status, body, .. } =
+        send(server, Request::post_json(REGISTER_PATH, &body)).await?;
     match status {
-        StatusCode::CREATED => decode(status, &bytes),
-        _ => Err(error_from(status, &bytes)),
+        StatusCode::CREATED => decode(status, &body),
+        _ => Err(error_from(status, &body)),
     }
 }
 
@@ -142,19 +226,20 @@ pub async fn login(
         username: username.to_owned(),
         password: password.to_owned(),
     };
-    let (status, bytes) = post(server, LOGIN_PATH, Some(&body), None).await?;
+    let Response { status, body, .. } = send(server, Request::post_json(LOGIN_PATH, &body)).await?;
     match status {
-        StatusCode::OK => decode(status, &bytes),
-        _ => Err(error_from(status, &bytes)),
+        StatusCode::OK => decode(status, &body),
+        _ => Err(error_from(status, &body)),
     }
 }
 
 /// Revokes `token` (§5.4); the server closes its sockets with 4410.
 pub async fn logout(server: &ServerUrl, token: &str) -> Result<(), Error> {
-    let (status, bytes) = post::<()>(server, LOGOUT_PATH, None, Some(token)).await?;
+    let request = Request::new(Method::POST, LOGOUT_PATH).bearer(token);
+    let Response { status, body, .. } = send(server, request).await?;
     match status {
         StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
-        _ => Err(error_from(status, &bytes)),
+        _ => Err(error_from(status, &body)),
     }
 }
 
@@ -197,17 +282,16 @@ fn error_from(status: StatusCode, bytes: &[u8]) -> Error {
     }
 }
 
-async fn post<T: serde::Serialize>(
-    server: &ServerUrl,
-    path: &str,
-    json: Option<&T>,
-    bearer: Option<&str>,
-) -> Result<(StatusCode, Bytes), Error> {
-    let stream = crate::net::connect(server, CONNECT_TIMEOUT).await?;
+/// Sends one request and reads the whole response, whatever its status.
+/// Errors are only those of the transport: [`Error::Connect`] and
+/// [`Error::Transport`].
+pub async fn send(server: &ServerUrl, request: Request) -> Result<Response, Error> {
+    let stream = crate::net::connect(server, &request.connect).await?;
     let transport = |message: String| Error::Transport {
         server: server.to_string(),
         message,
     };
+    let timeout = request.timeout;
     let exchange = async {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -218,34 +302,30 @@ async fn post<T: serde::Serialize>(
                 tracing::debug!(error = %err, "HTTP connection ended with an error");
             }
         });
-        let mut request = Request::builder()
-            .method(Method::POST)
-            .uri(path)
+        let mut builder = http::Request::builder()
+            .method(request.method)
+            .uri(server.path(&request.path))
             .header(header::HOST, server.authority())
+            .header(header::ACCEPT, "application/json")
             .header(
                 header::USER_AGENT,
                 concat!("confab-bot-sdk/", env!("CARGO_PKG_VERSION")),
             );
-        if let Some(token) = bearer {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(token) = &request.bearer {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let body = match json {
-            Some(value) => {
-                request = request.header(header::CONTENT_TYPE, "application/json");
-                // Serializing a struct of strings cannot fail.
-                Bytes::from(serde_json::to_vec(value).map_err(|err| transport(err.to_string()))?)
-            }
-            None => Bytes::new(),
-        };
-        let request = request
-            .body(Full::new(body))
+        if let Some(media_type) = &request.content_type {
+            builder = builder.header(header::CONTENT_TYPE, media_type);
+        }
+        let http_request = builder
+            .body(Full::new(request.body))
             .map_err(|err| transport(err.to_string()))?;
         let response = sender
-            .send_request(request)
+            .send_request(http_request)
             .await
             .map_err(|err| transport(err.to_string()))?;
-        let status = response.status();
-        let bytes = Limited::new(response.into_body(), MAX_BODY_BYTES)
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, MAX_BODY_BYTES)
             .collect()
             .await
             .map_err(|err| transport(err.to_string()))?
@@ -254,11 +334,15 @@ async fn post<T: serde::Serialize>(
         if let Err(err) = driver.await {
             tracing::debug!(error = %err, "HTTP connection task failed");
         }
-        Ok((status, bytes))
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| transport(format!("no answer within {REQUEST_TIMEOUT:?}")))?
+        .map_err(|_| transport(format!("no answer within {timeout:?}")))?
 }
 
 #[cfg(test)]

@@ -52,7 +52,11 @@
 //! Bottom up:
 //! - [`ServerUrl`]: where the server is (`http(s)://host:port`, and the
 //!   derived `ws(s)://host:port/v1/ws`).
-//! - [`http`]: the account endpoints of §5 (register, login, logout) with typed errors.
+//! - [`net`]: opening connections: TCP, TLS and the WebSocket upgrade
+//!   (`confab.v1`, Origin, timeouts), shared by every client in the
+//!   workspace (the conformance suite and the bench use it too).
+//! - [`http`]: the account endpoints of §5 (register, login, logout) with
+//!   typed errors, and [`http::send`] for any other request.
 //! - [`driver`]: a tokio task that owns a sans-IO
 //!   [`ClientSession`](confab_protocol::session::ClientSession) and does all
 //!   of its I/O (WebSocket, timers, reconnects). Other clients (the REPL)
@@ -68,7 +72,7 @@ pub mod driver;
 mod error;
 mod event;
 pub mod http;
-mod net;
+pub mod net;
 mod store;
 mod url;
 

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// The base URL of a Confab server, `http://host:port` or `https://host:port`.
+/// The base URL of a Confab server, `http://host:port` or `https://host:port`,
+/// optionally with a path prefix (`https://example.com/chat`, a server behind
+/// a reverse proxy that forwards `/chat/v1/...`).
 ///
 /// The HTTP endpoints (§5) hang off it, and the WebSocket endpoint (§3.1) is
 /// derived from it: `ws://host:port/v1/ws` for `http`, `wss://host:port/v1/ws`
@@ -16,12 +18,17 @@ use std::str::FromStr;
 /// assert_eq!(url.ws_url(), "ws://127.0.0.1:7420/v1/ws");
 /// assert_eq!(url.http_url("/v1/login"), "http://127.0.0.1:7420/v1/login");
 /// assert!("ftp://example.com".parse::<ServerUrl>().is_err());
+///
+/// let proxied: ServerUrl = "https://example.com/chat/".parse().unwrap();
+/// assert_eq!(proxied.ws_url(), "wss://example.com:443/chat/v1/ws");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerUrl {
     tls: bool,
     host: String,
     port: u16,
+    /// Path prefix without a trailing slash, "" for none.
+    prefix: String,
 }
 
 /// Why a string is not a [`ServerUrl`].
@@ -33,7 +40,7 @@ pub struct InvalidServerUrl {
 }
 
 impl ServerUrl {
-    /// Parses `http(s)://host[:port][/]`.
+    /// Parses `http(s)://host[:port][/prefix][/]`.
     pub fn parse(input: &str) -> Result<Self, InvalidServerUrl> {
         let invalid = |reason| InvalidServerUrl {
             input: input.to_owned(),
@@ -52,18 +59,45 @@ impl ServerUrl {
         if authority.as_str().contains('@') {
             return Err(invalid("credentials do not belong in the URL"));
         }
-        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(invalid("the URL must not have a path or query"));
+        if uri.query().is_some() {
+            return Err(invalid("the URL must not have a query"));
+        }
+        let prefix = uri.path().trim_end_matches('/');
+        // `/v1/...` is where the endpoints start: a URL naming one of them
+        // was meant as the base, and would double the path if taken as a prefix.
+        if prefix.split('/').nth(1) == Some("v1") {
+            return Err(invalid(
+                "the URL names an endpoint; give the server's base URL, without /v1",
+            ));
         }
         let host = authority.host();
         if host.is_empty() {
             return Err(invalid("the host is missing"));
         }
-        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        // `http::Uri` takes `host:text` with a port it cannot read as no
+        // port at all; a typo there must not silently mean port 80.
+        let port_text = authority
+            .as_str()
+            .rsplit_once(':')
+            .map(|(_, port)| port)
+            .filter(|port| !port.contains(']'));
+        let port = match port_text {
+            None => {
+                if tls {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(port) => port
+                .parse()
+                .map_err(|_| invalid("the port is not a number from 0 to 65535"))?,
+        };
         Ok(Self {
             tls,
             host: host.to_owned(),
             port,
+            prefix: prefix.to_owned(),
         })
     }
 
@@ -82,25 +116,39 @@ impl ServerUrl {
         self.port
     }
 
+    /// The path prefix without a trailing slash, "" for none.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The URL of an HTTP endpoint, e.g. `http_url("/v1/login")`.
     pub fn http_url(&self, path: &str) -> String {
         let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}:{}{path}", self.host, self.port)
+        format!(
+            "{scheme}://{}:{}{}{path}",
+            self.host, self.port, self.prefix
+        )
+    }
+
+    /// The request target of an HTTP endpoint: the prefix and `path`.
+    pub fn path(&self, path: &str) -> String {
+        format!("{}{path}", self.prefix)
     }
 
     /// The WebSocket endpoint (§3.1), e.g. `ws://127.0.0.1:7420/v1/ws`.
     pub fn ws_url(&self) -> String {
         let scheme = if self.tls { "wss" } else { "ws" };
         format!(
-            "{scheme}://{}:{}{}",
+            "{scheme}://{}:{}{}{}",
             self.host,
             self.port,
+            self.prefix,
             confab_protocol::WEBSOCKET_PATH
         )
     }
 
-    /// `host:port`, as used in the `Host` header.
-    pub(crate) fn authority(&self) -> String {
+    /// `host:port`, as used in the `Host` header and to connect.
+    pub fn authority(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
 
@@ -138,6 +186,7 @@ mod tests {
                 "wss://chat.example.com:443/v1/ws",
             ),
             ("http://[::1]:9", "ws://[::1]:9/v1/ws"),
+            ("http://localhost/chat/", "ws://localhost:80/chat/v1/ws"),
         ];
         for (input, ws) in cases {
             assert_eq!(ServerUrl::parse(input).unwrap().ws_url(), ws, "{input}");
@@ -154,6 +203,9 @@ mod tests {
             "localhost:7420",
             "ws://localhost:7420",
             "http://localhost:7420/v1",
+            "http://localhost:7420/v1/ws",
+            "http://localhost:7420/?a=b",
+            "http://x:port",
             "http://user:pw@localhost",
             "http://",
             "",

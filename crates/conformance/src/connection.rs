@@ -1,6 +1,11 @@
 //! One WebSocket connection of an actor: open, send, and an ordered stream
 //! of events read by a background task.
 //!
+//! Opening is the bot SDK's connector ([`confab_bot_sdk::net`]), given
+//! whatever the scenario offers (subprotocols, Origin, a query, a fault
+//! proxy to dial); frames on the socket, malformed ones included, are
+//! this module's own.
+//!
 //! The reader task never interprets frames: it decodes them and queues them
 //! in arrival order, so steps consume exactly what the server sent, in the
 //! order it sent it. Nothing here waits for time to pass except a step's
@@ -9,15 +14,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use confab_bot_sdk::ServerUrl;
+use confab_bot_sdk::net::{self, ConnectError, ConnectOptions, Stream, WebSocketOptions};
 use confab_protocol::codec::{decode_server_frame, encode_client_frame};
 use confab_protocol::wire::{ClientFrame, ServerFrame};
 use futures_util::SinkExt;
 use futures_util::stream::{SplitSink, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -62,17 +66,9 @@ impl Event {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectionError {
-    /// TCP connect failed.
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        /// Address.
-        addr: String,
-        /// Error.
-        source: std::io::Error,
-    },
-    /// The WebSocket handshake failed for a reason other than an HTTP refusal.
-    #[error("WebSocket handshake failed: {0}")]
-    Handshake(String),
+    /// TCP connect or the WebSocket handshake failed, other than by an HTTP refusal.
+    #[error(transparent)]
+    Connect(ConnectError),
     /// Writing a message failed (the connection is gone).
     #[error("cannot send: {0}")]
     Send(String),
@@ -84,6 +80,8 @@ pub enum ConnectionError {
 /// How to open a connection.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
+    /// The server (its name and whether it speaks TLS).
+    pub server: ServerUrl,
     /// The `ws://` URL (used for the request line and Host header).
     pub ws_url: String,
     /// Where to connect TCP (the server, or a fault proxy in front of it).
@@ -110,7 +108,7 @@ pub enum Opened {
     },
 }
 
-type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
+type Sink = SplitSink<WebSocketStream<Stream>, Message>;
 
 /// An open WebSocket connection.
 #[derive(Debug)]
@@ -137,52 +135,29 @@ impl Connection {
     }
 
     async fn open_inner(options: &OpenOptions) -> Result<Opened, ConnectionError> {
-        let stream = TcpStream::connect(&options.connect_to)
-            .await
-            .map_err(|source| ConnectionError::Connect {
-                addr: options.connect_to.clone(),
-                source,
-            })?;
-        stream.set_nodelay(true).ok();
-        let mut request = options
-            .ws_url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| ConnectionError::Handshake(e.to_string()))?;
-        let headers = request.headers_mut();
-        if !options.subprotocols.is_empty() {
-            let value = HeaderValue::from_str(&options.subprotocols.join(", "))
-                .map_err(|e| ConnectionError::Handshake(e.to_string()))?;
-            headers.insert("Sec-WebSocket-Protocol", value);
-        }
-        if let Some(origin) = &options.origin {
-            let value = HeaderValue::from_str(origin)
-                .map_err(|e| ConnectionError::Handshake(e.to_string()))?;
-            headers.insert("Origin", value);
-        }
+        let mut connect = WebSocketOptions::default();
+        connect.connect = ConnectOptions::default()
+            .timeout(options.timeout)
+            .via(options.connect_to.clone());
+        connect.url = Some(options.ws_url.clone());
+        connect.subprotocols = options.subprotocols.clone();
+        connect.origin = options.origin.clone();
         // The suite must be able to receive anything a server sends, so it
         // imposes no size limit of its own.
-        let config = WebSocketConfig::default()
+        connect.config = WebSocketConfig::default()
             .max_message_size(None)
             .max_frame_size(None);
-        match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
-            Ok((ws, response)) => {
-                let subprotocol = response
-                    .headers()
-                    .get("Sec-WebSocket-Protocol")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                Ok(Opened::Upgraded(Self::start(ws, subprotocol)))
-            }
-            Err(tungstenite::Error::Http(response)) => Ok(Opened::Refused {
-                status: response.status().as_u16(),
-                body: response.body().clone().unwrap_or_default(),
-            }),
-            Err(e) => Err(ConnectionError::Handshake(e.to_string())),
+        match net::connect_websocket(&options.server, &connect).await {
+            Ok(socket) => Ok(Opened::Upgraded(Self::start(
+                socket.stream,
+                socket.subprotocol,
+            ))),
+            Err(ConnectError::Refused { status, body, .. }) => Ok(Opened::Refused { status, body }),
+            Err(err) => Err(ConnectionError::Connect(err)),
         }
     }
 
-    fn start(ws: WebSocketStream<TcpStream>, subprotocol: Option<String>) -> Self {
+    fn start(ws: WebSocketStream<Stream>, subprotocol: Option<String>) -> Self {
         let (sink, mut stream) = ws.split();
         let (tx, events) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();

@@ -11,11 +11,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+use confab_bot_sdk::ServerUrl;
 use confab_protocol::wire::{ClientFrame, ServerFrame, client_frame, server_frame};
 use serde_json::{Value, json};
 
 use crate::connection::{Connection, Event, OpenOptions, Opened};
-use crate::http::{self, HttpRequest, ServerUrl};
+use crate::http::{self, HttpRequest};
 use crate::invariants::{self, AckRecord, Ledger, MessageRecord, SendRecord};
 use crate::matcher::{self, Captures, camel};
 use crate::proxy::FaultProxy;
@@ -298,7 +299,7 @@ impl<'a> Driver<'a> {
                 let node = actor.node % self.env.nodes.len();
                 (
                     name.clone(),
-                    format!("node {node} ({})", self.env.node(node).server.base()),
+                    format!("node {node} ({})", self.env.node(node).server),
                 )
             })
             .collect()
@@ -323,7 +324,7 @@ impl<'a> Driver<'a> {
             ));
         }
         actor.node = node;
-        let server = self.env.node(node).server.base();
+        let server = self.env.node(node).server.to_string();
         self.transcript
             .push(json!({"actor": actor_name, "moved_to_node": node, "server": server}));
         Ok(())
@@ -926,6 +927,7 @@ impl<'a> Driver<'a> {
             upstream
         };
         let options = OpenOptions {
+            server: env.node(node).server.clone(),
             ws_url: format!("{}{}", env.node(node).ws_url, query.unwrap_or_default()),
             connect_to,
             subprotocols,

@@ -1,85 +1,20 @@
-//! The server's base URL and a minimal HTTP/1.1 client for §5 endpoints.
+//! HTTP for the suite: the bot SDK's client for requests a client would
+//! send, and raw HTTP/1.1 bytes over TCP where a scenario needs what no
+//! client library sends on purpose.
 //!
-//! The suite needs a handful of JSON POSTs per scenario, so one request per
-//! TCP connection (`Connection: close`) over a plain `TcpStream` is enough
-//! and keeps the dependency tree to what the server already uses. Bodies
-//! are read to EOF; chunked responses are decoded.
+//! Raw are: a `Content-Length` that announces bytes that never come
+//! (§5.1), one keep-alive request whose connection is then held
+//! ([`probe_admission`], §3.1), and connections stalled after a few bytes
+//! ([`stall`], §3.1 deadlines). Raw responses are read to EOF or to their
+//! `Content-Length`; chunked bodies are decoded.
 
 use std::time::Duration;
 
+use confab_bot_sdk::ServerUrl;
+use confab_bot_sdk::http::{self as client, Method};
+use confab_bot_sdk::net::ConnectOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-use crate::error::RunError;
-
-/// A parsed `http://host:port[/prefix]` base URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerUrl {
-    /// Host name or IP as written.
-    pub host: String,
-    /// Port (80 when not written).
-    pub port: u16,
-    /// Path prefix without a trailing slash ("" for none).
-    pub prefix: String,
-}
-
-impl ServerUrl {
-    /// Parses a base URL. Only `http` is supported: TLS is not built in.
-    pub fn parse(url: &str) -> Result<Self, RunError> {
-        let bad = |reason: &str| RunError::BadServerUrl {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") {
-            return Err(bad(
-                "https is not supported by this build; run the suite against the server's plain http listener (e.g. on loopback)",
-            ));
-        } else {
-            return Err(bad("expected http://host:port"));
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if authority.is_empty() {
-            return Err(bad("missing host"));
-        }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                let port = p.parse().map_err(|_| bad("port is not a number"))?;
-                (h.to_owned(), port)
-            }
-            _ => (authority.to_owned(), 80),
-        };
-        Ok(Self {
-            host,
-            port,
-            prefix: path.trim_end_matches('/').to_owned(),
-        })
-    }
-
-    /// `host:port`, as used in the Host header and to connect.
-    pub fn authority(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
-    /// The WebSocket URL derived from the base: `ws://host:port/prefix/v1/ws`.
-    pub fn ws_url(&self) -> String {
-        format!(
-            "ws://{}{}{}",
-            self.authority(),
-            self.prefix,
-            confab_protocol::WEBSOCKET_PATH
-        )
-    }
-
-    /// The base URL as given, normalised.
-    pub fn base(&self) -> String {
-        format!("http://{}{}", self.authority(), self.prefix)
-    }
-}
 
 /// A response: status, lowercase headers, body bytes.
 #[derive(Debug, Clone)]
@@ -113,6 +48,12 @@ impl HttpResponse {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HttpError {
+    /// The SDK's client could not connect, send or read.
+    #[error(transparent)]
+    Client(client::Error),
+    /// The method is not an HTTP token.
+    #[error("{0:?} is not an HTTP method")]
+    Method(String),
     /// Connecting, writing or reading failed.
     #[error("HTTP I/O with {authority}: {source}")]
     Io {
@@ -189,7 +130,7 @@ pub async fn send(
     let authority = url.authority();
     let mut retries = 0;
     loop {
-        let response = tokio::time::timeout(timeout, exchange(url, &request))
+        let response = tokio::time::timeout(timeout, exchange(url, &request, timeout))
             .await
             .map_err(|_| HttpError::Timeout(authority.clone()))??;
         let wait = register_retry_after(&request, &response);
@@ -212,7 +153,51 @@ fn register_retry_after(request: &HttpRequest<'_>, response: &HttpResponse) -> O
     Some(Duration::from_millis(ms.max(1)))
 }
 
-async fn exchange(url: &ServerUrl, request: &HttpRequest<'_>) -> Result<HttpResponse, HttpError> {
+/// One exchange: the SDK's client unless the request lies about its length.
+async fn exchange(
+    url: &ServerUrl,
+    request: &HttpRequest<'_>,
+    timeout: Duration,
+) -> Result<HttpResponse, HttpError> {
+    if request.declared_length.is_some() {
+        return raw_exchange(url, request).await;
+    }
+    let method = Method::from_bytes(request.method.as_bytes())
+        .map_err(|_| HttpError::Method(request.method.to_owned()))?;
+    let content_type = match request.content_type {
+        Some("") => None,
+        Some(media_type) => Some(media_type),
+        None => request.body.as_ref().map(|_| "application/json"),
+    };
+    let mut sdk_request = client::Request::new(method, request.path)
+        .body(request.body.clone().unwrap_or_default(), content_type)
+        .connect(ConnectOptions::default().timeout(timeout))
+        .timeout(timeout);
+    if let Some(token) = request.bearer {
+        sdk_request = sdk_request.bearer(token);
+    }
+    let response = client::send(url, sdk_request)
+        .await
+        .map_err(HttpError::Client)?;
+    Ok(HttpResponse {
+        status: response.status.as_u16(),
+        headers: response
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_owned(), value)
+            })
+            .collect(),
+        body: response.body.to_vec(),
+    })
+}
+
+/// One request written as bytes and the response read to EOF.
+async fn raw_exchange(
+    url: &ServerUrl,
+    request: &HttpRequest<'_>,
+) -> Result<HttpResponse, HttpError> {
     let authority = url.authority();
     let io = |source| HttpError::Io {
         authority: authority.clone(),
@@ -223,7 +208,7 @@ async fn exchange(url: &ServerUrl, request: &HttpRequest<'_>) -> Result<HttpResp
     let mut head = format!(
         "{} {}{} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\nContent-Length: {}\r\n",
         request.method,
-        url.prefix,
+        url.prefix(),
         request.path,
         authority,
         request.declared_length.unwrap_or(body.len() as u64)
@@ -262,7 +247,7 @@ pub async fn probe_admission(
         let mut stream = TcpStream::connect(&authority).await.map_err(io)?;
         let head = format!(
             "POST {}/v1/logout HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\n\r\n",
-            url.prefix
+            url.prefix()
         );
         stream.write_all(head.as_bytes()).await.map_err(io)?;
         // Read exactly one response: the head, then Content-Length bytes.
@@ -418,26 +403,6 @@ fn decode_chunked(mut rest: &[u8]) -> Result<Vec<u8>, HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        let u = ServerUrl::parse("http://127.0.0.1:7420").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.prefix.as_str()),
-            ("127.0.0.1", 7420, "")
-        );
-        assert_eq!(u.ws_url(), "ws://127.0.0.1:7420/v1/ws");
-        let u = ServerUrl::parse("http://localhost/chat/").unwrap();
-        assert_eq!(u.ws_url(), "ws://localhost:80/chat/v1/ws");
-        assert!(ServerUrl::parse("ftp://x").is_err());
-        assert!(
-            ServerUrl::parse("https://x:1")
-                .unwrap_err()
-                .to_string()
-                .contains("https")
-        );
-        assert!(ServerUrl::parse("http://x:port").is_err());
-    }
 
     #[test]
     fn responses_plain_and_chunked() {

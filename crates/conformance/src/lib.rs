@@ -12,7 +12,9 @@
 //! - [`scenario`]: the scenario format and its loader.
 //! - [`vars`], [`matcher`]: variable substitution and frame matchers.
 //! - [`driver`]: the one driver: actors, steps, expectations.
-//! - [`connection`], [`http`]: the WebSocket and HTTP/1.1 clients.
+//! - [`connection`], [`http`]: the WebSocket and HTTP clients, on the bot
+//!   SDK's connector and HTTP client, with raw HTTP/1.1 bytes kept for the
+//!   hostile cases only.
 //! - [`proxy`]: the fault-injecting TCP proxy (latency, cut, hold, throttle).
 //! - [`invariants`]: structural checks (no loss, no duplicate, order).
 //! - [`runner`]: [`run`], the probe, selection and scheduling.

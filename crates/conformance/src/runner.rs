@@ -20,7 +20,9 @@ use tokio::task::JoinSet;
 
 use crate::driver::{Driver, Environment, Node, RunHalt};
 use crate::error::RunError;
-use crate::http::{self, HttpRequest, ServerUrl};
+use confab_bot_sdk::ServerUrl;
+
+use crate::http::{self, HttpRequest};
 use crate::report::{Outcome, Report, ScenarioResult};
 use crate::scenario::{self, Scenario};
 
@@ -122,15 +124,15 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         let probed = probe(node, config.step_timeout, &probe_user)
             .await
             .map_err(|reason| RunError::Unreachable {
-                url: node.server.base(),
+                url: node.server.to_string(),
                 reason,
             })?;
         if let Some(first) = seen.first()
             && let Some(difference) = disagreement(first, &probed)
         {
             return Err(RunError::ServersDisagree {
-                first: env.nodes[0].server.base(),
-                other: node.server.base(),
+                first: env.nodes[0].server.to_string(),
+                other: node.server.to_string(),
                 difference,
             });
         }
@@ -171,7 +173,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         }
     }
     let results = results.into_iter().flatten().collect();
-    let servers: Vec<String> = env.nodes.iter().map(|n| n.server.base()).collect();
+    let servers: Vec<String> = env.nodes.iter().map(|n| n.server.to_string()).collect();
     Ok(Report::new(
         servers[0].clone(),
         run_id,
@@ -195,7 +197,7 @@ fn nodes_of(config: &RunConfig) -> Result<Vec<Node>, RunError> {
         .servers
         .iter()
         .map(|url| {
-            let server = ServerUrl::parse(url)?;
+            let server = server_url(url)?;
             let ws_url = config.ws_url.clone().unwrap_or_else(|| server.ws_url());
             let ws_authority = authority_of(&ws_url).ok_or_else(|| RunError::BadServerUrl {
                 url: ws_url.clone(),
@@ -263,6 +265,20 @@ fn base36(mut n: usize) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Parses one `--server`: the SDK's [`ServerUrl`], over plain HTTP only,
+/// because raw-byte scenarios (stalled heads, lying lengths) speak TCP.
+fn server_url(url: &str) -> Result<ServerUrl, RunError> {
+    let bad = |reason: String| RunError::BadServerUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let server = ServerUrl::parse(url).map_err(|err| bad(err.to_string()))?;
+    if server.is_tls() {
+        return Err(bad("https is not supported by the suite; run it against the server's plain http listener (e.g. on loopback)".to_owned()));
+    }
+    Ok(server)
+}
+
 fn authority_of(ws_url: &str) -> Option<String> {
     let rest = ws_url.strip_prefix("ws://")?;
     let authority = rest.split('/').next()?;
@@ -314,10 +330,7 @@ async fn run_one(
                 scenario::assign_nodes(scenario, env.nodes.len())
                     .into_iter()
                     .map(|(actor, node)| {
-                        (
-                            actor,
-                            format!("node {node} ({})", env.node(node).server.base()),
-                        )
+                        (actor, format!("node {node} ({})", env.node(node).server))
                     })
                     .collect()
             } else {
@@ -381,6 +394,7 @@ async fn probe(node: &Node, step_timeout: Duration, username: &str) -> Result<Pr
         .unwrap_or_default()
         .to_owned();
     let options = OpenOptions {
+        server: node.server.clone(),
         ws_url: node.ws_url.clone(),
         connect_to: node.ws_authority.clone(),
         subprotocols: vec![confab_protocol::SUBPROTOCOL.to_owned()],
@@ -464,6 +478,23 @@ mod tests {
     }
 
     #[test]
+    fn server_urls() {
+        let u = server_url("http://127.0.0.1:7420").unwrap();
+        assert_eq!((u.host(), u.port(), u.prefix()), ("127.0.0.1", 7420, ""));
+        assert_eq!(u.ws_url(), "ws://127.0.0.1:7420/v1/ws");
+        let u = server_url("http://localhost/chat/").unwrap();
+        assert_eq!(u.ws_url(), "ws://localhost:80/chat/v1/ws");
+        assert!(server_url("ftp://x").is_err());
+        assert!(
+            server_url("https://x:1")
+                .unwrap_err()
+                .to_string()
+                .contains("https")
+        );
+        assert!(server_url("http://x:port").is_err());
+    }
+
+    #[test]
     fn servers_are_parsed_in_order_and_misuse_is_refused() {
         let config = RunConfig::with_servers([
             "http://127.0.0.1:7420".to_owned(),
@@ -472,7 +503,7 @@ mod tests {
         let nodes = nodes_of(&config).unwrap();
         let urls: Vec<(String, String)> = nodes
             .iter()
-            .map(|n| (n.server.base(), n.ws_authority.clone()))
+            .map(|n| (n.server.to_string(), n.ws_authority.clone()))
             .collect();
         assert_eq!(
             urls,

@@ -123,10 +123,10 @@ pub fn fsync_baseline(
 async fn commits(nodes: &[Arc<Endpoint>]) -> Option<(f64, f64)> {
     let (mut stored, mut batches) = (0.0, 0.0);
     for endpoint in nodes {
-        stored += crate::http::metric(&endpoint.http_url, "confab_messages_stored_total")
+        stored += crate::http::metric(&endpoint.server, "confab_messages_stored_total")
             .await
             .ok()??;
-        batches += crate::http::metric(&endpoint.http_url, "confab_write_batches_total")
+        batches += crate::http::metric(&endpoint.server, "confab_write_batches_total")
             .await
             .ok()??;
     }

@@ -78,7 +78,7 @@ async fn honest_phase(
 ) -> Result<Summary, BenchError> {
     let histogram = ShardedHistogram::default();
     for _ in 0..count {
-        let (status, latency) = timed_login(&endpoint.http_url, HONEST, username, PASSWORD).await?;
+        let (status, latency) = timed_login(&endpoint.server, HONEST, username, PASSWORD).await?;
         if status.as_u16() == 200 {
             histogram.record(latency);
         } else {
@@ -102,7 +102,7 @@ pub async fn run(
     }
     let honest = format!("{}flood-honest", config.prefix);
     progress.stage("register", 1);
-    register_and_login(&endpoint.http_url, &honest).await?;
+    register_and_login(&endpoint.server, &honest).await?;
     progress.advance(1);
 
     let mut honest_failures = BTreeMap::new();
@@ -134,8 +134,7 @@ pub async fn run(
                 attempt += 1;
                 let name = format!("{prefix}flood-{loop_index}-{attempt}");
                 let (status, _) =
-                    timed_login(&endpoint.http_url, FLOODER, &name, "a wrong password guess")
-                        .await?;
+                    timed_login(&endpoint.server, FLOODER, &name, "a wrong password guess").await?;
                 *statuses.entry(status.as_u16()).or_default() += 1;
                 if stop.load(Relaxed) {
                     break;

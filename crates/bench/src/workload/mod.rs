@@ -105,7 +105,7 @@ pub async fn tokens(
     let results: Vec<Result<(usize, String), BenchError>> = stream::iter(users.iter().enumerate())
         .map(|(i, user)| async move {
             let endpoint = &nodes[i % nodes.len()];
-            let token = crate::http::register_and_login(&endpoint.http_url, &user.name).await?;
+            let token = crate::http::register_and_login(&endpoint.server, &user.name).await?;
             progress.advance(1);
             Ok((i, token))
         })

@@ -76,7 +76,10 @@ pub use client::{Client, ClientBuilder, Context, Handler, Room};
 pub use commands::{CommandContext, Commands, Dice, FromArg, FromArgs, Rest};
 pub use error::{Error, HandlerError};
 pub use event::{ErrorEvent, Event, Message, PresenceKind};
-pub use store::{FilePositionStore, MemoryPositionStore, PositionStore, RoomPosition, StoreError};
+pub use store::{
+    FileOutboxStore, FilePositionStore, MemoryPositionStore, OutboxEntry, OutboxStore,
+    PositionStore, RoomPosition, StoreError, replace_file_atomically,
+};
 pub use url::{InvalidServerUrl, ServerUrl};
 
 /// The protocol crate, re-exported for its wire types and session.

@@ -1,12 +1,14 @@
 //! A real `confab-server` process (not the library in-process) serving the
-//! bot SDK, and what survives a SIGKILL of it. The first multi-process test;
-//! the cluster tests of issue #12 build on `support::process`.
+//! bot SDK, and what survives a SIGKILL of it, or of a bot process. The
+//! first multi-process test; the cluster tests of issue #12 build on
+//! `support::process`.
 
 mod bot_support;
 mod support;
 
 use bot_support::{connected, next_message, within};
-use confab_bot_sdk::{ServerUrl, http};
+use confab_bot_sdk::{FileOutboxStore, OutboxStore, ServerUrl, http};
+use support::bot_process::BotProcess;
 use support::process::ServerProcess;
 
 #[tokio::test]
@@ -67,4 +69,97 @@ async fn acknowledged_messages_survive_a_sigkilled_server_process() {
     assert_eq!(seen.seq(), 6);
     alice.shutdown().await;
     bob.shutdown().await;
+}
+
+/// Reads `reader`'s messages until it has seen `count` of them; returns
+/// their (seq, text), in the order they arrived.
+async fn messages(reader: &mut confab_bot_sdk::Client, count: usize) -> Vec<(u64, String)> {
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let message = next_message(reader).await;
+        seen.push((message.seq(), message.text().to_owned()));
+    }
+    seen
+}
+
+/// Sends a last message from `reader` and checks it is the next one
+/// `reader` sees, with seq `seq`: nothing else (no repeat of the bot's)
+/// reached the room meanwhile.
+async fn nothing_more_before(reader: &mut confab_bot_sdk::Client, seq: u64) {
+    let barrier = within("the barrier's ack", reader.room("lobby").send("barrier"))
+        .await
+        .expect("barrier sent");
+    assert_eq!(barrier, seq, "no other message was stored");
+    let seen = next_message(reader).await;
+    assert_eq!((seen.seq(), seen.text()), (seq, "barrier"));
+}
+
+#[tokio::test]
+async fn a_bot_killed_with_unacked_sends_delivers_each_of_them_once_after_restart() {
+    let data = tempfile::tempdir().expect("data dir");
+    let bot_dir = tempfile::tempdir().expect("bot dir");
+    let outbox = bot_dir.path().join("announcer.jsonl");
+    let password = bot_support::PASSWORD;
+    let server = ServerProcess::start(data.path(), &[]);
+    let mut bot = BotProcess::start(server.url(), "announcer", password, "lobby", &outbox);
+    bot.expect("restored 0").await;
+    bot.expect("online").await;
+
+    // Part 1: no ack can come, the server is gone. The bot queues every
+    // line (each in its outbox file before `queued` is printed), then dies.
+    server.kill();
+    let offline: Vec<String> = (1..=5).map(|n| format!("while offline {n}")).collect();
+    for text in &offline {
+        bot.send(text);
+        bot.expect(&format!("queued {text}")).await;
+    }
+    bot.kill();
+    let kept: Vec<String> = FileOutboxStore::new(&outbox)
+        .load()
+        .expect("outbox file readable")
+        .into_iter()
+        .map(|entry| entry.text)
+        .collect();
+    assert_eq!(kept, offline, "the outbox file holds every unacked send");
+
+    // The server restarts on the same SQLite file, a reader follows the
+    // room, and the bot restarts with the same outbox file.
+    let server = ServerProcess::start(data.path(), &[]);
+    let url: ServerUrl = server.url().parse().expect("server URL");
+    let mut reader = connected(&url, "reader", &["lobby"]).await;
+    let mut bot = BotProcess::start(server.url(), "announcer", password, "lobby", &outbox);
+    bot.expect("restored 5").await;
+    bot.expect("online").await;
+    let expected: Vec<(u64, String)> = (1..).zip(offline.iter().cloned()).collect();
+    assert_eq!(
+        messages(&mut reader, offline.len()).await,
+        expected,
+        "each restored send delivered once, in order"
+    );
+
+    // Part 2: the server is up, the bot dies right after queueing: some
+    // lines may be stored and acked, some stored with the ack lost or not
+    // yet saved, some not sent. The next start resends what the file still
+    // holds with the original ids, and the server stores each line once.
+    let online: Vec<String> = (1..=20).map(|n| format!("while online {n}")).collect();
+    for text in &online {
+        bot.send(text);
+    }
+    for text in &online {
+        bot.expect(&format!("queued {text}")).await;
+    }
+    bot.kill();
+    let mut bot = BotProcess::start(server.url(), "announcer", password, "lobby", &outbox);
+    bot.expect_prefix("restored ").await;
+    bot.expect("online").await;
+    let first = expected.len() as u64 + 1;
+    let expected: Vec<(u64, String)> = (first..).zip(online.iter().cloned()).collect();
+    assert_eq!(
+        messages(&mut reader, online.len()).await,
+        expected,
+        "each send delivered once, in order, whether acked before the kill or not"
+    );
+    nothing_more_before(&mut reader, first + online.len() as u64).await;
+    bot.kill();
+    reader.shutdown().await;
 }

@@ -24,9 +24,12 @@
 //! the feature changes the library's fingerprint, so the normal
 //! `confab-server` stays fresh next to it.
 //!
+//! An example of a library (the bot SDK's `announcer`, a bot the tests run
+//! as a process of its own) is built the same way with `--example`.
+//!
 //! An override variable (`CONFAB_BIN`, `CONFAB_SERVER_BIN`,
-//! `CONFAB_SERVER_FAULT_BIN`) pointing at a built binary skips the build (for
-//! testing a release build elsewhere).
+//! `CONFAB_SERVER_FAULT_BIN`, `CONFAB_ANNOUNCER_BIN`) pointing at a built
+//! binary skips the build (for testing a release build elsewhere).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,6 +58,17 @@ pub fn confab_server_fault() -> PathBuf {
     )
 }
 
+/// The bot SDK's `announcer` example: a bot that sends its stdin lines with
+/// an outbox file; `CONFAB_ANNOUNCER_BIN` overrides.
+pub fn announcer() -> PathBuf {
+    artifact(
+        "confab-bot-sdk",
+        Target::Example("announcer"),
+        &[],
+        "CONFAB_ANNOUNCER_BIN",
+    )
+}
+
 /// The path of a fresh `bin` of workspace `package`, built on first use, or
 /// the file named by the `override_var` environment variable.
 pub fn workspace_binary(package: &str, bin: &str, override_var: &str) -> PathBuf {
@@ -69,6 +83,36 @@ pub fn workspace_binary_with_features(
     features: &[&str],
     override_var: &str,
 ) -> PathBuf {
+    artifact(package, Target::Bin(bin), features, override_var)
+}
+
+/// An executable target of a package: `--bin NAME` or `--example NAME`.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Bin(&'a str),
+    Example(&'a str),
+}
+
+impl Target<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Target::Bin(name) | Target::Example(name) => name,
+        }
+    }
+
+    /// The cargo flag that selects it.
+    fn flag(&self) -> &'static str {
+        match self {
+            Target::Bin(_) => "--bin",
+            Target::Example(_) => "--example",
+        }
+    }
+}
+
+/// The path of a fresh `target` of `package`, built on first use, or the
+/// file named by the `override_var` environment variable.
+fn artifact(package: &str, target: Target<'_>, features: &[&str], override_var: &str) -> PathBuf {
+    let bin = target.name();
     static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     // Held across the build: a second test wanting the same binary waits
     // for it instead of starting a second cargo. A test that panicked while
@@ -89,14 +133,15 @@ pub fn workspace_binary_with_features(
             );
             path
         }
-        None => build(package, bin, features),
+        None => build(package, target, features),
     };
     built.insert(bin.to_owned(), path.clone());
     path
 }
 
 /// Runs `cargo build` for the binary and returns the path cargo reports.
-fn build(package: &str, bin: &str, features: &[&str]) -> PathBuf {
+fn build(package: &str, target: Target<'_>, features: &[&str]) -> PathBuf {
+    let (bin, flag) = (target.name(), target.flag());
     // The cargo running these tests sets CARGO; the one that compiled them
     // is the next best; a plain `cargo` on PATH is the last resort.
     let cargo = std::env::var_os("CARGO")
@@ -117,7 +162,7 @@ fn build(package: &str, bin: &str, features: &[&str]) -> PathBuf {
             command.env_remove(&name);
         }
     }
-    command.args(["build", "-p", package, "--bin", bin]);
+    command.args(["build", "-p", package, flag, bin]);
     if !features.is_empty() {
         command.arg("--features").arg(features.join(","));
     }
@@ -132,7 +177,7 @@ fn build(package: &str, bin: &str, features: &[&str]) -> PathBuf {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "`cargo build -p {package} --bin {bin}{}` failed; fix the build or set the override variable:\n{stderr}",
+        "`cargo build -p {package} {flag} {bin}{}` failed; fix the build or set the override variable:\n{stderr}",
         features_flag(features)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -17,7 +17,7 @@ use crate::driver::{self, DriverEvent, DriverHandle, DriverOptions};
 use crate::error::{Error, HandlerError};
 use crate::event::ReadCounts;
 use crate::event::{ErrorEvent, Event, Message, presence_kind};
-use crate::store::PositionStore;
+use crate::store::{OutboxStore, PositionStore};
 use crate::url::ServerUrl;
 
 /// Handles events; implemented by closures `Fn(Context, Event) -> impl Future`
@@ -67,6 +67,7 @@ pub struct ClientBuilder {
     create_missing_rooms: bool,
     skip_backlog: bool,
     store: Option<Arc<dyn PositionStore>>,
+    outbox: Option<Arc<dyn OutboxStore>>,
     client_name: String,
     connect_timeout: Duration,
     driver: DriverOptions,
@@ -133,6 +134,22 @@ impl ClientBuilder {
         self
     }
 
+    /// Where to keep the sends the server has not acknowledged yet, so a
+    /// bot killed (or crashed) with sends in flight delivers each of them
+    /// once after a restart with the same store. The outbox is saved each
+    /// time it changes, and a send is queued (the first step of
+    /// [`Room::send`]) only once it is saved; [`connect`](Self::connect)
+    /// restores the saved entries, which the session resends with their
+    /// original `client_msg_id`, so the server stores each once (§8.5,
+    /// §14.1). Without one, unacknowledged sends survive reconnects but not
+    /// restarts.
+    ///
+    /// One store per account: entries are sent as whoever connects.
+    pub fn outbox_store(mut self, store: impl OutboxStore) -> Self {
+        self.outbox = Some(Arc::new(store));
+        self
+    }
+
     /// The client name the server logs (§6.1). Default: `confab-bot-sdk/<version>`.
     pub fn client_name(mut self, name: impl Into<String>) -> Self {
         self.client_name = name.into();
@@ -179,7 +196,12 @@ impl ClientBuilder {
         config.client_name = self.client_name;
         let mut session = ClientSession::new(config);
         session.restore_positions(saved.values().cloned());
-        let (driver, events) = driver::spawn(self.server, session, self.driver);
+        let mut driver_options = self.driver;
+        if let Some(store) = self.outbox {
+            session.restore_outbox(store.load()?);
+            driver_options.outbox = Some(store);
+        }
+        let (driver, events) = driver::spawn(self.server, session, driver_options);
         let mut client = Client {
             driver: driver.clone(),
             events,
@@ -332,6 +354,7 @@ impl Client {
             create_missing_rooms: false,
             skip_backlog: false,
             store: None,
+            outbox: None,
             client_name: concat!("confab-bot-sdk/", env!("CARGO_PKG_VERSION")).to_owned(),
             connect_timeout: Duration::from_secs(30),
             driver: DriverOptions::default(),
@@ -565,6 +588,9 @@ impl Client {
             }
             DriverEvent::InvalidFrame(detail) => {
                 return Some(Event::Error(ErrorEvent::InvalidFrame(detail)));
+            }
+            DriverEvent::OutboxNotSaved(err) => {
+                return Some(Event::Error(ErrorEvent::OutboxNotSaved(err.to_string())));
             }
         };
         Some(match event {

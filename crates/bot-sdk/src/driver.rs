@@ -13,7 +13,9 @@
 //!   the peer's close code when the socket ends (§13.2);
 //! - drops the socket on [`SessionEvent::TransportStale`] (keepalive Ping
 //!   unanswered, §12.1);
-//! - sends every session event, in order, to a bounded channel.
+//! - sends every session event, in order, to a bounded channel;
+//! - with an [`OutboxStore`] ([`DriverOptions::outbox_store`]), saves the
+//!   session's outbox each time it changes (see [Durable sends](#durable-sends)).
 //!
 //! Commands run inside the task through [`DriverHandle::call`], which hands a
 //! closure the session and the current time:
@@ -39,6 +41,22 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Durable sends
+//!
+//! The session's outbox lives in memory: it survives reconnects, not a
+//! crash. Given an [`OutboxStore`], the driver saves the whole outbox
+//! whenever the session reports [`SessionEvent::OutboxChanged`] (a send
+//! queued, acknowledged or refused for good), before it writes any frame.
+//! [`DriverHandle::send_message`] returns only once the new entry is saved,
+//! so a message whose [`PendingSend`] the caller got is either acknowledged
+//! by the server or still in the store. An acknowledgement is saved after
+//! it is reported; a crash in between leaves an entry that is resent after
+//! the restart and recognised by the server as a repeat (§8.5), so it is
+//! stored once. Restoring is the caller's part: load the store into the
+//! session with [`ClientSession::restore_outbox`] before [`spawn`]
+//! (`ClientBuilder::outbox_store` does both). When a save fails the send
+//! stays queued in memory and [`DriverEvent::OutboxNotSaved`] says so.
+//!
 //! # Backpressure
 //!
 //! Events go through a bounded channel of [`DriverOptions::event_capacity`].
@@ -60,6 +78,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confab_protocol::codec::encode_client_frame;
@@ -79,6 +98,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 pub use crate::net::ConnectError;
 use crate::net::{self, Stream, WebSocketOptions};
+use crate::store::{OutboxStore, StoreError};
 use crate::url::ServerUrl;
 
 /// Tunables of a driver.
@@ -94,6 +114,9 @@ pub struct DriverOptions {
     pub connect_timeout: Duration,
     /// How long a graceful close waits for the server's close frame.
     pub close_timeout: Duration,
+    /// Where the outbox is saved on every change; see
+    /// [`DriverOptions::outbox_store`].
+    pub(crate) outbox: Option<Arc<dyn OutboxStore>>,
 }
 
 impl Default for DriverOptions {
@@ -103,6 +126,7 @@ impl Default for DriverOptions {
             max_buffered_events: 16 * 1024,
             connect_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
+            outbox: None,
         }
     }
 }
@@ -117,6 +141,15 @@ impl DriverOptions {
     /// Sets [`DriverOptions::connect_timeout`].
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Saves the session's outbox to `store` each time it changes, so sends
+    /// survive a crash of the process (see [Durable sends](self#durable-sends)).
+    /// The driver only saves: restore the store's entries into the session
+    /// (`session.restore_outbox(store.load()?)`) before [`spawn`].
+    pub fn outbox_store(mut self, store: impl OutboxStore) -> Self {
+        self.outbox = Some(Arc::new(store));
         self
     }
 }
@@ -139,6 +172,9 @@ pub enum DriverEvent {
     },
     /// The server sent a message that is not a valid ServerFrame; it was skipped.
     InvalidFrame(String),
+    /// Saving the outbox to the [`OutboxStore`] failed: the sends are still
+    /// queued in memory, but a crash now may lose those not yet acknowledged.
+    OutboxNotSaved(StoreError),
 }
 
 /// The driver task has ended (shut down, or every handle was dropped).
@@ -553,6 +589,9 @@ impl Driver {
                     if result.is_ok() {
                         self.waiters.insert(client_msg_id, ack);
                     }
+                    // Saves the outbox with the new entry before the sender
+                    // hears it is queued (see the module docs).
+                    self.drain_session();
                     if queued.send(result).is_err() {
                         tracing::debug!("sender stopped waiting for its send to be queued");
                     }
@@ -617,8 +656,10 @@ impl Driver {
     /// Moves the session's events to `pending`, resolving send waiters and
     /// acting on `TransportStale`.
     fn drain_session(&mut self) {
+        let mut outbox_changed = false;
         while let Some(event) = self.session.poll_event() {
             match &event {
+                SessionEvent::OutboxChanged => outbox_changed = true,
                 SessionEvent::Acked(ack) => {
                     if let Some(waiter) = self.waiters.remove(&ack.client_msg_id) {
                         resolve(waiter, Ok(ack.clone()));
@@ -660,6 +701,23 @@ impl Driver {
                 });
                 self.session.handle_disconnected(now(), None, &mut self.rng);
             }
+        }
+        if outbox_changed {
+            self.save_outbox();
+        }
+    }
+
+    /// Writes the session's outbox to the store, if there is one. Called
+    /// before the next `flush_transmit`, so no frame of a new send leaves
+    /// before the store has it.
+    fn save_outbox(&mut self) {
+        let Some(store) = &self.options.outbox else {
+            return;
+        };
+        let entries: Vec<_> = self.session.outbox().cloned().collect();
+        if let Err(err) = store.save(&entries) {
+            tracing::warn!(error = %err, "outbox not saved");
+            self.push(DriverEvent::OutboxNotSaved(err));
         }
     }
 

@@ -50,7 +50,7 @@ pub enum Error {
     /// The first connection did not come up in time.
     #[error("could not connect within {0:?}; check that the server is running")]
     ConnectTimeout(Duration),
-    /// Loading or saving positions failed.
+    /// Loading positions or the outbox failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The connection driver has ended (the client was shut down).

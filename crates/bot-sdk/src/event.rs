@@ -124,6 +124,9 @@ pub enum ErrorEvent {
     LoginFailed(String),
     /// Saving a position failed; a restart may handle a message again.
     PositionNotSaved(String),
+    /// Saving the outbox failed; the sends are still queued, but those not
+    /// yet acknowledged are lost if the bot dies before the next save.
+    OutboxNotSaved(String),
     /// A handler returned an error (the bot goes on with the next event).
     Handler(String),
 }

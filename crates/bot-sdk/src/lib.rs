@@ -4,7 +4,9 @@
 //! # Quick start
 //!
 //! ```no_run
-//! use confab_bot_sdk::{Client, Commands, Dice, Event, FilePositionStore, ServerUrl};
+//! use confab_bot_sdk::{
+//!     Client, Commands, Dice, Event, FileOutboxStore, FilePositionStore, ServerUrl,
+//! };
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), confab_bot_sdk::Error> {
@@ -15,6 +17,7 @@
 //!         .join(["lobby"])
 //!         .create_missing_rooms(true)
 //!         .position_store(FilePositionStore::new("dicebot-positions.json"))
+//!         .outbox_store(FileOutboxStore::new("dicebot-outbox.jsonl"))
 //!         .connect()
 //!         .await?;
 //!
@@ -44,6 +47,11 @@
 //!   it; the message is resent with the same id after a reconnect, and
 //!   after `RATE_LIMITED` once `retry_after_ms` has passed, so neither
 //!   surfaces as an error;
+//! - with a [`FileOutboxStore`] ([`ClientBuilder::outbox_store`]), across
+//!   restarts too: a send is queued only once it is in the file, leaves the
+//!   file once the server acknowledged it (or refused it for good), and a
+//!   bot killed with sends in flight resends them on its next start with
+//!   their original ids, so each is stored exactly once (§8.5, §14.1);
 //! - a bot's own messages are marked ([`Message::from_self`]) and never
 //!   taken as commands.
 //!
@@ -62,7 +70,9 @@
 //!   of its I/O (WebSocket, timers, reconnects). Other clients (the REPL)
 //!   build on this layer directly.
 //! - The bot layer: [`Client`] and its [`ClientBuilder`], typed [`Event`]s,
-//!   [`Handler`]s, the [`Commands`] framework, and [`PositionStore`]s.
+//!   [`Handler`]s, the [`Commands`] framework, [`PositionStore`]s and
+//!   [`OutboxStore`]s (the latter's file format is the `confab` client's
+//!   too, which uses [`FileOutboxStore`] for its outboxes).
 
 #![warn(missing_docs)]
 
@@ -80,7 +90,10 @@ pub use client::{Client, ClientBuilder, Context, Handler, Room};
 pub use commands::{CommandContext, Commands, Dice, FromArg, FromArgs, Rest};
 pub use error::{Error, HandlerError};
 pub use event::{ErrorEvent, Event, Message, PresenceKind, ReadCounts};
-pub use store::{FilePositionStore, MemoryPositionStore, PositionStore, RoomPosition, StoreError};
+pub use store::{
+    FileOutboxStore, FilePositionStore, MemoryPositionStore, OutboxEntry, OutboxStore,
+    PositionStore, RoomPosition, StoreError, replace_file_atomically,
+};
 pub use url::{InvalidServerUrl, ServerUrl};
 
 /// The protocol crate, re-exported for its wire types and session.

@@ -5,16 +5,16 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use confab_bot_sdk::ServerUrl;
 use confab_bot_sdk::driver::{self, DriverEvent, DriverHandle, DriverOptions};
 use confab_bot_sdk::http;
+use confab_bot_sdk::{FileOutboxStore, OutboxStore, ServerUrl};
 use confab_protocol::session::{Backoff, ClientSession, ConnectionState, SessionConfig};
 use tokio::sync::mpsc;
 
 use crate::chat::{Applied, Chat, Out};
 use crate::editor::{self, EditorInput, PromptInfo, Screen, SharedPrompt};
 use crate::render;
-use crate::store::{self, SavedLogin, Store, StoreError};
+use crate::store::{SavedLogin, Store, StoreError};
 use crate::style::Style;
 
 /// Client name sent in Auth (§6.1), for the server's logs.
@@ -99,7 +99,7 @@ pub async fn run(
 ) -> Result<ChatEnd, StoreError> {
     let style = options.style;
     let outbox_path = store.outbox_path(&login.username, server.host(), server.port());
-    let restored = store::load_outbox(&outbox_path)?;
+    let restored = FileOutboxStore::new(&outbox_path).load()?;
     let mut session = ClientSession::new(session_config(&login.token, options.reconnect_cap));
     session.restore_outbox(restored.clone());
     let (handle, events) = driver::spawn(server.clone(), session, DriverOptions::default());
@@ -295,7 +295,7 @@ impl App {
         self.end_with(ChatEnd::Quit);
     }
 
-    fn store_failed(&self, err: &StoreError) {
+    fn store_failed(&self, err: &impl std::fmt::Display) {
         self.screen.print(render::error(
             self.style,
             &format!("{err}; unsent messages may be lost if confab stops now"),
@@ -321,7 +321,7 @@ impl App {
                     if let Ok(Applied::Queued(entries)) = &result {
                         // On disk before it is shown as pending: a message
                         // shown as pending survives a crash.
-                        if let Err(err) = store::save_outbox(&self.outbox_path, entries) {
+                        if let Err(err) = FileOutboxStore::new(&self.outbox_path).save(entries) {
                             self.store_failed(&err);
                         }
                     }
@@ -356,7 +356,7 @@ impl App {
             .await;
         // When the driver is gone the file keeps the last saved state.
         if let Ok(entries) = entries
-            && let Err(err) = store::save_outbox(&self.outbox_path, &entries)
+            && let Err(err) = FileOutboxStore::new(&self.outbox_path).save(&entries)
         {
             self.store_failed(&err);
         }

@@ -2,25 +2,29 @@
 //!
 //! Everything lives in one directory: `$CONFAB_CONFIG_DIR` when set (tests
 //! use it), else the platform's config directory for `confab` (e.g.
-//! `~/.config/confab` on Linux). Files holding a token are created with mode
-//! 0600 before anything is written to them. Every file is replaced
-//! atomically (write a temporary file, then rename), so a crash or a
-//! `kill -9` leaves either the old or the new version, never half of one.
+//! `~/.config/confab` on Linux). Files are created with mode 0600 before
+//! anything is written to them. Every file is replaced atomically (the bot
+//! SDK's [`replace_file_atomically`]: write a temporary file, sync, rename),
+//! so a crash or a `kill -9` leaves either the old or the new version, never
+//! half of one.
 //!
 //! Layout:
 //! - `login.json`: the [`SavedLogin`] the next start uses to skip the login screen.
-//! - `outbox/<username>@<host>_<port>.jsonl`: one [`OutboxEntry`] per line,
-//!   oldest first: the account's sends the server has not acknowledged yet
-//!   (spec §14.1). Kept per account, so logging out and in again as the
-//!   same user still delivers them.
+//! - `outbox/<username>@<host>_<port>.jsonl`: the account's sends the server
+//!   has not acknowledged yet (spec §14.1), in the bot SDK's
+//!   [`FileOutboxStore`] format (one `OutboxEntry` per line, oldest first),
+//!   so the CLI and bots share one implementation. Kept per account, so
+//!   logging out and in again as the same user still delivers them.
 //! - `last-room/<username>@<host>_<port>`: the room the account was in, so
 //!   the next start reopens it.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use confab_protocol::session::OutboxEntry;
+#[cfg(doc)]
+use confab_bot_sdk::FileOutboxStore;
+use confab_bot_sdk::replace_file_atomically;
 use serde::{Deserialize, Serialize};
 
 /// Environment variable that overrides the config directory.
@@ -56,6 +60,9 @@ pub enum StoreError {
         /// What was wrong.
         source: serde_json::Error,
     },
+    /// The outbox file could not be read or written.
+    #[error(transparent)]
+    Outbox(#[from] confab_bot_sdk::StoreError),
 }
 
 /// A token saved by a successful login.
@@ -184,41 +191,6 @@ impl Store {
     }
 }
 
-/// Reads an outbox file: one JSON [`OutboxEntry`] per line. A missing file
-/// is an empty outbox.
-pub fn load_outbox(path: &Path) -> Result<Vec<OutboxEntry>, StoreError> {
-    let Some(text) = read_optional(path)? else {
-        return Ok(Vec::new());
-    };
-    text.lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            serde_json::from_str(line).map_err(|source| StoreError::Corrupt {
-                path: path.to_owned(),
-                source,
-            })
-        })
-        .collect()
-}
-
-/// Replaces an outbox file with `entries`, atomically; an empty outbox
-/// removes the file.
-pub fn save_outbox<'a>(
-    path: &Path,
-    entries: impl IntoIterator<Item = &'a OutboxEntry>,
-) -> Result<(), StoreError> {
-    let mut text = String::new();
-    for entry in entries {
-        // An OutboxEntry is four plain fields: serializing cannot fail.
-        text.push_str(&serde_json::to_string(entry).unwrap_or_default());
-        text.push('\n');
-    }
-    if text.is_empty() {
-        return remove_optional(path);
-    }
-    write_atomic(path, text.as_bytes())
-}
-
 fn read_optional(path: &Path) -> Result<Option<String>, StoreError> {
     match fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
@@ -243,87 +215,18 @@ fn remove_optional(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Writes `bytes` to a temporary file created with mode 0600 next to `path`,
-/// syncs it, and renames it over `path`.
+/// Replaces `path` with `bytes` atomically, in a file of mode 0600.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let io_err = |action: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| StoreError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    create_private_dir(dir).map_err(io_err("cannot create", dir))?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let write = || -> io::Result<()> {
-        let mut file = open_private(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    };
-    if let Err(source) = write() {
-        // Best effort: a leftover temporary file is harmless, the error is what matters.
-        fs::remove_file(&tmp).ok();
-        return Err(StoreError::Io {
-            action: "cannot write",
-            path: tmp,
-            source,
-        });
-    }
-    fs::rename(&tmp, path).map_err(io_err("cannot replace", path))
-}
-
-#[cfg(unix)]
-fn open_private(path: &Path) -> io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn open_private(path: &Path) -> io::Result<fs::File> {
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-}
-
-#[cfg(unix)]
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-#[cfg(not(unix))]
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir)
+    replace_file_atomically(path, bytes).map_err(|source| StoreError::Io {
+        action: "cannot write",
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entry(id: &str) -> OutboxEntry {
-        OutboxEntry {
-            client_msg_id: id.to_owned(),
-            room: "general".to_owned(),
-            text: format!("text of {id}"),
-            action: false,
-        }
-    }
 
     #[test]
     fn login_round_trips_and_is_private() {
@@ -353,17 +256,16 @@ mod tests {
     }
 
     #[test]
-    fn outbox_keeps_order_and_empty_removes_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::at(dir.path());
+    fn outbox_paths_are_per_account_and_safe_file_names() {
+        // The layout earlier versions wrote: their outboxes must still load.
+        let store = Store::at("/config");
         let path = store.outbox_path("alice", "::1", 7420);
-        assert!(path.ends_with("outbox/alice@__1_7420.jsonl"));
-        assert!(load_outbox(&path).unwrap().is_empty());
-        let entries = vec![entry("a"), entry("b")];
-        save_outbox(&path, &entries).unwrap();
-        assert_eq!(load_outbox(&path).unwrap(), entries);
-        save_outbox(&path, &[]).unwrap();
-        assert!(!path.exists());
+        assert!(path.ends_with("outbox/alice@__1_7420.jsonl"), "{path:?}");
+        let path = store.outbox_path("bob", "chat.example.org", 443);
+        assert!(
+            path.ends_with("outbox/bob@chat.example.org_443.jsonl"),
+            "{path:?}"
+        );
     }
 
     #[test]

@@ -301,3 +301,63 @@ async fn typing_on_one_node_is_pushed_on_the_other() {
     }
     nodes.finish().await;
 }
+
+/// §11.3 across nodes: a marker moved on one node is pushed to
+/// the user's connection on the other, and that node's Welcome agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_marker_moved_on_one_node_is_pushed_on_the_other() {
+    let test = "a_read_marker_moved_on_one_node_is_pushed_on_the_other";
+    let Some(nodes) = two_nodes(test, |_| {}).await else {
+        return;
+    };
+    let (a, b) = (&nodes.a, &nodes.b);
+    let ann = common::register_and_login(a.addr, "ann").await;
+    let bob = common::register_and_login(a.addr, "bob").await;
+    let read_state = [confab_protocol::capability::READ_STATE];
+    let mut talker = connected(a.addr, &ann, &[]).await;
+    talker.create_room("lobby").await;
+    let mut phone = connected(a.addr, &bob, &read_state).await;
+    phone.join_room("lobby").await;
+    let mut desk = connected(b.addr, &bob, &read_state).await;
+    for (id, text) in [("m1", "hi @bob"), ("m2", "there")] {
+        talker.send_message("lobby", id, text).await;
+    }
+    let reply = phone
+        .request(confab_protocol::wire::client_frame::Body::MarkRead(
+            confab_protocol::wire::MarkRead {
+                room: "lobby".into(),
+                seq: 1,
+            },
+        ))
+        .await;
+    match reply.body {
+        Some(Body::ReadState(s)) => assert_eq!(
+            (s.read_seq, s.unread_count, s.mention_count, s.counted_seq),
+            (1, 1, 0, 2)
+        ),
+        other => panic!("expected the ReadState reply, got {other:?}"),
+    }
+    let pushed = desk
+        .expect("a ReadState push on node b", |f| {
+            matches!(f.body, Some(Body::ReadState(_)))
+        })
+        .await;
+    match pushed.body {
+        Some(Body::ReadState(s)) => {
+            assert_eq!(
+                (s.room.as_str(), s.read_seq, s.unread_count),
+                ("lobby", 1, 1)
+            );
+        }
+        other => panic!("expected ReadState, got {other:?}"),
+    }
+    let mut later = Client::connect(b.addr).await;
+    let welcome = later.auth(&bob, &read_state).await;
+    let states: Vec<_> = welcome
+        .read_states
+        .iter()
+        .map(|s| (s.room.as_str(), s.read_seq, s.unread_count, s.mention_count))
+        .collect();
+    assert_eq!(states, [("lobby", 1, 1, 0)]);
+    nodes.finish().await;
+}

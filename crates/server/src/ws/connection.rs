@@ -252,7 +252,10 @@ async fn open(app: &AppState, session: Session) -> Result<Opened, (u64, Rejectio
             .read_states(session.user.id, &session.user.name)
             .await
             .map_err(|err| (session.request_id, internal(err)))?;
-        states.retain(|state| rooms.iter().any(|room| room.name == state.room));
+        // A set, so a user in many rooms costs one lookup per room.
+        let names: std::collections::HashSet<&str> =
+            rooms.iter().map(|room| room.name.as_str()).collect();
+        states.retain(|state| names.contains(state.room.as_str()));
         states
     } else {
         Vec::new()

@@ -98,9 +98,9 @@ async fn driver_sends_and_receives() {
     let ack = within("ack", pending.acked()).await.unwrap();
     assert_eq!(ack.seq, 1);
     let (text, from_self) = wait_for(&mut events, "own message", |e| match e {
-        DriverEvent::Session(SessionEvent::Message { message, from_self }) => {
-            Some((message.text.clone(), *from_self))
-        }
+        DriverEvent::Session(SessionEvent::Message {
+            message, from_self, ..
+        }) => Some((message.text.clone(), *from_self)),
         _ => None,
     })
     .await;

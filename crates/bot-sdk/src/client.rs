@@ -209,7 +209,6 @@ impl ClientBuilder {
             synthesized: VecDeque::new(),
             store: self.store,
             saved,
-            epochs: HashMap::new(),
             unsaved: None,
             username: String::new(),
             stop: Arc::new(Notify::new()),
@@ -328,10 +327,8 @@ pub struct Client {
     store: Option<Arc<dyn PositionStore>>,
     /// Last saved position per room.
     saved: HashMap<String, RoomPosition>,
-    /// Current epoch per room (§10.2), from Welcome, Resumed and RoomJoined.
-    epochs: HashMap<String, String>,
     /// The last message handed out, saved when the next event is asked for.
-    unsaved: Option<(String, u64)>,
+    unsaved: Option<RoomPosition>,
     username: String,
     stop: Arc<Notify>,
     /// For logging in again after the token is rejected.
@@ -414,7 +411,7 @@ impl Client {
             };
             if let Some(event) = self.translate(raw) {
                 if let Event::Message(message) = &event {
-                    self.unsaved = Some((message.room().to_owned(), message.seq()));
+                    self.unsaved = Some(message.position());
                 }
                 return Some(event);
             }
@@ -529,27 +526,23 @@ impl Client {
     }
 
     fn save_handled(&mut self) {
-        if let Some((room, seq)) = self.unsaved.take() {
-            self.save(&room, seq);
+        if let Some(position) = self.unsaved.take() {
+            self.save(position);
         }
     }
 
-    fn save(&mut self, room: &str, last_seq: u64) {
-        let Some(epoch) = self.epochs.get(room).cloned() else {
+    fn save(&mut self, position: RoomPosition) {
+        if position.epoch.is_empty() {
             // Without its epoch a position would be read as another
             // sequence space on resume (§10.3 row 2); better not to save.
             self.synthesized
                 .push_back(Event::Error(ErrorEvent::PositionNotSaved(format!(
-                    "room {room}: epoch unknown"
+                    "room {}: epoch unknown",
+                    position.room
                 ))));
             return;
-        };
-        let position = RoomPosition {
-            room: room.to_owned(),
-            last_seq,
-            epoch,
-        };
-        if self.saved.get(room) == Some(&position) {
+        }
+        if self.saved.get(&position.room) == Some(&position) {
             return;
         }
         if let Some(store) = &self.store
@@ -560,20 +553,24 @@ impl Client {
                 .push_back(Event::Error(ErrorEvent::PositionNotSaved(err.to_string())));
             return;
         }
-        self.saved.insert(room.to_owned(), position);
+        self.saved.insert(position.room.clone(), position);
     }
 
     /// Saves a room's head as its position when nothing is saved for it in
     /// this epoch: every message up to the head is, by design, not for us.
     fn save_head(&mut self, room: &str, head_seq: u64, epoch: &str) {
-        self.epochs.insert(room.to_owned(), epoch.to_owned());
         let known = self.saved.get(room).is_some_and(|p| p.epoch == epoch);
         if !known {
-            self.save(room, head_seq);
+            self.save(RoomPosition {
+                room: room.to_owned(),
+                last_seq: head_seq,
+                epoch: epoch.to_owned(),
+            });
         }
     }
 
-    /// Turns a driver event into a bot event, tracking epochs and positions.
+    /// Turns a driver event into a bot event, saving positions as the
+    /// session reports them.
     fn translate(&mut self, raw: DriverEvent) -> Option<Event> {
         let event = match raw {
             DriverEvent::Session(event) => event,
@@ -594,9 +591,12 @@ impl Client {
             }
         };
         Some(match event {
-            SessionEvent::Message { message, from_self } => {
-                Event::Message(Message::new(message, from_self))
-            }
+            SessionEvent::Message {
+                message,
+                from_self,
+                epoch,
+                ..
+            } => Event::Message(Message::new(message, from_self, epoch)),
             SessionEvent::StateChanged(state) => {
                 self.offline = match state {
                     ConnectionState::Offline(reason) => Some(reason),
@@ -607,12 +607,7 @@ impl Client {
                 }
                 Event::Connection(state)
             }
-            SessionEvent::Welcome(welcome) => {
-                for room in &welcome.rooms {
-                    self.epochs.insert(room.name.clone(), room.epoch.clone());
-                }
-                return None;
-            }
+            SessionEvent::Welcome(_) => return None,
             SessionEvent::Resumed(outcome) => {
                 match Status::try_from(outcome.status) {
                     Ok(Status::Replayed) => {
@@ -623,10 +618,7 @@ impl Client {
                         self.saved.remove(&outcome.room);
                         self.save_head(&outcome.room, outcome.head_seq, &outcome.epoch);
                     }
-                    Ok(Status::GapTooLarge) => {
-                        self.epochs
-                            .insert(outcome.room.clone(), outcome.epoch.clone());
-                    }
+                    // The session pages the gap in; each message carries its epoch.
                     _ => {}
                 }
                 return None;

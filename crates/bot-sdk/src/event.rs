@@ -2,7 +2,9 @@
 
 pub use confab_protocol::read::ReadCounts;
 use confab_protocol::session::{ConnectionState, RequestKind};
-use confab_protocol::wire::{self, MessageKind, RoomInfo, presence::Kind as WirePresenceKind};
+use confab_protocol::wire::{
+    self, MessageKind, RoomInfo, RoomPosition, presence::Kind as WirePresenceKind,
+};
 
 /// Something that happened, in the order it happened.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,11 +138,26 @@ pub enum ErrorEvent {
 pub struct Message {
     message: wire::Message,
     from_self: bool,
+    /// The epoch its seq counts in, as the session reported it.
+    epoch: String,
 }
 
 impl Message {
-    pub(crate) fn new(message: wire::Message, from_self: bool) -> Self {
-        Self { message, from_self }
+    pub(crate) fn new(message: wire::Message, from_self: bool, epoch: String) -> Self {
+        Self {
+            message,
+            from_self,
+            epoch,
+        }
+    }
+
+    /// Where a position store puts the room once this message is handled.
+    pub(crate) fn position(&self) -> RoomPosition {
+        RoomPosition {
+            room: self.message.room.clone(),
+            last_seq: self.message.seq,
+            epoch: self.epoch.clone(),
+        }
     }
 
     /// The room.

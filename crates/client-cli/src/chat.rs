@@ -1,5 +1,4 @@
-//! The chat view: which room is current, what has been shown, which of the
-//! user's own messages still wait for their SendAck.
+//! The chat view: which room is current and what is on screen.
 //!
 //! [`Chat`] holds no protocol logic: ordering, dedupe, gap filling, the
 //! outbox, resends and reconnects all belong to the session. It decides
@@ -8,13 +7,13 @@
 //! and input lines, and returns [`Out`]s for the caller to carry out, so it
 //! is tested with plain values.
 //!
-//! Showing the user's own message once: a sent line is held back for a
-//! short grace period. If the server stores it in time (SendAck, or the
-//! echo of the message itself, whichever comes first) it is shown once,
-//! plainly. Otherwise (offline, slow server) it is shown marked
-//! `(pending)`, and a `✓ delivered` line follows when it is stored. The
-//! server's echo of a message the user sent from this client is never shown
-//! a second time.
+//! The user's own messages are shown as the session reports them: a line
+//! the server stores quickly appears once, plainly (`SessionEvent::Delivered`);
+//! one that waits (offline, slow server) appears marked `(pending)` at
+//! `SessionEvent::SendPending`, then a `✓ delivered` line with the server's
+//! time. The session also marks the echo of a send from this client
+//! (`sent_here`), which is therefore never shown a second time. The chat
+//! keeps no list of sends of its own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -32,12 +31,6 @@ use confab_protocol::wire::{
 use crate::commands::{self, DEFAULT_HISTORY, Input};
 use crate::render::{self, Mark, RoomMark};
 use crate::style::Style;
-
-/// How long a sent message may wait for its SendAck before it is shown as pending.
-pub const SEND_GRACE: Duration = Duration::from_millis(400);
-
-/// How many acknowledged ids are remembered to recognise late echoes.
-const ACKED_MEMORY: usize = 512;
 
 /// Something for the caller to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +62,7 @@ pub enum Action {
         text: String,
         /// `/me`.
         action: bool,
-        /// Idempotency key (§8.5), chosen here so the echo can be recognised.
+        /// Idempotency key (§8.5), fixed when the user hit enter.
         client_msg_id: String,
     },
     /// JoinRoom.
@@ -173,25 +166,6 @@ enum Busy {
     History(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SendState {
-    /// Handed to the session, not yet confirmed queued.
-    Queuing,
-    /// Queued; not shown yet, within the grace period that ends then.
-    Hidden(Instant),
-    /// Shown with the pending mark.
-    Pending,
-}
-
-#[derive(Debug, Clone)]
-struct OwnSend {
-    client_msg_id: String,
-    room: String,
-    text: String,
-    action: bool,
-    state: SendState,
-}
-
 /// The chat view. See the module docs.
 #[derive(Debug)]
 pub struct Chat {
@@ -228,8 +202,6 @@ pub struct Chat {
     /// request order, §4.3), with their N.
     history_waiting: VecDeque<(String, u32)>,
     busy: Option<Busy>,
-    sends: Vec<OwnSend>,
-    acked: VecDeque<String>,
     typing_seen: HashMap<String, Instant>,
     my_typing: Option<(String, Instant)>,
     typing_ttl: Duration,
@@ -266,8 +238,6 @@ impl Chat {
             entering_read_seq: None,
             history_waiting: VecDeque::new(),
             busy: None,
-            sends: Vec::new(),
-            acked: VecDeque::new(),
             typing_seen: HashMap::new(),
             my_typing: None,
             typing_ttl: Duration::from_millis(6000),
@@ -314,30 +284,15 @@ impl Chat {
             )
     }
 
-    /// How many of the user's messages have not been seen stored yet.
-    pub fn unconfirmed(&self) -> usize {
-        self.sends.len()
-    }
-
-    /// When [`Chat::handle_tick`] has work next.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.sends
-            .iter()
-            .filter_map(|s| match s.state {
-                SendState::Hidden(until) => Some(until),
-                _ => None,
-            })
-            .min()
-    }
-
     // ----- inputs ----------------------------------------------------------
 
-    /// Messages left in the outbox by an earlier run: shown as pending.
+    /// Messages left in the outbox by an earlier run: said here; each is
+    /// shown as pending when the session reports it (`SendPending`).
     pub fn restore(&mut self, entries: &[OutboxEntry]) -> Vec<Out> {
         if entries.is_empty() {
             return Vec::new();
         }
-        let mut out = vec![self.notice(&format!(
+        vec![self.notice(&format!(
             "{} unsent message{} from last time; {} sent when connected:",
             entries.len(),
             if entries.len() == 1 { "" } else { "s" },
@@ -346,30 +301,7 @@ impl Chat {
             } else {
                 "they are"
             }
-        ))];
-        let time = (self.clock)((self.wall)());
-        for entry in entries {
-            out.push(Out::Print(format!(
-                "{} {}",
-                self.style.dim(&format!("#{}", entry.room)),
-                render::chat_line(
-                    self.style,
-                    &time,
-                    &self.me,
-                    &entry.text,
-                    entry.action,
-                    Mark::Pending
-                )
-            )));
-            self.sends.push(OwnSend {
-                client_msg_id: entry.client_msg_id.clone(),
-                room: entry.room.clone(),
-                text: entry.text.clone(),
-                action: entry.action,
-                state: SendState::Pending,
-            });
-        }
-        out
+        ))]
     }
 
     /// A line the user entered.
@@ -445,13 +377,6 @@ impl Chat {
         // A message ends typing on the server (§11.2).
         self.my_typing = None;
         let client_msg_id = uuid::Uuid::now_v7().to_string();
-        self.sends.push(OwnSend {
-            client_msg_id: client_msg_id.clone(),
-            room: room.clone(),
-            text: text.replace("\r\n", "\n"),
-            action,
-            state: SendState::Queuing,
-        });
         vec![Out::Do(Action::Send {
             room,
             text: text.replace("\r\n", "\n"),
@@ -576,55 +501,15 @@ impl Chat {
         }
     }
 
-    /// Time passed: show sends whose grace period ended as pending.
-    pub fn handle_tick(&mut self, now: Instant) -> Vec<Out> {
-        let mut out = Vec::new();
-        let time = (self.clock)((self.wall)());
-        for send in &mut self.sends {
-            if let SendState::Hidden(until) = send.state
-                && until <= now
-            {
-                send.state = SendState::Pending;
-                out.push(pending_line(self.style, &time, &self.me, send));
-            }
-        }
-        out
-    }
-
     /// An action ran on the session.
     pub fn handle_applied(
         &mut self,
         action: &Action,
         result: Result<Applied, CommandError>,
-        now: Instant,
     ) -> Vec<Out> {
         match (action, result) {
-            (Action::Send { client_msg_id, .. }, Ok(_)) => {
-                let online = self.state == ConnectionState::Online;
-                let time = (self.clock)((self.wall)());
-                let Some(send) = self
-                    .sends
-                    .iter_mut()
-                    .find(|s| s.client_msg_id == *client_msg_id)
-                else {
-                    return Vec::new();
-                };
-                if send.state != SendState::Queuing {
-                    return Vec::new();
-                }
-                if online {
-                    send.state = SendState::Hidden(now + SEND_GRACE);
-                    Vec::new()
-                } else {
-                    send.state = SendState::Pending;
-                    vec![pending_line(self.style, &time, &self.me, send)]
-                }
-            }
             (_, Ok(_)) => Vec::new(),
-            (Action::Send { client_msg_id, .. }, Err(err)) => {
-                self.sends.retain(|s| s.client_msg_id != *client_msg_id);
-                vec![self.error(&format!("not sent: {err}"))]
-            }
+            (Action::Send { .. }, Err(err)) => vec![self.error(&format!("not sent: {err}"))],
             (Action::Typing { .. }, Err(_)) => Vec::new(),
             (action, Err(err)) => {
                 self.busy = None;
@@ -657,10 +542,17 @@ impl Chat {
         match event {
             SessionEvent::StateChanged(state) => self.on_state(state, now),
             SessionEvent::Welcome(welcome) => self.on_welcome(welcome),
-            SessionEvent::Message { message, from_self } => self.on_message(message, from_self),
-            SessionEvent::Acked(ack) => self.on_acked(&ack),
+            SessionEvent::Message {
+                message, sent_here, ..
+            } => self.on_message(message, sent_here),
+            SessionEvent::SendPending(entry) => vec![self.pending_line(&entry)],
+            SessionEvent::Delivered {
+                entry,
+                server_ts_ms,
+                was_pending,
+                ..
+            } => vec![self.delivered(&entry, server_ts_ms, was_pending)],
             SessionEvent::SendFailed { entry, error } => {
-                self.sends.retain(|s| s.client_msg_id != entry.client_msg_id);
                 vec![self.error(&format!(
                     "not delivered to #{}: {} (\"{}\")",
                     entry.room,
@@ -847,16 +739,11 @@ impl Chat {
         Vec::new()
     }
 
-    fn is_own_echo(&self, client_msg_id: &str) -> bool {
-        !client_msg_id.is_empty()
-            && (self.sends.iter().any(|s| s.client_msg_id == client_msg_id)
-                || self.acked.iter().any(|id| id == client_msg_id))
-    }
-
-    fn on_message(&mut self, message: wire::Message, from_self: bool) -> Vec<Out> {
+    fn on_message(&mut self, message: wire::Message, sent_here: bool) -> Vec<Out> {
         self.typing_seen.remove(&message.sender);
-        if from_self && self.is_own_echo(&message.client_msg_id) {
-            return self.confirm_own(&message.client_msg_id, message.server_ts_ms);
+        if sent_here {
+            // Shown at its `Delivered`; only the marker moves past it.
+            return self.mark_if_current(&message);
         }
         if self.current.as_deref() == Some(message.room.as_str()) {
             return self.show_live(message);
@@ -897,53 +784,59 @@ impl Chat {
         }
     }
 
-    /// One of our sends is stored, at `server_ts_ms`: told by its SendAck or
-    /// by its echo. Whichever comes first shows it; the other is silent.
-    fn confirm_own(&mut self, client_msg_id: &str, server_ts_ms: i64) -> Vec<Out> {
-        let Some(pos) = self
-            .sends
-            .iter()
-            .position(|s| s.client_msg_id == client_msg_id)
-        else {
-            return Vec::new();
-        };
-        let send = self.sends.remove(pos);
-        self.acked.push_back(send.client_msg_id.clone());
-        if self.acked.len() > ACKED_MEMORY {
-            self.acked.pop_front();
+    /// One of the user's sends, not stored yet: shown marked pending, with
+    /// its room when that is not the one on screen.
+    fn pending_line(&self, entry: &OutboxEntry) -> Out {
+        let line = render::chat_line(
+            self.style,
+            &(self.clock)((self.wall)()),
+            &self.me,
+            &entry.text,
+            entry.action,
+            Mark::Pending,
+        );
+        if self.current.as_deref() == Some(entry.room.as_str()) {
+            Out::Print(line)
+        } else {
+            Out::Print(format!(
+                "{} {line}",
+                self.style.dim(&format!("#{}", entry.room))
+            ))
         }
-        let line = match send.state {
-            SendState::Pending => render::delivered_line(
-                self.style,
-                &send.room,
-                &send.text,
-                &(self.clock)(server_ts_ms),
-            ),
-            SendState::Queuing | SendState::Hidden(_) => {
-                if self.current.as_deref() != Some(send.room.as_str()) {
-                    render::delivered_line(
-                        self.style,
-                        &send.room,
-                        &send.text,
-                        &(self.clock)(server_ts_ms),
-                    )
-                } else {
-                    render::chat_line(
-                        self.style,
-                        &(self.clock)(server_ts_ms),
-                        &self.me,
-                        &send.text,
-                        send.action,
-                        Mark::Delivered,
-                    )
-                }
-            }
-        };
-        vec![Out::Print(line)]
     }
 
-    fn on_acked(&mut self, ack: &wire::SendAck) -> Vec<Out> {
-        self.confirm_own(&ack.client_msg_id, ack.server_ts_ms)
+    /// One of the user's sends is stored, at `server_ts_ms`. Shown once:
+    /// plainly when it was not shown pending and its room is on screen, else
+    /// as a `✓ delivered` line naming it.
+    fn delivered(&self, entry: &OutboxEntry, server_ts_ms: i64, was_pending: bool) -> Out {
+        let time = (self.clock)(server_ts_ms);
+        if was_pending || self.current.as_deref() != Some(entry.room.as_str()) {
+            return Out::Print(render::delivered_line(
+                self.style,
+                &entry.room,
+                &entry.text,
+                &time,
+            ));
+        }
+        Out::Print(render::chat_line(
+            self.style,
+            &time,
+            &self.me,
+            &entry.text,
+            entry.action,
+            Mark::Delivered,
+        ))
+    }
+
+    /// Moves the read marker past a message of the room on screen.
+    fn mark_if_current(&self, message: &wire::Message) -> Vec<Out> {
+        if self.current.as_deref() != Some(message.room.as_str()) {
+            return Vec::new();
+        }
+        vec![Out::Do(Action::MarkRead {
+            room: message.room.clone(),
+            seq: message.seq,
+        })]
     }
 
     fn on_room_update(&mut self, update: wire::RoomListUpdate) -> Vec<Out> {
@@ -1257,18 +1150,6 @@ impl Chat {
     }
 }
 
-/// One of the user's messages, marked as waiting for the server.
-fn pending_line(style: Style, time: &str, me: &str, send: &OwnSend) -> Out {
-    Out::Print(render::chat_line(
-        style,
-        time,
-        me,
-        &send.text,
-        send.action,
-        Mark::Pending,
-    ))
-}
-
 /// Keeps the server's order: most recent activity first, then by name (§7.1).
 fn sort_rooms(rooms: &mut [RoomInfo]) {
     rooms.sort_by(|a, b| {
@@ -1459,69 +1340,91 @@ mod tests {
     }
 
     /// Types `text`, lets the session queue it; returns its client_msg_id.
-    fn say(chat: &mut Chat, text: &str, now: Instant) -> (String, Vec<String>) {
+    fn say(chat: &mut Chat, text: &str) -> (OutboxEntry, Vec<String>) {
         let outs = chat.handle_line(text);
-        let [Action::Send { client_msg_id, .. }] = &actions(&outs)[..] else {
+        let [
+            Action::Send {
+                client_msg_id,
+                room,
+                text,
+                action,
+            },
+        ] = &actions(&outs)[..]
+        else {
             panic!("one send: {outs:?}");
         };
+        let entry = OutboxEntry {
+            client_msg_id: client_msg_id.clone(),
+            room: room.clone(),
+            text: text.clone(),
+            action: *action,
+        };
         let action = actions(&outs).remove(0);
-        let shown = chat.handle_applied(&action, Ok(Applied::Queued(Vec::new())), now);
-        (client_msg_id.clone(), printed(&shown))
+        let shown = chat.handle_applied(&action, Ok(Applied::Queued(Vec::new())));
+        (entry, printed(&shown))
     }
 
-    fn ack(id: &str, seq: u64) -> SessionEvent {
-        SessionEvent::Acked(wire::SendAck {
-            room: "general".into(),
-            client_msg_id: id.into(),
+    fn delivered(entry: &OutboxEntry, seq: u64, was_pending: bool) -> SessionEvent {
+        SessionEvent::Delivered {
+            entry: entry.clone(),
             seq,
-            message_id: format!("m{seq}"),
             server_ts_ms: 100 + seq as i64,
-            duplicate: false,
-        })
+            was_pending,
+        }
     }
 
     #[test]
-    fn an_acknowledged_message_is_shown_once_and_its_echo_is_not() {
+    fn a_quickly_delivered_message_is_shown_once_and_its_echo_is_not() {
         let mut chat = chat();
         enter(&mut chat, "general", Vec::new());
         let now = Instant::now();
-        let (id, shown) = say(&mut chat, "hi", now);
-        assert!(shown.is_empty(), "held back during the grace period");
-        let shown = printed(&chat.handle_event(ack(&id, 1), now));
+        let (entry, shown) = say(&mut chat, "hi");
+        assert!(shown.is_empty(), "shown when the session reports it");
+        let shown = printed(&chat.handle_event(delivered(&entry, 1, false), now));
         assert_eq!(shown, ["t101 <alice> hi"]);
         let echo = SessionEvent::Message {
-            message: message("general", 1, ME, "hi", &id),
+            message: message("general", 1, ME, "hi", &entry.client_msg_id),
             from_self: true,
+            sent_here: true,
+            epoch: "e1".into(),
         };
-        assert!(printed(&chat.handle_event(echo, now)).is_empty());
-        assert_eq!(chat.next_deadline(), None);
+        let outs = chat.handle_event(echo, now);
+        assert!(printed(&outs).is_empty());
+        assert_eq!(
+            actions(&outs),
+            [Action::MarkRead {
+                room: "general".into(),
+                seq: 1
+            }],
+            "the marker still moves past it"
+        );
     }
 
     #[test]
-    fn an_echo_before_the_ack_shows_the_message_and_the_ack_stays_silent() {
+    fn the_same_users_message_from_another_device_is_shown() {
         let mut chat = chat();
         enter(&mut chat, "general", Vec::new());
-        let now = Instant::now();
-        let (id, _) = say(&mut chat, "hi", now);
         let echo = SessionEvent::Message {
-            message: message("general", 1, ME, "hi", &id),
+            message: message("general", 1, ME, "from my phone", "other-device"),
             from_self: true,
+            sent_here: false,
+            epoch: "e1".into(),
         };
-        assert_eq!(printed(&chat.handle_event(echo, now)), ["t101 <alice> hi"]);
-        assert!(printed(&chat.handle_event(ack(&id, 1), now)).is_empty());
+        assert_eq!(
+            printed(&chat.handle_event(echo, Instant::now())),
+            ["t101 <alice> from my phone"]
+        );
     }
 
     #[test]
-    fn a_slow_ack_shows_pending_then_a_delivered_line() {
+    fn a_pending_send_is_marked_then_a_delivered_line_gives_the_servers_time() {
         let mut chat = chat();
         enter(&mut chat, "general", Vec::new());
         let now = Instant::now();
-        let (id, _) = say(&mut chat, "slow", now);
-        assert_eq!(chat.next_deadline(), Some(now + SEND_GRACE));
-        assert!(printed(&chat.handle_tick(now + SEND_GRACE / 2)).is_empty());
-        let shown = printed(&chat.handle_tick(now + SEND_GRACE));
+        let (entry, _) = say(&mut chat, "slow");
+        let shown = printed(&chat.handle_event(SessionEvent::SendPending(entry.clone()), now));
         assert_eq!(shown, ["t5 <alice> slow (pending)"]);
-        let shown = printed(&chat.handle_event(ack(&id, 1), now + SEND_GRACE));
+        let shown = printed(&chat.handle_event(delivered(&entry, 1, true), now));
         assert_eq!(
             shown,
             ["✓ delivered #general: slow (stored t101)"],
@@ -1530,22 +1433,7 @@ mod tests {
     }
 
     #[test]
-    fn offline_sends_show_pending_at_once() {
-        let mut chat = chat();
-        enter(&mut chat, "general", Vec::new());
-        let now = Instant::now();
-        let reconnecting = ConnectionState::Reconnecting {
-            at: now + Duration::from_secs(2),
-            attempt: 0,
-        };
-        let notice = printed(&chat.handle_event(SessionEvent::StateChanged(reconnecting), now));
-        assert!(notice[0].contains("connection lost"), "{notice:?}");
-        let (_, shown) = say(&mut chat, "later", now);
-        assert_eq!(shown, ["t5 <alice> later (pending)"]);
-    }
-
-    #[test]
-    fn restored_sends_are_pending_until_acknowledged() {
+    fn restored_sends_are_announced_and_shown_pending_with_their_room() {
         let mut chat = chat();
         let entry = OutboxEntry {
             client_msg_id: "old-1".into(),
@@ -1553,13 +1441,15 @@ mod tests {
             text: "from before".into(),
             action: false,
         };
-        let shown = printed(&chat.restore(&[entry]));
+        let shown = printed(&chat.restore(std::slice::from_ref(&entry)));
         assert_eq!(
-            shown[0],
-            "-- 1 unsent message from last time; it is sent when connected:"
+            shown,
+            ["-- 1 unsent message from last time; it is sent when connected:"]
         );
-        assert_eq!(shown[1], "#general t5 <alice> from before (pending)");
-        let shown = printed(&chat.handle_event(ack("old-1", 9), Instant::now()));
+        let now = Instant::now();
+        let shown = printed(&chat.handle_event(SessionEvent::SendPending(entry.clone()), now));
+        assert_eq!(shown, ["#general t5 <alice> from before (pending)"]);
+        let shown = printed(&chat.handle_event(delivered(&entry, 9, true), now));
         assert_eq!(shown, ["✓ delivered #general: from before (stored t109)"]);
     }
 
@@ -1669,6 +1559,8 @@ mod tests {
             SessionEvent::Message {
                 message: at(4, 2_500),
                 from_self: false,
+                sent_here: false,
+                epoch: "e1".into(),
             },
             Instant::now(),
         ));

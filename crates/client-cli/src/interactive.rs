@@ -186,7 +186,6 @@ impl App {
         let mut waiting_since: Option<Instant> = None;
         let mut events_open = true;
         loop {
-            let deadline = self.chat.next_deadline();
             let busy_deadline = waiting_since.map(|t| t + BUSY_LIMIT);
             let outs = tokio::select! {
                 event = events.recv(), if events_open => match event {
@@ -221,9 +220,6 @@ impl App {
                         Vec::new()
                     }
                 },
-                () = sleep_until(deadline), if deadline.is_some() => {
-                    self.chat.handle_tick(Instant::now())
-                }
                 () = sleep_until(busy_deadline), if busy_deadline.is_some() => {
                     waiting_since = None;
                     self.editor_idle = false;
@@ -325,7 +321,7 @@ impl App {
                             self.store_failed(&err);
                         }
                     }
-                    let more = self.chat.handle_applied(&action, result, Instant::now());
+                    let more = self.chat.handle_applied(&action, result);
                     for (i, out) in more.into_iter().enumerate() {
                         queue.insert(i, out);
                     }
@@ -390,14 +386,7 @@ impl App {
     /// in the outbox for next time.
     async fn drain_outbox(&mut self, events: &mut mpsc::Receiver<DriverEvent>) {
         let deadline = Instant::now() + QUIT_GRACE;
-        // Both counts: the chat's, because an ack the session has seen may
-        // still wait in the event channel and the user should see the
-        // message it confirms; and the session's outbox, because the chat
-        // counts a send confirmed as soon as its own push arrives, which is
-        // before its SendAck empties the outbox (§8.4 pushes before acking).
-        while *self.chat.state() == ConnectionState::Online
-            && (self.chat.unconfirmed() > 0 || self.unsent().await > 0)
-        {
+        while *self.chat.state() == ConnectionState::Online && self.unsent().await > 0 {
             let outs = tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => self.on_driver_event(event),
@@ -405,6 +394,13 @@ impl App {
                 },
                 () = sleep_until(Some(deadline)) => return,
             };
+            self.carry_out(outs).await;
+        }
+        // The outbox is empty once the session saw the last ack; the
+        // `Delivered` lines it made may still wait in the channel, and the
+        // user should see what was confirmed.
+        while let Ok(event) = events.try_recv() {
+            let outs = self.on_driver_event(event);
             self.carry_out(outs).await;
         }
     }

@@ -969,3 +969,218 @@ fn a_view_that_fails_releases_what_it_held() {
         "nothing is lost with the view"
     );
 }
+
+/// What the session told about own sends: (event, client_msg_id, extra).
+fn own_send_events(events: &[SessionEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::SendPending(entry) => Some(format!("pending {}", entry.client_msg_id)),
+            SessionEvent::Delivered {
+                entry,
+                seq,
+                was_pending,
+                ..
+            } => Some(format!(
+                "delivered {} seq {seq} was_pending {was_pending}",
+                entry.client_msg_id
+            )),
+            SessionEvent::Message {
+                message,
+                from_self,
+                sent_here,
+                ..
+            } => Some(format!(
+                "message {} from_self {from_self} sent_here {sent_here}",
+                message.client_msg_id
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn echo(client_msg_id: &str, seq: u64) -> ServerFrame {
+    let mut message = msg("a", seq, "me");
+    message.client_msg_id = client_msg_id.into();
+    ServerFrame::push(S::Message(message))
+}
+
+fn ack_of(frame: &ClientFrame, seq: u64) -> ServerFrame {
+    let Some(C::SendMessage(send)) = &frame.body else {
+        panic!("not a send: {frame:?}")
+    };
+    ServerFrame::reply(
+        frame.request_id,
+        S::SendAck(wire::SendAck {
+            room: send.room.clone(),
+            client_msg_id: send.client_msg_id.clone(),
+            seq,
+            server_ts_ms: 1_000 + seq as i64,
+            ..Default::default()
+        }),
+    )
+}
+
+#[test]
+fn an_own_send_is_delivered_once_whether_its_echo_or_its_ack_comes_first() {
+    let mut h = Harness::new();
+    h.connect(vec![room("a", 0)]);
+    h.events();
+    // Echo first (§8.4 pushes before acking): delivered at the echo.
+    h.session
+        .send_message(h.now, "a", "one", false, ClientMsgId::parse("one").unwrap())
+        .unwrap();
+    let send = h.transmit().remove(0);
+    h.feed(echo("one", 1));
+    h.feed(ack_of(&send, 1));
+    assert_eq!(
+        own_send_events(&h.events()),
+        [
+            "delivered one seq 1 was_pending false",
+            "message one from_self true sent_here true",
+        ]
+    );
+    // Ack first: delivered at the ack; the echo after it is still ours.
+    h.session
+        .send_message(h.now, "a", "two", false, ClientMsgId::parse("two").unwrap())
+        .unwrap();
+    let send = h.transmit().remove(0);
+    h.feed(ack_of(&send, 2));
+    h.feed(echo("two", 2));
+    assert_eq!(
+        own_send_events(&h.events()),
+        [
+            "delivered two seq 2 was_pending false",
+            "message two from_self true sent_here true",
+        ]
+    );
+    // The same user's send from another device is only a message.
+    h.feed(echo("elsewhere", 3));
+    assert_eq!(
+        own_send_events(&h.events()),
+        ["message elsewhere from_self true sent_here false"]
+    );
+}
+
+#[test]
+fn a_slow_send_is_pending_after_the_grace_then_delivered() {
+    let mut h = Harness::new();
+    h.connect(vec![room("a", 0)]);
+    h.events();
+    h.session
+        .send_message(
+            h.now,
+            "a",
+            "slow",
+            false,
+            ClientMsgId::parse("slow").unwrap(),
+        )
+        .unwrap();
+    let send = h.transmit().remove(0);
+    assert!(
+        own_send_events(&h.events()).is_empty(),
+        "not pending at once"
+    );
+    let due = h.session.poll_timeout().expect("a deadline");
+    assert_eq!(due, h.now + SessionConfig::new("t").pending_after);
+    h.now = due;
+    h.session.handle_timeout(h.now);
+    assert_eq!(own_send_events(&h.events()), ["pending slow"]);
+    h.now += Duration::from_secs(1);
+    h.session.handle_timeout(h.now);
+    assert!(own_send_events(&h.events()).is_empty(), "pending once");
+    h.feed(ack_of(&send, 1));
+    assert_eq!(
+        own_send_events(&h.events()),
+        ["delivered slow seq 1 was_pending true"]
+    );
+}
+
+#[test]
+fn sends_queued_offline_or_restored_are_pending_at_once_and_delivered_after_reconnect() {
+    let mut h = Harness::new();
+    h.session.restore_outbox([OutboxEntry {
+        client_msg_id: "saved".into(),
+        room: "a".into(),
+        text: "from last time".into(),
+        action: false,
+    }]);
+    h.session
+        .send_message(
+            h.now,
+            "a",
+            "typed",
+            false,
+            ClientMsgId::parse("typed").unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        own_send_events(&h.events()),
+        ["pending saved", "pending typed"]
+    );
+    let sent = h.connect(vec![room("a", 0)]);
+    let saved = sent
+        .iter()
+        .find(|f| matches!(&f.body, Some(C::SendMessage(_))))
+        .expect("the restored send goes out")
+        .clone();
+    h.feed(ack_of(&saved, 1));
+    h.feed(echo("saved", 1));
+    let typed = h.transmit().remove(0);
+    h.feed(echo("typed", 2));
+    h.feed(ack_of(&typed, 2));
+    assert_eq!(
+        own_send_events(&h.events()),
+        [
+            "delivered saved seq 1 was_pending true",
+            "message saved from_self true sent_here true",
+            "delivered typed seq 2 was_pending true",
+            "message typed from_self true sent_here true",
+        ]
+    );
+}
+
+#[test]
+fn a_refused_send_is_never_delivered() {
+    let mut h = Harness::new();
+    h.connect(vec![room("a", 0)]);
+    h.session
+        .send_message(h.now, "a", "no", false, ClientMsgId::parse("no").unwrap())
+        .unwrap();
+    let send = h.transmit().remove(0);
+    h.events();
+    h.feed(ServerFrame::reply(
+        send.request_id,
+        S::Error(wire::Error {
+            code: wire::ErrorCode::NotAMember as i32,
+            message: "not a member".into(),
+            ..Default::default()
+        }),
+    ));
+    let events = h.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::SendFailed { .. }))
+    );
+    h.now += Duration::from_secs(5);
+    h.session.handle_timeout(h.now);
+    assert!(own_send_events(&h.events()).is_empty());
+}
+
+#[test]
+fn each_message_carries_the_epoch_its_seq_counts_in() {
+    let mut h = Harness::new();
+    h.connect(vec![room("a", 0)]);
+    h.events();
+    h.feed(ServerFrame::push(S::Message(msg("a", 1, "bob"))));
+    let epochs: Vec<(u64, String)> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::Message { message, epoch, .. } => Some((message.seq, epoch)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(epochs, [(1, EPOCH.to_owned())]);
+}

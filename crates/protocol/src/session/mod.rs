@@ -19,6 +19,7 @@
 mod backoff;
 mod outbox;
 mod rooms;
+mod sends;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ use rand_core::RngCore;
 pub use backoff::Backoff;
 pub use outbox::{Outbox, OutboxEntry};
 use rooms::{Accepted, FillNext, RoomTrack};
+use sends::OwnSends;
 
 use crate::error::CloseCode;
 use crate::names::{ClientMsgId, MessageText, RoomName, Topic, ValidationError};
@@ -61,6 +63,10 @@ pub struct SessionConfig {
     /// Sends on the wire at once. 1 keeps per-sender order even when the
     /// server rejects a send as rate limited; more trades that for throughput.
     pub max_in_flight: usize,
+    /// How long a send may wait for the server, while online, before it is
+    /// reported pending (`SessionEvent::SendPending`): a quick delivery is
+    /// shown once, as delivered, without a pending state flashing first.
+    pub pending_after: Duration,
 }
 
 impl SessionConfig {
@@ -78,6 +84,7 @@ impl SessionConfig {
             backoff: Backoff::default(),
             gap_page: 100,
             max_in_flight: 1,
+            pending_after: Duration::from_millis(400),
         }
     }
 }
@@ -164,6 +171,32 @@ pub enum SessionEvent {
         message: wire::Message,
         /// True when this user sent it (from any of its connections).
         from_self: bool,
+        /// True when it is the echo of a send from this session: its
+        /// `Delivered` event was (or is) reported, so front ends showing
+        /// that need not show this one too.
+        sent_here: bool,
+        /// The room's epoch (§10.2) the seq counts in: with `message.seq`,
+        /// the position a position store saves once the message is handled.
+        /// Empty while the session knows no epoch of the room.
+        epoch: String,
+    },
+    /// One of this session's sends has waited longer than
+    /// [`SessionConfig::pending_after`], or was queued while not online, or
+    /// was restored from an earlier run: show it as pending. At most once
+    /// per send, and never after its `Delivered`.
+    SendPending(OutboxEntry),
+    /// One of this session's sends is stored, as its echo or its SendAck
+    /// showed, whichever came first; once per send. (`Acked` still follows
+    /// the SendAck: that is when the outbox lets go of it.)
+    Delivered {
+        /// The send.
+        entry: OutboxEntry,
+        /// Its seq in the room.
+        seq: u64,
+        /// The server's timestamp of it, ms since the Unix epoch.
+        server_ts_ms: i64,
+        /// Whether it was reported pending first.
+        was_pending: bool,
     },
     /// The server durably stored one of our sends.
     Acked(wire::SendAck),
@@ -299,6 +332,8 @@ pub struct ClientSession {
     events: VecDeque<SessionEvent>,
     pending: HashMap<u64, Pending>,
     outbox: Outbox,
+    /// What the user was told of their sends: pending, delivered.
+    sends: OwnSends,
     rooms: BTreeMap<String, RoomTrack>,
     welcome: Option<wire::Welcome>,
     max_text_bytes: usize,
@@ -343,6 +378,7 @@ impl ClientSession {
             events: VecDeque::new(),
             pending: HashMap::new(),
             outbox: Outbox::default(),
+            sends: OwnSends::default(),
             rooms: BTreeMap::new(),
             welcome: None,
             max_text_bytes: crate::names::DEFAULT_MAX_TEXT_BYTES,
@@ -407,8 +443,13 @@ impl ClientSession {
 
     /// Loads outbox entries saved by an earlier run; they are sent, in
     /// order and with their ids, once online. Entries already queued are skipped.
+    /// Each is reported pending (`SessionEvent::SendPending`).
     pub fn restore_outbox(&mut self, entries: impl IntoIterator<Item = OutboxEntry>) {
         for entry in entries {
+            if self.sends.queued(&entry.client_msg_id, None) {
+                self.events
+                    .push_back(SessionEvent::SendPending(entry.clone()));
+            }
             self.outbox.push(entry);
         }
     }
@@ -502,6 +543,12 @@ impl ClientSession {
 
     /// Time passed: expire requests, start a due reconnect, send keepalives.
     pub fn handle_timeout(&mut self, now: Instant) {
+        for client_msg_id in self.sends.due(now) {
+            if let Some(entry) = self.outbox.get(&client_msg_id) {
+                self.events
+                    .push_back(SessionEvent::SendPending(entry.clone()));
+            }
+        }
         if let ConnectionState::Reconnecting { at, .. } = self.state {
             if now >= at {
                 self.set_state(ConnectionState::Connecting);
@@ -656,12 +703,22 @@ impl ClientSession {
         }
         let room = RoomName::parse(room)?;
         let text = MessageText::parse(text, self.max_text_bytes)?;
-        self.outbox.push(OutboxEntry {
+        let entry = OutboxEntry {
             client_msg_id: client_msg_id.as_str().to_owned(),
             room: room.into_string(),
             text: text.into_string(),
             action,
-        });
+        };
+        if !self.outbox.contains(&entry.client_msg_id) {
+            // Offline, it waits for a connection: pending at once.
+            let pending_at =
+                (self.state == ConnectionState::Online).then(|| now + self.config.pending_after);
+            if self.sends.queued(&entry.client_msg_id, pending_at) {
+                self.events
+                    .push_back(SessionEvent::SendPending(entry.clone()));
+            }
+        }
+        self.outbox.push(entry);
         self.events.push_back(SessionEvent::OutboxChanged);
         self.pump_outbox_at(now);
         Ok(client_msg_id)
@@ -902,14 +959,22 @@ impl ClientSession {
     /// The next instant at which `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if let ConnectionState::Reconnecting { at, .. } = self.state {
-            return Some(at);
+            return [Some(at), self.sends.next_due()]
+                .into_iter()
+                .flatten()
+                .min();
         }
         let requests = self.pending.values().filter_map(|p| p.deadline).min();
         let resume_sends = self.sends_paused_until.filter(|_| !self.outbox.is_empty());
-        [requests, self.keepalive_at, resume_sends]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            requests,
+            self.keepalive_at,
+            resume_sends,
+            self.sends.next_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ----- internals --------------------------------------------------------
@@ -1137,6 +1202,7 @@ impl ClientSession {
             }
             RequestKind::Send(ref client_msg_id) => {
                 if let Some(entry) = self.outbox.remove(client_msg_id) {
+                    self.sends.refused(client_msg_id);
                     self.events.push_back(SessionEvent::OutboxChanged);
                     self.events
                         .push_back(SessionEvent::SendFailed { entry, error });
@@ -1234,8 +1300,20 @@ impl ClientSession {
                 .get_mut(&message.room)
                 .is_some_and(|read| read.handle_message(&message, &me));
             let room = counted.then(|| message.room.clone());
+            let from_self = !me.is_empty() && message.sender == me;
+            let epoch = self
+                .rooms
+                .get(&message.room)
+                .map(|track| track.epoch.clone())
+                .unwrap_or_default();
+            let sent_here = from_self && self.sends.is_known(&message.client_msg_id);
+            if sent_here {
+                self.delivered(&message.client_msg_id, message.seq, message.server_ts_ms);
+            }
             self.events.push_back(SessionEvent::Message {
-                from_self: !me.is_empty() && message.sender == me,
+                from_self,
+                sent_here,
+                epoch,
                 message,
             });
             if let Some(room) = room {
@@ -1247,11 +1325,29 @@ impl ClientSession {
     fn on_ack(&mut self, now: Instant, ack: wire::SendAck) {
         // An ack for an id not in the outbox (already acked, or never ours)
         // is ignored: acks are idempotent by construction.
-        if self.outbox.remove(&ack.client_msg_id).is_some() {
+        if self.outbox.contains(&ack.client_msg_id) {
+            self.delivered(&ack.client_msg_id, ack.seq, ack.server_ts_ms);
+            self.outbox.remove(&ack.client_msg_id);
             self.events.push_back(SessionEvent::OutboxChanged);
             self.events.push_back(SessionEvent::Acked(ack));
         }
         self.pump_outbox_at(now);
+    }
+
+    /// Reports a send of ours delivered, the first time a sign of its
+    /// storage comes (echo or ack).
+    fn delivered(&mut self, client_msg_id: &str, seq: u64, server_ts_ms: i64) {
+        let Some(entry) = self.outbox.get(client_msg_id).cloned() else {
+            return;
+        };
+        if let Some(was_pending) = self.sends.stored(client_msg_id) {
+            self.events.push_back(SessionEvent::Delivered {
+                entry,
+                seq,
+                server_ts_ms,
+                was_pending,
+            });
+        }
     }
 
     fn on_history(&mut self, now: Instant, pending: Option<Pending>, page: wire::HistoryPage) {

@@ -56,6 +56,14 @@ impl Outbox {
             .any(|s| s.entry.client_msg_id == client_msg_id)
     }
 
+    /// The entry with this id.
+    pub fn get(&self, client_msg_id: &str) -> Option<&OutboxEntry> {
+        self.entries
+            .iter()
+            .find(|s| s.entry.client_msg_id == client_msg_id)
+            .map(|s| &s.entry)
+    }
+
     /// Removes and returns the entry with this id.
     pub fn remove(&mut self, client_msg_id: &str) -> Option<OutboxEntry> {
         let idx = self

@@ -214,9 +214,10 @@ fn two_clients_chat_both_ways_with_typing_and_join_notices() {
     bob.expect("/switch general");
     bob.clear_line();
 
-    // Typing shows on the other side before anything is sent.
+    // Typing shows on the other side before anything is sent, in the
+    // status line above the input row, not in the scrollback.
     bob.type_text("still typing");
-    alice.expect("bob is typing");
+    alice.expect_regex(r"\[online\] \[#general\] bob is typing.*\r?\n#general> ");
 
     alice.line("/who");
     alice.expect("members of #general (2; * online): alice*, bob*");
@@ -278,16 +279,21 @@ fn a_message_typed_while_the_server_is_down_is_delivered_once_when_it_returns() 
 
     server.stop();
     alice.expect("connection lost");
-    // The prompt shows the state: "reconnect 1s" while waiting for the next
-    // try, "connecting" during it (retries come quickly in tests).
-    alice.expect_regex(r"(reconnect \d+s|connecting) +#general> ");
+    // The status line shows the state: the countdown to the next attempt
+    // while waiting, "connecting" during it (retries come quickly in tests).
+    alice.expect_regex(r"\[(reconnect in \d+s \(attempt \d+\)|connecting)\] \[#general\]");
     bob.expect("connection lost");
 
     alice.line("typed while down");
     alice.expect("<alice> typed while down (pending)");
 
     server.restart();
-    alice.expect("reconnected");
+    let meanwhile = alice.expect("reconnected");
+    // Attempts are the status line's; the chat said once that it was lost.
+    assert!(
+        !meanwhile.contains("next try") && !meanwhile.contains("connection lost"),
+        "{meanwhile}"
+    );
     alice.expect("delivered #general: typed while down");
     bob.expect("<alice> typed while down");
 
@@ -597,7 +603,10 @@ fn after_a_restart_the_unread_counts_come_from_the_server_and_the_last_room_reop
     // Nothing of ops was read in memory: the counts are the server's.
     let mut bob = chat(&bob_home);
     bob.expect("back in #general, where you were");
-    bob.expect("you were mentioned in #ops (3 unread, 1 mention; /switch ops)");
+    // The activity list has the server's counts, the mention highlighted,
+    // and the bell rang for it.
+    bob.expect("\u{7}");
+    bob.expect_regex(r"\[act: (\x1b\[[0-9;]*m)*ops 3@1");
     bob.line("/rooms");
     let table = bob.expect("/join NAME to enter one");
     let row = table_row(&table, "#ops");

@@ -29,7 +29,7 @@ use confab_protocol::wire::{
 };
 
 use crate::commands::{self, DEFAULT_HISTORY, Input};
-use crate::render::{self, Mark, RoomMark};
+use crate::render::{self, Activity, Mark, RoomMark};
 use crate::style::Style;
 
 /// Something for the caller to do.
@@ -49,6 +49,8 @@ pub enum Out {
     Logout,
     /// The saved token was refused: forget it and show the login screen.
     LoginAgain,
+    /// Ring the terminal's bell (a mention in a room not on screen).
+    Bell,
 }
 
 /// A command on the session.
@@ -266,6 +268,69 @@ impl Chat {
     /// Rooms the user has joined, for completion.
     pub fn joined_rooms(&self) -> Vec<String> {
         self.joined.iter().cloned().collect()
+    }
+
+    /// Joined rooms other than the current one with unread messages, for
+    /// the status line: those with mentions first, then by name.
+    pub fn activity(&self) -> Vec<Activity> {
+        let mut rooms: Vec<Activity> = self
+            .joined
+            .iter()
+            .filter(|room| self.current.as_deref() != Some(room.as_str()))
+            .filter_map(|room| {
+                let read = self.reads.get(room)?;
+                (read.unread > 0).then(|| Activity {
+                    room: room.clone(),
+                    unread: read.unread,
+                    mentions: read.mentions,
+                })
+            })
+            .collect();
+        rooms.sort_by(|a, b| {
+            (b.mentions > 0)
+                .cmp(&(a.mentions > 0))
+                .then(a.room.cmp(&b.room))
+        });
+        rooms
+    }
+
+    /// Who is typing in the current room at `now`, by name.
+    pub fn typing(&self, now: Instant) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .typing_seen
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// When the status line changes by itself: a typing indicator runs out,
+    /// or the reconnect countdown ticks.
+    pub fn status_deadline(&self, now: Instant) -> Option<Instant> {
+        let typing = self
+            .typing_seen
+            .values()
+            .copied()
+            .filter(|until| *until > now)
+            .min();
+        let countdown = match self.state {
+            ConnectionState::Reconnecting { at, .. } if at > now => {
+                let left = at - now;
+                // The next whole second of the countdown.
+                let fraction = Duration::from_nanos(u64::from(left.subsec_nanos()));
+                Some(
+                    now + if fraction.is_zero() {
+                        Duration::from_secs(1)
+                    } else {
+                        fraction
+                    },
+                )
+            }
+            _ => None,
+        };
+        [typing, countdown].into_iter().flatten().min()
     }
 
     /// Whether the next line may be read: no request the user waits for is
@@ -540,7 +605,7 @@ impl Chat {
     /// A session event.
     pub fn handle_event(&mut self, event: SessionEvent, now: Instant) -> Vec<Out> {
         match event {
-            SessionEvent::StateChanged(state) => self.on_state(state, now),
+            SessionEvent::StateChanged(state) => self.on_state(state),
             SessionEvent::Welcome(welcome) => self.on_welcome(welcome),
             SessionEvent::Message {
                 message, sent_here, ..
@@ -631,7 +696,7 @@ impl Chat {
         }
     }
 
-    fn on_state(&mut self, state: ConnectionState, now: Instant) -> Vec<Out> {
+    fn on_state(&mut self, state: ConnectionState) -> Vec<Out> {
         let previous = std::mem::replace(&mut self.state, state.clone());
         let mut out = Vec::new();
         match &state {
@@ -641,19 +706,14 @@ impl Chat {
                 }
             }
             ConnectionState::Authenticating | ConnectionState::Online => {}
-            ConnectionState::Reconnecting { at, attempt } => {
-                let wait = at.saturating_duration_since(now).as_secs_f64();
+            ConnectionState::Reconnecting { .. } => {
                 self.lose_connection();
+                // Said once; the attempts and their countdown are the
+                // status line's, not the scrollback's.
                 if previous == ConnectionState::Online {
                     out.push(self.notice(
                         "connection lost; reconnecting. Messages you send meanwhile wait in the outbox",
                     ));
-                } else if wait >= 1.0 {
-                    // Quick retries pass silently; the prompt shows them.
-                    out.push(self.notice(&format!(
-                        "still offline; next try in {wait:.1}s (attempt {})",
-                        attempt + 1
-                    )));
                 }
             }
             ConnectionState::Offline(reason) => {
@@ -714,27 +774,16 @@ impl Chat {
         out
     }
 
-    /// The session's counts of a room changed. For a room not on screen,
-    /// the first unread message and every new mention are said once, in the
-    /// scrollback, with a bell for a mention (irssi's and weechat's habit).
+    /// The session's counts of a room changed. A room not on screen shows
+    /// them in the status line's activity list; a new mention there also
+    /// rings the bell (irssi's and weechat's habit).
     fn on_read_state(&mut self, room: String, counts: ReadCounts) -> Vec<Out> {
         let before = self.reads.insert(room.clone(), counts).unwrap_or_default();
         if self.current.as_deref() == Some(room.as_str()) || !self.joined.contains(&room) {
             return Vec::new();
         }
         if counts.mentions > before.mentions {
-            return vec![self.notice(&format!(
-                "\u{7}you were mentioned in #{room} ({} unread, {} mention{}; /switch {room})",
-                counts.unread,
-                counts.mentions,
-                if counts.mentions == 1 { "" } else { "s" }
-            ))];
-        }
-        if counts.unread > 0 && before.unread == 0 {
-            return vec![self.notice(&format!(
-                "{} new in #{room} (/switch {room})",
-                render::count(counts.unread)
-            ))];
+            return vec![Out::Bell];
         }
         Vec::new()
     }
@@ -1035,18 +1084,10 @@ impl Chat {
             self.typing_seen.remove(&typing.username);
             return Vec::new();
         }
+        // Shown in the status line until it runs out or the user sends.
         let ttl = Duration::from_millis(u64::from(typing.ttl_ms.max(1)));
-        let was_typing = self
-            .typing_seen
-            .insert(typing.username.clone(), now + ttl)
-            .is_some_and(|until| until > now);
-        if was_typing {
-            return Vec::new();
-        }
-        vec![Out::Print(
-            self.style
-                .dim(&format!("   {} is typing…", typing.username)),
-        )]
+        self.typing_seen.insert(typing.username.clone(), now + ttl);
+        Vec::new()
     }
 
     fn on_request_failed(&mut self, kind: RequestKind, error: &wire::Error) -> Vec<Out> {
@@ -1454,7 +1495,7 @@ mod tests {
     }
 
     #[test]
-    fn other_rooms_count_unread_and_say_so_once() {
+    fn other_rooms_show_in_the_activity_list_and_a_mention_rings_once() {
         let mut chat = chat();
         enter(&mut chat, "general", Vec::new());
         let now = Instant::now();
@@ -1466,21 +1507,30 @@ mod tests {
                 mentions,
             },
         };
-        let mut notices = Vec::new();
+        let activity = |unread, mentions| {
+            vec![Activity {
+                room: "ops".into(),
+                unread,
+                mentions,
+            }]
+        };
         for unread in 1..=2 {
-            notices.extend(printed(&chat.handle_event(counts(0, unread, 0), now)));
+            let outs = chat.handle_event(counts(0, unread, 0), now);
+            assert!(outs.is_empty(), "not a line per message: {outs:?}");
+            assert_eq!(chat.activity(), activity(unread, 0));
         }
-        assert_eq!(notices, ["-- 1 new in #ops (/switch ops)"]);
-        let mention = printed(&chat.handle_event(counts(0, 3, 1), now));
-        assert_eq!(
-            mention,
-            ["-- \u{7}you were mentioned in #ops (3 unread, 1 mention; /switch ops)"]
+        assert_eq!(chat.handle_event(counts(0, 3, 1), now), [Out::Bell]);
+        assert_eq!(chat.activity(), activity(3, 1));
+        assert!(
+            chat.handle_event(counts(0, 3, 1), now).is_empty(),
+            "the bell rings for a new mention only"
         );
         let table = printed(&chat.handle_line("/rooms")).join("\n");
         let ops = table.lines().find(|l| l.contains("#ops")).unwrap();
         assert_eq!(ops.split_whitespace().nth(4), Some("3@1"), "{table}");
         // Read on another device up to 1, then switched to here.
         chat.handle_event(counts(1, 3, 1), now);
+        assert_eq!(chat.activity(), activity(3, 1));
         // Switching shows the room with at least the unread messages.
         let outs = chat.handle_line("/switch ops");
         assert_eq!(
@@ -1489,6 +1539,10 @@ mod tests {
                 room: "ops".into(),
                 limit: 5
             }]
+        );
+        assert!(
+            chat.activity().is_empty(),
+            "the room on screen is not listed"
         );
         // The view marks where the unread messages start, and that they are read.
         let view = SessionEvent::View {
@@ -1616,7 +1670,7 @@ mod tests {
     }
 
     #[test]
-    fn others_typing_is_shown_once_per_burst() {
+    fn others_typing_is_in_the_status_line_until_it_runs_out() {
         let mut chat = chat();
         enter(&mut chat, "general", Vec::new());
         let now = Instant::now();
@@ -1628,13 +1682,69 @@ mod tests {
                 ttl_ms: 6000,
             })
         };
-        assert_eq!(
-            printed(&chat.handle_event(typing(true), now)),
-            ["   bob is typing…"]
+        assert!(
+            chat.handle_event(typing(true), now).is_empty(),
+            "not a line"
         );
-        assert!(printed(&chat.handle_event(typing(true), now + Duration::from_secs(3))).is_empty());
-        assert!(printed(&chat.handle_event(typing(false), now)).is_empty());
-        assert_eq!(printed(&chat.handle_event(typing(true), now)).len(), 1);
+        assert_eq!(chat.typing(now), ["bob"]);
+        assert_eq!(
+            chat.status_deadline(now),
+            Some(now + Duration::from_secs(6))
+        );
+        let later = now + Duration::from_secs(3);
+        chat.handle_event(typing(true), later);
+        assert_eq!(
+            chat.status_deadline(later),
+            Some(later + Duration::from_secs(6))
+        );
+        assert_eq!(
+            chat.typing(later + Duration::from_secs(5)),
+            ["bob"],
+            "renewed"
+        );
+        assert!(
+            chat.typing(later + Duration::from_secs(6)).is_empty(),
+            "ran out"
+        );
+        chat.handle_event(typing(true), now);
+        chat.handle_event(typing(false), now);
+        assert!(chat.typing(now).is_empty(), "stopped");
+        // Their message ends it too.
+        chat.handle_event(typing(true), now);
+        let said = SessionEvent::Message {
+            message: message("general", 1, "bob", "done", "b1"),
+            from_self: false,
+            sent_here: false,
+            epoch: "e1".into(),
+        };
+        chat.handle_event(said, now);
+        assert!(chat.typing(now).is_empty());
+        assert_eq!(chat.status_deadline(now), None);
+    }
+
+    #[test]
+    fn reconnect_attempts_are_counted_down_in_the_status_line_not_the_chat() {
+        let mut chat = chat();
+        let now = Instant::now();
+        let waiting = |attempt, secs| {
+            SessionEvent::StateChanged(ConnectionState::Reconnecting {
+                at: now + Duration::from_millis(secs),
+                attempt,
+            })
+        };
+        let lost = printed(&chat.handle_event(waiting(0, 2500), now));
+        assert_eq!(lost.len(), 1);
+        assert!(lost[0].contains("connection lost"), "{lost:?}");
+        assert_eq!(
+            chat.status_deadline(now),
+            Some(now + Duration::from_millis(500)),
+            "the countdown's next whole second"
+        );
+        chat.handle_event(SessionEvent::StateChanged(ConnectionState::Connecting), now);
+        for attempt in 1..5 {
+            assert!(printed(&chat.handle_event(waiting(attempt, 4000), now)).is_empty());
+            chat.handle_event(SessionEvent::StateChanged(ConnectionState::Connecting), now);
+        }
     }
 
     #[test]

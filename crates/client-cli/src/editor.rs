@@ -4,10 +4,13 @@
 //! - The editor thread reads one line at a time and sends it to the chat
 //!   loop, then waits for the loop's go-ahead before showing the next
 //!   prompt, so a `/join` shows the room before the user types on.
-//! - The prompt starts with the connection state. Rustyline lays the line
-//!   out from the prompt it was given, so the state has a fixed width
-//!   ([`render::STATE_WIDTH`]) and is redrawn from [`PromptInfo`] on every
-//!   refresh (each keystroke and each printed line) by `highlight_prompt`.
+//! - On a terminal the prompt is two rows, as in irssi: the status line
+//!   (connection state, current room, activity list, who is typing) above
+//!   the input row (`#room> `). Rustyline lays the line out from the prompt
+//!   it was given; the status row is cut to the terminal's width, so it is
+//!   always one row whatever it says, and `highlight_prompt` redraws it
+//!   from [`PromptInfo`] on every refresh: each keystroke, each printed
+//!   line, and [`Screen::refresh`] when only the status changed.
 //! - Every edit tells the chat loop whether the line holds message text,
 //!   which drives the typing indicator (§11.2).
 //! - Tab completes commands and room names.
@@ -29,7 +32,7 @@ use rustyline::{Context, Editor, ExternalPrinter, Helper};
 use tokio::sync::mpsc;
 
 use crate::commands::{ArgKind, COMMANDS};
-use crate::render;
+use crate::render::{self, Activity, Status};
 use crate::style::Style;
 
 /// What the prompt and the completer show; the chat loop keeps it current.
@@ -43,6 +46,31 @@ pub struct PromptInfo {
     pub rooms: Vec<String>,
     /// Joined rooms.
     pub joined: Vec<String>,
+    /// Other rooms with unread messages.
+    pub activity: Vec<Activity>,
+    /// Who is typing in the current room.
+    pub typing: Vec<String>,
+}
+
+impl PromptInfo {
+    /// The status line, at most `width` columns.
+    pub fn status_line(&self, style: Style, now: Instant, width: usize) -> String {
+        let status = Status {
+            state: &self.state,
+            room: self.room.as_deref(),
+            activity: &self.activity,
+            typing: &self.typing,
+        };
+        render::status_line(style, &status, now, width)
+    }
+}
+
+/// Columns the status line may take: one less than the terminal's, so it
+/// never reaches the last column (where terminals differ on wrapping).
+fn status_width() -> usize {
+    terminal_size::terminal_size()
+        .map_or(80, |(terminal_size::Width(w), _)| usize::from(w))
+        .saturating_sub(1)
 }
 
 /// [`PromptInfo`] shared between the chat loop and the editor thread.
@@ -159,14 +187,16 @@ impl Highlighter for ChatHelper {
         if !default {
             return Cow::Borrowed(prompt);
         }
-        // Same width as the plain state the prompt was built with; the rest
-        // (room and "> ") is kept as given so the layout stays valid.
-        let split = prompt
-            .char_indices()
-            .nth(render::STATE_WIDTH)
-            .map_or(prompt.len(), |(i, _)| i);
-        let state = self.prompt.lock().state.clone();
-        let fresh = render::prompt_state(self.style, &state, Instant::now());
+        // The status row is redrawn as it is now; it is one row, as the
+        // one the prompt was laid out with, so the layout stays valid. The
+        // input row is kept as given.
+        let Some(split) = prompt.find('\n') else {
+            return Cow::Borrowed(prompt);
+        };
+        let fresh = self
+            .prompt
+            .lock()
+            .status_line(self.style, Instant::now(), status_width());
         Cow::Owned(format!("{fresh}{}", &prompt[split..]))
     }
 
@@ -178,17 +208,40 @@ impl Highlighter for ChatHelper {
 impl Validator for ChatHelper {}
 impl Helper for ChatHelper {}
 
+/// What the printer thread is asked to do.
+#[derive(Debug)]
+enum Paint {
+    /// Print lines above the prompt.
+    Lines(String),
+    /// Redraw the prompt (the status line changed), ringing the bell first
+    /// if asked.
+    Refresh {
+        /// Ring the terminal's bell.
+        bell: bool,
+    },
+}
+
 /// Prints lines above the prompt. Clones share one printer thread.
 #[derive(Debug, Clone)]
 pub struct Screen {
-    lines: std_mpsc::Sender<String>,
+    lines: std_mpsc::Sender<Paint>,
 }
 
 impl Screen {
     /// Prints `text` (one or more lines) above the prompt.
     pub fn print(&self, text: impl Into<String>) {
         // Fails only once the printer thread is gone, at exit.
-        self.lines.send(text.into()).ok();
+        self.lines.send(Paint::Lines(text.into())).ok();
+    }
+
+    /// Redraws the prompt, whose status line changed.
+    pub fn refresh(&self) {
+        self.lines.send(Paint::Refresh { bell: false }).ok();
+    }
+
+    /// Rings the bell and redraws the prompt.
+    pub fn bell(&self) {
+        self.lines.send(Paint::Refresh { bell: true }).ok();
     }
 }
 
@@ -237,7 +290,7 @@ pub fn start(
 ) -> (EditorThread, Screen, mpsc::UnboundedReceiver<EditorInput>) {
     let (inputs, inputs_rx) = mpsc::unbounded_channel();
     let (ready, ready_rx) = std_mpsc::channel::<()>();
-    let (lines, lines_rx) = std_mpsc::channel::<String>();
+    let (lines, lines_rx) = std_mpsc::channel::<Paint>();
     let config = Config::builder()
         .auto_add_history(false)
         .completion_type(CompletionType::List)
@@ -270,7 +323,7 @@ pub fn start(
         .spawn(move || match editor {
             Some(editor) => {
                 if !wait_first || ready_rx.recv().is_ok() {
-                    read_lines(editor, prompt, inputs, ready_rx);
+                    read_lines(editor, style, prompt, inputs, ready_rx);
                 }
             }
             None => {
@@ -289,9 +342,26 @@ pub fn start(
     )
 }
 
-fn print_lines<P: ExternalPrinter>(lines: std_mpsc::Receiver<String>, mut external: Option<P>) {
+/// What makes rustyline redraw its prompt without printing a line: its
+/// external printer clears the prompt rows, writes the message and redraws
+/// the prompt; moving up one row before the newline that ends the message
+/// puts the prompt back where it was.
+const REDRAW: &str = "\x1b[A\n";
+
+fn print_lines<P: ExternalPrinter>(lines: std_mpsc::Receiver<Paint>, mut external: Option<P>) {
     use std::io::Write;
-    for mut text in lines {
+    for paint in lines {
+        let mut text = match paint {
+            Paint::Lines(text) => text,
+            Paint::Refresh { bell } => {
+                // Without rustyline's printer no prompt is drawn to refresh.
+                if let Some(printer) = external.as_mut() {
+                    let bell = if bell { "\x07" } else { "" };
+                    printer.print(format!("{bell}{REDRAW}")).ok();
+                }
+                continue;
+            }
+        };
         text.push('\n');
         let printed = external
             .as_mut()
@@ -307,27 +377,38 @@ fn print_lines<P: ExternalPrinter>(lines: std_mpsc::Receiver<String>, mut extern
 
 fn read_lines(
     mut editor: Editor<ChatHelper, DefaultHistory>,
+    style: Style,
     prompt: SharedPrompt,
     inputs: mpsc::UnboundedSender<EditorInput>,
     ready: std_mpsc::Receiver<()>,
 ) {
+    use std::io::IsTerminal;
+    // A status row needs a terminal that can move the cursor.
+    let status_row = std::io::stdout().is_terminal()
+        && std::env::var("TERM").map_or(true, |term| term != "dumb");
     loop {
-        let text = {
+        let (input_row, text) = {
             let info = prompt.lock();
-            render::prompt(
-                Style::plain(),
-                &info.state,
-                Instant::now(),
-                info.room.as_deref(),
-            )
+            let input_row = render::prompt(Style::plain(), info.room.as_deref());
+            let text = if status_row {
+                let status = info.status_line(Style::plain(), Instant::now(), status_width());
+                format!("{status}\n{input_row}")
+            } else {
+                input_row.clone()
+            };
+            (input_row, text)
         };
         match editor.readline(&text) {
             Ok(line) => {
                 if !line.trim().is_empty() {
                     editor.add_history_entry(line.as_str()).ok();
                 }
-                if shown_again(&line) {
-                    erase_echo(&mut editor, &text, &line);
+                if status_row {
+                    erase_prompt(&mut editor, &input_row, &line);
+                    if !line.trim().is_empty() && !shown_again(&line) {
+                        // A record of the command above what it prints.
+                        println!("{}", style.dim(&format!("{input_row}{line}")));
+                    }
                 }
                 inputs.send(EditorInput::Editing(false)).ok();
                 if inputs.send(EditorInput::Line(line)).is_err() || ready.recv().is_err() {
@@ -355,21 +436,24 @@ fn shown_again(line: &str) -> bool {
         || line.starts_with("/me ")
 }
 
-/// Removes the prompt line a chat message was typed on: the message comes
+/// Removes the rows the line was typed on, status line included: a status
+/// line left in the scrollback would be stale, and a chat message comes
 /// back formatted (or marked pending) right away, so the raw echo would
 /// show it twice. Counts characters, which never overestimates the rows a
 /// line takes, so no earlier output is erased.
-fn erase_echo(editor: &mut Editor<ChatHelper, DefaultHistory>, prompt: &str, line: &str) {
-    use std::io::{IsTerminal, Write};
+fn erase_prompt(editor: &mut Editor<ChatHelper, DefaultHistory>, input_row: &str, line: &str) {
+    use std::io::Write;
     let mut out = std::io::stdout();
-    if !out.is_terminal() {
-        return;
-    }
     let Some((columns, _)) = editor.dimensions() else {
         return;
     };
-    let width = prompt.chars().count() + line.chars().count();
-    let rows = width.max(1).div_ceil(usize::from(columns.max(1)));
+    let columns = usize::from(columns.max(1));
+    // The status row, then each row of the input (a pasted line break
+    // starts a row of its own; the first row follows the input prompt).
+    let rows = 1 + format!("{input_row}{line}")
+        .split('\n')
+        .map(|part| part.chars().count().max(1).div_ceil(columns))
+        .sum::<usize>();
     // Cursor to the start of the row `rows` up, then clear to the end of the screen.
     write!(out, "\x1b[{rows}F\x1b[J").ok();
     out.flush().ok();

@@ -113,7 +113,7 @@ pub async fn run(
         wall_ms,
     );
     chat.reopen(store.last_room(&login.username, server.host(), server.port())?);
-    let prompt = SharedPrompt::new(prompt_info(&chat));
+    let prompt = SharedPrompt::new(prompt_info(&chat, Instant::now()));
     // Lines from a pipe or file are meant for a connected chat: read the
     // first once the first connection attempt is over. A person at a
     // terminal may type at once, online or not.
@@ -134,6 +134,7 @@ pub async fn run(
         editor_idle: piped,
         first_line_held: piped,
         end_on_enter: None,
+        shown_status: String::new(),
     };
     let first = app.chat.restore(&restored);
     app.carry_out(first).await;
@@ -143,12 +144,14 @@ pub async fn run(
     Ok(end)
 }
 
-fn prompt_info(chat: &Chat) -> PromptInfo {
+fn prompt_info(chat: &Chat, now: Instant) -> PromptInfo {
     PromptInfo {
         state: chat.state().clone(),
         room: chat.current().map(str::to_owned),
         rooms: chat.room_names(),
         joined: chat.joined_rooms(),
+        activity: chat.activity(),
+        typing: chat.typing(now),
     }
 }
 
@@ -173,6 +176,8 @@ struct App {
     /// How the chat ends on the next line the user enters, when it cannot
     /// go on (token refused, driver gone) while the editor is reading.
     end_on_enter: Option<ChatEnd>,
+    /// The status line as last drawn (plain), to redraw it when it changes.
+    shown_status: String,
 }
 
 impl App {
@@ -187,6 +192,7 @@ impl App {
         let mut events_open = true;
         loop {
             let busy_deadline = waiting_since.map(|t| t + BUSY_LIMIT);
+            let status_deadline = self.chat.status_deadline(Instant::now());
             let outs = tokio::select! {
                 event = events.recv(), if events_open => match event {
                     Some(event) => self.on_driver_event(event),
@@ -220,6 +226,9 @@ impl App {
                         Vec::new()
                     }
                 },
+                // The countdown ticked or a typing indicator ran out: the
+                // status line is redrawn below.
+                () = sleep_until(status_deadline), if status_deadline.is_some() => Vec::new(),
                 () = sleep_until(busy_deadline), if busy_deadline.is_some() => {
                     waiting_since = None;
                     self.editor_idle = false;
@@ -229,7 +238,7 @@ impl App {
             };
             // The prompt is redrawn as soon as a line is printed: let it
             // show the state the chat is in now, then again after actions.
-            *self.prompt.lock() = prompt_info(&self.chat);
+            *self.prompt.lock() = prompt_info(&self.chat, Instant::now());
             self.carry_out(outs).await;
             if let Some(end) = self.end {
                 if end == ChatEnd::Quit {
@@ -238,7 +247,7 @@ impl App {
                 }
                 return end;
             }
-            *self.prompt.lock() = prompt_info(&self.chat);
+            self.show_status();
             if self.first_line_held && self.chat.settled() {
                 self.first_line_held = false;
                 self.editor_idle = false;
@@ -249,6 +258,19 @@ impl App {
                 self.editor_idle = false;
                 editor.ready();
             }
+        }
+    }
+
+    /// Brings the prompt up to date, and redraws it if its status line
+    /// changed (a printed line redraws it too; once more does no harm).
+    fn show_status(&mut self) {
+        let now = Instant::now();
+        let info = prompt_info(&self.chat, now);
+        let status = info.status_line(Style::plain(), now, usize::MAX);
+        *self.prompt.lock() = info;
+        if status != self.shown_status {
+            self.shown_status = status;
+            self.screen.refresh();
         }
     }
 
@@ -341,6 +363,7 @@ impl App {
                 Out::Quit => self.end_with(ChatEnd::Quit),
                 Out::Logout => self.logout().await,
                 Out::LoginAgain => self.end_with(ChatEnd::LoginAgain),
+                Out::Bell => self.screen.bell(),
             }
         }
     }

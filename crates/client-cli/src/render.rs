@@ -9,35 +9,134 @@ use confab_protocol::wire::{self, MessageKind};
 
 use crate::style::Style;
 
-/// Visible width of the connection state at the start of the prompt. The
-/// prompt's width must not change while a line is edited (the editor lays
-/// the line out from it), so every state is padded to this width.
-pub const STATE_WIDTH: usize = 14;
-
-/// The connection state as the prompt shows it, padded to [`STATE_WIDTH`].
-pub fn prompt_state(style: Style, state: &ConnectionState, now: Instant) -> String {
-    let (text, paint): (String, fn(Style, &str) -> String) = match state {
-        ConnectionState::Online => ("online".into(), Style::green),
-        ConnectionState::Connecting | ConnectionState::Authenticating => {
-            ("connecting".into(), Style::yellow)
-        }
-        ConnectionState::Reconnecting { at, .. } => {
+/// The connection state as the status line shows it.
+pub fn state_label(style: Style, state: &ConnectionState, now: Instant) -> String {
+    match state {
+        ConnectionState::Online => style.green("online"),
+        ConnectionState::Connecting | ConnectionState::Authenticating => style.yellow("connecting"),
+        ConnectionState::Reconnecting { at, attempt } => {
             let secs = at.saturating_duration_since(now).as_secs_f64().ceil() as u64;
-            (format!("reconnect {}s", secs.min(99)), Style::yellow)
+            style.yellow(&format!("reconnect in {secs}s (attempt {})", attempt + 1))
         }
-        ConnectionState::Offline(_) => ("offline".into(), Style::red),
-    };
-    let pad = STATE_WIDTH.saturating_sub(text.chars().count());
-    format!("{}{}", paint(style, &text), " ".repeat(pad))
+        ConnectionState::Offline(_) => style.red("offline"),
+    }
 }
 
-/// The prompt: connection state, then the current room.
-pub fn prompt(style: Style, state: &ConnectionState, now: Instant, room: Option<&str>) -> String {
-    let room = match room {
-        Some(room) => style.cyan(&format!("#{room}")),
-        None => style.dim("(no room)"),
+/// The input row's prompt: the current room.
+pub fn prompt(style: Style, room: Option<&str>) -> String {
+    match room {
+        Some(room) => format!("{}> ", style.cyan(&format!("#{room}"))),
+        None => format!("{}> ", style.dim("(no room)")),
+    }
+}
+
+/// A joined room with something unread, for the status line's activity list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    /// Room.
+    pub room: String,
+    /// Unread messages.
+    pub unread: u32,
+    /// Unread mentions of the user.
+    pub mentions: u32,
+}
+
+/// What the status line shows.
+#[derive(Debug, Clone, Copy)]
+pub struct Status<'a> {
+    /// Connection state.
+    pub state: &'a ConnectionState,
+    /// The current room.
+    pub room: Option<&'a str>,
+    /// Other rooms with unread messages, the ones with mentions first.
+    pub activity: &'a [Activity],
+    /// Who is typing in the current room.
+    pub typing: &'a [String],
+}
+
+/// The status line above the input row (irssi's status bar): connection
+/// state, current room, the activity list (`ops 3`, a mention as `dev 5@1`,
+/// highlighted) and who is typing. At most `width` columns wide, so it
+/// always takes one row: whole parts are left off from the end, and rooms
+/// that do not fit are counted (`+2`).
+pub fn status_line(style: Style, status: &Status<'_>, now: Instant, width: usize) -> String {
+    // (plain text for the width, styled text to show)
+    let mut parts: Vec<(String, String)> = Vec::new();
+    let state = state_label(Style::plain(), status.state, now);
+    parts.push((
+        format!("[{state}]"),
+        format!("[{}]", state_label(style, status.state, now)),
+    ));
+    let room = status
+        .room
+        .map_or("(no room)".to_owned(), |r| format!("#{r}"));
+    parts.push((format!("[{room}]"), format!("[{}]", style.cyan(&room))));
+    let used = |parts: &[(String, String)]| -> usize {
+        parts
+            .iter()
+            .map(|(plain, _)| plain.chars().count() + 1)
+            .sum()
     };
-    format!("{} {room}> ", prompt_state(style, state, now))
+    if !status.activity.is_empty() {
+        // Room by room, as many as fit with room for a "+N" after them.
+        let room_left = width.saturating_sub(used(&parts) + "[act: +99]".len());
+        let mut plain = Vec::new();
+        let mut styled = Vec::new();
+        let mut taken = 0;
+        for entry in status.activity {
+            let text = if entry.mentions > 0 {
+                format!(
+                    "{} {}@{}",
+                    entry.room,
+                    count(entry.unread),
+                    count(entry.mentions)
+                )
+            } else {
+                format!("{} {}", entry.room, count(entry.unread))
+            };
+            if taken + text.chars().count() + 1 > room_left {
+                break;
+            }
+            taken += text.chars().count() + 1;
+            styled.push(if entry.mentions > 0 {
+                style.bold(&style.red(&text))
+            } else {
+                text.clone()
+            });
+            plain.push(text);
+        }
+        let more = status.activity.len() - plain.len();
+        if more > 0 {
+            plain.push(format!("+{more}"));
+            styled.push(format!("+{more}"));
+        }
+        parts.push((
+            format!("[act: {}]", plain.join(" ")),
+            format!("[act: {}]", styled.join(" ")),
+        ));
+    }
+    if !status.typing.is_empty() {
+        let text = match status.typing {
+            [one] => format!("{one} is typing…"),
+            [one, two] => format!("{one} and {two} are typing…"),
+            many => format!("{} people are typing…", many.len()),
+        };
+        parts.push((text.clone(), style.dim(&text)));
+    }
+    let mut line = String::new();
+    let mut taken = 0;
+    for (plain, styled) in parts {
+        let w = plain.chars().count() + usize::from(taken > 0);
+        if taken + w > width {
+            break;
+        }
+        if taken > 0 {
+            line.push(' ');
+        }
+        line.push_str(&styled);
+        taken += w;
+    }
+    line
 }
 
 /// Why the session stopped, said so the user knows what to do.
@@ -260,34 +359,56 @@ mod tests {
     const PLAIN: Style = Style::plain();
 
     #[test]
-    fn prompt_state_has_one_width_for_every_state() {
+    fn the_status_line_shows_state_room_activity_and_typing_in_one_row() {
         let now = Instant::now();
-        let states = [
-            ConnectionState::Online,
-            ConnectionState::Connecting,
-            ConnectionState::Authenticating,
-            ConnectionState::Reconnecting {
-                at: now + Duration::from_secs(1000),
-                attempt: 9,
+        let activity = [
+            Activity {
+                room: "dev".into(),
+                unread: 5,
+                mentions: 1,
             },
-            ConnectionState::Offline(OfflineReason::Closed),
+            Activity {
+                room: "ops".into(),
+                unread: 12_000,
+                mentions: 0,
+            },
         ];
-        for state in &states {
-            assert_eq!(
-                prompt_state(PLAIN, state, now).chars().count(),
-                STATE_WIDTH,
-                "{state:?}"
-            );
+        let typing = ["bob".to_owned()];
+        let status = Status {
+            state: &ConnectionState::Online,
+            room: Some("general"),
+            activity: &activity,
+            typing: &typing,
+        };
+        assert_eq!(
+            status_line(PLAIN, &status, now, 80),
+            "[online] [#general] [act: dev 5@1 ops 9999+] bob is typing…"
+        );
+        // Narrow: rooms that do not fit are counted, later parts left off.
+        assert_eq!(
+            status_line(PLAIN, &status, now, 40),
+            "[online] [#general] [act: dev 5@1 +1]"
+        );
+        assert_eq!(status_line(PLAIN, &status, now, 12), "[online]");
+        for width in 0..90 {
+            assert!(status_line(PLAIN, &status, now, width).chars().count() <= width);
         }
         let retry = ConnectionState::Reconnecting {
             at: now + Duration::from_millis(2100),
-            attempt: 0,
+            attempt: 3,
         };
-        assert_eq!(prompt_state(PLAIN, &retry, now).trim_end(), "reconnect 3s");
+        let typing = ["bob".to_owned(), "carol".to_owned()];
+        let status = Status {
+            state: &retry,
+            room: None,
+            activity: &[],
+            typing: &typing,
+        };
         assert_eq!(
-            prompt(PLAIN, &ConnectionState::Online, now, Some("general")),
-            "online         #general> "
+            status_line(PLAIN, &status, now, 80),
+            "[reconnect in 3s (attempt 4)] [(no room)] bob and carol are typing…"
         );
+        assert_eq!(prompt(PLAIN, Some("general")), "#general> ");
     }
 
     #[test]

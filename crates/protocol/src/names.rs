@@ -6,7 +6,6 @@
 
 use std::fmt;
 
-/// Why a user-supplied value was rejected.
 /// "1 byte", "2 bytes": counts in messages people read.
 fn byte_count(n: usize) -> String {
     if n == 1 {
@@ -16,6 +15,7 @@ fn byte_count(n: usize) -> String {
     }
 }
 
+/// Why a user-supplied value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ValidationError {

@@ -37,7 +37,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             confab_protocol::WEBSOCKET_PATH,
             get(crate::ws::upgrade::handle),
         )
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::web::routes());
     if state.config.metrics_listen.is_none() {
         router = router.route("/metrics", get(metrics));
     }

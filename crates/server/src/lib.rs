@@ -44,6 +44,7 @@ pub mod shutdown;
 pub mod state;
 pub mod storage;
 pub mod tls;
+mod web;
 pub mod ws;
 
 use std::future::Future;

@@ -1,0 +1,221 @@
+// The chat view: history with scroll-back (older pages load when scrolled
+// to the top), day dividers, lines grouped by sender, own messages marked
+// pending, delivered or failed with a retry, typing, the member list, an
+// offline banner while disconnected (typing still works: messages wait in
+// the outbox). Text is rendered as text: never as HTML.
+
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
+import { clock, day } from "./format";
+import type { Connection, Line, Timeline } from "./view";
+
+interface Props {
+  room: string;
+  me: string;
+  timeline: Timeline;
+  typing: string[];
+  members: string[] | null;
+  connection: Connection;
+  nowMs: number;
+  onSend: (text: string) => void;
+  onRetry: (clientMsgId: string) => void;
+  onLoadOlder: () => void;
+  onTyping: (active: boolean) => void;
+  onBack: () => void;
+  onMembers: () => void;
+  onLeave: () => void;
+}
+
+function banner(connection: Connection, nowMs: number): string | null {
+  switch (connection.kind) {
+    case "online":
+      return null;
+    case "connecting":
+      return "Connecting… Messages you send wait and go out once connected.";
+    case "reconnecting": {
+      const seconds = Math.max(0, Math.ceil((connection.atMs - nowMs) / 1000));
+      return `Offline: reconnecting in ${seconds} s (attempt ${connection.attempt + 1}). Messages you send wait and go out once connected.`;
+    }
+    case "offline":
+      return `Disconnected: ${connection.reason}`;
+  }
+}
+
+function typingText(names: string[]): string {
+  if (names.length === 0) return "";
+  if (names.length === 1) return `${names[0]} is typing…`;
+  if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
+  return `${names.length} people are typing…`;
+}
+
+export function Chat(props: Props) {
+  const { room, me, timeline, typing, members, connection, nowMs } = props;
+  const [draft, setDraft] = useState("");
+  const list = useRef<HTMLOListElement>(null);
+  const stickToBottom = useRef(true);
+  const heightBefore = useRef<number | null>(null);
+
+  // Keep the newest line in view unless the reader scrolled up; when an
+  // older page is prepended, keep the line the reader looks at in place.
+  useLayoutEffect(() => {
+    const el = list.current;
+    if (!el) return;
+    if (heightBefore.current !== null) {
+      el.scrollTop += el.scrollHeight - heightBefore.current;
+      heightBefore.current = null;
+    } else if (stickToBottom.current) {
+      el.scrollTop = el.scrollHeight;
+    }
+  }, [timeline.lines]);
+
+  useEffect(() => {
+    stickToBottom.current = true;
+  }, [room]);
+
+  function onScroll() {
+    const el = list.current;
+    if (!el) return;
+    stickToBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+    if (el.scrollTop < 40 && timeline.hasMore && !timeline.loading) {
+      heightBefore.current = el.scrollHeight;
+      props.onLoadOlder();
+    }
+  }
+
+  function submit(event: Event) {
+    event.preventDefault();
+    const text = draft.replace(/\r\n/g, "\n");
+    if (!text.trim()) return;
+    stickToBottom.current = true;
+    props.onSend(text);
+    setDraft("");
+    props.onTyping(false);
+  }
+
+  function jumpToUnread() {
+    const el = list.current?.querySelector(".unread-marker");
+    el?.scrollIntoView({ block: "start" });
+  }
+
+  const notice = banner(connection, nowMs);
+  let lastDay = "";
+  let lastSender = "";
+  let markerShown = false;
+  const rows = timeline.lines.map((line: Line) => {
+    const items = [];
+    const lineDay = day(line.tsMs);
+    if (lineDay !== lastDay) {
+      items.push(
+        <li class="day" key={`day-${lineDay}-${line.key}`}>
+          {lineDay}
+        </li>,
+      );
+      lastDay = lineDay;
+      lastSender = "";
+    }
+    if (
+      !markerShown &&
+      timeline.readSeqAtOpen !== undefined &&
+      line.seq !== undefined &&
+      line.seq > timeline.readSeqAtOpen &&
+      line.sender !== me
+    ) {
+      markerShown = true;
+      items.push(
+        <li class="unread-marker" key="unread-marker">
+          New since you left
+        </li>,
+      );
+      lastSender = "";
+    }
+    const grouped = line.sender === lastSender && !line.action;
+    lastSender = line.action ? "" : line.sender;
+    items.push(
+      <li
+        key={line.key}
+        class={`line ${line.status}${grouped ? " grouped" : ""}${line.sender === me ? " mine" : ""}`}
+        data-seq={line.seq}
+      >
+        {!grouped && !line.action && <span class="sender">{line.sender}</span>}
+        <span class="time">{clock(line.tsMs)}</span>
+        <span class="text">{line.action ? `* ${line.sender} ${line.text}` : line.text}</span>
+        {line.status === "pending" && <span class="status">sending…</span>}
+        {line.status === "failed" && (
+          <span class="status">
+            not sent: {line.error}{" "}
+            {line.clientMsgId && (
+              <button type="button" class="link" onClick={() => props.onRetry(line.clientMsgId!)}>
+                Retry
+              </button>
+            )}
+          </span>
+        )}
+      </li>,
+    );
+    return items;
+  });
+
+  return (
+    <main class="chat" aria-labelledby="chat-title">
+      <header class="chat-head">
+        <button type="button" class="back" onClick={props.onBack} aria-label="Back to rooms">
+          ←
+        </button>
+        <h2 id="chat-title">#{room}</h2>
+        {timeline.readSeqAtOpen !== undefined && (
+          <button type="button" class="link" onClick={jumpToUnread}>
+            First unread
+          </button>
+        )}
+        <button type="button" class="link" onClick={props.onMembers} aria-expanded={members !== null}>
+          Members
+        </button>
+        <button type="button" class="link" onClick={props.onLeave}>
+          Leave
+        </button>
+      </header>
+      {notice && (
+        <p class="banner" role="status">
+          {notice}
+        </p>
+      )}
+      {members && (
+        <aside class="members" aria-label={`Members of #${room}`}>
+          <ul>
+            {members.map((m) => (
+              <li key={m}>{m}</li>
+            ))}
+          </ul>
+        </aside>
+      )}
+      <ol class="timeline" ref={list} onScroll={onScroll} aria-label={`Messages in #${room}`} aria-live="polite">
+        {timeline.loading && <li class="loading">Loading…</li>}
+        {!timeline.hasMore && !timeline.loading && <li class="start">This is the start of #{room}.</li>}
+        {rows}
+      </ol>
+      <p class="typing" aria-live="polite">
+        {typingText(typing)}
+      </p>
+      <form class="composer" onSubmit={submit}>
+        <label class="visually-hidden" for="composer-input">
+          Message #{room}
+        </label>
+        <textarea
+          id="composer-input"
+          rows={1}
+          placeholder={`Message #${room}`}
+          title="Enter sends, Shift+Enter starts a new line, /me TEXT sends an action"
+          value={draft}
+          onInput={(e) => {
+            const value = (e.target as HTMLTextAreaElement).value;
+            setDraft(value);
+            props.onTyping(value.trim().length > 0 && !value.startsWith("/"));
+          }}
+          onKeyDown={(e) => {
+            if (e.key === "Enter" && !e.shiftKey && !e.isComposing) submit(e);
+          }}
+        />
+        <button type="submit">Send</button>
+      </form>
+    </main>
+  );
+}

@@ -1,0 +1,456 @@
+// The app's model: drives the session core (src/session) through its
+// Driver and turns session events into the plain values the screens show
+// (view.ts). Ordering, dedupe, gap filling, resends, pending and delivered
+// are the session's; this only arranges what it reports.
+
+import { batch, signal } from "@preact/signals";
+import {
+  type ClientSession as Session,
+  ClientSession,
+  type ConnectionState,
+  Driver,
+  IndexedDbOutboxStore,
+  type OutboxEntry,
+  type ReadCounts,
+  type SessionEvent,
+  sessionConfig,
+} from "../session";
+import { MessageKind, type Message } from "../gen/confab/v1/messages_pb";
+import { type RoomInfo, RoomListUpdate_Kind } from "../gen/confab/v1/rooms_pb";
+import type { Login } from "./api";
+import type { Connection, Line, RoomRow, Timeline } from "./view";
+
+const PAGE = 50;
+const LAST_ROOM_KEY = "confab.lastRoom";
+/** Typing is renewed at half the server's TTL (§11.2), 6 s by default. */
+const TYPING_RENEW_MS = 3000;
+
+const EMPTY: Timeline = { lines: [], hasMore: false, loading: false };
+
+function connectionOf(state: ConnectionState): Connection {
+  switch (state.kind) {
+    case "online":
+      return { kind: "online" };
+    case "connecting":
+    case "authenticating":
+      return { kind: "connecting" };
+    case "reconnecting":
+      return { kind: "reconnecting", atMs: state.at, attempt: state.attempt };
+    case "offline":
+      switch (state.reason.kind) {
+        case "closed":
+          return { kind: "offline", reason: "closed" };
+        case "authRejected":
+          return { kind: "offline", reason: "the server no longer accepts this login; log in again" };
+        case "loggedOut":
+          return { kind: "offline", reason: "this login was logged out; log in again" };
+        case "closedByServer":
+          return {
+            kind: "offline",
+            reason: `the server closed the connection (code ${state.reason.code}) and asked not to reconnect; reload to try again`,
+          };
+      }
+  }
+}
+
+function stored(message: Message): Line {
+  return {
+    key: `s${message.seq}`,
+    seq: Number(message.seq),
+    sender: message.sender,
+    text: message.text,
+    action: message.kind === MessageKind.ACTION,
+    tsMs: Number(message.serverTsMs),
+    status: "delivered",
+    clientMsgId: message.clientMsgId || undefined,
+  };
+}
+
+function own(entry: OutboxEntry, me: string, status: Line["status"], tsMs: number): Line {
+  return {
+    key: `c${entry.clientMsgId}`,
+    sender: me,
+    text: entry.text,
+    action: entry.action,
+    tsMs,
+    status,
+    clientMsgId: entry.clientMsgId,
+  };
+}
+
+/** Stored lines in seq order, then own sends not yet stored, in the order typed. */
+function arrange(lines: Line[]): Line[] {
+  const storedLines = lines.filter((l) => l.seq !== undefined).sort((a, b) => a.seq! - b.seq!);
+  const waiting = lines.filter((l) => l.seq === undefined);
+  return [...storedLines, ...waiting];
+}
+
+export class ChatModel {
+  readonly connection = signal<Connection>({ kind: "connecting" });
+  readonly rooms = signal<RoomRow[]>([]);
+  readonly current = signal<string | null>(null);
+  readonly timelines = signal<Record<string, Timeline>>({});
+  readonly typing = signal<Record<string, string[]>>({});
+  readonly members = signal<Record<string, string[] | null>>({});
+  /** The last thing that went wrong, in words. */
+  readonly notice = signal("");
+  /** The token was refused or logged out: back to the login screen. */
+  readonly loggedOut = signal(false);
+
+  private readonly me: string;
+  private readonly driver: Driver;
+  private readonly infos = new Map<string, RoomInfo>();
+  private readonly joined = new Set<string>();
+  private readonly reads = new Map<string, ReadCounts>();
+  private readonly typingUntil = new Map<string, Map<string, number>>();
+  private typingTimer: ReturnType<typeof setTimeout> | undefined;
+  private myTyping: { room: string; atMs: number } | undefined;
+  /** Rooms to open once joined. */
+  private readonly opening = new Set<string>();
+  private unsubscribe: (() => void) | undefined;
+  /** The saved outbox is restored before anything new is queued. */
+  private started: Promise<void> = Promise.resolve();
+
+  constructor(login: Login) {
+    this.me = login.username;
+    const session = new ClientSession(sessionConfig(login.token, { clientName: "confab-web" }));
+    this.driver = new Driver(session, {
+      outboxStore: new IndexedDbOutboxStore({ server: location.origin, account: login.username }),
+      onIssue: (issue) => {
+        if (issue.kind === "outboxNotSaved") {
+          this.notice.value = "unsent messages could not be saved in this browser; keep the tab open until they are delivered";
+        }
+      },
+    });
+  }
+
+  start(): void {
+    this.unsubscribe = this.driver.subscribe((event) => batch(() => this.onEvent(event)));
+    this.started = this.driver.start();
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
+    this.driver.stop();
+    clearTimeout(this.typingTimer);
+  }
+
+  timeline(room: string): Timeline {
+    return this.timelines.value[room] ?? EMPTY;
+  }
+
+  // ----- actions ------------------------------------------------------------
+
+  open(room: string): void {
+    this.notice.value = "";
+    if (!this.joined.has(room)) {
+      this.opening.add(room);
+      this.run((s, now) => s.joinRoom(now, room));
+      return;
+    }
+    this.show(room);
+  }
+
+  create(name: string, topic: string): void {
+    this.notice.value = "";
+    this.opening.add(name);
+    this.run((s, now) => s.createRoom(now, name, topic));
+  }
+
+  leave(room: string): void {
+    this.run((s, now) => s.leaveRoom(now, room));
+  }
+
+  send(room: string, input: string): void {
+    const action = input.startsWith("/me ");
+    const text = action ? input.slice(4) : input;
+    const id = crypto.randomUUID();
+    const entry: OutboxEntry = { clientMsgId: id, room, text, action };
+    // Shown at once, marked pending until the session says it is stored.
+    this.update(room, (t) => ({ ...t, lines: arrange([...t.lines, own(entry, this.me, "pending", Date.now())]) }));
+    this.myTyping = undefined;
+    // After the restored outbox, so sends leave in the order they were typed.
+    void this.started.then(() => {
+      try {
+        this.driver.call((s, now) => s.sendMessage(now, room, text, action, id));
+      } catch (error) {
+        this.failed(entry, error instanceof Error ? error.message : String(error));
+      }
+    });
+  }
+
+  retry(clientMsgId: string): void {
+    for (const [room, t] of Object.entries(this.timelines.value)) {
+      const line = t.lines.find((l) => l.clientMsgId === clientMsgId && l.status === "failed");
+      if (!line) continue;
+      this.update(room, (t) => ({ ...t, lines: t.lines.filter((l) => l !== line) }));
+      this.send(room, line.action ? `/me ${line.text}` : line.text);
+      return;
+    }
+  }
+
+  loadOlder(room: string): void {
+    const t = this.timeline(room);
+    const first = t.lines.find((l) => l.seq !== undefined);
+    if (!first || t.loading || !t.hasMore) return;
+    this.update(room, (t) => ({ ...t, loading: true }));
+    this.run((s, now) => s.fetchHistory(now, room, { case: "beforeSeq", value: BigInt(first.seq!) }, PAGE));
+  }
+
+  setTyping(room: string, active: boolean): void {
+    if (this.connection.value.kind !== "online") return;
+    const now = Date.now();
+    if (!active) {
+      if (this.myTyping) this.run((s) => s.setTyping(this.myTyping!.room, false));
+      this.myTyping = undefined;
+      return;
+    }
+    if (this.myTyping && this.myTyping.room === room && now - this.myTyping.atMs < TYPING_RENEW_MS) return;
+    this.myTyping = { room, atMs: now };
+    this.run((s) => s.setTyping(room, true));
+  }
+
+  toggleMembers(room: string): void {
+    if (this.members.value[room]) {
+      this.members.value = { ...this.members.value, [room]: null };
+      return;
+    }
+    this.run((s, now) => s.listMembers(now, room));
+  }
+
+  // ----- internals ----------------------------------------------------------
+
+  /** Runs a command; one refused because the session is offline says so. */
+  private run(fn: (session: Session, now: number) => unknown): void {
+    try {
+      this.driver.call(fn);
+    } catch (error) {
+      this.notice.value = error instanceof Error ? error.message : String(error);
+    }
+  }
+
+  private show(room: string): void {
+    this.current.value = room;
+    localStorage.setItem(LAST_ROOM_KEY, room);
+    const read = this.reads.get(room);
+    this.update(room, (t) => ({
+      ...t,
+      loading: true,
+      readSeqAtOpen: read && read.unread > 0 ? Number(read.readSeq) : undefined,
+    }));
+    this.run((s, now) => s.openView(now, room, PAGE));
+    this.refreshRooms();
+  }
+
+  private update(room: string, fn: (t: Timeline) => Timeline): void {
+    this.timelines.value = { ...this.timelines.value, [room]: fn(this.timeline(room)) };
+  }
+
+  private markRead(room: string, seq: number): void {
+    if (this.current.value !== room || document.visibilityState !== "visible") return;
+    this.run((s, now) => s.markRead(now, room, BigInt(seq)));
+  }
+
+  private failed(entry: OutboxEntry, error: string): void {
+    this.update(entry.room, (t) => ({
+      ...t,
+      lines: t.lines.map((l) => (l.clientMsgId === entry.clientMsgId && l.seq === undefined ? { ...l, status: "failed", error } : l)),
+    }));
+  }
+
+  private refreshRooms(): void {
+    const rows: RoomRow[] = [...this.infos.values()].map((info) => {
+      const read = this.reads.get(info.name);
+      const current = this.current.value === info.name;
+      return {
+        name: info.name,
+        topic: info.topic,
+        memberCount: info.memberCount,
+        onlineCount: info.onlineCount,
+        lastActivityMs: Number(info.lastActivityMs),
+        joined: this.joined.has(info.name),
+        unread: current ? 0 : (read?.unread ?? 0),
+        mentions: current ? 0 : (read?.mentions ?? 0),
+      };
+    });
+    // The server's order (§7.1): most recent activity first, then by name.
+    rows.sort((a, b) => b.lastActivityMs - a.lastActivityMs || a.name.localeCompare(b.name));
+    this.rooms.value = rows;
+  }
+
+  private refreshTyping(): void {
+    const now = Date.now();
+    const shown: Record<string, string[]> = {};
+    let next: number | undefined;
+    for (const [room, users] of this.typingUntil) {
+      const names = [...users].filter(([, until]) => until > now).map(([name]) => name).sort();
+      if (names.length) shown[room] = names;
+      for (const until of users.values()) if (until > now) next = Math.min(next ?? until, until);
+    }
+    this.typing.value = shown;
+    clearTimeout(this.typingTimer);
+    if (next !== undefined) this.typingTimer = setTimeout(() => this.refreshTyping(), next - now);
+  }
+
+  private onEvent(event: SessionEvent): void {
+    switch (event.type) {
+      case "StateChanged": {
+        this.connection.value = connectionOf(event.state);
+        if (event.state.kind === "offline" && event.state.reason.kind !== "closed" && event.state.reason.kind !== "closedByServer") {
+          this.loggedOut.value = true;
+        }
+        if (event.state.kind !== "online") {
+          this.typingUntil.clear();
+          this.refreshTyping();
+        }
+        return;
+      }
+      case "Welcome": {
+        this.joined.clear();
+        for (const room of event.welcome.rooms) {
+          this.joined.add(room.name);
+          this.infos.set(room.name, room);
+        }
+        this.refreshRooms();
+        // The room-list subscription belongs to the connection (§7.1).
+        this.run((s, now) => s.listRooms(now, true));
+        const current = this.current.value;
+        if (current && !this.joined.has(current)) this.current.value = null;
+        const last = localStorage.getItem(LAST_ROOM_KEY);
+        if (!this.current.value && last && this.joined.has(last)) this.show(last);
+        return;
+      }
+      case "RoomList":
+        for (const room of event.rooms) this.infos.set(room.name, room);
+        this.refreshRooms();
+        return;
+      case "RoomListUpdate": {
+        const room = event.update.room;
+        if (!room) return;
+        if (event.update.kind === RoomListUpdate_Kind.REMOVED) this.infos.delete(room.name);
+        else this.infos.set(room.name, room);
+        this.refreshRooms();
+        return;
+      }
+      case "Joined":
+        this.joined.add(event.room.name);
+        this.infos.set(event.room.name, event.room);
+        this.refreshRooms();
+        if (this.opening.delete(event.room.name)) this.show(event.room.name);
+        return;
+      case "Left":
+        this.joined.delete(event.room);
+        if (this.current.value === event.room) this.current.value = null;
+        this.refreshRooms();
+        return;
+      case "View": {
+        const lines = event.messages.map(stored);
+        this.update(event.room, (t) => ({
+          ...t,
+          // Own sends still waiting stay after what is stored.
+          lines: arrange([...lines, ...t.lines.filter((l) => l.seq === undefined)]),
+          hasMore: event.hasMore,
+          loading: false,
+        }));
+        const last = lines[lines.length - 1];
+        if (last) this.markRead(event.room, last.seq!);
+        return;
+      }
+      case "History": {
+        const room = event.page.room;
+        const older = event.page.messages.map(stored);
+        this.update(room, (t) => {
+          const have = new Set(t.lines.map((l) => l.seq));
+          return {
+            ...t,
+            lines: arrange([...older.filter((l) => !have.has(l.seq)), ...t.lines]),
+            hasMore: event.page.hasMore,
+            loading: false,
+          };
+        });
+        return;
+      }
+      case "Message": {
+        const { message } = event;
+        const room = message.room;
+        const users = this.typingUntil.get(room);
+        if (users?.delete(message.sender)) this.refreshTyping();
+        if (event.sentHere) {
+          // Its Delivered placed it; only the marker moves past it.
+          this.markRead(room, Number(message.seq));
+          return;
+        }
+        if (!this.timelines.value[room]) return;
+        const line = stored(message);
+        this.update(room, (t) =>
+          t.lines.some((l) => l.seq === line.seq) ? t : { ...t, lines: arrange([...t.lines, line]) },
+        );
+        this.markRead(room, line.seq!);
+        return;
+      }
+      case "SendPending":
+        this.update(event.entry.room, (t) =>
+          t.lines.some((l) => l.clientMsgId === event.entry.clientMsgId)
+            ? t
+            : { ...t, lines: arrange([...t.lines, own(event.entry, this.me, "pending", Date.now())]) },
+        );
+        return;
+      case "Delivered": {
+        const seq = Number(event.seq);
+        const line: Line = {
+          ...own(event.entry, this.me, "delivered", Number(event.serverTsMs)),
+          key: `s${seq}`,
+          seq,
+        };
+        this.update(event.entry.room, (t) => ({
+          ...t,
+          lines: arrange([
+            ...t.lines.filter((l) => l.clientMsgId !== event.entry.clientMsgId && l.seq !== seq),
+            line,
+          ]),
+        }));
+        return;
+      }
+      case "SendFailed":
+        this.failed(event.entry, event.error.message);
+        return;
+      case "ReadState":
+        this.reads.set(event.room, event.counts);
+        this.refreshRooms();
+        return;
+      case "Members":
+        this.members.value = {
+          ...this.members.value,
+          [event.members.room]: event.members.members.map((m) => (m.online ? `${m.username} (online)` : m.username)),
+        };
+        return;
+      case "Typing": {
+        const { typing } = event;
+        if (typing.username === this.me) return;
+        const users = this.typingUntil.get(typing.room) ?? new Map<string, number>();
+        if (typing.active) users.set(typing.username, Date.now() + Math.max(typing.ttlMs, 1));
+        else users.delete(typing.username);
+        this.typingUntil.set(typing.room, users);
+        this.refreshTyping();
+        return;
+      }
+      case "RequestFailed":
+        if (event.kind.kind === "history" || event.kind.kind === "view") {
+          this.update(event.kind.room, (t) => ({ ...t, loading: false }));
+        }
+        this.notice.value = event.error.message;
+        return;
+      case "RequestTimedOut":
+      case "RequestAborted":
+        if (event.kind.kind === "history" || event.kind.kind === "view") {
+          this.update(event.kind.room, (t) => ({ ...t, loading: false }));
+        }
+        return;
+      case "ServerError":
+        this.notice.value = event.error.message;
+        return;
+      default:
+        return;
+    }
+  }
+}

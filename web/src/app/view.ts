@@ -1,0 +1,49 @@
+// What the screens show: plain values the model derives from the session's
+// events. The screens render these and call the model's actions; they keep
+// no protocol state.
+
+/** The connection as the app shows it. */
+export type Connection =
+  | { kind: "connecting" }
+  | { kind: "online" }
+  | { kind: "reconnecting"; atMs: number; attempt: number }
+  | { kind: "offline"; reason: string };
+
+/** A row of the rooms list. */
+export interface RoomRow {
+  name: string;
+  topic: string;
+  memberCount: number;
+  onlineCount: number;
+  lastActivityMs: number;
+  joined: boolean;
+  unread: number;
+  mentions: number;
+}
+
+/** One line of a room's timeline. */
+export interface Line {
+  /** Stable key: the seq for stored messages, the client_msg_id for own sends. */
+  key: string;
+  seq?: number;
+  sender: string;
+  text: string;
+  action: boolean;
+  /** Server time of stored messages; the time typed for a pending one. */
+  tsMs: number;
+  status: "delivered" | "pending" | "failed";
+  clientMsgId?: string;
+  /** Why a failed send was refused. */
+  error?: string;
+}
+
+/** A room's timeline as shown. */
+export interface Timeline {
+  lines: Line[];
+  /** Older messages exist on the server. */
+  hasMore: boolean;
+  /** A page is being loaded. */
+  loading: boolean;
+  /** The read marker when the room was opened: unread lines come after it. */
+  readSeqAtOpen?: number;
+}

@@ -1,0 +1,220 @@
+// The browser app in a real Chromium against a real server (issue #14).
+
+import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, expect, test } from "vitest";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { Server, launchBrowser } from "./harness";
+
+let server: Server;
+let browser: Browser;
+
+beforeAll(async () => {
+  server = await Server.start();
+  browser = await launchBrowser();
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+const PASSWORD = "correct horse battery staple";
+
+/** A new browser context (its own storage) that registers `name` and logs in. */
+async function person(
+  name: string,
+  options: { width?: number; height?: number; bypassCSP?: boolean } = {},
+): Promise<{ context: BrowserContext; page: Page }> {
+  const context = await browser.newContext({
+    viewport: { width: options.width ?? 1100, height: options.height ?? 800 },
+    bypassCSP: options.bypassCSP ?? false,
+  });
+  const page = await context.newPage();
+  await page.goto(server.url);
+  await page.getByRole("button", { name: "New here? Register" }).click();
+  await page.getByLabel("Username").fill(name);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Register and log in" }).click();
+  await page.getByRole("status").filter({ hasText: "online" }).waitFor();
+  return { context, page };
+}
+
+/** The texts of the timeline's message lines, in order. */
+async function texts(page: Page): Promise<string[]> {
+  return page.locator(".timeline .line .text").allTextContents();
+}
+
+async function say(page: Page, text: string): Promise<void> {
+  await page.getByLabel(/^Message #/).fill(text);
+  await page.getByLabel(/^Message #/).press("Enter");
+}
+
+test("two people register, find a room, and chat both ways, each line once and in order", async () => {
+  const alice = await person("alice");
+  const bob = await person("bob");
+
+  await alice.page.getByLabel("New room").fill("lobby");
+  await alice.page.getByRole("button", { name: "Create" }).click();
+  await alice.page.getByRole("heading", { name: "#lobby" }).waitFor();
+
+  // Bob's rooms list shows it live; he filters, opens it, and joins.
+  await bob.page.getByLabel("Filter rooms").fill("lob");
+  await bob.page.getByRole("button", { name: /#lobby/ }).click();
+  await bob.page.getByRole("heading", { name: "#lobby" }).waitFor();
+
+  await say(alice.page, "hi bob");
+  await bob.page.locator(".timeline .line .text", { hasText: "hi bob" }).waitFor();
+  await say(bob.page, "hi alice");
+  await alice.page.locator(".timeline .line .text", { hasText: "hi alice" }).waitFor();
+  await say(alice.page, "third");
+  await bob.page.locator(".timeline .line.delivered .text", { hasText: "third" }).waitFor();
+  await alice.page.locator(".timeline .line.delivered .text", { hasText: "third" }).waitFor();
+
+  expect(await texts(alice.page)).toEqual(["hi bob", "hi alice", "third"]);
+  expect(await texts(bob.page)).toEqual(["hi bob", "hi alice", "third"]);
+
+  // Markup in a message is shown as its characters, never run or rendered.
+  const injection = "<img src=x onerror=alert(1)>";
+  let dialogs = 0;
+  bob.page.on("dialog", () => (dialogs += 1));
+  await say(alice.page, injection);
+  await bob.page.locator(".timeline .line .text", { hasText: injection }).waitFor();
+  expect(await bob.page.locator(".timeline img").count()).toBe(0);
+  expect(dialogs).toBe(0);
+
+  await alice.context.close();
+  await bob.context.close();
+});
+
+/** Alice and bob in a fresh room of their own, both looking at it. */
+async function pair(room: string): Promise<{ alice: Awaited<ReturnType<typeof person>>; bob: Awaited<ReturnType<typeof person>> }> {
+  const suffix = Math.random().toString(36).slice(2, 8);
+  const alice = await person(`alice_${suffix}`);
+  const bob = await person(`bob_${suffix}`);
+  await alice.page.getByLabel("New room").fill(room);
+  await alice.page.getByRole("button", { name: "Create" }).click();
+  await alice.page.getByRole("heading", { name: `#${room}` }).waitFor();
+  await bob.page.getByRole("button", { name: new RegExp(`#${room}`) }).click();
+  await bob.page.getByRole("heading", { name: `#${room}` }).waitFor();
+  return { alice, bob };
+}
+
+test("messages typed offline show pending and are delivered once when back online", async () => {
+  const { alice, bob } = await pair(`offline${Date.now() % 100000}`);
+  await alice.context.setOffline(true);
+  // The banner says the app knows it is offline; typing is allowed
+  // meanwhile and the lines wait in the outbox.
+  await alice.page.locator(".banner").waitFor();
+  await say(alice.page, "written offline 1");
+  await say(alice.page, "written offline 2");
+  await alice.page.locator(".timeline .line.pending .text", { hasText: "written offline 2" }).waitFor();
+  expect(await alice.page.locator(".timeline .line.pending").count()).toBe(2);
+
+  await alice.context.setOffline(false);
+  await alice.page.locator(".timeline .line.delivered .text", { hasText: "written offline 2" }).waitFor({ timeout: 45_000 });
+  await bob.page.locator(".timeline .line .text", { hasText: "written offline 2" }).waitFor({ timeout: 45_000 });
+  expect(await texts(alice.page)).toEqual(["written offline 1", "written offline 2"]);
+  expect(await texts(bob.page)).toEqual(["written offline 1", "written offline 2"]);
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test("a server restart mid-conversation loses nothing and shows nothing twice", async () => {
+  const { alice, bob } = await pair(`restart${Date.now() % 100000}`);
+  await say(alice.page, "before the restart");
+  await bob.page.locator(".timeline .line .text", { hasText: "before the restart" }).waitFor();
+
+  await server.kill();
+  await alice.page.locator(".banner").waitFor();
+  await say(alice.page, "while it was down");
+  // Back on the same address: the pages reconnect by themselves.
+  server = await Server.start(server.dataDir, server.listen);
+  await alice.page.locator(".timeline .line.delivered .text", { hasText: "while it was down" }).waitFor({ timeout: 45_000 });
+  await say(bob.page, "after the restart");
+  await alice.page.locator(".timeline .line .text", { hasText: "after the restart" }).waitFor();
+  const want = ["before the restart", "while it was down", "after the restart"];
+  expect(await texts(alice.page)).toEqual(want);
+  await bob.page.locator(".timeline .line .text", { hasText: "after the restart" }).waitFor();
+  expect(await texts(bob.page)).toEqual(want);
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test("a reload keeps the login, the rooms and the unread counts", async () => {
+  const { alice, bob } = await pair(`reload${Date.now() % 100000}`);
+  const room = (await bob.page.getByRole("heading", { level: 2 }).last().textContent())!.slice(1);
+  // Bob looks at another room while alice writes, one line naming him.
+  await bob.page.getByLabel("New room").fill(`elsewhere${Date.now() % 100000}`);
+  await bob.page.getByRole("button", { name: "Create" }).click();
+  await bob.page.getByRole("heading", { name: /#elsewhere/ }).waitFor();
+  const bobName = (await bob.page.locator(".topbar .me").textContent())!;
+  await say(alice.page, "one for later");
+  await say(alice.page, `and @${bobName} look`);
+  const badge = bob.page.getByRole("button", { name: new RegExp(`#${room}`) }).locator(".badge");
+  await expect.poll(() => badge.textContent()).toBe("2 @1");
+
+  await bob.page.reload();
+  await bob.page.getByRole("status").filter({ hasText: "online" }).waitFor();
+  expect(await bob.page.locator(".topbar .me").textContent()).toBe(bobName);
+  await expect.poll(() => badge.textContent()).toBe("2 @1");
+  // Opening it reads it: the marker shows where the new lines start.
+  await bob.page.getByRole("button", { name: new RegExp(`#${room}`) }).click();
+  await bob.page.locator(".unread-marker").waitFor();
+  await expect.poll(() => badge.count()).toBe(0);
+  await alice.context.close();
+  await bob.context.close();
+});
+
+const require = createRequire(import.meta.url);
+const SHOTS = fileURLToPath(new URL("../screenshots/", import.meta.url));
+
+/** axe-core's serious and critical violations on the page as it is now. */
+async function accessibilityProblems(page: Page): Promise<string[]> {
+  await page.addScriptTag({ path: require.resolve("axe-core/axe.min.js") });
+  const violations = await page.evaluate(async () => {
+    const axe = (globalThis as unknown as { axe: { run: () => Promise<{ violations: { id: string; impact: string; help: string }[] }> } }).axe;
+    return (await axe.run()).violations;
+  });
+  return violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id}: ${v.help}`);
+}
+
+for (const [label, width, height] of [
+  ["phone", 375, 740],
+  ["desktop", 1280, 800],
+] as const) {
+  test(`each screen passes axe and is photographed at ${label} width`, async () => {
+    mkdirSync(SHOTS, { recursive: true });
+    // axe is injected as a script, which the app's policy would refuse.
+    const context = await browser.newContext({ viewport: { width, height }, bypassCSP: true });
+    const page = await context.newPage();
+    await page.goto(server.url);
+    await page.getByRole("button", { name: "Log in" }).waitFor();
+    expect(await accessibilityProblems(page)).toEqual([]);
+    await page.screenshot({ path: `${SHOTS}login-${label}.png` });
+
+    const suffix = Math.random().toString(36).slice(2, 8);
+    await page.getByRole("button", { name: "New here? Register" }).click();
+    await page.getByLabel("Username").fill(`carol_${suffix}`);
+    await page.getByLabel("Password").fill(PASSWORD);
+    await page.getByRole("button", { name: "Register and log in" }).click();
+    await page.getByRole("status").filter({ hasText: "online" }).waitFor();
+    await page.getByLabel("New room").fill(`tour${label}`);
+    await page.getByRole("button", { name: "Create" }).click();
+    await page.getByRole("heading", { name: `#tour${label}` }).waitFor();
+    await say(page, "Hello! This is the chat view.");
+    await say(page, "/me waves");
+    await page.locator(".timeline .line.delivered .text", { hasText: "waves" }).waitFor();
+    expect(await accessibilityProblems(page)).toEqual([]);
+    await page.screenshot({ path: `${SHOTS}chat-${label}.png` });
+
+    if (label === "phone") await page.getByRole("button", { name: "Back to rooms" }).click();
+    await page.getByRole("navigation", { name: "Rooms" }).waitFor();
+    expect(await accessibilityProblems(page)).toEqual([]);
+    await page.screenshot({ path: `${SHOTS}rooms-${label}.png` });
+    await context.close();
+  });
+}

@@ -1141,6 +1141,38 @@ fn sends_queued_offline_or_restored_are_pending_at_once_and_delivered_after_reco
 }
 
 #[test]
+fn a_send_refused_for_good_lets_the_next_one_go_at_once() {
+    let mut h = Harness::new();
+    h.connect(vec![room("a", 0)]);
+    for id in ["first", "second"] {
+        h.session
+            .send_message(h.now, "a", id, false, ClientMsgId::parse(id).unwrap())
+            .unwrap();
+    }
+    let first = h.transmit();
+    assert_eq!(first.len(), 1, "one send in flight");
+    h.feed(ServerFrame::reply(
+        first[0].request_id,
+        S::Error(wire::Error {
+            code: wire::ErrorCode::TextTooLong as i32,
+            message: "too long".into(),
+            ..Default::default()
+        }),
+    ));
+    let next = h.transmit();
+    let [
+        ClientFrame {
+            body: Some(C::SendMessage(send)),
+            ..
+        },
+    ] = &next[..]
+    else {
+        panic!("the second send goes out at once: {next:?}");
+    };
+    assert_eq!(send.client_msg_id, "second");
+}
+
+#[test]
 fn a_refused_send_is_never_delivered() {
     let mut h = Harness::new();
     h.connect(vec![room("a", 0)]);
@@ -1183,4 +1215,25 @@ fn each_message_carries_the_epoch_its_seq_counts_in() {
         })
         .collect();
     assert_eq!(epochs, [(1, EPOCH.to_owned())]);
+}
+
+#[test]
+fn no_deadline_is_left_in_the_past_once_the_token_is_refused_while_online() {
+    let mut h = Harness::new();
+    h.connect(vec![room("a", 0)]);
+    h.transmit();
+    // The keepalive comes due while the token expires.
+    h.now += Duration::from_secs(60);
+    h.feed(ServerFrame::push(S::Error(wire::Error {
+        code: wire::ErrorCode::TokenExpired as i32,
+        message: "expired".into(),
+        ..Default::default()
+    })));
+    assert!(matches!(h.session.state(), ConnectionState::Offline(_)));
+    for _ in 0..3 {
+        if let Some(at) = h.session.poll_timeout() {
+            assert!(at > h.now, "a deadline already due would spin the driver");
+            h.session.handle_timeout(h.now);
+        }
+    }
 }

@@ -958,23 +958,29 @@ impl ClientSession {
 
     /// The next instant at which `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if let ConnectionState::Reconnecting { at, .. } = self.state {
-            return [Some(at), self.sends.next_due()]
-                .into_iter()
-                .flatten()
-                .min();
+        match self.state {
+            ConnectionState::Reconnecting { at, .. } => {
+                return [Some(at), self.sends.next_due()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+            }
+            // Stopped: nothing is due until a new token (`reauthenticate`).
+            ConnectionState::Offline(_) => return None,
+            _ => {}
         }
+        let online = self.state == ConnectionState::Online;
         let requests = self.pending.values().filter_map(|p| p.deadline).min();
-        let resume_sends = self.sends_paused_until.filter(|_| !self.outbox.is_empty());
-        [
-            requests,
-            self.keepalive_at,
-            resume_sends,
-            self.sends.next_due(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        // Keepalives and paused sends act only online: a deadline of theirs
+        // left from the last connection would be due at once, over and over.
+        let keepalive = self.keepalive_at.filter(|_| online);
+        let resume_sends = self
+            .sends_paused_until
+            .filter(|_| online && !self.outbox.is_empty());
+        [requests, keepalive, resume_sends, self.sends.next_due()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ----- internals --------------------------------------------------------
@@ -1207,6 +1213,9 @@ impl ClientSession {
                     self.events
                         .push_back(SessionEvent::SendFailed { entry, error });
                 }
+                // Its slot on the wire is free: the next send goes now,
+                // not at whatever event would pump the outbox next.
+                self.pump_outbox_at(now);
             }
             // A refused mark is not tried again (NOT_A_MEMBER, a bad
             // name); one refused for the rate goes with the next mark or

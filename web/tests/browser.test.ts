@@ -63,6 +63,11 @@ test("two people register, find a room, and chat both ways, each line once and i
   await bob.page.getByLabel("Filter rooms").fill("lob");
   await bob.page.getByRole("button", { name: /#lobby/ }).click();
   await bob.page.getByRole("heading", { name: "#lobby" }).waitFor();
+  // Presence: alice is told in the room, and her member list shows him online.
+  await alice.page.locator(".timeline .notice", { hasText: "bob joined #lobby" }).waitFor();
+  await alice.page.getByRole("button", { name: "Members", exact: true }).click();
+  const members = alice.page.getByRole("complementary", { name: "Members of #lobby" });
+  await members.getByText("bob (online)").waitFor();
 
   await say(alice.page, "hi bob");
   await bob.page.locator(".timeline .line .text", { hasText: "hi bob" }).waitFor();
@@ -84,8 +89,10 @@ test("two people register, find a room, and chat both ways, each line once and i
   expect(await bob.page.locator(".timeline img").count()).toBe(0);
   expect(dialogs).toBe(0);
 
-  await alice.context.close();
+  // Bob closes his browser: alice's member list shows him offline.
   await bob.context.close();
+  await members.getByText("bob", { exact: true }).waitFor();
+  await alice.context.close();
 });
 
 /** Alice and bob in a fresh room of their own, both looking at it. */

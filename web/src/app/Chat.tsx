@@ -127,6 +127,15 @@ export function Chat(props: Props) {
       );
       lastSender = "";
     }
+    if (line.notice) {
+      items.push(
+        <li key={line.key} class="notice">
+          {line.text}
+        </li>,
+      );
+      lastSender = "";
+      return items;
+    }
     const grouped = line.sender === lastSender && !line.action;
     lastSender = line.action ? "" : line.sender;
     items.push(

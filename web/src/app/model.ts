@@ -16,7 +16,8 @@ import {
   sessionConfig,
 } from "../session";
 import { MessageKind, type Message } from "../gen/confab/v1/messages_pb";
-import { type RoomInfo, RoomListUpdate_Kind } from "../gen/confab/v1/rooms_pb";
+import { type Member, type RoomInfo, RoomListUpdate_Kind } from "../gen/confab/v1/rooms_pb";
+import { Presence_Kind } from "../gen/confab/v1/ephemeral_pb";
 import type { Login } from "./api";
 import type { Connection, Line, RoomRow, Timeline } from "./view";
 
@@ -78,11 +79,21 @@ function own(entry: OutboxEntry, me: string, status: Line["status"], tsMs: numbe
   };
 }
 
-/** Stored lines in seq order, then own sends not yet stored, in the order typed. */
+/** Where a line goes: stored lines by seq, a notice after the line it
+ * followed, own sends not yet stored last (in the order typed). */
+function place(line: Line): number {
+  if (line.seq !== undefined) return line.seq;
+  if (line.notice) return (line.afterSeq ?? 0) + 0.5;
+  return Number.POSITIVE_INFINITY;
+}
+
 function arrange(lines: Line[]): Line[] {
-  const storedLines = lines.filter((l) => l.seq !== undefined).sort((a, b) => a.seq! - b.seq!);
-  const waiting = lines.filter((l) => l.seq === undefined);
-  return [...storedLines, ...waiting];
+  // Array.prototype.sort is stable: equal places keep their order.
+  return [...lines].sort((a, b) => place(a) - place(b));
+}
+
+function memberNames(members: Member[]): string[] {
+  return members.map((m) => (m.online ? `${m.username} (online)` : m.username));
 }
 
 export class ChatModel {
@@ -108,6 +119,8 @@ export class ChatModel {
   /** Rooms to open once joined. */
   private readonly opening = new Set<string>();
   private unsubscribe: (() => void) | undefined;
+  private readonly memberLists = new Map<string, Member[]>();
+  private notices = 0;
   /** The saved outbox is restored before anything new is queued. */
   private started: Promise<void> = Promise.resolve();
 
@@ -419,11 +432,43 @@ export class ChatModel {
         this.refreshRooms();
         return;
       case "Members":
-        this.members.value = {
-          ...this.members.value,
-          [event.members.room]: event.members.members.map((m) => (m.online ? `${m.username} (online)` : m.username)),
-        };
+        this.memberLists.set(event.members.room, event.members.members);
+        this.members.value = { ...this.members.value, [event.members.room]: memberNames(event.members.members) };
         return;
+      case "Presence": {
+        const { room, username, kind } = event.presence;
+        if (username === this.me) return;
+        // An open member list follows who is online and who is in.
+        const list = this.memberLists.get(room);
+        if (list && this.members.value[room]) {
+          const rest = list.filter((m) => m.username !== username);
+          const known = list.find((m) => m.username === username);
+          const next =
+            kind === Presence_Kind.LEFT
+              ? rest
+              : [...rest, { ...(known ?? { username, online: false }), online: kind !== Presence_Kind.OFFLINE } as Member];
+          next.sort((a, b) => a.username.localeCompare(b.username));
+          this.memberLists.set(room, next);
+          this.members.value = { ...this.members.value, [room]: memberNames(next) };
+        }
+        // Joins and leaves are said in the room, as chat apps do.
+        if ((kind === Presence_Kind.JOINED || kind === Presence_Kind.LEFT) && this.timelines.value[room]) {
+          const lastSeq = [...this.timeline(room).lines].reverse().find((l) => l.seq !== undefined)?.seq ?? 0;
+          this.notices += 1;
+          const line: Line = {
+            key: `p${this.notices}`,
+            sender: "",
+            text: kind === Presence_Kind.JOINED ? `${username} joined #${room}` : `${username} left #${room}`,
+            action: false,
+            tsMs: Date.now(),
+            status: "delivered",
+            notice: true,
+            afterSeq: lastSeq,
+          };
+          this.update(room, (t) => ({ ...t, lines: arrange([...t.lines, line]) }));
+        }
+        return;
+      }
       case "Typing": {
         const { typing } = event;
         if (typing.username === this.me) return;

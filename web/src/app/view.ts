@@ -35,6 +35,10 @@ export interface Line {
   clientMsgId?: string;
   /** Why a failed send was refused. */
   error?: string;
+  /** A presence notice ("bob joined"), not a message: shown after the
+   * stored line `afterSeq`. */
+  notice?: boolean;
+  afterSeq?: number;
 }
 
 /** A room's timeline as shown. */

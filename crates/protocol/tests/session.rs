@@ -1237,3 +1237,33 @@ fn no_deadline_is_left_in_the_past_once_the_token_is_refused_while_online() {
         }
     }
 }
+
+#[test]
+fn a_send_on_the_connection_whose_token_was_refused_goes_first_after_a_new_login() {
+    let mut h = Harness::new();
+    h.connect(vec![room("a", 0)]);
+    h.session
+        .send_message(
+            h.now,
+            "a",
+            "x",
+            false,
+            ClientMsgId::parse("in-flight").unwrap(),
+        )
+        .unwrap();
+    assert_eq!(h.transmit().len(), 1, "on the wire");
+    h.feed(ServerFrame::push(S::Error(wire::Error {
+        code: wire::ErrorCode::TokenRevoked as i32,
+        message: "revoked".into(),
+        ..Default::default()
+    })));
+    h.session.reauthenticate("new-token").unwrap();
+    let after = h.connect(vec![room("a", 0)]);
+    assert!(
+        after.iter().any(|f| matches!(
+            &f.body,
+            Some(C::SendMessage(s)) if s.client_msg_id == "in-flight"
+        )),
+        "resent at once, not after its old request timed out: {after:?}"
+    );
+}

@@ -494,6 +494,34 @@ impl ClientSession {
         if matches!(self.state, ConnectionState::Offline(_)) {
             return;
         }
+        self.forget_connection();
+        if self.user_closed {
+            self.set_state(ConnectionState::Offline(OfflineReason::Closed));
+            return;
+        }
+        if let Some(code) = close_code.and_then(CloseCode::from_u16) {
+            let reason = match code {
+                CloseCode::LoggedOut => Some(OfflineReason::LoggedOut),
+                CloseCode::AuthFailed => Some(OfflineReason::AuthRejected(ErrorCode::TokenInvalid)),
+                c if c.should_reconnect() => None,
+                c => Some(OfflineReason::ClosedByServer(c.as_u16())),
+            };
+            if let Some(reason) = reason {
+                self.set_state(ConnectionState::Offline(reason));
+                return;
+            }
+        }
+        let attempt = self.attempt;
+        self.attempt = self.attempt.saturating_add(1);
+        let at = now + self.config.backoff.delay(attempt, rng);
+        self.set_state(ConnectionState::Reconnecting { at, attempt });
+    }
+
+    /// Forgets what belonged to the connection that ended: frames not yet
+    /// written, keepalive, which sends were on the wire (they go again on
+    /// the next one), gap fills, and requests (aborted; the session's own
+    /// are asked again on the next connection).
+    fn forget_connection(&mut self) {
         self.transmit.clear();
         self.keepalive_at = None;
         self.keepalive_ping = None;
@@ -519,26 +547,6 @@ impl ClientSession {
                 });
             }
         }
-        if self.user_closed {
-            self.set_state(ConnectionState::Offline(OfflineReason::Closed));
-            return;
-        }
-        if let Some(code) = close_code.and_then(CloseCode::from_u16) {
-            let reason = match code {
-                CloseCode::LoggedOut => Some(OfflineReason::LoggedOut),
-                CloseCode::AuthFailed => Some(OfflineReason::AuthRejected(ErrorCode::TokenInvalid)),
-                c if c.should_reconnect() => None,
-                c => Some(OfflineReason::ClosedByServer(c.as_u16())),
-            };
-            if let Some(reason) = reason {
-                self.set_state(ConnectionState::Offline(reason));
-                return;
-            }
-        }
-        let attempt = self.attempt;
-        self.attempt = self.attempt.saturating_add(1);
-        let at = now + self.config.backoff.delay(attempt, rng);
-        self.set_state(ConnectionState::Reconnecting { at, attempt });
     }
 
     /// Time passed: expire requests, start a due reconnect, send keepalives.
@@ -917,6 +925,9 @@ impl ClientSession {
             ConnectionState::Offline(OfflineReason::AuthRejected(_)) => {
                 self.config.token = token.into();
                 self.attempt = 0;
+                // The refused connection is gone: a send that was on it
+                // goes first on the next one, not after its request times out.
+                self.forget_connection();
                 self.set_state(ConnectionState::Connecting);
                 Ok(())
             }

@@ -10,7 +10,10 @@
 //! the app is text-only (messages are rendered as text nodes), so even a
 //! rendering bug cannot run a message as script.
 
+use std::borrow::Cow;
+
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -63,7 +66,12 @@ fn serve(path: &str, immutable: bool) -> Response {
     } else {
         "no-cache"
     };
-    let mut response = (StatusCode::OK, file.data.into_owned()).into_response();
+    // Release builds embed the files as statics: served without a copy.
+    let body = match file.data {
+        Cow::Borrowed(bytes) => Bytes::from_static(bytes),
+        Cow::Owned(bytes) => Bytes::from(bytes),
+    };
+    let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(mime) {
         headers.insert(header::CONTENT_TYPE, value);

@@ -717,14 +717,13 @@ impl ClientSession {
             text: text.into_string(),
             action,
         };
-        if !self.outbox.contains(&entry.client_msg_id) {
-            // Offline, it waits for a connection: pending at once.
-            let pending_at =
-                (self.state == ConnectionState::Online).then(|| now + self.config.pending_after);
-            if self.sends.queued(&entry.client_msg_id, pending_at) {
-                self.events
-                    .push_back(SessionEvent::SendPending(entry.clone()));
-            }
+        // Offline, it waits for a connection: pending at once. A repeated
+        // id is known to `sends` already and reported nothing new.
+        let pending_at =
+            (self.state == ConnectionState::Online).then(|| now + self.config.pending_after);
+        if self.sends.queued(&entry.client_msg_id, pending_at) {
+            self.events
+                .push_back(SessionEvent::SendPending(entry.clone()));
         }
         self.outbox.push(entry);
         self.events.push_back(SessionEvent::OutboxChanged);

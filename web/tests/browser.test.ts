@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { Server, launchBrowser } from "./harness";
+import { SlowLink } from "./slowlink";
 
 let server: Server;
 let browser: Browser;
@@ -22,21 +23,37 @@ afterAll(async () => {
 
 const PASSWORD = "correct horse battery staple";
 
-/** A new browser context (its own storage) that registers `name` and logs in. */
-async function person(
-  name: string,
-  options: { width?: number; height?: number; bypassCSP?: boolean } = {},
-): Promise<{ context: BrowserContext; page: Page }> {
+type Options = { width?: number; height?: number; bypassCSP?: boolean; url?: string };
+
+/** A new browser context (its own storage) on the app at `options.url`
+ * (the server by default). */
+async function visit(options: Options): Promise<{ context: BrowserContext; page: Page }> {
   const context = await browser.newContext({
     viewport: { width: options.width ?? 1100, height: options.height ?? 800 },
     bypassCSP: options.bypassCSP ?? false,
   });
   const page = await context.newPage();
-  await page.goto(server.url);
+  await page.goto(options.url ?? server.url);
+  return { context, page };
+}
+
+/** A new browser context that registers `name` and logs in. */
+async function person(name: string, options: Options = {}): Promise<{ context: BrowserContext; page: Page }> {
+  const { context, page } = await visit(options);
   await page.getByRole("button", { name: "New here? Register" }).click();
   await page.getByLabel("Username").fill(name);
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: "Register and log in" }).click();
+  await page.getByRole("status").filter({ hasText: "online" }).waitFor();
+  return { context, page };
+}
+
+/** Another browser (its own storage) where `name`, registered already, logs in. */
+async function login(name: string, options: Options = {}): Promise<{ context: BrowserContext; page: Page }> {
+  const { context, page } = await visit(options);
+  await page.getByLabel("Username").fill(name);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Log in" }).click();
   await page.getByRole("status").filter({ hasText: "online" }).waitFor();
   return { context, page };
 }
@@ -95,10 +112,13 @@ test("two people register, find a room, and chat both ways, each line once and i
   await alice.context.close();
 });
 
-/** Alice and bob in a fresh room of their own, both looking at it. */
-async function pair(room: string): Promise<{ alice: Awaited<ReturnType<typeof person>>; bob: Awaited<ReturnType<typeof person>> }> {
-  const suffix = Math.random().toString(36).slice(2, 8);
-  const alice = await person(`alice_${suffix}`);
+/** Alice and bob (fresh names, `alice_<suffix>`) in a fresh room of their
+ * own, both looking at it; alice's browser reaches the app at `aliceUrl`. */
+async function pair(
+  room: string,
+  { suffix = Math.random().toString(36).slice(2, 8), aliceUrl }: { suffix?: string; aliceUrl?: string } = {},
+): Promise<{ alice: Awaited<ReturnType<typeof person>>; bob: Awaited<ReturnType<typeof person>> }> {
+  const alice = await person(`alice_${suffix}`, { url: aliceUrl });
   const bob = await person(`bob_${suffix}`);
   await alice.page.getByLabel("New room").fill(room);
   await alice.page.getByRole("button", { name: "Create" }).click();
@@ -170,6 +190,165 @@ test("a reload keeps the login, the rooms and the unread counts", async () => {
   await bob.page.getByRole("button", { name: new RegExp(`#${room}`) }).click();
   await bob.page.locator(".unread-marker").waitFor();
   await expect.poll(() => badge.count()).toBe(0);
+  await alice.context.close();
+  await bob.context.close();
+});
+
+/** Records every text the top bar's connection status shows from now on. */
+async function watchStatus(page: Page): Promise<void> {
+  await page.evaluate(() => {
+    const status = document.querySelector(".topbar [role=status]")!;
+    const seen: string[] = [status.textContent ?? ""];
+    (globalThis as unknown as { statusSeen: string[] }).statusSeen = seen;
+    new MutationObserver(() => seen.push(status.textContent ?? "")).observe(status, {
+      subtree: true,
+      childList: true,
+      characterData: true,
+    });
+  });
+}
+
+async function statusSeen(page: Page): Promise<string[]> {
+  return page.evaluate(() => (globalThis as unknown as { statusSeen: string[] }).statusSeen);
+}
+
+test("over a slow link every line arrives once and in order, with no false reconnect", async () => {
+  // 300 ms each way, in 256-byte pieces: a congested phone link.
+  const link = await SlowLink.start(server.url, 300);
+  const { alice, bob } = await pair(`slow${Date.now() % 100000}`, { aliceUrl: link.url });
+  await watchStatus(alice.page);
+
+  // Both type without waiting for each other, faster than the link's round trip.
+  for (let i = 1; i <= 5; i++) {
+    await say(alice.page, `from alice ${i}`);
+    await say(bob.page, `from bob ${i}`);
+  }
+  for (const { page } of [alice, bob]) {
+    await expect.poll(() => page.locator(".timeline .line.delivered:not(.notice) .text").count(), { timeout: 45_000 }).toBe(10);
+    expect(await page.locator(".timeline .line.pending, .timeline .line.failed").count()).toBe(0);
+  }
+  const seenByAlice = await texts(alice.page);
+  expect(await texts(bob.page)).toEqual(seenByAlice);
+  // Each one's own lines in the order they were typed.
+  for (const who of ["alice", "bob"]) {
+    expect(seenByAlice.filter((t) => t.startsWith(`from ${who}`))).toEqual([1, 2, 3, 4, 5].map((i) => `from ${who} ${i}`));
+  }
+  // A slow link is not a dead one: the app never thought it was cut.
+  expect((await statusSeen(alice.page)).filter((s) => !s.includes("online"))).toEqual([]);
+  await alice.context.close();
+  await bob.context.close();
+  await link.stop();
+});
+
+test("a refused send fails visibly, and Retry or Edit sends it once", async () => {
+  const suffix = Math.random().toString(36).slice(2, 8);
+  const name = `alice_${suffix}`;
+  const room = `retry${suffix}`;
+  const { alice, bob } = await pair(room, { suffix });
+
+  // Alice writes offline in one browser while, in another, she leaves the
+  // room: back online, the server refuses the send (NOT_A_MEMBER).
+  await alice.context.setOffline(true);
+  await alice.page.locator(".banner").waitFor();
+  await say(alice.page, "written before I left");
+  await alice.page.locator(".timeline .line.pending .text", { hasText: "written before I left" }).waitFor();
+  const elsewhere = await login(name);
+  await elsewhere.page.getByRole("button", { name: new RegExp(`#${room}`) }).click();
+  await elsewhere.page.getByRole("heading", { name: `#${room}` }).waitFor();
+  await say(elsewhere.page, "/leave");
+  await bob.page.locator(".timeline .notice", { hasText: `${name} left #${room}` }).waitFor();
+  await alice.context.setOffline(false);
+  // Out of the room, she is told where the line waits.
+  await alice.page.getByRole("alert").filter({ hasText: `a message to #${room} was not sent` }).waitFor({ timeout: 45_000 });
+
+  // She joins again, finds the line failed, and retries it: delivered once.
+  await alice.page.getByRole("button", { name: new RegExp(`#${room}`) }).click();
+  await alice.page.getByRole("heading", { name: `#${room}` }).waitFor();
+  const failed = alice.page.locator(".timeline .line.failed", { hasText: "written before I left" });
+  await failed.waitFor();
+  await failed.getByRole("button", { name: "Retry" }).click();
+  await alice.page.locator(".timeline .line.delivered .text", { hasText: "written before I left" }).waitFor();
+  await bob.page.locator(".timeline .line .text", { hasText: "written before I left" }).waitFor();
+
+  // Too long for the server's limit: refused before it leaves, and Edit
+  // puts it back in the composer to shorten.
+  await say(alice.page, `long ${"x".repeat(5000)}`);
+  const tooLong = alice.page.locator(".timeline .line.failed", { hasText: "long xxx" });
+  await tooLong.getByRole("button", { name: "Edit" }).click();
+  const composer = alice.page.getByLabel(/^Message #/);
+  expect((await composer.inputValue()).length).toBe(5005);
+  expect(await tooLong.count()).toBe(0);
+  await composer.fill("long story short");
+  await composer.press("Enter");
+  await alice.page.locator(".timeline .line.delivered .text", { hasText: "long story short" }).waitFor();
+  await bob.page.locator(".timeline .line .text", { hasText: "long story short" }).waitFor();
+
+  const want = ["written before I left", "long story short"];
+  expect(await texts(alice.page)).toEqual(want);
+  expect(await texts(bob.page)).toEqual(want);
+  for (const p of [alice, bob, elsewhere]) await p.context.close();
+});
+
+/** Makes the page report itself hidden or shown, as a background tab does. */
+async function setHidden(page: Page, hidden: boolean): Promise<void> {
+  await page.evaluate((hidden) => {
+    Object.defineProperty(document, "visibilityState", { configurable: true, get: () => (hidden ? "hidden" : "visible") });
+    document.dispatchEvent(new Event("visibilitychange"));
+  }, hidden);
+}
+
+test("commands, keyboard navigation, kept drafts and the unread count in the title", async () => {
+  const { alice, bob } = await pair(`keys${Date.now() % 100000}`);
+  const room = (await alice.page.getByRole("heading", { level: 2 }).last().textContent())!.slice(1);
+  const composer = alice.page.getByLabel(/^Message #/);
+
+  // An unknown command is refused and stays in the composer; "//" escapes.
+  await say(alice.page, "/nick zed");
+  await alice.page.getByRole("alert").filter({ hasText: "unknown command /nick" }).waitFor();
+  expect(await composer.inputValue()).toBe("/nick zed");
+  await composer.fill("");
+  await say(alice.page, "//etc/hosts is a path");
+  await bob.page.locator(".timeline .line .text", { hasText: "/etc/hosts is a path" }).waitFor();
+  await say(alice.page, "/help");
+  await alice.page.getByRole("alert").filter({ hasText: "/me" }).waitFor();
+
+  // A draft survives a reload.
+  await composer.fill("half a thought");
+  await alice.page.reload();
+  await alice.page.getByRole("status").filter({ hasText: "online" }).waitFor();
+  await expect.poll(() => alice.page.getByLabel(/^Message #/).inputValue()).toBe("half a thought");
+
+  // Ctrl+K finds a room by name; Alt+Down moves to the next joined one.
+  await bob.page.getByLabel("New room").fill(`other${room}`);
+  await bob.page.getByRole("button", { name: "Create" }).click();
+  await bob.page.getByRole("heading", { name: `#other${room}` }).waitFor();
+  await bob.page.keyboard.press("Control+k");
+  await bob.page.keyboard.type(room);
+  await bob.page.keyboard.press("Enter");
+  await bob.page.getByRole("heading", { name: `#${room}`, exact: true }).waitFor();
+  await bob.page.keyboard.press("Alt+ArrowDown");
+  await bob.page.getByRole("heading", { name: `#other${room}` }).waitFor();
+  await bob.page.keyboard.press("Alt+ArrowDown");
+  await bob.page.getByRole("heading", { name: `#${room}`, exact: true }).waitFor();
+
+  // A hidden tab reads nothing: the title counts what arrives meanwhile,
+  // and showing the tab reads it.
+  await setHidden(bob.page, true);
+  await say(alice.page, "while you were away");
+  await bob.page.locator(".timeline .line .text", { hasText: "while you were away" }).waitFor();
+  await expect.poll(() => bob.page.title()).toBe("(1) Confab");
+  await setHidden(bob.page, false);
+  await expect.poll(() => bob.page.title()).toBe("Confab");
+  // Reloaded in the background, only lines after what was seen count.
+  await bob.context.addInitScript(() => {
+    Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+  });
+  await bob.page.reload();
+  await bob.page.getByRole("status").filter({ hasText: "online" }).waitFor();
+  await bob.page.getByRole("heading", { name: `#${room}`, exact: true }).waitFor();
+  await say(alice.page, "and one more");
+  await bob.page.locator(".timeline .line .text", { hasText: "and one more" }).waitFor();
+  await expect.poll(() => bob.page.title()).toBe("(1) Confab");
   await alice.context.close();
   await bob.context.close();
 });

@@ -80,6 +80,36 @@ function Main({ login, onLoggedOut }: { login: LoginResult; onLoggedOut: () => v
     if (model.loggedOut.value) onLoggedOut();
   });
 
+  // The tab's title counts what is unread, as chat apps do.
+  useSignalEffect(() => {
+    const unread = model.unreadTotal.value;
+    document.title = unread > 0 ? `(${unread}) Confab` : "Confab";
+  });
+
+  // Keyboard: Ctrl+K (⌘K) finds a room, Alt+↑/↓ moves between joined rooms,
+  // Escape goes back to the rooms list (the one-screen phone layout).
+  useEffect(() => {
+    function onKey(e: KeyboardEvent) {
+      if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "k") {
+        e.preventDefault();
+        setScreen("rooms");
+        document.getElementById("room-filter")?.focus();
+      } else if (e.altKey && (e.key === "ArrowUp" || e.key === "ArrowDown")) {
+        const rooms = model.joinedRooms();
+        if (rooms.length === 0) return;
+        e.preventDefault();
+        const at = rooms.indexOf(model.current.value ?? "");
+        const next = e.key === "ArrowUp" ? (at <= 0 ? rooms.length - 1 : at - 1) : (at + 1) % rooms.length;
+        model.open(rooms[next]!);
+        setScreen("chat");
+      } else if (e.key === "Escape" && !e.isComposing) {
+        setScreen("rooms");
+      }
+    }
+    document.addEventListener("keydown", onKey);
+    return () => document.removeEventListener("keydown", onKey);
+  }, [model]);
+
   const current = model.current.value;
   const connection = model.connection.value;
   return (
@@ -122,6 +152,7 @@ function Main({ login, onLoggedOut }: { login: LoginResult; onLoggedOut: () => v
         />
         {current ? (
           <Chat
+            key={current}
             room={current}
             me={login.username}
             timeline={model.timeline(current)}
@@ -129,8 +160,11 @@ function Main({ login, onLoggedOut }: { login: LoginResult; onLoggedOut: () => v
             members={model.members.value[current] ?? null}
             connection={connection}
             nowMs={now.value}
-            onSend={(text) => model.send(current, text)}
+            initialDraft={model.draft(current)}
+            onDraft={(text) => model.saveDraft(current, text)}
+            onSend={(text) => model.submit(current, text)}
             onRetry={(id) => model.retry(id)}
+            onEdit={(id) => model.discard(id)}
             onLoadOlder={() => model.loadOlder(current)}
             onTyping={(active) => model.setTyping(current, active)}
             onBack={() => setScreen("rooms")}

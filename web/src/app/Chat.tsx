@@ -16,8 +16,14 @@ interface Props {
   members: string[] | null;
   connection: Connection;
   nowMs: number;
-  onSend: (text: string) => void;
+  /** The draft this room had when it was last left (kept across reloads). */
+  initialDraft: string;
+  onDraft: (draft: string) => void;
+  /** A message or a command; false when refused, and the draft stays. */
+  onSend: (text: string) => boolean;
   onRetry: (clientMsgId: string) => void;
+  /** Takes a failed send back into the composer. */
+  onEdit: (clientMsgId: string) => string | undefined;
   onLoadOlder: () => void;
   onTyping: (active: boolean) => void;
   onBack: () => void;
@@ -49,7 +55,12 @@ function typingText(names: string[]): string {
 
 export function Chat(props: Props) {
   const { room, me, timeline, typing, members, connection, nowMs } = props;
-  const [draft, setDraft] = useState("");
+  const [draft, setDraftState] = useState(props.initialDraft);
+  const input = useRef<HTMLTextAreaElement>(null);
+  function setDraft(value: string) {
+    setDraftState(value);
+    props.onDraft(value);
+  }
   const list = useRef<HTMLOListElement>(null);
   const stickToBottom = useRef(true);
   const heightBefore = useRef<number | null>(null);
@@ -85,10 +96,18 @@ export function Chat(props: Props) {
     event.preventDefault();
     const text = draft.replace(/\r\n/g, "\n");
     if (!text.trim()) return;
-    stickToBottom.current = true;
-    props.onSend(text);
-    setDraft("");
     props.onTyping(false);
+    if (!props.onSend(text)) return;
+    stickToBottom.current = true;
+    setDraft("");
+  }
+
+  function edit(clientMsgId: string) {
+    const text = props.onEdit(clientMsgId);
+    if (text === undefined) return;
+    // What was being typed meanwhile is kept, after the returned text.
+    setDraft(draft.trim() ? `${text}\n${draft}` : text);
+    input.current?.focus();
   }
 
   function jumpToUnread() {
@@ -152,9 +171,14 @@ export function Chat(props: Props) {
           <span class="status">
             not sent: {line.error}{" "}
             {line.clientMsgId && (
-              <button type="button" class="link" onClick={() => props.onRetry(line.clientMsgId!)}>
-                Retry
-              </button>
+              <>
+                <button type="button" class="link" onClick={() => props.onRetry(line.clientMsgId!)}>
+                  Retry
+                </button>{" "}
+                <button type="button" class="link" onClick={() => edit(line.clientMsgId!)}>
+                  Edit
+                </button>
+              </>
             )}
           </span>
         )}
@@ -210,9 +234,10 @@ export function Chat(props: Props) {
         </label>
         <textarea
           id="composer-input"
+          ref={input}
           rows={1}
           placeholder={`Message #${room}`}
-          title="Enter sends, Shift+Enter starts a new line, /me TEXT sends an action"
+          title="Enter sends, Shift+Enter starts a new line, /help lists the commands"
           value={draft}
           onInput={(e) => {
             const value = (e.target as HTMLTextAreaElement).value;

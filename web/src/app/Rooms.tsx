@@ -3,6 +3,7 @@
 
 import { useState } from "preact/hooks";
 import { ago, badge } from "./format";
+import { best, matching } from "./roomFilter";
 import type { RoomRow } from "./view";
 
 interface Props {
@@ -16,9 +17,7 @@ interface Props {
 export function Rooms({ rooms, current, nowMs, onOpen, onCreate }: Props) {
   const [filter, setFilter] = useState("");
   const [name, setName] = useState("");
-  const shown = rooms.filter((room) =>
-    `${room.name} ${room.topic}`.toLowerCase().includes(filter.trim().toLowerCase()),
-  );
+  const shown = matching(rooms, filter);
   return (
     <nav class="rooms" aria-label="Rooms">
       <div class="rooms-head">
@@ -32,6 +31,14 @@ export function Rooms({ rooms, current, nowMs, onOpen, onCreate }: Props) {
           placeholder="Filter rooms"
           value={filter}
           onInput={(e) => setFilter((e.target as HTMLInputElement).value)}
+          onKeyDown={(e) => {
+            // Enter opens the best match: Ctrl+K, a few letters, Enter.
+            const pick = e.key === "Enter" ? best(rooms, filter) : undefined;
+            if (pick) {
+              e.preventDefault();
+              onOpen(pick.name);
+            }
+          }}
         />
       </div>
       <ul class="room-list">

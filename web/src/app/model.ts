@@ -19,6 +19,7 @@ import { MessageKind, type Message } from "../gen/confab/v1/messages_pb";
 import { type Member, type RoomInfo, RoomListUpdate_Kind } from "../gen/confab/v1/rooms_pb";
 import { Presence_Kind } from "../gen/confab/v1/ephemeral_pb";
 import type { Login } from "./api";
+import { HELP, parseCommand } from "./commands";
 import type { Connection, Line, RoomRow, Timeline } from "./view";
 
 const PAGE = 50;
@@ -107,6 +108,9 @@ export class ChatModel {
   readonly notice = signal("");
   /** The token was refused or logged out: back to the login screen. */
   readonly loggedOut = signal(false);
+  /** Unread messages in all joined rooms, counting the open one while the
+   * tab is hidden: the tab's title shows it. */
+  readonly unreadTotal = signal(0);
 
   private readonly me: string;
   private readonly driver: Driver;
@@ -140,13 +144,28 @@ export class ChatModel {
   start(): void {
     this.unsubscribe = this.driver.subscribe((event) => batch(() => this.onEvent(event)));
     this.started = this.driver.start();
+    document.addEventListener("visibilitychange", this.onVisibility);
   }
 
   stop(): void {
     this.unsubscribe?.();
     this.driver.stop();
     clearTimeout(this.typingTimer);
+    document.removeEventListener("visibilitychange", this.onVisibility);
   }
+
+  /** A hidden tab reads nothing (§11.3: a marker says what was seen); once
+   * shown again, the open room is read up to its newest stored line. */
+  private readonly onVisibility = (): void => {
+    batch(() => {
+      const room = this.current.value;
+      if (room && document.visibilityState === "visible") {
+        const last = [...this.timeline(room).lines].reverse().find((l) => l.seq !== undefined && !l.notice);
+        if (last) this.markRead(room, last.seq!);
+      }
+      this.refreshRooms();
+    });
+  };
 
   timeline(room: string): Timeline {
     return this.timelines.value[room] ?? EMPTY;
@@ -174,9 +193,73 @@ export class ChatModel {
     this.run((s, now) => s.leaveRoom(now, room));
   }
 
-  send(room: string, input: string): void {
-    const action = input.startsWith("/me ");
-    const text = action ? input.slice(4) : input;
+  /**
+   * What the composer submitted: a message or a command. Returns whether the
+   * draft was used; a refused one (an unknown /command) stays in the
+   * composer with the reason in the notice, so nothing typed is lost.
+   */
+  submit(room: string, draft: string): boolean {
+    const command = parseCommand(draft);
+    if (command === null) return false;
+    this.notice.value = "";
+    switch (command.kind) {
+      case "say":
+        this.send(room, command.text, command.action);
+        return true;
+      case "join":
+        this.open(command.room);
+        return true;
+      case "leave":
+        this.leave(room);
+        return true;
+      case "members":
+        if (!this.members.value[room]) this.toggleMembers(room);
+        return true;
+      case "help":
+        this.notice.value = HELP;
+        return true;
+      case "error":
+        this.notice.value = command.message;
+        return false;
+    }
+  }
+
+  /** The unsent draft of a room, kept in this browser across reloads. */
+  draft(room: string): string {
+    return localStorage.getItem(this.draftKey(room)) ?? "";
+  }
+
+  saveDraft(room: string, text: string): void {
+    try {
+      if (text) localStorage.setItem(this.draftKey(room), text);
+      else localStorage.removeItem(this.draftKey(room));
+    } catch {
+      // Storage full or refused: the draft still lives in the composer.
+    }
+  }
+
+  private draftKey(room: string): string {
+    return `confab.draft.${this.me}.${room}`;
+  }
+
+  /** Joined rooms in the list's order, for moving between them by key. */
+  joinedRooms(): string[] {
+    return this.rooms.value.filter((r) => r.joined).map((r) => r.name);
+  }
+
+  /** Takes a failed send out of the timeline and gives back its text, for
+   * the composer: the user edits it and sends it again. */
+  discard(clientMsgId: string): string | undefined {
+    for (const [room, t] of Object.entries(this.timelines.value)) {
+      const line = t.lines.find((l) => l.clientMsgId === clientMsgId && l.status === "failed");
+      if (!line) continue;
+      this.update(room, (t) => ({ ...t, lines: t.lines.filter((l) => l !== line) }));
+      return line.action ? `/me ${line.text}` : line.text.startsWith("/") ? `/${line.text}` : line.text;
+    }
+    return undefined;
+  }
+
+  private send(room: string, text: string, action: boolean): void {
     const id = crypto.randomUUID();
     const entry: OutboxEntry = { clientMsgId: id, room, text, action };
     // Shown at once, marked pending until the session says it is stored.
@@ -197,7 +280,7 @@ export class ChatModel {
       const line = t.lines.find((l) => l.clientMsgId === clientMsgId && l.status === "failed");
       if (!line) continue;
       this.update(room, (t) => ({ ...t, lines: t.lines.filter((l) => l !== line) }));
-      this.send(room, line.action ? `/me ${line.text}` : line.text);
+      this.send(room, line.text, line.action);
       return;
     }
   }
@@ -269,12 +352,18 @@ export class ChatModel {
       ...t,
       lines: t.lines.map((l) => (l.clientMsgId === entry.clientMsgId && l.seq === undefined ? { ...l, status: "failed", error } : l)),
     }));
+    // A failure out of sight is said where the user is looking, or the
+    // line would wait unnoticed in a room they are not in.
+    if (this.current.value !== entry.room) {
+      this.notice.value = `a message to #${entry.room} was not sent: ${error}; open #${entry.room} to retry or edit it`;
+    }
   }
 
   private refreshRooms(): void {
     const rows: RoomRow[] = [...this.infos.values()].map((info) => {
       const read = this.reads.get(info.name);
-      const current = this.current.value === info.name;
+      // The open room counts as read only while someone can see it.
+      const current = this.current.value === info.name && document.visibilityState === "visible";
       return {
         name: info.name,
         topic: info.topic,
@@ -289,6 +378,7 @@ export class ChatModel {
     // The server's order (§7.1): most recent activity first, then by name.
     rows.sort((a, b) => b.lastActivityMs - a.lastActivityMs || a.name.localeCompare(b.name));
     this.rooms.value = rows;
+    this.unreadTotal.value = rows.reduce((sum, row) => sum + (row.joined ? row.unread : 0), 0);
   }
 
   private refreshTyping(): void {

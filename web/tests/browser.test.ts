@@ -194,6 +194,48 @@ test("a reload keeps the login, the rooms and the unread counts", async () => {
   await bob.context.close();
 });
 
+test("the login screen says what the server refused, and logout forgets the login", async () => {
+  const name = `dave_${Math.random().toString(36).slice(2, 8)}`;
+  const { context, page } = await person(name);
+  await page.getByRole("button", { name: "Log out" }).click();
+  await page.getByRole("button", { name: "Log in" }).waitFor();
+  await page.reload();
+  await page.getByRole("button", { name: "Log in" }).waitFor();
+  const alert = page.locator(".login [role=alert]");
+
+  await page.getByRole("button", { name: "New here? Register" }).click();
+  await page.getByLabel("Username").fill(name);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Register and log in" }).click();
+  await expect.poll(() => alert.textContent()).toBe("that username is taken; choose another");
+  await page.getByLabel("Username").fill(`${name}_2`);
+  await page.getByLabel("Password").fill("password");
+  await page.getByRole("button", { name: "Register and log in" }).click();
+  await expect.poll(() => alert.textContent()).toMatch(/password/);
+
+  // Wrong passwords: refused alike, then throttled with the wait in seconds
+  // and the button held until it has passed.
+  await page.getByRole("button", { name: "I have an account: log in" }).click();
+  await page.getByLabel("Username").fill(name);
+  await page.getByLabel("Password").fill("not the password at all");
+  const submit = page.getByRole("button", { name: "Log in" });
+  const statuses: number[] = [];
+  while (!statuses.includes(429) && statuses.length < 12) {
+    const [response] = await Promise.all([page.waitForResponse("**/v1/login"), submit.click()]);
+    statuses.push(response.status());
+    if (response.status() !== 429) await expect.poll(() => submit.isEnabled()).toBe(true);
+  }
+  expect(statuses.slice(0, 5)).toEqual([401, 401, 401, 401, 401]);
+  expect(statuses.at(-1)).toBe(429);
+  await expect.poll(() => alert.textContent()).toMatch(/^too many failed logins for this username; try again in \d+ s$/);
+  expect(await submit.isDisabled()).toBe(true);
+  await expect.poll(() => submit.isEnabled(), { timeout: 70_000 }).toBe(true);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await submit.click();
+  await page.getByRole("status").filter({ hasText: "online" }).waitFor();
+  await context.close();
+});
+
 /** Records every text the top bar's connection status shows from now on. */
 async function watchStatus(page: Page): Promise<void> {
   await page.evaluate(() => {

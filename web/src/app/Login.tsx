@@ -2,20 +2,11 @@
 // is shown as it comes (wrong password, throttled with its wait, taken
 // name, weak password), in a live region so screen readers hear it.
 
-import { useState } from "preact/hooks";
-import { ApiError, type Login as LoginResult, login, register } from "./api";
+import { useEffect, useState } from "preact/hooks";
+import { ApiError, type Login as LoginResult, explain, login, register } from "./api";
 
 interface Props {
   onLogin: (login: LoginResult) => void;
-}
-
-function describe(error: unknown): string {
-  if (!(error instanceof ApiError)) return "something went wrong; try again";
-  if (error.retryAfterMs !== undefined && error.retryAfterMs > 0) {
-    const seconds = Math.ceil(error.retryAfterMs / 1000);
-    return `${error.message} (wait ${seconds} s)`;
-  }
-  return error.message;
 }
 
 export function Login({ onLogin }: Props) {
@@ -24,6 +15,14 @@ export function Login({ onLogin }: Props) {
   const [password, setPassword] = useState("");
   const [error, setError] = useState("");
   const [busy, setBusy] = useState(false);
+  // While throttled the button waits too, so pressing it again cannot
+  // lengthen the lockout (each refused try doubles it, §15.3).
+  const [waitUntil, setWaitUntil] = useState(0);
+  useEffect(() => {
+    if (waitUntil === 0) return;
+    const timer = setTimeout(() => setWaitUntil(0), Math.max(waitUntil - Date.now(), 0));
+    return () => clearTimeout(timer);
+  }, [waitUntil]);
 
   async function submit(event: Event) {
     event.preventDefault();
@@ -33,7 +32,8 @@ export function Login({ onLogin }: Props) {
       if (mode === "register") await register(username, password);
       onLogin(await login(username, password));
     } catch (err) {
-      setError(describe(err));
+      setError(explain(err));
+      if (err instanceof ApiError && err.retryAfterMs) setWaitUntil(Date.now() + err.retryAfterMs);
     } finally {
       setBusy(false);
     }
@@ -75,7 +75,7 @@ export function Login({ onLogin }: Props) {
         <p class="error" role="alert" aria-live="assertive">
           {error}
         </p>
-        <button type="submit" disabled={busy}>
+        <button type="submit" disabled={busy || waitUntil > 0}>
           {registering ? "Register and log in" : "Log in"}
         </button>
         <button

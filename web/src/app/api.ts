@@ -68,3 +68,18 @@ export async function register(username: string, password: string): Promise<void
 export async function logout(token: string): Promise<void> {
   await post("/v1/logout", undefined, token);
 }
+
+/**
+ * A refusal in words for the login screen. A throttled one says how long
+ * to wait in seconds: the server's message names the field
+ * (`retry_after_ms`) for programs, which a person should not have to read.
+ */
+export function explain(error: unknown): string {
+  if (!(error instanceof ApiError)) return "something went wrong; try again";
+  if (error.retryAfterMs !== undefined && error.retryAfterMs > 0) {
+    const seconds = Math.ceil(error.retryAfterMs / 1000);
+    const reason = error.message.replace(/;?\s*wait retry_after_ms and try again\.?$/, "");
+    return `${reason}; try again in ${seconds} s`;
+  }
+  return error.message;
+}

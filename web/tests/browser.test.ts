@@ -236,6 +236,53 @@ test("the login screen says what the server refused, and logout forgets the logi
   await context.close();
 });
 
+test("scroll-back loads older pages, First unread finds the marker above them, typing shows", async () => {
+  const { alice, bob } = await pair(`long${Date.now() % 100000}`);
+  const room = (await bob.page.getByRole("heading", { level: 2 }).last().textContent())!.slice(1);
+  // Typing is shown to the others in the room, and ends with the line.
+  await alice.page.getByLabel(/^Message #/).fill("draft…");
+  await bob.page.locator(".typing", { hasText: "is typing" }).waitFor();
+  await alice.page.getByLabel(/^Message #/).fill("");
+
+  // 60 lines bob reads, then 70 he misses (one page is 50; sends beyond the
+  // burst wait out RATE_LIMITED in the outbox).
+  const lines = Array.from({ length: 130 }, (_, i) => `line ${i + 1}`);
+  for (const line of lines.slice(0, 60)) await say(alice.page, line);
+  await bob.page.locator(".timeline .line .text", { hasText: /^line 60$/ }).waitFor({ timeout: 45_000 });
+  await bob.page.getByLabel("New room").fill(`away${room}`);
+  await bob.page.getByRole("button", { name: "Create" }).click();
+  await bob.page.getByRole("heading", { name: `#away${room}` }).waitFor();
+  for (const line of lines.slice(60)) await say(alice.page, line);
+  await alice.page.locator(".timeline .line.delivered .text", { hasText: /^line 130$/ }).waitFor({ timeout: 60_000 });
+
+  await bob.page.getByRole("button", { name: new RegExp(`^#${room}`) }).click();
+  await bob.page.locator(".timeline .line .text", { hasText: /^line 130$/ }).waitFor();
+  // The newest page holds no line he read: no marker yet, the jump loads.
+  expect(await bob.page.locator(".unread-marker").count()).toBe(0);
+  await bob.page.getByRole("button", { name: "First unread" }).click();
+  const marker = bob.page.locator(".unread-marker");
+  await marker.waitFor();
+  await expect.poll(() => marker.isVisible()).toBe(true);
+  await expect
+    .poll(() => bob.page.evaluate(() => document.querySelector(".unread-marker + li .text")?.textContent))
+    .toBe("line 61");
+
+  // Scrolled to the top, the rest loads, down to the room's start.
+  const timeline = bob.page.locator(".timeline");
+  await expect
+    .poll(async () => {
+      await timeline.evaluate((el) => el.scrollTo({ top: 0 }));
+      return bob.page.locator(".timeline .start").count();
+    })
+    .toBe(1);
+  expect(await texts(bob.page)).toEqual(lines);
+  // Grouped by sender: a name per day and after the marker, not per line.
+  const days = await bob.page.locator(".timeline .day").count();
+  expect(await bob.page.locator(".timeline .sender").count()).toBe(days + 1);
+  await alice.context.close();
+  await bob.context.close();
+});
+
 /** Records every text the top bar's connection status shows from now on. */
 async function watchStatus(page: Page): Promise<void> {
   await page.evaluate(() => {

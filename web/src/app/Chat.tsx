@@ -110,15 +110,38 @@ export function Chat(props: Props) {
     input.current?.focus();
   }
 
+  // "First unread" may point above the loaded pages: older ones load
+  // until the marker is there, then it is scrolled to.
+  const [seeking, setSeeking] = useState(false);
   function jumpToUnread() {
-    const el = list.current?.querySelector(".unread-marker");
-    el?.scrollIntoView({ block: "start" });
+    const marker = list.current?.querySelector(".unread-marker");
+    if (marker) {
+      stickToBottom.current = false;
+      marker.scrollIntoView({ block: "start" });
+      setSeeking(false);
+    } else if (timeline.hasMore) {
+      setSeeking(true);
+      if (!timeline.loading) {
+        heightBefore.current = list.current?.scrollHeight ?? null;
+        props.onLoadOlder();
+      }
+    } else {
+      setSeeking(false);
+    }
   }
+  useEffect(() => {
+    if (seeking) jumpToUnread();
+  }, [seeking, timeline.lines, timeline.loading]);
 
   const notice = banner(connection, nowMs);
   let lastDay = "";
   let lastSender = "";
-  let markerShown = false;
+  // The marker goes after the last line read, so only where that line (or
+  // the room's start) is loaded: above an unloaded page it would lie.
+  const readAtOpen = timeline.readSeqAtOpen;
+  let markerShown =
+    readAtOpen === undefined ||
+    (timeline.hasMore && !timeline.lines.some((l) => l.seq !== undefined && l.seq <= readAtOpen));
   const rows = timeline.lines.map((line: Line) => {
     const items = [];
     const lineDay = day(line.tsMs);
@@ -133,9 +156,8 @@ export function Chat(props: Props) {
     }
     if (
       !markerShown &&
-      timeline.readSeqAtOpen !== undefined &&
       line.seq !== undefined &&
-      line.seq > timeline.readSeqAtOpen &&
+      line.seq > readAtOpen! &&
       line.sender !== me
     ) {
       markerShown = true;

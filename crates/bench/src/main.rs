@@ -760,14 +760,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 prefix: runner.prefix(),
             };
             let mut results = Vec::new();
+            // A user's devices share the user's socket cap (default 32).
+            let per_user = config.sockets_per_user.to_string();
             for kind in kinds {
                 // The default cap (10,000) is below the largest default size.
-                let (child, endpoint) = runner
-                    .start(
-                        kind,
-                        &with_setup_limits(kind, &["--max-connections", "20000"]),
-                    )
-                    .await?;
+                let mut args = with_setup_limits(kind, &["--max-connections", "20000"]);
+                if kind == Kind::Confab {
+                    args.extend(["--max-sockets-per-user", per_user.as_str()]);
+                }
+                let (child, endpoint) = runner.start(kind, &args).await?;
                 let probe = child.as_ref().map(ChildServer::probe);
                 let report = idle::run(Arc::new(endpoint), &config, probe, &*progress).await;
                 stop(child).await;
@@ -784,6 +785,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     report.integrity.lost_sockets,
                     report.events
                 );
+                if let Some((reader, writer)) = report.task_bytes {
+                    println!(
+                        "{:<8} per socket, compiled: reader task {reader:.0} bytes, writer task {writer:.0} bytes",
+                        report.target
+                    );
+                }
+                if let (Some(tasks), Some(last)) = (report.tasks_alive, report.points.last()) {
+                    println!(
+                        "{:<8} {tasks:.0} tasks alive at {} sockets",
+                        report.target, last.sockets
+                    );
+                }
                 results.push(report);
             }
             let ratios = idle_ratios(&results);

@@ -33,7 +33,6 @@
 //! argument above relies on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -50,6 +49,7 @@ use confab_protocol::{capability, limits::ServerLimits};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::metrics::Metrics;
+use crate::queue::{Cost, QueueRx, QueueTx, Refused};
 use crate::storage::writer::{CommitSink, Committed};
 use crate::storage::{RoomId, RoomRecord, RoomVersion, StoredMessage, UserId};
 
@@ -104,11 +104,11 @@ pub struct ResumeBatch {
     pub reply: Bytes,
 }
 
-impl Outbound {
+impl Cost for Outbound {
     /// What the item counts against `outbound_queue_bytes` (§12.4): the
     /// bytes of the encoded frames it holds. Replayed messages are read
     /// from storage by the writer one page at a time and are not queued.
-    pub fn queued_bytes(&self) -> usize {
+    fn cost(&self) -> usize {
         match self {
             Outbound::Frame(bytes) => bytes.len(),
             Outbound::Message(push) => push.frame.len(),
@@ -118,108 +118,26 @@ impl Outbound {
     }
 }
 
-/// The byte count shared by a queue's two ends.
-#[derive(Debug)]
-struct QueueBytes {
-    queued: AtomicUsize,
-    cap: usize,
-    metrics: Arc<Metrics>,
-}
-
 /// The sending end of a connection's outbound queue (§12.4), held by the
 /// hub and the connection's reader.
-#[derive(Debug, Clone)]
-pub struct OutboundTx {
-    tx: mpsc::Sender<Outbound>,
-    bytes: Arc<QueueBytes>,
-}
+pub type OutboundTx = QueueTx<Outbound>;
 
 /// The receiving end, drained by the connection's writer, which calls
-/// [`OutboundRx::written`] once an item is on its way to the socket.
-#[derive(Debug)]
-pub struct OutboundRx {
-    rx: mpsc::Receiver<Outbound>,
-    bytes: Arc<QueueBytes>,
-}
+/// `written` once an item is on its way to the socket.
+pub type OutboundRx = QueueRx<Outbound>;
 
 /// A connection's outbound queue: at most `outbound_queue_frames` items and
 /// `outbound_queue_bytes` bytes of encoded frames (a Close item always fits
 /// the byte bound, so a close is never refused for want of bytes).
 pub fn outbound_queue(limits: &ServerLimits, metrics: Arc<Metrics>) -> (OutboundTx, OutboundRx) {
-    let (tx, rx) = mpsc::channel(limits.outbound_queue_frames.max(1) as usize);
-    let bytes = Arc::new(QueueBytes {
-        queued: AtomicUsize::new(0),
-        cap: limits.outbound_queue_bytes as usize,
+    crate::queue::queue(
+        limits.outbound_queue_frames as usize,
+        limits.outbound_queue_bytes as usize,
         metrics,
-    });
-    (
-        OutboundTx {
-            tx,
-            bytes: Arc::clone(&bytes),
-        },
-        OutboundRx { rx, bytes },
     )
 }
 
-impl OutboundTx {
-    /// Queues `item` without waiting. `Full` when it fits neither bound.
-    ///
-    /// The bytes are reserved with one `fetch_add` and the sum it returns
-    /// is what is compared, so concurrent senders (fan-out and the reader)
-    /// can never together pass the cap: each sees every reservation made
-    /// before its own. A refused reservation is given back.
-    pub fn try_send(&self, item: Outbound) -> Result<(), mpsc::error::TrySendError<Outbound>> {
-        let cost = item.queued_bytes();
-        let total = self.bytes.queued.fetch_add(cost, Ordering::AcqRel) + cost;
-        if cost > 0 && total > self.bytes.cap {
-            self.bytes.queued.fetch_sub(cost, Ordering::AcqRel);
-            return Err(mpsc::error::TrySendError::Full(item));
-        }
-        match self.tx.try_send(item) {
-            Ok(()) => {
-                // Fan-out runs this once per recipient: read the shared
-                // gauge first so the common case (no new peak) leaves its
-                // cache line shared instead of writing it every push.
-                let peak = &self.bytes.metrics.outbound_queue_bytes_peak;
-                if total as u64 > peak.load(Ordering::Relaxed) {
-                    peak.fetch_max(total as u64, Ordering::Relaxed);
-                }
-                Ok(())
-            }
-            Err(err) => {
-                self.bytes.queued.fetch_sub(cost, Ordering::AcqRel);
-                Err(err)
-            }
-        }
-    }
-
-    /// Bytes queued now (reserved and not yet written).
-    pub fn queued_bytes(&self) -> usize {
-        self.bytes.queued.load(Ordering::Acquire)
-    }
-}
-
-impl OutboundRx {
-    /// The next item; `None` once every sender is gone.
-    pub async fn recv(&mut self) -> Option<Outbound> {
-        self.rx.recv().await
-    }
-
-    /// The next item if one is queued.
-    pub fn try_recv(&mut self) -> Option<Outbound> {
-        self.rx.try_recv().ok()
-    }
-
-    /// The writer has handed `bytes` (an item's [`Outbound::queued_bytes`])
-    /// to the socket: they no longer count against the cap.
-    pub fn written(&self, bytes: usize) {
-        if bytes > 0 {
-            self.bytes.queued.fetch_sub(bytes, Ordering::AcqRel);
-        }
-    }
-}
-
-// Every socket's queue allocates 32 slots of this up front (see [`Push`]).
+// A queue's buffer holds this per slot (see [`Push`]).
 const _: () = assert!(std::mem::size_of::<Outbound>() <= 40);
 
 /// One committed message, encoded once for all of its recipients. Behind
@@ -459,12 +377,12 @@ pub fn overflowed(metrics: &Metrics, close: &watch::Sender<Option<Ending>>, user
 fn deliver(metrics: &Metrics, conn: &Connection, item: Outbound) -> bool {
     match conn.reg.outbound.try_send(item) {
         Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Err(Refused::Full(_)) => {
             overflowed(metrics, &conn.reg.close, &conn.reg.user);
             false
         }
         // The connection is ending; it no longer needs anything.
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(Refused::Closed(_)) => false,
     }
 }
 

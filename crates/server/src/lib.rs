@@ -39,6 +39,7 @@ pub mod http;
 pub mod hub;
 pub mod limit;
 pub mod metrics;
+pub mod queue;
 mod server;
 pub mod shutdown;
 pub mod state;

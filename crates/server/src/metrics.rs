@@ -48,6 +48,11 @@ pub struct Metrics {
     // Hardening (C1): socket task.
     /// Sockets refused because their user held max_sockets_per_user.
     pub sockets_over_user_cap: AtomicU64,
+    /// Bytes of a socket's reader task future, as compiled: the largest
+    /// state of any of its awaits, held by every open socket.
+    pub socket_reader_task_bytes: AtomicU64,
+    /// Bytes of a socket's writer task future, as compiled.
+    pub socket_writer_task_bytes: AtomicU64,
     // --- hub limits (hardening C2): queue bytes, typing, room creation ---
     /// The most bytes any connection's outbound queue has held (§12.4):
     /// never above `outbound_queue_bytes`, since a frame that would pass
@@ -242,6 +247,28 @@ impl Metrics {
             "counter",
             "Sockets refused with 1013 because their user held max_sockets_per_user.",
             self.sockets_over_user_cap.load(Relaxed),
+        );
+        // What each open socket costs in tasks (two: reader and writer);
+        // read off the runtime rendering this page.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            metric(
+                "confab_tasks_alive",
+                "gauge",
+                "Tasks alive in the server's runtime.",
+                runtime.metrics().num_alive_tasks() as u64,
+            );
+        }
+        metric(
+            "confab_socket_reader_task_bytes",
+            "gauge",
+            "Bytes of one socket's reader task future as compiled (0 before the first socket).",
+            self.socket_reader_task_bytes.load(Relaxed),
+        );
+        metric(
+            "confab_socket_writer_task_bytes",
+            "gauge",
+            "Bytes of one socket's writer task future as compiled (0 before the first socket).",
+            self.socket_writer_task_bytes.load(Relaxed),
         );
         metric(
             "confab_rooms",

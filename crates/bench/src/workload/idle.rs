@@ -61,6 +61,13 @@ pub struct IdleReport {
     pub integrity: Integrity,
     /// Errors and anomalies by kind.
     pub events: BTreeMap<String, u64>,
+    /// The reference server's own account of a socket's task futures
+    /// (`confab_socket_{reader,writer}_task_bytes`): what part of the slope
+    /// is the compiled size of its two tasks. `None` for the baselines.
+    pub task_bytes: Option<(f64, f64)>,
+    /// The reference server's runtime tasks alive at the largest size
+    /// (`confab_tasks_alive`), to tell tasks per socket.
+    pub tasks_alive: Option<f64>,
 }
 
 fn slope(a: Option<u64>, b: Option<u64>, sockets: f64) -> Option<f64> {
@@ -141,6 +148,25 @@ pub async fn run(
         ));
         points.push(point);
     }
+    // Read while the sockets are open (a size is recorded per socket).
+    let task_bytes = if endpoint.login {
+        let reader = crate::http::metric(&endpoint.server, "confab_socket_reader_task_bytes").await;
+        let writer = crate::http::metric(&endpoint.server, "confab_socket_writer_task_bytes").await;
+        match (reader, writer) {
+            (Ok(Some(reader)), Ok(Some(writer))) => Some((reader, writer)),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let tasks_alive = if endpoint.login {
+        crate::http::metric(&endpoint.server, "confab_tasks_alive")
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
     let mut outcomes = Vec::new();
     for population in populations {
         outcomes.extend(population.close().await);
@@ -166,5 +192,7 @@ pub async fn run(
         generator_bytes_per_socket,
         integrity: Integrity::of(&outcomes),
         events: recorder.events(),
+        task_bytes,
+        tasks_alive,
     })
 }

@@ -36,7 +36,7 @@ use confab_protocol::wire::{
 };
 use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::{Duration, sleep_until};
 
 use crate::auth::{now_ms, token_hash};
@@ -145,68 +145,94 @@ async fn wind_down(stream: &mut Stream, wind: Wind, shutdown: &crate::shutdown::
 /// that of its largest state: the once-only phases (authentication, opening
 /// the session) run boxed and the reader boxes its request handling, so
 /// that an idle socket holds only the reader's wait (BENCHMARKS.md, idle).
-pub async fn run(socket: WebSocket, app: Arc<AppState>, permit: Option<ConnectionPermit>) {
-    // Held until the socket is gone: the connection cap counts WebSockets.
-    let _permit = permit;
-    Metrics::inc(&app.metrics.sockets_total);
+pub fn run(
+    socket: WebSocket,
+    app: Arc<AppState>,
+    permit: Option<ConnectionPermit>,
+) -> impl Future<Output = ()> + Send {
+    // Split before the future is made: an async fn keeps its arguments
+    // for its whole life (the WebSocket alone is 368 bytes), an async
+    // block only what it captures.
     let (mut sink, mut stream) = socket.split();
-    let session = match Box::pin(authenticate(&app, &mut sink, &mut stream)).await {
-        Ok(session) => session,
-        Err(wind) => {
-            // The close frame (if any) is sent; give the peer a moment to read it.
-            wind_down(&mut stream, wind, &app.shutdown).await;
-            return;
-        }
-    };
-    let Opened {
-        conn,
-        user,
-        outbound,
-        queue,
-        close,
-        close_rx,
-        expires_ms,
-    } = match Box::pin(open(&app, session)).await {
-        Ok(opened) => opened,
-        Err((request_id, rejection)) => {
-            reject_and_close(&mut sink, request_id, rejection).await;
-            linger(&mut stream, CLOSE_GRACE, &app.shutdown).await;
-            return;
-        }
-    };
+    async move {
+        // Held until the socket is gone: the connection cap counts WebSockets.
+        let _permit = permit;
+        Metrics::inc(&app.metrics.sockets_total);
+        let session = match Box::pin(authenticate(&app, &mut sink, &mut stream)).await {
+            Ok(session) => session,
+            Err(wind) => {
+                // The close frame (if any) is sent; give the peer a moment to read it.
+                wind_down(&mut stream, wind, &app.shutdown).await;
+                return;
+            }
+        };
+        let Opened {
+            conn,
+            user,
+            outbound,
+            queue,
+            close,
+            close_rx,
+            expires_ms,
+        } = match Box::pin(open(&app, session)).await {
+            Ok(opened) => opened,
+            Err((request_id, rejection)) => {
+                reject_and_close(&mut sink, request_id, rejection).await;
+                linger(&mut stream, CLOSE_GRACE, &app.shutdown).await;
+                return;
+            }
+        };
 
-    let reader = Reader {
-        app: &app,
-        conn,
-        user: &user,
-        outbound,
-        close: &close,
-        close_rx: close_rx.clone(),
-        pending: None,
-        expires_ms,
-    };
-    let writer = Writer {
-        app: Arc::clone(&app),
-        close: close.clone(),
-        close_rx,
-        closing_since: None,
-        delivered: DeliveredSeqs::new(),
-    };
-    // The writer runs on its own task so that a push waking it does not
-    // also poll the reader (and tungstenite's read path) each time. Both
-    // halves end on explicit signals; nothing is aborted.
-    let writer = tokio::spawn(writer.run(sink, queue));
-    reader.run(stream).await;
-    if let Err(err) = writer.await {
-        tracing::error!(conn, error = %err, "socket writer task failed");
+        let reader = Reader {
+            app: &app,
+            conn,
+            user: &user,
+            outbound,
+            close: &close,
+            close_rx: close_rx.clone(),
+            pending: None,
+            expires_ms,
+        };
+        let writer = Writer {
+            app: Arc::clone(&app),
+            close: close.clone(),
+            close_rx,
+            closing_since: None,
+            delivered: DeliveredSeqs::new(),
+        };
+        // The writer runs on its own task so that a push waking it does not
+        // also poll the reader (and tungstenite's read path) each time. Both
+        // halves end on explicit signals; nothing is aborted.
+        let writer = spawn_writer(writer, sink, queue, &app.metrics);
+        reader.run(stream).await;
+        if let Err(err) = writer.await {
+            tracing::error!(conn, error = %err, "socket writer task failed");
+        }
+
+        app.hub.unregister(conn);
+        app.metrics
+            .sockets_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let end = *close.borrow();
+        tracing::info!(user = %user.name, conn, end = ?end, "socket closed");
     }
+}
 
-    app.hub.unregister(conn);
-    app.metrics
-        .sockets_open
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    let end = *close.borrow();
-    tracing::info!(user = %user.name, conn, end = ?end, "socket closed");
+/// Spawns the writer half. Its future is made here, outside [`run`], so
+/// that it is never a local of the reader's task: a future moved into
+/// `spawn` from an async body still keeps its slot in that body's state.
+fn spawn_writer(
+    writer: Writer,
+    sink: Sink,
+    queue: OutboundRx,
+    metrics: &Metrics,
+) -> tokio::task::JoinHandle<()> {
+    let task = writer.run(sink, queue);
+    metrics.socket_writer_task_bytes.store(
+        std::mem::size_of_val(&task) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    tokio::spawn(task)
 }
 
 /// What the session phase needs from [`open`].
@@ -520,118 +546,128 @@ async fn next_ack(
 }
 
 impl Reader<'_> {
-    async fn run(mut self, mut stream: Stream) {
-        let idle = self.app.config.limits.idle_timeout;
-        let max = self.app.config.limits.max_frame_bytes as usize;
-        // §12.1 idle timer: one Sleep for the socket's life, re-armed only
-        // when it fires early; each frame just records when it came, so a
-        // busy socket does not touch the timer wheel per frame.
-        let mut last_frame = tokio::time::Instant::now();
-        // the token's expiry shares the idle timer, which fires at
-        // whichever comes first, so it costs neither a second timer in every
-        // socket's future nor anything per frame.
-        let remaining_ms = u64::try_from(self.expires_ms.saturating_sub(now_ms())).unwrap_or(0);
-        // `None`: so far off that the Instant overflows, i.e. never.
-        let expires_at = last_frame.checked_add(Duration::from_millis(remaining_ms));
-        let next_wake = |idle_deadline: tokio::time::Instant| match expires_at {
-            Some(at) => idle_deadline.min(at),
-            None => idle_deadline,
-        };
-        let idle_timer = tokio::time::sleep_until(next_wake(last_frame + idle));
-        tokio::pin!(idle_timer);
-        // Set when the stream failed on input it left unread.
-        let mut wind = Wind::Linger;
-        // Long-lived, as in the writer: not a fresh `changed()` per frame.
-        let mut close_rx = self.close_rx.clone();
-        let decided = async move {
-            // An error means the sender is gone, which also ends the socket.
-            close_rx.wait_for(Option::is_some).await.ok();
-        };
-        tokio::pin!(decided);
-        let ending = loop {
-            tokio::select! {
-                biased;
-                // Someone else decided (hub, logout, writer); nothing to add.
-                () = &mut decided => break None,
-                () = self.app.shutdown.wait() => {
-                    self.flush_pending_acks().await;
-                    break Some(CloseCode::GoingAway);
-                }
-                Some((request_id, charged, result)) = next_ack(&mut self.pending), if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
-                    self.answer_ack(request_id, charged, result).await;
-                }
-                () = &mut idle_timer => {
-                    let now = tokio::time::Instant::now();
-                    if expires_at.is_some_and(|at| at <= now) {
-                        self.send(&Rejection::token_expired().into_frame(0));
-                        break Some(CloseCode::AuthFailed);
+    // A plain fn returning an async block: an async fn would keep its
+    // arguments and a moved copy of them for the socket's whole life.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn stores its arguments twice for the socket's life"
+    )]
+    fn run(mut self, mut stream: Stream) -> impl Future<Output = ()> + Send {
+        async move {
+            let idle = self.app.config.limits.idle_timeout;
+            let max = self.app.config.limits.max_frame_bytes as usize;
+            // §12.1 idle timer: one Sleep for the socket's life, re-armed only
+            // when it fires early; each frame just records when it came, so a
+            // busy socket does not touch the timer wheel per frame.
+            let mut last_frame = tokio::time::Instant::now();
+            // the token's expiry shares the idle timer, which fires at
+            // whichever comes first, so it costs neither a second timer in every
+            // socket's future nor anything per frame.
+            let remaining_ms = u64::try_from(self.expires_ms.saturating_sub(now_ms())).unwrap_or(0);
+            // `None`: so far off that the Instant overflows, i.e. never.
+            let expires_at = last_frame.checked_add(Duration::from_millis(remaining_ms));
+            let next_wake = |idle_deadline: tokio::time::Instant| match expires_at {
+                Some(at) => idle_deadline.min(at),
+                None => idle_deadline,
+            };
+            let idle_timer = tokio::time::sleep_until(next_wake(last_frame + idle));
+            tokio::pin!(idle_timer);
+            // Set when the stream failed on input it left unread.
+            let mut wind = Wind::Linger;
+            // Long-lived, as in the writer: not a fresh `changed()` per frame.
+            let mut close_rx = self.close_rx.clone();
+            let decided = async move {
+                // An error means the sender is gone, which also ends the socket.
+                close_rx.wait_for(Option::is_some).await.ok();
+            };
+            tokio::pin!(decided);
+            let ending = loop {
+                tokio::select! {
+                    biased;
+                    // Someone else decided (hub, logout, writer); nothing to add.
+                    () = &mut decided => break None,
+                    // Boxed, like request handling below: inline, the largest
+                    // state of any await here is every idle socket's size.
+                    () = self.app.shutdown.wait() => {
+                        Box::pin(self.flush_pending_acks()).await;
+                        break Some(CloseCode::GoingAway);
                     }
-                    let deadline = last_frame + idle;
-                    if deadline <= now {
-                        break Some(CloseCode::IdleTimeout);
+                    Some((request_id, charged, result)) = next_ack(&mut self.pending), if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
+                        Box::pin(self.answer_ack(request_id, charged, result)).await;
                     }
-                    idle_timer.as_mut().reset(next_wake(deadline));
+                    () = &mut idle_timer => {
+                        let now = tokio::time::Instant::now();
+                        if expires_at.is_some_and(|at| at <= now) {
+                            self.send(&Rejection::token_expired().into_frame(0));
+                            break Some(CloseCode::AuthFailed);
+                        }
+                        let deadline = last_frame + idle;
+                        if deadline <= now {
+                            break Some(CloseCode::IdleTimeout);
+                        }
+                        idle_timer.as_mut().reset(next_wake(deadline));
+                    }
+                    next = stream.next() => {
+                        // §12.1: any frame from the peer counts as liveness.
+                        last_frame = tokio::time::Instant::now();
+                        match next {
+                            None => break None,
+                            Some(Err(err)) => {
+                                let Some(bad) = bad_read(err) else { break None };
+                                wind = Wind::Hold;
+                                if let Some(code) = self.refused(&bad) {
+                                    break Some(code);
+                                }
+                            }
+                            Some(Ok(Message::Binary(bytes))) => {
+                                // Boxed: handling a request awaits storage and the
+                                // hub, and inline those states would make every
+                                // socket's task as large for its whole life.
+                                if let Some(code) = Box::pin(self.handle_bytes(&bytes, max)).await {
+                                    break Some(code);
+                                }
+                            }
+                            Some(Ok(Message::Text(_))) => {
+                                if let Some(code) = self.refused(&BadMessage::Text) {
+                                    break Some(code);
+                                }
+                            }
+                            Some(Ok(Message::Close(_))) => break None,
+                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        }
+                    }
                 }
-                next = stream.next() => {
-                    // §12.1: any frame from the peer counts as liveness.
-                    last_frame = tokio::time::Instant::now();
-                    match next {
-                        None => break None,
-                        Some(Err(err)) => {
-                            let Some(bad) = bad_read(err) else { break None };
-                            wind = Wind::Hold;
-                            if let Some(code) = self.refused(&bad) {
-                                break Some(code);
-                            }
-                        }
-                        Some(Ok(Message::Binary(bytes))) => {
-                            // Boxed: handling a request awaits storage and the
-                            // hub, and inline those states would make every
-                            // socket's task as large for its whole life.
-                            if let Some(code) = Box::pin(self.handle_bytes(&bytes, max)).await {
-                                break Some(code);
-                            }
-                        }
-                        Some(Ok(Message::Text(_))) => {
-                            if let Some(code) = self.refused(&BadMessage::Text) {
-                                break Some(code);
-                            }
-                        }
-                        Some(Ok(Message::Close(_))) => break None,
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            };
+            match ending {
+                // In-band, so replies queued before it are sent first.
+                Some(code) => {
+                    if self.outbound.try_send(Outbound::Close(code)).is_err() {
+                        decide(self.close, Ending::Close(code));
                     }
+                }
+                None => {
+                    decide(self.close, Ending::PeerGone);
                 }
             }
-        };
-        match ending {
-            // In-band, so replies queued before it are sent first.
-            Some(code) => {
-                if self.outbound.try_send(Outbound::Close(code)).is_err() {
-                    decide(self.close, Ending::Close(code));
-                }
+            // Keep reading until the peer answers our Close or goes away, so the
+            // kernel never resets a connection with unread data in it.
+            if matches!(*self.close.borrow(), Some(Ending::PeerGone)) {
+                return;
             }
-            None => {
-                decide(self.close, Ending::PeerGone);
+            wind_down(&mut stream, wind, &self.app.shutdown).await;
+            // If the in-band Close is still stuck behind a write to a peer that
+            // does not read, make the decision visible to the writer too: its
+            // blocked write then gets CLOSE_GRACE more, and the socket ends.
+            if let Some(code) = ending {
+                decide(self.close, Ending::Close(code));
             }
-        }
-        // Keep reading until the peer answers our Close or goes away, so the
-        // kernel never resets a connection with unread data in it.
-        if matches!(*self.close.borrow(), Some(Ending::PeerGone)) {
-            return;
-        }
-        wind_down(&mut stream, wind, &self.app.shutdown).await;
-        // If the in-band Close is still stuck behind a write to a peer that
-        // does not read, make the decision visible to the writer too: its
-        // blocked write then gets CLOSE_GRACE more, and the socket ends.
-        if let Some(code) = ending {
-            decide(self.close, Ending::Close(code));
         }
     }
 
     /// Queues a reply; a full queue closes the connection (§12.4).
     pub(super) fn send(&self, frame: &ServerFrame) {
         let item = Outbound::Frame(encode_server_frame(frame));
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send(item) {
+        if let Err(crate::queue::Refused::Full(_)) = self.outbound.try_send(item) {
             crate::hub::overflowed(&self.app.metrics, self.close, &self.user.name);
         }
     }
@@ -725,67 +761,74 @@ enum Step {
 }
 
 impl Writer {
-    async fn run(mut self, mut sink: Sink, mut queue: OutboundRx) {
-        let interval = self
-            .app
-            .config
-            .limits
-            .heartbeat_interval
-            .max(Duration::from_millis(10));
-        let mut heartbeat =
-            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // One long-lived wait for a close decision, rather than a fresh
-        // `changed()` per loop turn: each of those registers with (and
-        // unregisters from) the watch's waiter list, once per push.
-        let mut close_rx = self.close_rx.clone();
-        let decided = async move {
-            match close_rx.wait_for(Option::is_some).await {
-                Ok(ending) => *ending,
-                // The sender lives as long as the socket task; if it is gone
-                // there is nobody left to write for.
-                Err(_) => Some(Ending::PeerGone),
-            }
-        };
-        tokio::pin!(decided);
-        let ending = loop {
-            let step = tokio::select! {
-                biased;
-                ending = &mut decided => break ending.unwrap_or(Ending::PeerGone),
-                item = queue.recv() => match item {
-                    Some(item) => self.write_burst(&mut sink, item, &mut queue).await,
-                    // Unreachable while the hub holds a sender; treat as a close.
-                    None => Ok(Some(CloseCode::GoingAway)),
-                },
-                _ = heartbeat.tick() => self
-                    .write(&mut sink, Message::Ping(Bytes::new()), Step::Send)
-                    .await
-                    .map(|()| None),
-            };
-            match step {
-                Ok(None) => {}
-                Ok(Some(code)) => break Ending::Close(code),
-                Err(WriteFailed) => {
-                    decide(&self.close, Ending::PeerGone);
-                    return;
+    // A plain fn returning an async block, as for the reader.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn stores its arguments twice for the socket's life"
+    )]
+    fn run(mut self, mut sink: Sink, mut queue: OutboundRx) -> impl Future<Output = ()> + Send {
+        async move {
+            let interval = self
+                .app
+                .config
+                .limits
+                .heartbeat_interval
+                .max(Duration::from_millis(10));
+            let mut heartbeat =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // One long-lived wait for a close decision, rather than a fresh
+            // `changed()` per loop turn: each of those registers with (and
+            // unregisters from) the watch's waiter list, once per push.
+            let mut close_rx = self.close_rx.clone();
+            let decided = async move {
+                match close_rx.wait_for(Option::is_some).await {
+                    Ok(ending) => *ending,
+                    // The sender lives as long as the socket task; if it is gone
+                    // there is nobody left to write for.
+                    Err(_) => Some(Ending::PeerGone),
                 }
-            }
-        };
-        decide(&self.close, ending);
-        match ending {
-            Ending::Close(code) => {
-                self.closing_since
-                    .get_or_insert_with(tokio::time::Instant::now);
-                self.write(&mut sink, close_message(code), Step::Send)
-                    .await
-                    .ok();
-            }
-            Ending::PeerGone => {
-                // Flush the Close reply tungstenite queued for the peer, if any.
-                self.closing_since
-                    .get_or_insert_with(tokio::time::Instant::now);
-                let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
-                tokio::time::timeout_at(deadline, sink.flush()).await.ok();
+            };
+            tokio::pin!(decided);
+            let ending = loop {
+                let step = tokio::select! {
+                    biased;
+                    ending = &mut decided => break ending.unwrap_or(Ending::PeerGone),
+                    item = queue.recv() => match item {
+                        Some(item) => self.write_burst(&mut sink, item, &mut queue).await,
+                        // Unreachable while the hub holds a sender; treat as a close.
+                        None => Ok(Some(CloseCode::GoingAway)),
+                    },
+                    _ = heartbeat.tick() => self
+                        .write(&mut sink, Message::Ping(Bytes::new()), Step::Send)
+                        .await
+                        .map(|()| None),
+                };
+                match step {
+                    Ok(None) => {}
+                    Ok(Some(code)) => break Ending::Close(code),
+                    Err(WriteFailed) => {
+                        decide(&self.close, Ending::PeerGone);
+                        return;
+                    }
+                }
+            };
+            decide(&self.close, ending);
+            match ending {
+                Ending::Close(code) => {
+                    self.closing_since
+                        .get_or_insert_with(tokio::time::Instant::now);
+                    self.write(&mut sink, close_message(code), Step::Send)
+                        .await
+                        .ok();
+                }
+                Ending::PeerGone => {
+                    // Flush the Close reply tungstenite queued for the peer, if any.
+                    self.closing_since
+                        .get_or_insert_with(tokio::time::Instant::now);
+                    let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+                    tokio::time::timeout_at(deadline, sink.flush()).await.ok();
+                }
             }
         }
     }
@@ -812,7 +855,7 @@ impl Writer {
             if let Outbound::Close(code) = item {
                 break Some(code);
             }
-            let bytes = item.queued_bytes();
+            let bytes = crate::queue::Cost::cost(&item);
             self.feed_item(sink, item).await?;
             queue.written(bytes);
             fed += 1;

@@ -6,6 +6,7 @@
 //! than a socket it cannot speak.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Extension;
 use axum::extract::State;
@@ -156,9 +157,17 @@ pub async fn handle(
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .protocols([SUBPROTOCOL])
         .on_failed_upgrade(|err| tracing::debug!(error = %err, "WebSocket upgrade failed"))
-        .on_upgrade(move |socket| async move {
-            super::connection::run(socket, app, permit).await;
-            drop(task_token);
+        .on_upgrade(move |socket| {
+            let metrics = Arc::clone(&app.metrics);
+            let task = async move {
+                super::connection::run(socket, app, permit).await;
+                drop(task_token);
+            };
+            // Every open socket holds this much for its life (issue #15).
+            metrics
+                .socket_reader_task_bytes
+                .store(std::mem::size_of_val(&task) as u64, Ordering::Relaxed);
+            task
         })
         .into_response()
 }

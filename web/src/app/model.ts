@@ -250,11 +250,18 @@ export class ChatModel {
   /** Takes a failed send out of the timeline and gives back its text, for
    * the composer: the user edits it and sends it again. */
   discard(clientMsgId: string): string | undefined {
+    const line = this.takeFailed(clientMsgId)?.line;
+    if (!line) return undefined;
+    return line.action ? `/me ${line.text}` : line.text.startsWith("/") ? `/${line.text}` : line.text;
+  }
+
+  /** Removes a failed line from its timeline and gives it back, with its room. */
+  private takeFailed(clientMsgId: string): { room: string; line: Line } | undefined {
     for (const [room, t] of Object.entries(this.timelines.value)) {
       const line = t.lines.find((l) => l.clientMsgId === clientMsgId && l.status === "failed");
       if (!line) continue;
       this.update(room, (t) => ({ ...t, lines: t.lines.filter((l) => l !== line) }));
-      return line.action ? `/me ${line.text}` : line.text.startsWith("/") ? `/${line.text}` : line.text;
+      return { room, line };
     }
     return undefined;
   }
@@ -276,13 +283,8 @@ export class ChatModel {
   }
 
   retry(clientMsgId: string): void {
-    for (const [room, t] of Object.entries(this.timelines.value)) {
-      const line = t.lines.find((l) => l.clientMsgId === clientMsgId && l.status === "failed");
-      if (!line) continue;
-      this.update(room, (t) => ({ ...t, lines: t.lines.filter((l) => l !== line) }));
-      this.send(room, line.text, line.action);
-      return;
-    }
+    const taken = this.takeFailed(clientMsgId);
+    if (taken) this.send(taken.room, taken.line.text, taken.line.action);
   }
 
   loadOlder(room: string): void {

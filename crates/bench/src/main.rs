@@ -886,11 +886,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pgbench: pgbench_args,
         } => {
             if runner.common.no_confab {
-                bail!("ingest runs against the reference server only; --no-confab leaves nothing");
-            }
-            if kinds.len() > 1 {
-                progress.note(
-                    "ingest: baselines store nothing, so --vs is ignored; the baseline is one fsync per message",
+                bail!(
+                    "ingest measures the reference server against its baselines; --no-confab leaves nothing to compare"
                 );
             }
             let config = IngestConfig {
@@ -956,12 +953,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &target.nodes,
                 &config,
                 target.probe.clone(),
-                &dir,
+                Some(&dir),
                 &*progress,
             )
             .await;
             target.stop(&*progress).await;
             let report = report?;
+            let fsync_per_s = report.fsync.map_or(f64::NAN, |f| f.per_second);
             println!(
                 "confab   {}best sustained {} acks/s, {} messages per commit; one fsync per message: {:.0}/s; ratio {}   integrity {:?}   events {:?}",
                 nodes_label(report.nodes),
@@ -971,24 +969,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 report
                     .messages_per_commit
                     .map_or_else(|| "n/a".into(), |m| format!("{m:.1}")),
-                report.fsync.per_second,
+                fsync_per_s,
                 report
                     .ratio_vs_fsync_per_message
                     .map_or_else(|| "n/a".into(), |r| format!("{r:.1}x")),
                 report.integrity,
                 report.events
             );
+            // The same senders against each baseline: a server that acks
+            // and pushes without storing (the no-storage ack ceiling).
+            let mut baselines = Vec::new();
+            for kind in kinds.into_iter().filter(|k| *k != Kind::Confab) {
+                let target = runner.start_target(kind, &[]).await?;
+                let baseline = ingest::run(
+                    &target.nodes,
+                    &config,
+                    target.probe.clone(),
+                    None,
+                    &*progress,
+                )
+                .await;
+                target.stop(&*progress).await;
+                let baseline = baseline?;
+                println!(
+                    "{:<8} best sustained {} acks/s (no storage)   integrity {:?}   events {:?}",
+                    baseline.target,
+                    baseline
+                        .best_sustained_acks_per_s
+                        .map_or_else(|| "n/a".into(), |a| format!("{a:.0}")),
+                    baseline.integrity,
+                    baseline.events
+                );
+                baselines.push(baseline);
+            }
             let mut ratios: Vec<Ratio> = report
                 .best_sustained_acks_per_s
-                .map(|a| {
-                    vec![ratio(
-                        "durable acks/s",
-                        "fsync-per-message",
-                        a,
-                        report.fsync.per_second,
-                    )]
-                })
+                .map(|a| vec![ratio("durable acks/s", "fsync-per-message", a, fsync_per_s)])
                 .unwrap_or_default();
+            for baseline in &baselines {
+                if let (Some(a), Some(b)) = (
+                    report.best_sustained_acks_per_s,
+                    baseline.best_sustained_acks_per_s,
+                ) {
+                    ratios.push(ratio(
+                        "durable acks/s vs no-storage acks/s",
+                        &baseline.target,
+                        a,
+                        b,
+                    ));
+                }
+            }
             if let Some(pg) = &pgbench {
                 let best = report.best_sustained_acks_per_s;
                 println!(
@@ -1019,11 +1049,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     workload: "ingest",
                     command,
                     machine,
-                    results: vec![IngestOutput {
+                    results: std::iter::once(IngestOutput {
                         report,
                         pgbench,
                         database: runner.plan().map(|_| "postgres"),
-                    }],
+                    })
+                    .chain(baselines.into_iter().map(|report| IngestOutput {
+                        report,
+                        pgbench: None,
+                        database: None,
+                    }))
+                    .collect::<Vec<_>>(),
                     ratios,
                 },
             )

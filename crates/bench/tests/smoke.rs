@@ -171,7 +171,7 @@ async fn ingest_acks_every_message_and_measures_fsync() {
         fsync_time: Duration::from_secs(5),
         prefix: String::new(),
     };
-    let report = ingest::run(&[endpoint], &config, None, dir.path(), &Quiet)
+    let report = ingest::run(&[endpoint], &config, None, Some(dir.path()), &Quiet)
         .await
         .expect("ingest runs");
     let step = &report.steps[0];
@@ -182,7 +182,7 @@ async fn ingest_acks_every_message_and_measures_fsync() {
         "{step:?}"
     );
     assert_eq!(step.delivered, step.acked * 2, "{step:?}");
-    assert!(report.fsync.rounds > 0);
+    assert!(report.fsync.expect("the fsync baseline ran").rounds > 0);
     assert!(
         report.messages_per_commit.is_some_and(|m| m >= 1.0),
         "{report:?}"

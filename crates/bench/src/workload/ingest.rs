@@ -9,6 +9,12 @@
 //! file next to the database (SQLite uses fdatasync on Linux) — and
 //! reports the ratio. Group commit is what lets the ratio exceed 1.
 //!
+//! Against a baseline (`--vs ceiling`) the same senders run against a
+//! server that answers each SendMessage with a SendAck and pushes it,
+//! storing nothing: the *no-storage ack ceiling* of Confab's stack, which
+//! Confab's durable ingest is reported as a fraction of. No fsync baseline
+//! is measured then (nothing is written).
+//!
 //! Against a cluster the senders are spread round-robin over the nodes, so
 //! each room of two has a member on each of two nodes: every message is
 //! committed by one node and delivered by another too. There the limit is
@@ -77,8 +83,9 @@ pub struct IngestReport {
     /// Messages per storage transaction over the run, from `/metrics`
     /// (summed over the nodes of a cluster).
     pub messages_per_commit: Option<f64>,
-    /// The one-fsync-per-message baseline.
-    pub fsync: FsyncBaseline,
+    /// The one-fsync-per-message baseline (none against a baseline server,
+    /// which writes nothing).
+    pub fsync: Option<FsyncBaseline>,
     /// best_sustained_acks_per_s / fsync.per_second.
     pub ratio_vs_fsync_per_message: Option<f64>,
     /// Sockets lost, gaps and duplicates.
@@ -134,13 +141,13 @@ async fn commits(nodes: &[Arc<Endpoint>]) -> Option<(f64, f64)> {
 }
 
 /// Runs the ingest workload against `nodes` (one server, or the nodes of
-/// one cluster); the fsync baseline runs in `fsync_dir`, which should be on
-/// the server's data disk.
+/// one cluster); the fsync baseline runs in `fsync_dir` when given, which
+/// should be on the server's data disk.
 pub async fn run(
     nodes: &[Arc<Endpoint>],
     config: &IngestConfig,
     server: Option<ProcessProbe>,
-    fsync_dir: &Path,
+    fsync_dir: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<IngestReport, BenchError> {
     let Some(endpoint) = nodes.first() else {
@@ -151,16 +158,22 @@ pub async fn run(
             "ingest needs senders, a room size and at least one rate".into(),
         ));
     }
-    progress.stage("fsync baseline", 0);
-    let dir = fsync_dir.to_owned();
-    let (rounds, within) = (config.fsync_rounds, config.fsync_time);
-    let fsync = tokio::task::spawn_blocking(move || fsync_baseline(&dir, rounds, within))
-        .await
-        .map_err(|e| BenchError::Config(format!("fsync baseline panicked: {e}")))??;
-    progress.note(&format!(
-        "fsync    one write+fdatasync per message: {:.0}/s  ({})",
-        fsync.per_second, fsync.latency
-    ));
+    let fsync = match fsync_dir {
+        Some(dir) => {
+            progress.stage("fsync baseline", 0);
+            let dir = dir.to_owned();
+            let (rounds, within) = (config.fsync_rounds, config.fsync_time);
+            let fsync = tokio::task::spawn_blocking(move || fsync_baseline(&dir, rounds, within))
+                .await
+                .map_err(|e| BenchError::Config(format!("fsync baseline panicked: {e}")))??;
+            progress.note(&format!(
+                "fsync    one write+fdatasync per message: {:.0}/s  ({})",
+                fsync.per_second, fsync.latency
+            ));
+            Some(fsync)
+        }
+        None => None,
+    };
 
     let users: Vec<UserPlan> = (0..config.senders)
         .map(|i| UserPlan {
@@ -211,7 +224,8 @@ pub async fn run(
         best_sustained_acks_per_s,
         messages_per_commit,
         ratio_vs_fsync_per_message: best_sustained_acks_per_s
-            .map(|a| a / fsync.per_second.max(1e-9)),
+            .zip(fsync)
+            .map(|(a, f)| a / f.per_second.max(1e-9)),
         fsync,
         integrity: Integrity::of(&outcomes),
         events: recorder.events(),

@@ -8,6 +8,7 @@
 
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_append;
 pub mod writer;
 
 use std::future::Future;
@@ -33,6 +34,17 @@ pub enum StoreError {
     /// The database failed; the request may be retried.
     #[error("database error: {0}")]
     Database(String),
+}
+
+/// A stored (signed) integer as a seq; a negative one, which no store
+/// writes, reads as 0.
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A seq as the databases' signed 64-bit integer (saturating).
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// A user id; stable, never reused.
@@ -121,6 +133,17 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
+    /// What [`confab_protocol::batch::plan_batch`] is given for this
+    /// message: the same for every backend.
+    pub fn batch_request(&self) -> confab_protocol::batch::BatchRequest<'_, RoomId, UserId> {
+        confab_protocol::batch::BatchRequest {
+            room: self.room_id,
+            sender: self.sender_id,
+            client_msg_id: self.client_msg_id.as_str(),
+            text: self.text.as_str(),
+        }
+    }
+
     /// The users this message mentions, by the protocol's rule (§11.3,
     /// `confab_protocol::read::mentions`), without its sender: what a store
     /// writes beside the message so `mention_count` is a count of rows.

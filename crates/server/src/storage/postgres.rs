@@ -49,7 +49,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use super::{
     AppendOutcome, HistorySlice, NewMessage, RoomId, RoomRecord, RoomVersion, Store, StoreError,
-    StoreFuture, StoredMessage, TokenRecord, UserCredentials, UserId,
+    StoreFuture, StoredMessage, TokenRecord, UserCredentials, UserId, to_i64, to_u64,
 };
 
 /// Pool size: the batch writer plus concurrent readers (history, login,
@@ -123,14 +123,6 @@ pub fn is_postgres_url(url: &str) -> bool {
     matches!(scheme, Some(s) if s.eq_ignore_ascii_case("postgres") || s.eq_ignore_ascii_case("postgresql"))
 }
 
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 /// Where `options` points, for error messages: no user, no password.
 fn describe(options: &PgConnectOptions) -> String {
     format!(
@@ -187,15 +179,8 @@ impl PostgresStore {
         &self,
         batch: &[NewMessage],
     ) -> Result<Option<Vec<AppendOutcome>>, StoreError> {
-        let requests: Vec<BatchRequest<'_, RoomId, UserId>> = batch
-            .iter()
-            .map(|m| BatchRequest {
-                room: m.room_id,
-                sender: m.sender_id,
-                client_msg_id: m.client_msg_id.as_str(),
-                text: m.text.as_str(),
-            })
-            .collect();
+        let requests: Vec<BatchRequest<'_, RoomId, UserId>> =
+            batch.iter().map(NewMessage::batch_request).collect();
         let keys = batch_keys(&requests);
         let mut room_ids = keys.rooms.clone();
         room_ids.sort_unstable();

@@ -19,24 +19,31 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use confab_protocol::batch::{self, BatchRequest, Original, PlanError, Planned, StoredKey};
 use confab_protocol::names::{ClientMsgId, RoomName, Username};
 use confab_protocol::read;
 use confab_protocol::rules::HistoryRange;
 use confab_protocol::wire;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection, Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 
+use super::sqlite_append::Appender;
 use super::{
     AppendOutcome, HistorySlice, NewMessage, RoomId, RoomRecord, RoomVersion, Store, StoreError,
-    StoreFuture, StoredMessage, TokenRecord, UserCredentials, UserId,
+    StoreFuture, StoredMessage, TokenRecord, UserCredentials, UserId, to_i64, to_u64,
 };
 
 /// How long a connection waits for a lock before failing with SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// WAL frames after which a commit folds the log back into the database
+/// file (SQLite's default is 1,000). A checkpoint writes the latest copy of
+/// each page in the log once, so the fewer checkpoints, the fewer times a
+/// page that every batch touches (a busy room's last leaf) is written twice:
+/// with 1,000 the checkpoints wrote about as many bytes as the log, and
+/// read them back first. The log grows to about this many 4 KiB pages.
+pub(super) const WAL_CHECKPOINT_PAGES: i64 = 8192;
 /// Pool size: one writer at a time plus concurrent readers (WAL lets readers
 /// run beside the writer).
 const POOL_CONNECTIONS: u32 = 8;
@@ -45,14 +52,9 @@ const POOL_CONNECTIONS: u32 = 8;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// The connection every message batch is written on, outside the pool:
-    /// its page cache stays warm (a pool would hand the writer whichever
-    /// connection is idle, whose cache another connection's writes made
-    /// stale), and it needs no health check per batch. `None` after a
-    /// failed batch until the next one reconnects.
-    writer: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
-    /// How the writer connection is (re)opened.
-    options: SqliteConnectOptions,
+    /// Where every message batch is written: a thread with a connection of
+    /// its own, outside the pool and outside sqlx (see `sqlite_append`).
+    appender: Arc<Appender>,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -67,6 +69,7 @@ impl From<sqlx::Error> for StoreError {
 
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The URL is not a SQLite URL.
     #[error("invalid database URL: {0}")]
@@ -77,20 +80,27 @@ pub enum OpenError {
     /// A migration failed.
     #[error("cannot migrate the database: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+    /// The URL names an in-memory database, which the message writer's own
+    /// connection could not share.
+    #[error(
+        "an in-memory SQLite database is not supported; give a file path or a sqlite://FILE URL"
+    )]
+    InMemory,
+    /// The message writer's connection could not be opened.
+    #[error("cannot open the database for writing messages: {0}")]
+    Append(#[source] rusqlite::Error),
+    /// The message writer's thread could not be started.
+    #[error("cannot start the message writer thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` or, if `None`, the
     /// file `path`, and runs pending migrations.
     pub async fn open(url: Option<&str>, path: &std::path::Path) -> Result<Self, OpenError> {
+        if url.is_some_and(|u| u.contains(":memory:") || u.contains("mode=memory")) {
+            return Err(OpenError::InMemory);
+        }
         let options = match url {
             Some(url) => url
                 .parse::<SqliteConnectOptions>()
@@ -102,6 +112,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
+            .pragma("wal_autocheckpoint", WAL_CHECKPOINT_PAGES.to_string())
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_CONNECTIONS)
@@ -112,29 +123,16 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(OpenError::Migrate)?;
-        let options = writer_options(options);
-        let writer = options.connect().await.map_err(OpenError::Connect)?;
+        let appender = Appender::start(options.get_filename(), BUSY_TIMEOUT)?;
         Ok(Self {
             pool,
-            writer: Arc::new(tokio::sync::Mutex::new(Some(writer))),
-            options,
+            appender: Arc::new(appender),
         })
     }
 
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
-}
-
-/// The batch writer's connection: like the pool's, with its temporary
-/// files in memory. Inside a transaction SQLite keeps a statement journal
-/// (a copy of every page the statement changes, to undo just that
-/// statement) for any write that may fail half-way, which includes every
-/// write calling a function, as the batch INSERT does (`->>`). On disk
-/// that journal was a temporary file created, written and deleted for
-/// every batch: 10% of the server's CPU in a profile of ingest.
-fn writer_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
-    options.pragma("temp_store", "memory")
 }
 
 const MESSAGE_COLUMNS: &str = "r.name AS room, m.seq, m.message_id, u.username AS sender, m.client_msg_id, m.text, m.kind, m.server_ts_ms";
@@ -155,39 +153,6 @@ fn message_from_row(row: &SqliteRow) -> Result<StoredMessage, StoreError> {
         server_ts_ms: row.try_get("server_ts_ms")?,
     })
 }
-
-/// Starts a batch's transaction and reads, in one row, what `append_batch`
-/// needs before it writes: the head of every room in the batch (?2, a JSON
-/// array of room ids) and the stored message behind every idempotency key
-/// that already exists (?1, a JSON array of `[sender_id, client_msg_id]`;
-/// the result names each by its index in ?1).
-///
-/// The batch takes two trips to sqlx's worker thread, this one and
-/// [`BATCH_WRITE_SQL`]: sqlx runs the statements of one query back to back,
-/// with `?N` naming the same argument in each. The SQL text is the same for
-/// every batch size, so each is prepared once. JSON keeps the result to one
-/// row, one message through sqlx's row channel.
-const BATCH_READ_SQL: &str = "BEGIN IMMEDIATE; \
-    SELECT \
-    (SELECT json_group_array(json_array(r.id, r.head_seq)) FROM rooms r \
-       WHERE r.id IN (SELECT value FROM json_each(?2))), \
-    (SELECT json_group_array(json_array(k.key, m.room_id, m.seq, m.message_id, m.text, m.kind, m.server_ts_ms)) \
-       FROM json_each(?1) k \
-       JOIN messages m ON m.sender_id = k.value ->> 0 AND m.client_msg_id = k.value ->> 1)";
-
-/// Writes a batch whose seqs are already assigned, and commits: every new
-/// message (?1, `[room_id, seq, message_id, sender_id, client_msg_id, text,
-/// kind, server_ts_ms]`) and the new head and last activity of every room
-/// that got one (?2, `[room_id, head_seq, last_activity_ms]`).
-const BATCH_WRITE_SQL: &str = "INSERT INTO messages \
-    (room_id, seq, message_id, sender_id, client_msg_id, text, kind, server_ts_ms) \
-    SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7 \
-    FROM json_each(?1); \
-    UPDATE rooms SET head_seq = j.value ->> 1, last_activity_ms = j.value ->> 2 \
-    FROM json_each(?2) j WHERE rooms.id = j.value ->> 0; \
-    INSERT INTO mentions (username, room_id, seq) \
-    SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?3); \
-    COMMIT";
 
 /// The read state (§11.3) of user ?1 (named ?2) in each room they are a
 /// member of, or only in room ?4 when it is not NULL; counts stop at ?3.
@@ -213,182 +178,6 @@ fn read_state_from_row(row: &SqliteRow) -> Result<wire::ReadState, StoreError> {
         mention_count: count("mentioned")?,
         counted_seq: to_u64(row.try_get("head_seq")?),
     })
-}
-
-/// A row of [`BATCH_READ_SQL`]'s second column: the stored message behind an
-/// idempotency key, with the index of the key.
-type ExistingRow = (usize, RoomId, i64, String, String, i32, i64);
-
-fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Database(format!("encoding a batch: {e}")))
-}
-
-fn from_json<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Database(format!("decoding a batch read: {e}")))
-}
-
-/// Appends a batch in one transaction on `conn` with a fixed number of
-/// statements, whatever its size: one read (room heads and already used
-/// idempotency keys), then one write (messages and room heads) and COMMIT.
-/// What to write is decided by [`batch::plan_batch`] (§8.2 seqs, §8.5
-/// repeats), from heads read in the same `BEGIN IMMEDIATE` transaction by
-/// the single writer. On an error the transaction may still be open: the
-/// caller must close `conn`, which rolls it back, so nothing of the batch
-/// is stored and no seq is used (§8.2).
-async fn append_on(
-    conn: &mut SqliteConnection,
-    batch: &[NewMessage],
-) -> Result<Vec<AppendOutcome>, StoreError> {
-    let requests: Vec<BatchRequest<'_, RoomId, UserId>> = batch
-        .iter()
-        .map(|m| BatchRequest {
-            room: m.room_id,
-            sender: m.sender_id,
-            client_msg_id: m.client_msg_id.as_str(),
-            text: m.text.as_str(),
-        })
-        .collect();
-    let touched = batch::batch_keys(&requests);
-
-    // fetch_all, not fetch_one: every statement of the query runs to its end.
-    let read: Vec<(String, String)> = sqlx::query_as(BATCH_READ_SQL)
-        .bind(json(&touched.keys)?)
-        .bind(json(&touched.rooms)?)
-        .fetch_all(&mut *conn)
-        .await?;
-    let [(heads, existing)] = <[_; 1]>::try_from(read)
-        .map_err(|rows| StoreError::Database(format!("batch read gave {} rows", rows.len())))?;
-    let heads = from_json::<Vec<(RoomId, i64)>>(&heads)?;
-    let existing = from_json::<Vec<ExistingRow>>(&existing)?;
-    let stored = existing
-        .iter()
-        .map(|(k, room, _, _, text, _, _)| {
-            let &(sender, client_msg_id) = touched.keys.get(*k).ok_or_else(|| {
-                StoreError::Database(format!(
-                    "batch read names key {k} of {}",
-                    touched.keys.len()
-                ))
-            })?;
-            Ok(StoredKey {
-                sender,
-                client_msg_id,
-                room: *room,
-                text: text.as_str(),
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    let plan = batch::plan_batch(
-        heads.iter().map(|&(id, head)| (id, to_u64(head))),
-        &stored,
-        &requests,
-    )
-    .map_err(|err| match err {
-        PlanError::UnknownRoom { .. } => StoreError::NotFound,
-        other => StoreError::Database(other.to_string()),
-    })?;
-
-    let message_ids: Vec<String> = plan
-        .rows
-        .iter()
-        .map(|_| uuid::Uuid::now_v7().to_string())
-        .collect();
-    let rows: Vec<_> = plan
-        .rows
-        .iter()
-        .zip(&message_ids)
-        .map(|(row, message_id)| {
-            let msg = &batch[row.request];
-            (
-                row.room,
-                to_i64(row.seq),
-                message_id.as_str(),
-                msg.sender_id,
-                msg.client_msg_id.as_str(),
-                msg.text.as_str(),
-                msg.kind as i32,
-                msg.server_ts_ms,
-            )
-        })
-        .collect();
-    let room_updates: Vec<(RoomId, i64, i64)> = plan
-        .heads
-        .iter()
-        .map(|h| {
-            (
-                h.room,
-                to_i64(h.head_seq),
-                batch[h.last_request].server_ts_ms,
-            )
-        })
-        .collect();
-    // Outcomes before the write: an inconsistent plan fails the batch
-    // before anything commits.
-    let mut outcomes: Vec<AppendOutcome> = Vec::with_capacity(batch.len());
-    for (i, planned) in plan.outcomes.iter().enumerate() {
-        let msg = &batch[i];
-        let outcome = match *planned {
-            Planned::Stored { row, seq } => AppendOutcome::Stored(StoredMessage {
-                room: msg.room.clone(),
-                seq,
-                message_id: message_ids[row].clone(),
-                sender: msg.sender.as_str().to_owned(),
-                client_msg_id: msg.client_msg_id.as_str().to_owned(),
-                text: msg.text.clone(),
-                kind: msg.kind as i32,
-                server_ts_ms: msg.server_ts_ms,
-            }),
-            Planned::Duplicate(Original::Stored(k)) => {
-                let (_, _, seq, message_id, text, kind, server_ts_ms) = &existing[k];
-                // A duplicate has the request's room, sender and key (that is
-                // what makes it one), so those come from the request.
-                AppendOutcome::Duplicate(StoredMessage {
-                    room: msg.room.clone(),
-                    seq: to_u64(*seq),
-                    message_id: message_id.clone(),
-                    sender: msg.sender.as_str().to_owned(),
-                    client_msg_id: msg.client_msg_id.as_str().to_owned(),
-                    text: text.clone(),
-                    kind: *kind,
-                    server_ts_ms: *server_ts_ms,
-                })
-            }
-            Planned::Duplicate(Original::Batch(j)) => match outcomes.get(j) {
-                Some(AppendOutcome::Stored(original)) => AppendOutcome::Duplicate(original.clone()),
-                _ => {
-                    return Err(StoreError::Database(format!(
-                        "batch plan: request {i} repeats request {j}, which was not stored"
-                    )));
-                }
-            },
-            Planned::Conflict => AppendOutcome::Conflict,
-        };
-        outcomes.push(outcome);
-    }
-    // Runs (and commits) even when every message was a repeat, to end the
-    // transaction; with nothing written, the commit writes nothing either.
-    // The rooms were read under this transaction's write lock, and the
-    // INSERT stores every row or fails, so each statement changes exactly
-    // what it was given.
-    // Who each new row mentions (§11.3), stored in the same commit.
-    let mentions: Vec<(String, RoomId, i64)> = plan
-        .rows
-        .iter()
-        .flat_map(|row| {
-            batch[row.request]
-                .mentions()
-                .into_iter()
-                .map(move |name| (name.into_string(), row.room, to_i64(row.seq)))
-        })
-        .collect();
-    sqlx::query(BATCH_WRITE_SQL)
-        .bind(json(&rows)?)
-        .bind(json(&room_updates)?)
-        .bind(json(&mentions)?)
-        .execute(&mut *conn)
-        .await?;
-
-    Ok(outcomes)
 }
 
 impl SqliteStore {
@@ -747,30 +536,9 @@ impl Store for SqliteStore {
     }
 
     fn append_batch<'a>(&'a self, batch: &'a [NewMessage]) -> StoreFuture<'a, Vec<AppendOutcome>> {
-        Box::pin(async move {
-            let mut slot = self.writer.lock().await;
-            // Taken out while in use: if this future is dropped half-way,
-            // the connection goes with it (closing rolls back) and the next
-            // batch opens a fresh one.
-            let mut conn = match slot.take() {
-                Some(conn) => conn,
-                None => self.options.connect().await?,
-            };
-            // One commit, hence one WAL fsync, for the whole batch.
-            match append_on(&mut conn, batch).await {
-                Ok(outcomes) => {
-                    *slot = Some(conn);
-                    Ok(outcomes)
-                }
-                Err(err) => {
-                    // The transaction may be open; closing rolls it back.
-                    if let Err(close) = conn.close().await {
-                        tracing::warn!(error = %close, "closing the writer connection failed");
-                    }
-                    Err(err)
-                }
-            }
-        })
+        // One commit, hence one WAL fsync, for the whole batch. Copied to
+        // the append thread, which cannot borrow from this future.
+        Box::pin(self.appender.append(batch.to_vec()))
     }
 
     fn history<'a>(
@@ -865,9 +633,7 @@ impl Store for SqliteStore {
             // Closing the pool waits for every connection to finish and
             // checkpoints nothing explicitly: the WAL is already durable, and
             // SQLite folds it into the main file on the next open.
-            if let Some(writer) = self.writer.lock().await.take() {
-                writer.close().await?;
-            }
+            self.appender.close().await;
             self.pool.close().await;
             Ok(())
         })
@@ -1111,6 +877,21 @@ mod tests {
         assert_eq!(summary(&repeats), ["duplicate one 1", "conflict"]);
         assert_eq!(heads(&f.store).await, [(1, 10), (0, 1)]);
         f.store.close().await.expect("close");
+    }
+
+    /// An in-memory database would be a different database on the append
+    /// thread's connection than on the pool's, so it is refused by name.
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for url in ["sqlite::memory:", "sqlite://x.db?mode=memory"] {
+            let opened = SqliteStore::open(Some(url), &dir.path().join("unused.db")).await;
+            assert!(
+                matches!(opened, Err(OpenError::InMemory)),
+                "{url}: {:?}",
+                opened.map(|_| ())
+            );
+        }
     }
 
     /// A batch that fails stores none of its messages and uses no seq: the

@@ -71,7 +71,9 @@ const APPEND_CACHE_KIB: i64 = 32 * 1024;
 
 fn stopped() -> StoreError {
     StoreError::Database(
-        "the SQLite append thread has stopped (the server is shutting down)".into(),
+        "the SQLite append thread has stopped: the server is shutting down, or the thread \
+         failed (see the server's log); retry with the same client_msg_id after a restart"
+            .into(),
     )
 }
 

@@ -623,7 +623,15 @@ fn after_a_restart_the_unread_counts_come_from_the_server_and_the_last_room_reop
         "{view}"
     );
     bob.line("/rooms");
-    let table = bob.expect("/join NAME to enter one");
+    // The table the chat prints by itself when the room list first comes
+    // can still be ahead in the output if the first /rooms above was
+    // answered before it; the one asked for now has ops current.
+    let table = loop {
+        let table = bob.expect("/join NAME to enter one");
+        if table_row(&table, "#ops")[0] == ">" {
+            break table;
+        }
+    };
     assert_eq!(table_row(&table, "#ops")[4], "0", "{table}");
     bob.quit();
 

@@ -123,6 +123,16 @@ pub enum Applied {
     /// A send was queued; the outbox as it is now, to be written before
     /// the message is shown as pending.
     Queued(Vec<OutboxEntry>),
+    /// A room was marked read: its counts as the session has them now.
+    /// The session's `ReadState` event says the same, but it reaches the
+    /// chat through the driver's event channel, after the editor may have
+    /// taken the next line; a `/rooms` typed at once must already agree.
+    Read {
+        /// The room.
+        room: String,
+        /// Its counts after the mark.
+        counts: ReadCounts,
+    },
 }
 
 impl Action {
@@ -149,7 +159,15 @@ impl Action {
             Action::OpenView { room, limit } => session.open_view(now, &room, limit).map(drop)?,
             Action::ListRooms => session.list_rooms(now, true).map(drop)?,
             Action::Typing { room, active } => session.set_typing(&room, active).map(drop)?,
-            Action::MarkRead { room, seq } => session.mark_read(now, &room, seq)?,
+            Action::MarkRead { room, seq } => {
+                session.mark_read(now, &room, seq)?;
+                if let Some(read) = session.read_state(&room) {
+                    return Ok(Applied::Read {
+                        room,
+                        counts: read.counts(),
+                    });
+                }
+            }
             Action::ReconnectNow => session.reconnect_now(),
         }
         Ok(Applied::Done)
@@ -573,6 +591,12 @@ impl Chat {
         result: Result<Applied, CommandError>,
     ) -> Vec<Out> {
         match (action, result) {
+            (_, Ok(Applied::Read { room, counts })) => {
+                if self.joined.contains(&room) {
+                    self.reads.insert(room, counts);
+                }
+                Vec::new()
+            }
             (_, Ok(_)) => Vec::new(),
             (Action::Send { .. }, Err(err)) => vec![self.error(&format!("not sent: {err}"))],
             (Action::Typing { .. }, Err(_)) => Vec::new(),
@@ -1569,6 +1593,24 @@ mod tests {
                 seq: 4
             }]
         );
+        // The mark's counts count from the moment it is applied, before
+        // the session's ReadState event comes through the driver.
+        let read = ReadCounts {
+            read_seq: 4,
+            unread: 0,
+            mentions: 0,
+        };
+        let applied = Applied::Read {
+            room: "ops".into(),
+            counts: read,
+        };
+        assert!(
+            chat.handle_applied(&actions(&outs)[0], Ok(applied))
+                .is_empty()
+        );
+        let table = printed(&chat.handle_line("/rooms")).join("\n");
+        let ops = table.lines().find(|l| l.contains("#ops")).unwrap();
+        assert_eq!(ops.split_whitespace().nth(4), Some("0"), "{table}");
     }
 
     #[test]

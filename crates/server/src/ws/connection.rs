@@ -654,7 +654,9 @@ impl Reader<'_> {
             if matches!(*self.close.borrow(), Some(Ending::PeerGone)) {
                 return;
             }
-            wind_down(&mut stream, wind, &self.app.shutdown).await;
+            // Boxed: inline, the wind-down's state is the largest of the
+            // reader's and so every idle socket's size.
+            Box::pin(wind_down(&mut stream, wind, &self.app.shutdown)).await;
             // If the in-band Close is still stuck behind a write to a peer that
             // does not read, make the decision visible to the writer too: its
             // blocked write then gets CLOSE_GRACE more, and the socket ends.
@@ -791,16 +793,20 @@ impl Writer {
             };
             tokio::pin!(decided);
             let ending = loop {
+                // Every write is boxed: a write's state (the frame, the sink's
+                // feed, the close guard's timer) is several times the idle
+                // wait's, and inline the largest state is every idle
+                // socket's size. One allocation per burst, not per frame.
                 let step = tokio::select! {
                     biased;
                     ending = &mut decided => break ending.unwrap_or(Ending::PeerGone),
                     item = queue.recv() => match item {
-                        Some(item) => self.write_burst(&mut sink, item, &mut queue).await,
+                        Some(item) => Box::pin(self.write_burst(&mut sink, item, &mut queue)).await,
                         // Unreachable while the hub holds a sender; treat as a close.
                         None => Ok(Some(CloseCode::GoingAway)),
                     },
-                    _ = heartbeat.tick() => self
-                        .write(&mut sink, Message::Ping(Bytes::new()), Step::Send)
+                    _ = heartbeat.tick() => Box::pin(self
+                        .write(&mut sink, Message::Ping(Bytes::new()), Step::Send))
                         .await
                         .map(|()| None),
                 };
@@ -818,7 +824,7 @@ impl Writer {
                 Ending::Close(code) => {
                     self.closing_since
                         .get_or_insert_with(tokio::time::Instant::now);
-                    self.write(&mut sink, close_message(code), Step::Send)
+                    Box::pin(self.write(&mut sink, close_message(code), Step::Send))
                         .await
                         .ok();
                 }
@@ -827,7 +833,9 @@ impl Writer {
                     self.closing_since
                         .get_or_insert_with(tokio::time::Instant::now);
                     let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
-                    tokio::time::timeout_at(deadline, sink.flush()).await.ok();
+                    Box::pin(tokio::time::timeout_at(deadline, sink.flush()))
+                        .await
+                        .ok();
                 }
             }
         }

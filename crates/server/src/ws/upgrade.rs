@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use confab_protocol::SUBPROTOCOL;
 use confab_protocol::http::HttpErrorCode;
+use futures_util::FutureExt;
 
 use crate::http::error_response;
 use crate::limit::ConnectionPermit;
@@ -159,10 +160,11 @@ pub async fn handle(
         .on_failed_upgrade(|err| tracing::debug!(error = %err, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| {
             let metrics = Arc::clone(&app.metrics);
-            let task = async move {
-                super::connection::run(socket, app, permit).await;
-                drop(task_token);
-            };
+            // A combinator, not an async block: a block holds what it
+            // captures in every state, so one around `run(socket, ..)` kept
+            // the WebSocket (368 bytes) beside the running future, and one
+            // awaiting a captured future kept that future twice.
+            let task = super::connection::run(socket, app, permit).map(move |()| drop(task_token));
             // Every open socket holds this much for its life (issue #15).
             metrics
                 .socket_reader_task_bytes

@@ -46,7 +46,9 @@ use confab_protocol::wire::{
     Typing, presence, room_list_update, room_resume, server_frame::Body,
 };
 use confab_protocol::{capability, limits::ServerLimits};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
+
+use crate::close::CloseSignal;
 
 use crate::metrics::Metrics;
 use crate::queue::{Cost, QueueRx, QueueTx, Refused};
@@ -205,7 +207,7 @@ pub struct Registration {
     pub outbound: OutboundTx,
     /// Out-of-band close request, seen by both halves of the connection
     /// even when the queue is full.
-    pub close: watch::Sender<Option<Ending>>,
+    pub close: CloseSignal,
 }
 
 #[derive(Debug)]
@@ -349,25 +351,12 @@ pub(crate) fn not_member(room: &RoomName) -> Rejection {
     )
 }
 
-/// Records why a connection ends unless that is already decided (the first
-/// decision wins); returns whether this call decided it.
-pub fn decide(close: &watch::Sender<Option<Ending>>, ending: Ending) -> bool {
-    close.send_if_modified(|current| {
-        if current.is_none() {
-            *current = Some(ending);
-            true
-        } else {
-            false
-        }
-    })
-}
-
 /// A frame did not fit a connection's queue (§12.4): count the drop and, the
 /// first time, close the connection with 4429. The client resumes without
 /// loss, and nobody else waits for it.
-pub fn overflowed(metrics: &Metrics, close: &watch::Sender<Option<Ending>>, user: &Username) {
+pub fn overflowed(metrics: &Metrics, close: &CloseSignal, user: &Username) {
     Metrics::inc(&metrics.queue_drops);
-    if decide(close, Ending::Close(CloseCode::SlowConsumer)) {
+    if close.decide(Ending::Close(CloseCode::SlowConsumer)) {
         Metrics::inc(&metrics.slow_consumer_closes);
         tracing::warn!(%user, "outbound queue full; closing slow consumer with 4429");
     }
@@ -709,7 +698,7 @@ impl Hub {
             .values()
             .filter(|c| c.reg.token_hash == token_hash)
         {
-            decide(&conn.reg.close, Ending::Close(code));
+            conn.reg.close.decide(Ending::Close(code));
             closed += 1;
         }
         closed

@@ -30,6 +30,7 @@
 //! - [`limit`], [`metrics`], [`shutdown`], [`tls`]: the rest.
 
 pub mod auth;
+pub mod close;
 pub mod cluster;
 pub mod config;
 mod deadline;

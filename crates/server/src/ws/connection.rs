@@ -10,8 +10,8 @@
 //!    the reader, so neither outlives the socket and nothing needs `abort()`.
 //! 3. **Teardown**: whoever decides to close says so explicitly: the reader
 //!    queues [`Outbound::Close`] after its last reply, or anyone (hub on a
-//!    full queue, logout, the writer on a dead socket) sets the connection's
-//!    `close` watch, which both halves observe. The writer sends the Close
+//!    full queue, logout, the writer on a dead socket) decides the
+//!    connection's [`CloseSignal`], which both halves observe. The writer sends the Close
 //!    frame; the reader keeps reading until the peer answers it (or a grace
 //!    period passes), so unsent data is not cut off by a TCP reset.
 //!
@@ -34,15 +34,17 @@ use confab_protocol::wire::{
     self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as ClientBody,
     server_frame::Body as ServerBody,
 };
+use futures_util::future::Either;
 use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{oneshot, watch};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::sync::oneshot;
 use tokio::time::{Duration, sleep_until};
 
 use crate::auth::{now_ms, token_hash};
+use crate::close::{CloseSignal, Half};
 use crate::hub::{
     Activation, AuthedUser, Capabilities, ConnId, Ending, Outbound, OutboundRx, OutboundTx,
-    Registration, ResumeBatch, decide,
+    Registration, ResumeBatch,
 };
 use crate::limit::ConnectionPermit;
 use crate::metrics::Metrics;
@@ -142,9 +144,13 @@ async fn wind_down(stream: &mut Stream, wind: Wind, shutdown: &crate::shutdown::
 /// Runs one socket to completion.
 ///
 /// This future lives as long as the socket, inside its task, and its size is
-/// that of its largest state: the once-only phases (authentication, opening
-/// the session) run boxed and the reader boxes its request handling, so
-/// that an idle socket holds only the reader's wait (BENCHMARKS.md, idle).
+/// that of its largest state. So it is two futures in sequence, not one
+/// async body: the once-only setup (authentication, opening the session)
+/// runs boxed and is freed when it ends, and what stays for the socket's
+/// life is [`Live::run`], whose idle state is the reader's wait
+/// (BENCHMARKS.md, idle). One async body holding both kept the setup's
+/// captures (the socket's write half alone is 56 bytes) and the room its
+/// states needed beside the reader for as long as the socket was open.
 pub fn run(
     socket: WebSocket,
     app: Arc<AppState>,
@@ -153,68 +159,124 @@ pub fn run(
     // Split before the future is made: an async fn keeps its arguments
     // for its whole life (the WebSocket alone is 368 bytes), an async
     // block only what it captures.
-    let (mut sink, mut stream) = socket.split();
-    async move {
-        // Held until the socket is gone: the connection cap counts WebSockets.
-        let _permit = permit;
-        Metrics::inc(&app.metrics.sockets_total);
-        let session = match Box::pin(authenticate(&app, &mut sink, &mut stream)).await {
-            Ok(session) => session,
-            Err(wind) => {
-                // The close frame (if any) is sent; give the peer a moment to read it.
-                wind_down(&mut stream, wind, &app.shutdown).await;
-                return;
-            }
-        };
-        let Opened {
-            conn,
-            user,
-            outbound,
-            queue,
-            close,
-            close_rx,
-            expires_ms,
-        } = match Box::pin(open(&app, session)).await {
-            Ok(opened) => opened,
-            Err((request_id, rejection)) => {
-                reject_and_close(&mut sink, request_id, rejection).await;
-                linger(&mut stream, CLOSE_GRACE, &app.shutdown).await;
-                return;
-            }
-        };
+    let (sink, stream) = socket.split();
+    Box::pin(setup(app, permit, sink, stream)).then(|live| match live {
+        Some(live) => Either::Left(live.run()),
+        None => Either::Right(std::future::ready(())),
+    })
+}
 
-        let reader = Reader {
-            app: &app,
-            conn,
-            user: &user,
-            outbound,
-            close: &close,
-            close_rx: close_rx.clone(),
-            pending: None,
-            expires_ms,
-        };
-        let writer = Writer {
-            app: Arc::clone(&app),
-            close: close.clone(),
-            close_rx,
-            closing_since: None,
-            delivered: DeliveredSeqs::new(),
-        };
-        // The writer runs on its own task so that a push waking it does not
-        // also poll the reader (and tungstenite's read path) each time. Both
-        // halves end on explicit signals; nothing is aborted.
-        let writer = spawn_writer(writer, sink, queue, &app.metrics);
-        reader.run(stream).await;
-        if let Err(err) = writer.await {
-            tracing::error!(conn, error = %err, "socket writer task failed");
+/// Authenticates and opens the session; `None` if the socket ended
+/// instead (its close is then sent and waited for here).
+async fn setup(
+    app: Arc<AppState>,
+    permit: Option<ConnectionPermit>,
+    mut sink: Sink,
+    mut stream: Stream,
+) -> Option<Live> {
+    Metrics::inc(&app.metrics.sockets_total);
+    let session = match Box::pin(authenticate(&app, &mut sink, &mut stream)).await {
+        Ok(session) => session,
+        Err(wind) => {
+            // The close frame (if any) is sent; give the peer a moment to read it.
+            wind_down(&mut stream, wind, &app.shutdown).await;
+            return None;
         }
+    };
+    let Opened {
+        conn,
+        user,
+        outbound,
+        queue,
+        close,
+        expires_ms,
+    } = match Box::pin(open(&app, session)).await {
+        Ok(opened) => opened,
+        Err((request_id, rejection)) => {
+            reject_and_close(&mut sink, request_id, rejection).await;
+            linger(&mut stream, CLOSE_GRACE, &app.shutdown).await;
+            return None;
+        }
+    };
+    let writer = Writer {
+        app: Arc::clone(&app),
+        close: close.clone(),
+        closing_since: None,
+        delivered: DeliveredSeqs::new(),
+    };
+    // The writer runs on its own task so that a push waking it does not
+    // also poll the reader (and tungstenite's read path) each time. Both
+    // halves end on explicit signals; nothing is aborted.
+    let writer = spawn_writer(writer, sink, queue, &app.metrics);
+    Some(Live {
+        app,
+        _permit: permit,
+        conn,
+        user,
+        outbound,
+        close,
+        expires_ms,
+        writer,
+        stream,
+    })
+}
 
-        app.hub.unregister(conn);
-        app.metrics
-            .sockets_open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        let end = *close.borrow();
-        tracing::info!(user = %user.name, conn, end = ?end, "socket closed");
+/// An open session: what the reader needs, and the writer's task to wait
+/// for after it.
+struct Live {
+    app: Arc<AppState>,
+    /// Held until the socket is gone: the connection cap counts WebSockets.
+    _permit: Option<ConnectionPermit>,
+    conn: ConnId,
+    user: AuthedUser,
+    outbound: OutboundTx,
+    close: CloseSignal,
+    expires_ms: i64,
+    writer: tokio::task::JoinHandle<()>,
+    stream: Stream,
+}
+
+impl Live {
+    // A plain fn returning an async block: an async fn would keep its
+    // arguments and a moved copy of them for the socket's whole life.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn stores its arguments twice for the socket's life"
+    )]
+    fn run(self) -> impl Future<Output = ()> + Send {
+        async move {
+            let Live {
+                app,
+                _permit,
+                conn,
+                user,
+                outbound,
+                close,
+                expires_ms,
+                writer,
+                stream,
+            } = self;
+            let reader = Reader {
+                app: &app,
+                conn,
+                user: &user,
+                outbound,
+                close: &close,
+                pending: None,
+                expires_ms,
+            };
+            reader.run(stream).await;
+            if let Err(err) = writer.await {
+                tracing::error!(conn, error = %err, "socket writer task failed");
+            }
+
+            app.hub.unregister(conn);
+            app.metrics
+                .sockets_open
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let end = close.get();
+            tracing::info!(user = %user.name, conn, end = ?end, "socket closed");
+        }
     }
 }
 
@@ -241,8 +303,7 @@ struct Opened {
     user: AuthedUser,
     outbound: OutboundTx,
     queue: OutboundRx,
-    close: watch::Sender<Option<Ending>>,
-    close_rx: watch::Receiver<Option<Ending>>,
+    close: CloseSignal,
     expires_ms: i64,
 }
 
@@ -264,7 +325,7 @@ async fn open(app: &AppState, session: Session) -> Result<Opened, (u64, Rejectio
     }
     let (outbound, queue) =
         crate::hub::outbound_queue(&app.config.limits, Arc::clone(&app.metrics));
-    let (close, close_rx) = watch::channel(None);
+    let close = CloseSignal::new();
     let granted =
         rules::negotiate_capabilities(&session.requested_caps, &confab_protocol::capability::ALL);
     let rooms = app.hub.rooms_of(&session.user.name);
@@ -330,7 +391,7 @@ async fn open(app: &AppState, session: Session) -> Result<Opened, (u64, Rejectio
     if let Ok(Some(record)) = app.store.token(&session.token_hash).await
         && record.revoked
     {
-        decide(&close, Ending::Close(CloseCode::LoggedOut));
+        close.decide(Ending::Close(CloseCode::LoggedOut));
     }
     tracing::info!(user = %session.user.name, conn, client = %session.client_name.escape_debug(), "socket authenticated");
     Ok(Opened {
@@ -339,7 +400,6 @@ async fn open(app: &AppState, session: Session) -> Result<Opened, (u64, Rejectio
         outbound,
         queue,
         close,
-        close_rx,
         expires_ms: session.expires_ms,
     })
 }
@@ -525,8 +585,7 @@ pub(super) struct Reader<'a> {
     pub(super) conn: ConnId,
     pub(super) user: &'a AuthedUser,
     outbound: OutboundTx,
-    close: &'a watch::Sender<Option<Ending>>,
-    close_rx: watch::Receiver<Option<Ending>>,
+    close: &'a CloseSignal,
     /// SendAcks waiting for their commit, in request order (§4.3, §8.3).
     /// Created on the first send: an empty `FuturesOrdered` already holds
     /// an allocation, which most sockets (readers, idle devices) never use.
@@ -574,18 +633,15 @@ impl Reader<'_> {
             tokio::pin!(idle_timer);
             // Set when the stream failed on input it left unread.
             let mut wind = Wind::Linger;
-            // Long-lived, as in the writer: not a fresh `changed()` per frame.
-            let mut close_rx = self.close_rx.clone();
-            let decided = async move {
-                // An error means the sender is gone, which also ends the socket.
-                close_rx.wait_for(Option::is_some).await.ok();
-            };
+            // One wait for the socket's life, its state in the shared signal.
+            let close = self.close;
+            let decided = close.decided(Half::Reader);
             tokio::pin!(decided);
             let ending = loop {
                 tokio::select! {
                     biased;
                     // Someone else decided (hub, logout, writer); nothing to add.
-                    () = &mut decided => break None,
+                    _ = &mut decided => break None,
                     // Boxed, like request handling below: inline, the largest
                     // state of any await here is every idle socket's size.
                     () = self.app.shutdown.wait() => {
@@ -642,16 +698,16 @@ impl Reader<'_> {
                 // In-band, so replies queued before it are sent first.
                 Some(code) => {
                     if self.outbound.try_send(Outbound::Close(code)).is_err() {
-                        decide(self.close, Ending::Close(code));
+                        self.close.decide(Ending::Close(code));
                     }
                 }
                 None => {
-                    decide(self.close, Ending::PeerGone);
+                    self.close.decide(Ending::PeerGone);
                 }
             }
             // Keep reading until the peer answers our Close or goes away, so the
             // kernel never resets a connection with unread data in it.
-            if matches!(*self.close.borrow(), Some(Ending::PeerGone)) {
+            if self.close.get() == Some(Ending::PeerGone) {
                 return;
             }
             // Boxed: inline, the wind-down's state is the largest of the
@@ -661,7 +717,7 @@ impl Reader<'_> {
             // does not read, make the decision visible to the writer too: its
             // blocked write then gets CLOSE_GRACE more, and the socket ends.
             if let Some(code) = ending {
-                decide(self.close, Ending::Close(code));
+                self.close.decide(Ending::Close(code));
             }
         }
     }
@@ -735,8 +791,7 @@ impl Reader<'_> {
 
 struct Writer {
     app: Arc<AppState>,
-    close: watch::Sender<Option<Ending>>,
-    close_rx: watch::Receiver<Option<Ending>>,
+    close: CloseSignal,
     /// When a close was decided while a write was blocked.
     closing_since: Option<tokio::time::Instant>,
     /// Highest seq delivered per room (§10.6): a seq is never sent twice.
@@ -779,18 +834,9 @@ impl Writer {
             let mut heartbeat =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // One long-lived wait for a close decision, rather than a fresh
-            // `changed()` per loop turn: each of those registers with (and
-            // unregisters from) the watch's waiter list, once per push.
-            let mut close_rx = self.close_rx.clone();
-            let decided = async move {
-                match close_rx.wait_for(Option::is_some).await {
-                    Ok(ending) => *ending,
-                    // The sender lives as long as the socket task; if it is gone
-                    // there is nobody left to write for.
-                    Err(_) => Some(Ending::PeerGone),
-                }
-            };
+            // One wait for the socket's life, its state in the shared signal.
+            let close = self.close.clone();
+            let decided = close.decided(Half::Writer);
             tokio::pin!(decided);
             let ending = loop {
                 // Every write is boxed: a write's state (the frame, the sink's
@@ -799,7 +845,7 @@ impl Writer {
                 // socket's size. One allocation per burst, not per frame.
                 let step = tokio::select! {
                     biased;
-                    ending = &mut decided => break ending.unwrap_or(Ending::PeerGone),
+                    ending = &mut decided => break ending,
                     item = queue.recv() => match item {
                         Some(item) => Box::pin(self.write_burst(&mut sink, item, &mut queue)).await,
                         // Unreachable while the hub holds a sender; treat as a close.
@@ -814,12 +860,12 @@ impl Writer {
                     Ok(None) => {}
                     Ok(Some(code)) => break Ending::Close(code),
                     Err(WriteFailed) => {
-                        decide(&self.close, Ending::PeerGone);
+                        self.close.decide(Ending::PeerGone);
                         return;
                     }
                 }
             };
-            decide(&self.close, ending);
+            self.close.decide(ending);
             match ending {
                 Ending::Close(code) => {
                     self.closing_since
@@ -941,7 +987,7 @@ impl Writer {
                 Ok(page) => page,
                 Err(err) => {
                     tracing::error!(error = %err, %room, "replay read failed");
-                    decide(&self.close, Ending::Close(CloseCode::InternalError));
+                    self.close.decide(Ending::Close(CloseCode::InternalError));
                     return Ok(());
                 }
             };
@@ -992,14 +1038,12 @@ impl Writer {
         loop {
             let deadline = self.closing_since.map(|since| since + CLOSE_GRACE);
             // Biased, operation first: a write that completes at once (the
-            // usual case) never registers with the close watch at all.
+            // usual case) never registers with the close signal at all.
             tokio::select! {
                 biased;
                 result = &mut op => return result.map_err(|_| WriteFailed),
-                changed = self.close_rx.changed(), if deadline.is_none() => {
-                    if changed.is_err() || self.close_rx.borrow().is_some() {
-                        self.closing_since = Some(tokio::time::Instant::now());
-                    }
+                _ = self.close.decided(Half::Writer), if deadline.is_none() => {
+                    self.closing_since = Some(tokio::time::Instant::now());
                 }
                 () = sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                     return Err(WriteFailed);

@@ -245,36 +245,30 @@ impl Live {
     )]
     fn run(self) -> impl Future<Output = ()> + Send {
         async move {
-            let Live {
-                app,
-                _permit,
-                conn,
-                user,
-                outbound,
-                close,
-                expires_ms,
-                writer,
-                stream,
-            } = self;
+            // Fields are moved out or borrowed one by one; the permit stays
+            // in `self` until the end.
+            let conn = self.conn;
             let reader = Reader {
-                app: &app,
+                app: &self.app,
                 conn,
-                user: &user,
-                outbound,
-                close: &close,
+                user: &self.user,
+                outbound: self.outbound,
+                close: &self.close,
                 pending: None,
-                expires_ms,
+                expires_ms: self.expires_ms,
             };
-            reader.run(stream).await;
-            if let Err(err) = writer.await {
+            reader.run(self.stream).await;
+            if let Err(err) = self.writer.await {
                 tracing::error!(conn, error = %err, "socket writer task failed");
             }
 
-            app.hub.unregister(conn);
-            app.metrics
+            self.app.hub.unregister(conn);
+            self.app
+                .metrics
                 .sockets_open
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            let end = close.get();
+            let end = self.close.get();
+            let user = &self.user;
             tracing::info!(user = %user.name, conn, end = ?end, "socket closed");
         }
     }

@@ -243,9 +243,13 @@ impl ConnectionPhase {
 pub struct DeadlineIo<S> {
     inner: S,
     phase: ConnectionPhase,
-    read_timer: Pin<Box<Sleep>>,
+    /// Made on the first read that waits, the write timer on the first
+    /// write that stalls; both dropped once upgraded, when no deadline
+    /// applies: a WebSocket keeps this wrapper for its life, and two
+    /// idle timers were 224 bytes of every open socket (BENCHMARKS.md, idle).
+    read_timer: Option<Pin<Box<Sleep>>>,
     read_timer_at: Option<Instant>,
-    write_timer: Pin<Box<Sleep>>,
+    write_timer: Option<Pin<Box<Sleep>>>,
     write_stalled: bool,
     /// Counts connections a deadline closed.
     metrics: Arc<Metrics>,
@@ -254,16 +258,21 @@ pub struct DeadlineIo<S> {
 impl<S> DeadlineIo<S> {
     /// Wraps `inner`, accepted just now.
     pub fn new(inner: S, phase: ConnectionPhase, metrics: Arc<Metrics>) -> Self {
-        let now = Instant::now();
         Self {
             inner,
             phase,
-            read_timer: Box::pin(tokio::time::sleep_until(now)),
+            read_timer: None,
             read_timer_at: None,
-            write_timer: Box::pin(tokio::time::sleep_until(now)),
+            write_timer: None,
             write_stalled: false,
             metrics,
         }
+    }
+
+    fn drop_timers(&mut self) {
+        self.read_timer = None;
+        self.read_timer_at = None;
+        self.write_timer = None;
     }
 
     fn timed_out(&self, what: &str) -> io::Error {
@@ -274,6 +283,7 @@ impl<S> DeadlineIo<S> {
     /// A read is pending: arm the phase's deadline and fail once it passes.
     fn poll_read_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.phase.is_upgraded() {
+            self.drop_timers();
             return Poll::Pending;
         }
         let deadline = {
@@ -287,11 +297,14 @@ impl<S> DeadlineIo<S> {
         let Some(deadline) = deadline else {
             return Poll::Pending;
         };
+        let timer = self
+            .read_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if self.read_timer_at != Some(deadline) {
-            self.read_timer.as_mut().reset(deadline);
+            timer.as_mut().reset(deadline);
             self.read_timer_at = Some(deadline);
         }
-        match self.read_timer.as_mut().poll(cx) {
+        match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 let mut state = self.phase.state.lock().unwrap_or_else(|e| e.into_inner());
                 if matches!(state.phase, Phase::ReadingBody { .. }) {
@@ -307,14 +320,23 @@ impl<S> DeadlineIo<S> {
     /// A write is pending: fail once it has made no progress for `write_stall`.
     fn poll_write_deadline<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         if self.phase.is_upgraded() {
+            self.drop_timers();
             return Poll::Pending;
         }
-        if !self.write_stalled {
-            self.write_stalled = true;
-            let deadline = Instant::now() + self.phase.timeouts.write_stall;
-            self.write_timer.as_mut().reset(deadline);
-        }
-        match self.write_timer.as_mut().poll(cx) {
+        let stalled = std::mem::replace(&mut self.write_stalled, true);
+        let timer = match &mut self.write_timer {
+            Some(timer) if stalled => timer,
+            Some(timer) => {
+                timer
+                    .as_mut()
+                    .reset(Instant::now() + self.phase.timeouts.write_stall);
+                timer
+            }
+            None => self.write_timer.insert(Box::pin(tokio::time::sleep_until(
+                Instant::now() + self.phase.timeouts.write_stall,
+            ))),
+        };
+        match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(self.timed_out("read its response"))),
             Poll::Pending => Poll::Pending,
         }

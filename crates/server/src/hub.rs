@@ -82,6 +82,8 @@ pub enum Outbound {
     /// A Resume (§10): replay each activation in order, then send the
     /// encoded Resumed reply. Boxed, so one item of any size stays small.
     Resume(Box<ResumeBatch>),
+    /// A heartbeat Ping (§12.1), queued by the reader when one is due.
+    Ping,
     /// Close the socket with this code once everything before it is sent.
     Close(CloseCode),
 }
@@ -115,7 +117,7 @@ impl Cost for Outbound {
             Outbound::Frame(bytes) => bytes.len(),
             Outbound::Message(push) => push.frame.len(),
             Outbound::Resume(batch) => batch.reply.len(),
-            Outbound::Activate { .. } | Outbound::Close(_) => 0,
+            Outbound::Activate { .. } | Outbound::Ping | Outbound::Close(_) => 0,
         }
     }
 }

@@ -619,11 +619,24 @@ impl Reader<'_> {
             let remaining_ms = u64::try_from(self.expires_ms.saturating_sub(now_ms())).unwrap_or(0);
             // `None`: so far off that the Instant overflows, i.e. never.
             let expires_at = last_frame.checked_add(Duration::from_millis(remaining_ms));
-            let next_wake = |idle_deadline: tokio::time::Instant| match expires_at {
-                Some(at) => idle_deadline.min(at),
-                None => idle_deadline,
+            // the heartbeat shares it too. The Ping is queued for the
+            // writer like any frame, so the writer needs no timer of its own
+            // (an `Interval` boxes its `Sleep`: 112 bytes per socket).
+            let heartbeat = self
+                .app
+                .config
+                .limits
+                .heartbeat_interval
+                .max(Duration::from_millis(10));
+            let mut next_ping = last_frame + heartbeat;
+            let next_wake = |idle_deadline: tokio::time::Instant, ping: tokio::time::Instant| {
+                let wake = idle_deadline.min(ping);
+                match expires_at {
+                    Some(at) => wake.min(at),
+                    None => wake,
+                }
             };
-            let idle_timer = tokio::time::sleep_until(next_wake(last_frame + idle));
+            let idle_timer = tokio::time::sleep_until(next_wake(last_frame + idle, next_ping));
             tokio::pin!(idle_timer);
             // Set when the stream failed on input it left unread.
             let mut wind = Wind::Linger;
@@ -655,7 +668,13 @@ impl Reader<'_> {
                         if deadline <= now {
                             break Some(CloseCode::IdleTimeout);
                         }
-                        idle_timer.as_mut().reset(next_wake(deadline));
+                        if next_ping <= now {
+                            // The next one counts from this one, as a
+                            // delayed `Interval` tick would.
+                            next_ping = now + heartbeat;
+                            self.queue_ping();
+                        }
+                        idle_timer.as_mut().reset(next_wake(deadline, next_ping));
                     }
                     next = stream.next() => {
                         // §12.1: any frame from the peer counts as liveness.
@@ -713,6 +732,15 @@ impl Reader<'_> {
             if let Some(code) = ending {
                 self.close.decide(Ending::Close(code));
             }
+        }
+    }
+
+    /// Queues a heartbeat Ping. A full queue has already closed
+    /// the connection as a slow consumer (§12.4), and a Ping needs no
+    /// second decision; a closed one means the writer is gone.
+    fn queue_ping(&self) {
+        if let Err(refused) = self.outbound.try_send(Outbound::Ping) {
+            tracing::debug!(conn = self.conn, ?refused, "heartbeat Ping not queued");
         }
     }
 
@@ -819,15 +847,6 @@ impl Writer {
     )]
     fn run(mut self, mut sink: Sink, mut queue: OutboundRx) -> impl Future<Output = ()> + Send {
         async move {
-            let interval = self
-                .app
-                .config
-                .limits
-                .heartbeat_interval
-                .max(Duration::from_millis(10));
-            let mut heartbeat =
-                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // One wait for the socket's life, its state in the shared signal.
             let close = self.close.clone();
             let decided = close.decided(Half::Writer);
@@ -845,10 +864,6 @@ impl Writer {
                         // Unreachable while the hub holds a sender; treat as a close.
                         None => Ok(Some(CloseCode::GoingAway)),
                     },
-                    _ = heartbeat.tick() => Box::pin(self
-                        .write(&mut sink, Message::Ping(Bytes::new()), Step::Send))
-                        .await
-                        .map(|()| None),
                 };
                 match step {
                     Ok(None) => {}
@@ -952,6 +967,11 @@ impl Writer {
                     Box::pin(self.replay(sink, &room, replay_after, head)).await?;
                 }
                 self.write(sink, Message::Binary(reply), Step::Feed).await
+            }
+            // §12.1: queued by the reader when one is due.
+            Outbound::Ping => {
+                self.write(sink, Message::Ping(Bytes::new()), Step::Feed)
+                    .await
             }
             // Handled by `write_burst`.
             Outbound::Close(_) => Ok(()),

@@ -672,7 +672,7 @@ impl Reader<'_> {
                             // The next one counts from this one, as a
                             // delayed `Interval` tick would.
                             next_ping = now + heartbeat;
-                            self.queue_ping();
+                            self.queue(Outbound::Ping);
                         }
                         idle_timer.as_mut().reset(next_wake(deadline, next_ping));
                     }
@@ -735,18 +735,14 @@ impl Reader<'_> {
         }
     }
 
-    /// Queues a heartbeat Ping. A full queue has already closed
-    /// the connection as a slow consumer (§12.4), and a Ping needs no
-    /// second decision; a closed one means the writer is gone.
-    fn queue_ping(&self) {
-        if let Err(refused) = self.outbound.try_send(Outbound::Ping) {
-            tracing::debug!(conn = self.conn, ?refused, "heartbeat Ping not queued");
-        }
-    }
-
     /// Queues a reply; a full queue closes the connection (§12.4).
     pub(super) fn send(&self, frame: &ServerFrame) {
-        let item = Outbound::Frame(encode_server_frame(frame));
+        self.queue(Outbound::Frame(encode_server_frame(frame)));
+    }
+
+    /// Queues an item; a full queue closes the connection (§12.4). A closed
+    /// one means the writer is gone and the socket is ending anyway.
+    fn queue(&self, item: Outbound) {
         if let Err(crate::queue::Refused::Full(_)) = self.outbound.try_send(item) {
             crate::hub::overflowed(&self.app.metrics, self.close, &self.user.name);
         }

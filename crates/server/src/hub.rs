@@ -1134,6 +1134,9 @@ impl Hub {
                 continue;
             }
             room.known_head = room.known_head.max(message.seq);
+            // The room list reports known_head; its activity goes with it,
+            // even while the message waits here for the ones before it.
+            room.last_activity_ms = room.last_activity_ms.max(message.server_ts_ms);
             touched.push(&message.room);
             if message.seq > head + 1 {
                 if room.pending.len() < MAX_PENDING_PER_ROOM {
@@ -1244,6 +1247,8 @@ impl Hub {
                 stale.reload.push(version.name.clone());
             }
             room.known_head = room.known_head.max(version.head_seq);
+            // As in `accept`: a head the room list reports comes with its time.
+            room.last_activity_ms = room.last_activity_ms.max(version.last_activity_ms);
             if room.known_head > room.head_seq {
                 stale.gaps.extend(state.gap(&version.name));
             }
@@ -1268,6 +1273,7 @@ impl Hub {
             return None;
         };
         room.known_head = room.known_head.max(record.head_seq);
+        room.last_activity_ms = room.last_activity_ms.max(record.last_activity_ms);
         if record.member_version > room.member_version {
             room.member_version = record.member_version;
             room.topic = record.topic;
@@ -1407,12 +1413,39 @@ mod tests {
             id: 1,
             name: lobby,
             head_seq: 0,
+            last_activity_ms: 0,
             member_version: 2,
         }]);
         assert!(
             stale.reload.is_empty() && stale.gaps.is_empty(),
             "{stale:?}"
         );
+    }
+
+    /// Cluster mode: a head learned before its message arrives (from
+    /// storage's versions, or a message held for the ones before it) is
+    /// listed with that message's time, so the room list's order (§7.1,
+    /// by last activity) agrees with the heads it shows.
+    #[test]
+    fn a_head_known_before_delivery_comes_with_its_time() {
+        let hub = hub(record(0, 0, &["alice"]));
+        let lobby = RoomName::parse("lobby").expect("valid room");
+        let listed = |hub: &Hub| {
+            let room = hub.rooms_of(&user("alice")).remove(0);
+            (room.head_seq, room.last_activity_ms)
+        };
+        hub.check_versions(&[RoomVersion {
+            id: 1,
+            name: lobby.clone(),
+            head_seq: 1,
+            last_activity_ms: 500,
+            member_version: 0,
+        }]);
+        assert_eq!(listed(&hub), (1, 500));
+        let mut early = message(3);
+        early.server_ts_ms = 900;
+        hub.accept([(&early, None)]);
+        assert_eq!(listed(&hub), (3, 900));
     }
 
     /// Messages from several sources: each seq delivered once, in order;

@@ -519,15 +519,34 @@ mod cases {
         let versions = s.room_versions().await.expect("versions");
         let expected: Vec<_> = loaded
             .iter()
-            .map(|r| (r.id, r.name.clone(), r.head_seq, r.member_version))
+            .map(|r| {
+                (
+                    r.id,
+                    r.name.clone(),
+                    r.head_seq,
+                    r.last_activity_ms,
+                    r.member_version,
+                )
+            })
             .collect();
         let got: Vec<_> = versions
             .into_iter()
-            .map(|v| (v.id, v.name, v.head_seq, v.member_version))
+            .map(|v| {
+                (
+                    v.id,
+                    v.name,
+                    v.head_seq,
+                    v.last_activity_ms,
+                    v.member_version,
+                )
+            })
             .collect();
-        assert_eq!(got, expected, "room_versions is load_rooms' heads, by id");
         assert_eq!(
-            got.iter().find(|v| v.0 == w.two.0).map(|v| (v.2, v.3)),
+            got, expected,
+            "room_versions is load_rooms' heads and their times, by id"
+        );
+        assert_eq!(
+            got.iter().find(|v| v.0 == w.two.0).map(|v| (v.2, v.4)),
             Some((2, 1))
         );
         w.store.close().await.expect("close");

@@ -107,6 +107,10 @@ pub struct RoomVersion {
     pub name: RoomName,
     /// Highest stored seq.
     pub head_seq: u64,
+    /// When the message at `head_seq` was stored (ms since the Unix
+    /// epoch), or the room was created: a node that learns of the head
+    /// from here learns its time with it (§7.1 orders by it).
+    pub last_activity_ms: i64,
     /// Membership version.
     pub member_version: u64,
 }

@@ -371,7 +371,7 @@ impl Store for SqliteStore {
     fn room_versions(&self) -> StoreFuture<'_, Vec<RoomVersion>> {
         Box::pin(async move {
             let rows =
-                sqlx::query("SELECT id, name, head_seq, member_version FROM rooms ORDER BY id")
+                sqlx::query("SELECT id, name, head_seq, last_activity_ms, member_version FROM rooms ORDER BY id")
                     .fetch_all(&self.pool)
                     .await?;
             rows.into_iter()
@@ -380,6 +380,7 @@ impl Store for SqliteStore {
                         id: row.try_get("id")?,
                         name: room_name(row.try_get("name")?)?,
                         head_seq: to_u64(row.try_get("head_seq")?),
+                        last_activity_ms: row.try_get("last_activity_ms")?,
                         member_version: to_u64(row.try_get("member_version")?),
                     })
                 })

@@ -163,3 +163,168 @@ async fn a_bot_killed_with_unacked_sends_delivers_each_of_them_once_after_restar
     bot.kill();
     reader.shutdown().await;
 }
+
+/// Folds `reader`'s live messages up to seq `head` into a timeline
+/// (§8.6.6) and renders it (see [`render`]).
+async fn final_state(reader: &mut confab_bot_sdk::Client, head: u64) -> Vec<String> {
+    let mut timeline = confab_protocol::timeline::Timeline::new();
+    let mut last = 0;
+    while last < head {
+        let message = next_message(reader).await;
+        last = message.seq();
+        timeline.apply(message.wire().clone());
+    }
+    render(&timeline)
+}
+
+/// The same, from the room's history, as a member who joined later reads it.
+async fn final_state_from_history(reader: &confab_bot_sdk::Client, head: u64) -> Vec<String> {
+    let page = within("history", reader.room("lobby").history(0, 100))
+        .await
+        .expect("history");
+    assert_eq!(page.last().map(confab_bot_sdk::Message::seq), Some(head));
+    let mut timeline = confab_protocol::timeline::Timeline::new();
+    for message in page {
+        timeline.apply(message.wire().clone());
+    }
+    render(&timeline)
+}
+
+/// One line per shown message, with its edits, deletion, quote and
+/// reactions.
+fn render(timeline: &confab_protocol::timeline::Timeline) -> Vec<String> {
+    timeline
+        .iter()
+        .map(|shown| {
+            let mut line = format!("{} {}: {}", shown.seq(), shown.message.sender, shown.text);
+            if shown.edited {
+                line.push_str(" (edited)");
+            }
+            if shown.deleted {
+                line.push_str(" (deleted)");
+            }
+            if let Some((to, quote)) = &shown.reply_to {
+                line.push_str(&format!(" [re {to}: {quote}]"));
+            }
+            for (key, n, _) in shown.reactions("") {
+                line.push_str(&format!(" {key}{n}"));
+            }
+            line
+        })
+        .collect()
+}
+
+/// Whether `needle` occurs in the bytes of the file at `path` (missing: no).
+fn file_holds(path: &std::path::Path, needle: &str) -> bool {
+    std::fs::read(path)
+        .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+}
+
+/// Issue #16: two users edit, delete, reply and react; a third joining
+/// later sees the same final state; after a SIGKILL and a restart it is
+/// unchanged, and the deleted texts are in neither the SQLite file nor its
+/// WAL.
+#[tokio::test]
+async fn edits_deletions_replies_and_reactions_survive_a_sigkill() {
+    const SECRET: &str = "hunter2-XYZZY";
+    const SECRET_EDIT: &str = "hunter2-PLUGH";
+    let data = tempfile::tempdir().expect("data dir");
+    let mut server = ServerProcess::start(data.path(), &[]);
+    let url: ServerUrl = server.url().parse().expect("server URL");
+    let alice = connected(&url, "alice", &["lobby"]).await;
+    let mut bob = connected(&url, "bob", &["lobby"]).await;
+    let lobby = alice.room("lobby");
+    let bobs = bob.room("lobby");
+
+    let (_, plan) = within("an ack", lobby.send_with_id("teh plan: meet at 5"))
+        .await
+        .expect("sent");
+    let (_, secret) = within(
+        "an ack",
+        lobby.send_with_id(&format!("the password is {SECRET}")),
+    )
+    .await
+    .expect("sent");
+    within("edits", async {
+        lobby
+            .edit(&plan, "the plan: meet at 6")
+            .await
+            .expect("edit");
+        lobby
+            .edit(&secret, &format!("the password is {SECRET_EDIT}"))
+            .await
+            .expect("edit");
+        bobs.reply_to(&plan, "ok, 6 it is").await.expect("reply");
+        bobs.react(&plan, "👍").await.expect("react");
+        lobby.react(&plan, "👍").await.expect("react");
+        bobs.react(&secret, "😱").await.expect("react");
+        lobby.react(&plan, "🎉").await.expect("react");
+        lobby.unreact(&plan, "🎉").await.expect("unreact");
+        lobby.delete(&secret).await.expect("delete");
+    })
+    .await;
+    // Typed refusals: bob may not edit alice's message, nobody may touch
+    // a deleted one.
+    let refused = within("a refusal", bobs.edit(&plan, "bob was here")).await;
+    assert!(
+        format!("{refused:?}").contains("NotAuthor"),
+        "editing another's message: {refused:?}"
+    );
+    let refused = within("a refusal", bobs.react(&secret, "👍")).await;
+    assert!(
+        format!("{refused:?}").contains("NotFound"),
+        "reacting to a deleted message: {refused:?}"
+    );
+    let head = within("the deletion's ack", lobby.send("last words"))
+        .await
+        .expect("sent");
+    let want = final_state(&mut bob, head).await;
+    assert_eq!(
+        want,
+        [
+            "1 alice: the plan: meet at 6 (edited) 👍2",
+            "2 alice:  (deleted)",
+            "5 bob: ok, 6 it is [re 1: the plan: meet at 6]",
+            &format!("{head} alice: last words"),
+        ]
+    );
+
+    let carol = connected(&url, "carol", &["lobby"]).await;
+    assert_eq!(
+        final_state_from_history(&carol, head).await,
+        want,
+        "a later member sees the same"
+    );
+    carol.shutdown().await;
+
+    server.kill();
+    alice.shutdown().await;
+    bob.shutdown().await;
+    let db = data.path().join("confab.db");
+    assert!(db.exists(), "the database is at {}", db.display());
+    for file in [db.clone(), data.path().join("confab.db-wal")] {
+        for text in [SECRET, SECRET_EDIT] {
+            assert!(
+                !file_holds(&file, text),
+                "{} still holds the deleted text {text:?}",
+                file.display()
+            );
+        }
+    }
+    assert!(
+        file_holds(&db, "last words")
+            || file_holds(&data.path().join("confab.db-wal"), "last words"),
+        "the check reads the right files"
+    );
+
+    server = ServerProcess::start(data.path(), &[]);
+    let url: ServerUrl = server.url().parse().expect("server URL");
+    let dave = connected(&url, "dave", &["lobby"]).await;
+    assert_eq!(
+        final_state_from_history(&dave, head).await,
+        want,
+        "unchanged by the restart"
+    );
+    dave.shutdown().await;
+    drop(server);
+}

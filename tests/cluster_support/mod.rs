@@ -808,6 +808,7 @@ impl WireSocket {
             client_msg_id: client_msg_id.to_owned(),
             text: text.to_owned(),
             kind: wire::MessageKind::Text as i32,
+            relation: None,
         }))
         .await
     }

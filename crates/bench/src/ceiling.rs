@@ -196,6 +196,8 @@ fn publish(rooms: &Rooms, sender: &str, send: wire::SendMessage) -> ServerBody {
         text: send.text,
         kind: wire::MessageKind::Text as i32,
         server_ts_ms: now_ms,
+        redacted: false,
+        relation: None,
     })));
     for (_, member) in &room.members {
         // A full queue drops the push; the generator reports it as a drop.

@@ -796,6 +796,7 @@ async fn send(
                 client_msg_id: format!("b{}-{}-{}", state.index, id, tag.intended_ns),
                 text,
                 kind: wire::MessageKind::Text as i32,
+                relation: None,
             });
             let bytes = encode_client_frame(&ClientFrame::request(id, body));
             client.write(Message::Binary(bytes)).await

@@ -122,6 +122,8 @@ mod tests {
             text: "1:123456:xxxxxxxx".into(),
             kind: wire::MessageKind::Text as i32,
             server_ts_ms: 1_700_000_000_000,
+            redacted: false,
+            relation: None,
         };
         let bytes = frame(Body::Message(message));
         assert_eq!(

@@ -5,8 +5,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use confab_protocol::names::{MessageId, ReactionKey, ValidationError};
+use confab_protocol::relation::{RelationKind, ValidRelation};
 use confab_protocol::session::{
-    ClientSession, ConnectionState, OfflineReason, RequestKind, SessionConfig, SessionEvent,
+    ClientSession, CommandError, ConnectionState, OfflineReason, RequestKind, SessionConfig,
+    SessionEvent,
 };
 use confab_protocol::wire::{self, ErrorCode, RoomInfo, RoomPosition, room_resume::Status};
 use futures_util::future::BoxFuture;
@@ -194,6 +197,13 @@ impl ClientBuilder {
         }
         let mut config = SessionConfig::new(token);
         config.client_name = self.client_name;
+        // Bots get relations as they are (`Message::relation`), not their
+        // fallback text.
+        config.capabilities.extend(
+            confab_protocol::capability::RELATIONS
+                .iter()
+                .map(|c| (*c).to_owned()),
+        );
         let mut session = ClientSession::new(config);
         session.restore_positions(saved.values().cloned());
         let mut driver_options = self.driver;
@@ -790,6 +800,11 @@ fn request_failure(id: u64, event: &SessionEvent) -> Option<RequestFailure> {
     }
 }
 
+/// A field of a relation that failed validation, as the send error it is.
+fn invalid(err: ValidationError) -> Error {
+    Error::Send(driver::SendError::Command(CommandError::Invalid(err)))
+}
+
 /// A room to send to.
 #[derive(Debug, Clone)]
 pub struct Room {
@@ -810,6 +825,15 @@ impl Room {
         self.send_kind(text, false).await
     }
 
+    /// Sends `text` like [`Room::send`] and returns the stored message's
+    /// seq and `message_id`, the id [`Room::edit`], [`Room::delete`],
+    /// [`Room::reply_to`] and [`Room::react`] name it by.
+    pub async fn send_with_id(&self, text: &str) -> Result<(u64, String), Error> {
+        let pending = self.driver.send_message(&self.name, text, false).await?;
+        let ack = pending.acked().await?;
+        Ok((ack.seq, ack.message_id))
+    }
+
     /// Sends an action (`/me waves`) and returns its seq once stored.
     pub async fn send_action(&self, text: &str) -> Result<u64, Error> {
         self.send_kind(text, true).await
@@ -817,6 +841,83 @@ impl Room {
 
     async fn send_kind(&self, text: &str, action: bool) -> Result<u64, Error> {
         let pending = self.driver.send_message(&self.name, text, action).await?;
+        Ok(pending.acked().await?.seq)
+    }
+
+    /// A page of the room's history (§9): the oldest `limit` messages
+    /// after `after_seq` (0: from the start), in seq order, with relations
+    /// as stored (a deleted message comes with `is_deleted` and no text).
+    /// Fold them into a `confab_protocol::timeline::Timeline` to see each
+    /// message as it stands now.
+    pub async fn history(&self, after_seq: u64, limit: u32) -> Result<Vec<Message>, Error> {
+        use confab_protocol::wire::fetch_history::Anchor;
+        let name = self.name.clone();
+        let what = format!("read the history of {}", self.name);
+        let reply = self
+            .driver
+            .request(
+                move |session, now| {
+                    session.fetch_history(now, &name, Some(Anchor::AfterSeq(after_seq)), limit)
+                },
+                {
+                    let room = self.name.clone();
+                    move |id, event| match event {
+                        SessionEvent::History(page) if page.room == room => Some(Ok(page.clone())),
+                        other => request_failure(id, other).map(Err),
+                    }
+                },
+            )
+            .await?;
+        let page = reply.map_err(|failure| failure.into_error(what))?;
+        let epoch = page.epoch.clone();
+        Ok(page
+            .messages
+            .into_iter()
+            .map(|m| Message::new(m, false, epoch.clone()))
+            .collect())
+    }
+
+    /// Replaces the text of the bot's own message `message_id` (§8.6.2)
+    /// and returns the edit's seq once stored. Another user's message is
+    /// refused with `NOT_AUTHOR`, an unknown or deleted one with `NOT_FOUND`.
+    pub async fn edit(&self, message_id: &str, text: &str) -> Result<u64, Error> {
+        self.relate(message_id, RelationKind::Edit, text).await
+    }
+
+    /// Deletes the bot's own message `message_id` (§8.6.3): its text (and
+    /// its edits') leaves the server. Returns the deletion's seq.
+    pub async fn delete(&self, message_id: &str) -> Result<u64, Error> {
+        self.relate(message_id, RelationKind::Redact, "").await
+    }
+
+    /// Answers the message `message_id` with `text` (§8.6.4); the server
+    /// adds the quote. Returns the reply's seq.
+    pub async fn reply_to(&self, message_id: &str, text: &str) -> Result<u64, Error> {
+        self.relate(message_id, RelationKind::Reply, text).await
+    }
+
+    /// Adds the bot's reaction `key` (an emoji) to `message_id` (§8.6.5).
+    /// Adding one it already has changes nothing and returns the seq of
+    /// the reaction that stands.
+    pub async fn react(&self, message_id: &str, key: &str) -> Result<u64, Error> {
+        let key = ReactionKey::parse(key).map_err(invalid)?;
+        self.relate(message_id, RelationKind::React { key, remove: false }, "")
+            .await
+    }
+
+    /// Removes the bot's reaction `key` from `message_id` (§8.6.5).
+    pub async fn unreact(&self, message_id: &str, key: &str) -> Result<u64, Error> {
+        let key = ReactionKey::parse(key).map_err(invalid)?;
+        self.relate(message_id, RelationKind::React { key, remove: true }, "")
+            .await
+    }
+
+    async fn relate(&self, message_id: &str, kind: RelationKind, text: &str) -> Result<u64, Error> {
+        let target = MessageId::parse(message_id).map_err(invalid)?;
+        let pending = self
+            .driver
+            .send_relation(&self.name, ValidRelation { target, kind }, text)
+            .await?;
         Ok(pending.acked().await?.seq)
     }
 

@@ -83,6 +83,7 @@ use std::time::{Duration, Instant};
 
 use confab_protocol::codec::encode_client_frame;
 use confab_protocol::names::ClientMsgId;
+use confab_protocol::relation::ValidRelation;
 use confab_protocol::session::{
     ClientSession, CommandError, ConnectionState, OfflineReason, SessionEvent,
 };
@@ -272,6 +273,7 @@ enum Command {
         room: String,
         text: String,
         action: bool,
+        relation: Option<ValidRelation>,
         client_msg_id: String,
         ack: AckSender,
         queued: oneshot::Sender<Result<(), CommandError>>,
@@ -404,6 +406,28 @@ impl DriverHandle {
         text: &str,
         action: bool,
     ) -> Result<PendingSend, SendError> {
+        self.send(room, text, action, None).await
+    }
+
+    /// Queues an edit, deletion, reply or reaction (§8.6) with a fresh
+    /// `client_msg_id`, through the outbox like [`DriverHandle::send_message`].
+    /// `text` is an edit's new text or a reply's answer; empty otherwise.
+    pub async fn send_relation(
+        &self,
+        room: &str,
+        relation: ValidRelation,
+        text: &str,
+    ) -> Result<PendingSend, SendError> {
+        self.send(room, text, false, Some(relation)).await
+    }
+
+    async fn send(
+        &self,
+        room: &str,
+        text: &str,
+        action: bool,
+        relation: Option<ValidRelation>,
+    ) -> Result<PendingSend, SendError> {
         let client_msg_id = uuid::Uuid::now_v7().to_string();
         let (ack, ack_rx) = oneshot::channel();
         let (queued, queued_rx) = oneshot::channel();
@@ -412,6 +436,7 @@ impl DriverHandle {
                 room: room.to_owned(),
                 text: text.to_owned(),
                 action,
+                relation,
                 client_msg_id: client_msg_id.clone(),
                 ack,
                 queued,
@@ -581,11 +606,13 @@ impl Driver {
                     room,
                     text,
                     action,
+                    relation,
                     client_msg_id,
                     ack,
                     queued,
                 })) => {
-                    let result = self.queue_send(&room, &text, action, &client_msg_id);
+                    let result =
+                        self.queue_send(&room, &text, action, relation.as_ref(), &client_msg_id);
                     if result.is_ok() {
                         self.waiters.insert(client_msg_id, ack);
                     }
@@ -639,12 +666,20 @@ impl Driver {
         room: &str,
         text: &str,
         action: bool,
+        relation: Option<&ValidRelation>,
         client_msg_id: &str,
     ) -> Result<(), CommandError> {
         let id = ClientMsgId::parse(client_msg_id)?;
-        self.session
-            .send_message(now(), room, text, action, id)
-            .map(|_| ())
+        match relation {
+            Some(relation) => self
+                .session
+                .send_relation(now(), room, relation, text, id)
+                .map(|_| ()),
+            None => self
+                .session
+                .send_message(now(), room, text, action, id)
+                .map(|_| ()),
+        }
     }
 
     fn push(&mut self, event: DriverEvent) {

@@ -200,6 +200,77 @@ impl Message {
     pub fn wire(&self) -> &wire::Message {
         &self.message
     }
+
+    /// Its globally unique id: what [`crate::Room::edit`], `delete`,
+    /// `reply_to` and `react` name it by.
+    pub fn message_id(&self) -> &str {
+        &self.message.message_id
+    }
+
+    /// What it does to an earlier message (§8.6), if anything. A plain
+    /// message (and one whose relation this version does not know) has none.
+    pub fn relation(&self) -> Option<Relation> {
+        use wire::relation::Kind;
+        let rel = self.message.relation.as_ref()?;
+        let target = Target {
+            message_id: rel.target_id.clone(),
+            seq: rel.target_seq,
+        };
+        Some(match rel.kind.as_ref()? {
+            Kind::Edit(_) => Relation::Edit(target),
+            Kind::Redact(_) => Relation::Delete(target),
+            Kind::Reply(reply) => Relation::Reply {
+                to: target,
+                quote: reply.quote.clone(),
+            },
+            Kind::React(react) => Relation::React {
+                to: target,
+                key: react.key.clone(),
+                removed: react.remove,
+            },
+        })
+    }
+
+    /// Whether it was deleted (§8.6.3): its text is then empty. Live
+    /// messages are never deleted yet; history and replays can be.
+    pub fn is_deleted(&self) -> bool {
+        self.message.redacted
+    }
+}
+
+/// The message a relation names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Its message_id.
+    pub message_id: String,
+    /// Its seq in the room.
+    pub seq: u64,
+}
+
+/// What a message does to an earlier one (§8.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Relation {
+    /// §8.6.2: its text replaces the target's.
+    Edit(Target),
+    /// §8.6.3: deletes the target.
+    Delete(Target),
+    /// §8.6.4: answers the target, quoting the start of its text.
+    Reply {
+        /// What it answers.
+        to: Target,
+        /// Up to 128 bytes of the target's text when the reply was stored.
+        quote: String,
+    },
+    /// §8.6.5: the sender added (or removed) a reaction.
+    React {
+        /// The message reacted to.
+        to: Target,
+        /// The reaction, e.g. an emoji.
+        key: String,
+        /// Removed rather than added.
+        removed: bool,
+    },
 }
 
 pub(crate) fn presence_kind(kind: i32) -> Option<PresenceKind> {

@@ -89,7 +89,7 @@ mod url;
 pub use client::{Client, ClientBuilder, Context, Handler, Room};
 pub use commands::{CommandContext, Commands, Dice, FromArg, FromArgs, Rest};
 pub use error::{Error, HandlerError};
-pub use event::{ErrorEvent, Event, Message, PresenceKind, ReadCounts};
+pub use event::{ErrorEvent, Event, Message, PresenceKind, ReadCounts, Relation, Target};
 pub use store::{
     FileOutboxStore, FilePositionStore, MemoryPositionStore, OutboxEntry, OutboxStore,
     PositionStore, RoomPosition, StoreError, replace_file_atomically,

@@ -412,6 +412,7 @@ mod tests {
             room: "general".to_owned(),
             text: format!("text of {id}"),
             action: false,
+            relation: None,
         }
     }
 

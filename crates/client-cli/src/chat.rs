@@ -1317,6 +1317,8 @@ mod tests {
             text: text.into(),
             kind: wire::MessageKind::Text as i32,
             server_ts_ms: 100 + seq as i64,
+            redacted: false,
+            relation: None,
         }
     }
 
@@ -1423,6 +1425,7 @@ mod tests {
             room: room.clone(),
             text: text.clone(),
             action: *action,
+            relation: None,
         };
         let action = actions(&outs).remove(0);
         let shown = chat.handle_applied(&action, Ok(Applied::Queued(Vec::new())));
@@ -1505,6 +1508,7 @@ mod tests {
             room: "general".into(),
             text: "from before".into(),
             action: false,
+            relation: None,
         };
         let shown = printed(&chat.restore(std::slice::from_ref(&entry)));
         assert_eq!(

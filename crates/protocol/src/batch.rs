@@ -21,13 +21,29 @@
 //! - **[R-8.5.5]**: the key is `(sender, client_msg_id)`; senders are
 //!   independent.
 //!
+//! - §8.6 relations: **[R-8.6.1]** a target that is not a nameable,
+//!   undeleted message of the room is [`Refusal::TargetNotFound`];
+//!   **[R-8.6.2]** an edit or deletion by another user is
+//!   [`Refusal::NotAuthor`]; **[R-8.6.3]** a stored relation names its
+//!   target's seq, and a reply gets its quote (**[R-8.6.9]**);
+//!   **[R-8.6.4]** a repeat compares the relation too; **[R-8.6.10]** a
+//!   reaction that changes nothing stores nothing and is a duplicate of
+//!   the react message that set the state. Requests are judged in order,
+//!   so an edit after a deletion in the same batch finds no target.
+//!
 //! A store's steps:
-//! 1. [`batch_keys`]: the distinct rooms and idempotency keys of the batch.
-//! 2. In the transaction: read the head seq of those rooms and the stored
-//!    message behind each of those keys that exists ([`StoredKey`]).
+//! 1. [`batch_keys`]: the distinct rooms, idempotency keys and relation
+//!    targets of the batch.
+//! 2. In the transaction: read the head seq of those rooms, the stored
+//!    message behind each of those keys that exists ([`StoredKey`]) and
+//!    each target that exists ([`Target`]); then, for the reactions
+//!    [`reaction_keys`] lists, the sender's current state ([`Reaction`]).
 //! 3. [`plan_batch`]: rows to insert with their seqs, one outcome per
-//!    request, and the new head of every room that got a row.
-//! 4. Write the rows and heads, commit; only then answer the requests.
+//!    request, the new head of every room that got a row, the reaction
+//!    states to write and the deletions to apply.
+//! 4. Write the rows and heads, then the reaction states, then the
+//!    deletions (which also drop the reactions of what they delete);
+//!    commit; only then answer the requests.
 //!
 //! Pure: no I/O, no clock, no randomness. Message ids and timestamps are the
 //! store's; the plan names requests by their index in the batch.
@@ -35,6 +51,53 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::Hash;
+
+/// What a request or a stored message does to an earlier message (§8.6),
+/// as the plan checks and compares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelationRef<'a> {
+    /// The target's message_id.
+    pub target: &'a str,
+    /// What it does.
+    pub kind: RefKind<'a>,
+}
+
+/// The kind of a [`RelationRef`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefKind<'a> {
+    /// §8.6.2.
+    Edit,
+    /// §8.6.3.
+    Redact,
+    /// §8.6.4.
+    Reply,
+    /// §8.6.5.
+    React {
+        /// The reaction key.
+        key: &'a str,
+        /// Removes the reaction instead of adding it.
+        remove: bool,
+    },
+}
+
+impl<'a> RelationRef<'a> {
+    /// The borrowed form of a validated relation.
+    pub fn of(relation: &'a crate::relation::ValidRelation) -> Self {
+        use crate::relation::RelationKind;
+        Self {
+            target: relation.target.as_str(),
+            kind: match &relation.kind {
+                RelationKind::Edit => RefKind::Edit,
+                RelationKind::Redact => RefKind::Redact,
+                RelationKind::Reply => RefKind::Reply,
+                RelationKind::React { key, remove } => RefKind::React {
+                    key: key.as_str(),
+                    remove: *remove,
+                },
+            },
+        }
+    }
+}
 
 /// One SendMessage of a batch, already validated (§8.1) and authorised.
 ///
@@ -50,6 +113,8 @@ pub struct BatchRequest<'a, R, U> {
     pub client_msg_id: &'a str,
     /// Message text, compared byte for byte with a repeat's.
     pub text: &'a str,
+    /// Its relation (§8.6), if any.
+    pub relation: Option<RelationRef<'a>>,
 }
 
 /// The message stored under an idempotency key before the batch: what the
@@ -64,6 +129,84 @@ pub struct StoredKey<'a, R, U> {
     pub room: R,
     /// Its text.
     pub text: &'a str,
+    /// Its relation, if any (R-8.6.4).
+    pub relation: Option<RelationRef<'a>>,
+    /// Whether it was deleted: its text is gone, so a repeat is judged by
+    /// room and relation alone (R-8.6.4).
+    pub redacted: bool,
+}
+
+impl<'a, R: Copy + Eq, U: Copy> StoredKey<'a, R, U> {
+    /// What a request of the batch leaves under its key once stored.
+    pub fn of(req: &BatchRequest<'a, R, U>) -> Self {
+        Self {
+            sender: req.sender,
+            client_msg_id: req.client_msg_id,
+            room: req.room,
+            text: req.text,
+            relation: req.relation,
+            redacted: false,
+        }
+    }
+
+    /// Whether `req`, sent with this key, repeats the stored message
+    /// (R-8.5.1) rather than conflicting with it (R-8.5.3): the same room,
+    /// text and relation (R-8.6.4); a deleted message's text is not
+    /// compared, it is gone.
+    pub fn repeated_by(&self, req: &BatchRequest<'_, R, U>) -> bool {
+        self.room == req.room
+            && (self.redacted || self.text == req.text)
+            && self.relation == req.relation
+    }
+}
+
+/// A message named as a relation's target, as stored before the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a, R, U> {
+    /// Its message_id.
+    pub message_id: &'a str,
+    /// Its room.
+    pub room: R,
+    /// Its seq.
+    pub seq: u64,
+    /// Its sender.
+    pub sender: U,
+    /// Whether a relation may name it: it has no relation, or is a reply.
+    pub nameable: bool,
+    /// Whether it is deleted.
+    pub redacted: bool,
+    /// Its text as shown: that of its latest edit, else its own (the
+    /// reply quote is cut from it, §8.6.4).
+    pub shown_text: &'a str,
+}
+
+/// A user's current reaction for one key on one message, as stored before
+/// the batch (§8.6.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reaction<'a, R, U> {
+    /// The target's room.
+    pub room: R,
+    /// The target's seq.
+    pub target_seq: u64,
+    /// Who reacted.
+    pub user: U,
+    /// The key.
+    pub key: &'a str,
+    /// Whether the user's latest react message for it added it.
+    pub present: bool,
+}
+
+/// Why the plan refuses a new request (§8.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// `NOT_FOUND`: the target is not a message of the room a relation may
+    /// name, or it is deleted (R-8.6.1).
+    TargetNotFound,
+    /// `NOT_AUTHOR`: only the target's sender may edit or delete it (R-8.6.2).
+    NotAuthor,
+    /// `NOT_FOUND`: the reaction to remove was never added (R-8.6.10).
+    ReactionNotFound,
 }
 
 /// Which message a duplicate repeats.
@@ -73,6 +216,9 @@ pub enum Original {
     Stored(usize),
     /// The row this batch stores for request `index` (an earlier request).
     Batch(usize),
+    /// The react message behind `reactions[index]`: a reaction that
+    /// changes nothing repeats the one that set the state (R-8.6.10).
+    Reaction(usize),
 }
 
 /// What happens to one request of the batch.
@@ -88,19 +234,56 @@ pub enum Planned {
     /// A repeat with the same room and text: answer with the original's
     /// ack, store nothing, push nothing (R-8.5.1, R-8.5.2).
     Duplicate(Original),
-    /// A repeat with another room or text: `IDEMPOTENCY_CONFLICT` (R-8.5.3).
+    /// A repeat with another room, text or relation:
+    /// `IDEMPOTENCY_CONFLICT` (R-8.5.3, R-8.6.4).
     Conflict,
+    /// A new relation the rules of §8.6 refuse; nothing is stored.
+    Refused(Refusal),
 }
 
 /// A row to insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PlannedRow<R> {
+pub struct PlannedRow<'a, R> {
     /// Index of the request in the batch.
     pub request: usize,
     /// Its room.
     pub room: R,
     /// Its seq.
     pub seq: u64,
+    /// For a relation, its target's seq (R-8.6.3).
+    pub target_seq: Option<u64>,
+    /// For a reply, its quote (R-8.6.9); empty otherwise.
+    pub quote: &'a str,
+}
+
+/// A reaction state to write (insert or replace), one per key that a row
+/// of the batch changed: the last change counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReactionWrite<'a, R, U> {
+    /// The target's room.
+    pub room: R,
+    /// The target's seq.
+    pub target_seq: u64,
+    /// Who reacted.
+    pub user: U,
+    /// The key.
+    pub key: &'a str,
+    /// Whether it is now present.
+    pub present: bool,
+    /// The row (index in [`BatchPlan::rows`]) of the react message that
+    /// set it.
+    pub row: usize,
+}
+
+/// A deletion to apply after the rows are written (§8.6.3): empty the
+/// text of the message at `target_seq` and of its edits, the quote of its
+/// replies, and drop its reactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redaction<R> {
+    /// The room.
+    pub room: R,
+    /// The deleted message's seq.
+    pub target_seq: u64,
 }
 
 /// The new head of a room that got at least one row.
@@ -117,14 +300,18 @@ pub struct HeadUpdate<R> {
 
 /// What a store writes for a batch, and what it answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchPlan<R> {
+pub struct BatchPlan<'a, R, U> {
     /// Rows to insert, in arrival order; per room, seqs continue the head
     /// without gaps.
-    pub rows: Vec<PlannedRow<R>>,
+    pub rows: Vec<PlannedRow<'a, R>>,
     /// One outcome per request, in the batch's order.
     pub outcomes: Vec<Planned>,
     /// New heads, one per room with rows, in the order rooms first got one.
     pub heads: Vec<HeadUpdate<R>>,
+    /// Reaction states to write, after the rows.
+    pub reactions: Vec<ReactionWrite<'a, R, U>>,
+    /// Deletions to apply, after the reaction states.
+    pub redactions: Vec<Redaction<R>>,
 }
 
 /// Why a batch cannot be planned. Either means the store's read does not
@@ -155,6 +342,9 @@ pub struct BatchKeys<'a, R, U> {
     pub rooms: Vec<R>,
     /// Every `(sender, client_msg_id)`, once, in the order of first arrival.
     pub keys: Vec<(U, &'a str)>,
+    /// Every message_id a relation names, once, in the order of first
+    /// arrival.
+    pub targets: Vec<&'a str>,
 }
 
 /// Lists the distinct rooms and keys of `batch` (step 1 of the module doc).
@@ -165,11 +355,19 @@ where
 {
     let mut seen_rooms = HashMap::with_capacity(batch.len());
     let mut seen_keys = HashMap::with_capacity(batch.len());
+    let mut seen_targets = HashMap::new();
     let mut out = BatchKeys {
         rooms: Vec::new(),
         keys: Vec::with_capacity(batch.len()),
+        targets: Vec::new(),
     };
     for req in batch {
+        if let Some(rel) = req.relation
+            && let Entry::Vacant(slot) = seen_targets.entry(rel.target)
+        {
+            slot.insert(());
+            out.targets.push(rel.target);
+        }
         if let Entry::Vacant(slot) = seen_rooms.entry(req.room) {
             slot.insert(());
             out.rooms.push(req.room);
@@ -182,25 +380,104 @@ where
     out
 }
 
-/// Plans a batch (§8.2, §8.5; see the module doc).
-///
-/// `heads`: the head seq of every room the batch names, read in the same
-/// transaction the plan is written in. `stored`: the message stored under
-/// each key of the batch that was used before (keys not listed are new;
-/// if a key is listed twice, the first entry counts). `batch`: the requests
-/// in arrival order.
-///
-/// Cost: one hash lookup per request and per stored key, no allocation
-/// beyond the plan's vectors and one map of the batch's keys.
-pub fn plan_batch<'a, R, U>(
-    heads: impl IntoIterator<Item = (R, u64)>,
-    stored: &[StoredKey<'a, R, U>],
+/// The reactions whose current state a store reads before [`plan_batch`]
+/// (step 2 of the module doc): `(room, target_seq, user, key)` of every
+/// react request whose target is among `targets` in its room, once each.
+pub fn reaction_keys<'a, R, U>(
     batch: &[BatchRequest<'a, R, U>],
-) -> Result<BatchPlan<R>, PlanError>
+    targets: &[Target<'a, R, U>],
+) -> Vec<(R, u64, U, &'a str)>
 where
     R: Copy + Eq + Hash,
     U: Copy + Eq + Hash,
 {
+    let by_id: HashMap<&str, &Target<'a, R, U>> =
+        targets.iter().map(|t| (t.message_id, t)).collect();
+    let mut seen = HashMap::new();
+    let mut out = Vec::new();
+    for req in batch {
+        let Some(RelationRef {
+            target,
+            kind: RefKind::React { key, .. },
+        }) = req.relation
+        else {
+            continue;
+        };
+        let Some(t) = by_id.get(target).filter(|t| t.room == req.room) else {
+            continue;
+        };
+        let k = (req.room, t.seq, req.sender, key);
+        if let Entry::Vacant(slot) = seen.entry(k) {
+            slot.insert(());
+            out.push(k);
+        }
+    }
+    out
+}
+
+/// A target as the plan tracks it through the batch.
+struct TargetState<'a, R, U> {
+    room: R,
+    seq: u64,
+    sender: U,
+    nameable: bool,
+    redacted: bool,
+    shown_text: &'a str,
+}
+
+/// Plans a batch (§8.2, §8.5, §8.6; see the module doc).
+///
+/// `heads`: the head seq of every room the batch names, read in the same
+/// transaction the plan is written in. `stored`: the message stored under
+/// each key of the batch that was used before (keys not listed are new;
+/// if a key is listed twice, the first entry counts). `targets`: every
+/// stored message the batch's relations name (ids not listed do not
+/// exist). `reactions`: the current state of the reactions
+/// [`reaction_keys`] listed (a key not listed was never added). `batch`:
+/// the requests in arrival order.
+///
+/// Cost: one hash lookup per request, stored key, target and reaction, no
+/// allocation beyond the plan's vectors and maps of what the batch names.
+pub fn plan_batch<'a, R, U>(
+    heads: impl IntoIterator<Item = (R, u64)>,
+    stored: &[StoredKey<'a, R, U>],
+    targets: &[Target<'a, R, U>],
+    reactions: &[Reaction<'a, R, U>],
+    batch: &[BatchRequest<'a, R, U>],
+) -> Result<BatchPlan<'a, R, U>, PlanError>
+where
+    R: Copy + Eq + Hash,
+    U: Copy + Eq + Hash,
+{
+    let mut target_states: HashMap<&str, TargetState<'a, R, U>> = targets
+        .iter()
+        .map(|t| {
+            (
+                t.message_id,
+                TargetState {
+                    room: t.room,
+                    seq: t.seq,
+                    sender: t.sender,
+                    nameable: t.nameable,
+                    redacted: t.redacted,
+                    shown_text: t.shown_text,
+                },
+            )
+        })
+        .collect();
+    // (room, target seq, user, key) -> (present, the react message that
+    // set it, index in `plan.reactions` once a row of the batch changed it).
+    type ReactionSlot = (bool, Original, Option<usize>);
+    let mut reaction_states: HashMap<(R, u64, U, &str), ReactionSlot> = reactions
+        .iter()
+        .enumerate()
+        .map(|(k, r)| {
+            (
+                (r.room, r.target_seq, r.user, r.key),
+                (r.present, Original::Reaction(k), None),
+            )
+        })
+        .collect();
     // Room -> (head so far, index in `plan.heads` once it got a row).
     let mut rooms: HashMap<R, (u64, Option<usize>)> = heads
         .into_iter()
@@ -220,16 +497,19 @@ where
         rows: Vec::with_capacity(batch.len()),
         outcomes: Vec::with_capacity(batch.len()),
         heads: Vec::new(),
+        reactions: Vec::new(),
+        redactions: Vec::new(),
     };
     for (i, req) in batch.iter().enumerate() {
         let slot = match originals.entry((req.sender, req.client_msg_id)) {
             Entry::Occupied(known) => {
                 let original = *known.get();
-                let (room, text) = match original {
-                    Original::Stored(k) => (stored[k].room, stored[k].text),
-                    Original::Batch(j) => (batch[j].room, batch[j].text),
+                let repeats = match original {
+                    Original::Stored(k) => stored[k].repeated_by(req),
+                    Original::Batch(j) => StoredKey::of(&batch[j]).repeated_by(req),
+                    Original::Reaction(_) => unreachable!("keys map to messages, not reactions"),
                 };
-                plan.outcomes.push(if room == req.room && text == req.text {
+                plan.outcomes.push(if repeats {
                     Planned::Duplicate(original)
                 } else {
                     Planned::Conflict
@@ -238,6 +518,42 @@ where
             }
             Entry::Vacant(slot) => slot,
         };
+        // §8.6: what a new relation may do, judged against the state the
+        // batch has reached so far.
+        let mut target_seq = None;
+        let mut quote = "";
+        if let Some(rel) = req.relation {
+            let Some(target) = target_states
+                .get(rel.target)
+                .filter(|t| t.room == req.room && t.nameable && !t.redacted)
+            else {
+                plan.outcomes
+                    .push(Planned::Refused(Refusal::TargetNotFound));
+                continue;
+            };
+            if matches!(rel.kind, RefKind::Edit | RefKind::Redact) && target.sender != req.sender {
+                plan.outcomes.push(Planned::Refused(Refusal::NotAuthor));
+                continue;
+            }
+            if let RefKind::React { key, remove } = rel.kind {
+                match reaction_states.get(&(req.room, target.seq, req.sender, key)) {
+                    Some(&(present, original, _)) if present != remove => {
+                        plan.outcomes.push(Planned::Duplicate(original));
+                        continue;
+                    }
+                    None if remove => {
+                        plan.outcomes
+                            .push(Planned::Refused(Refusal::ReactionNotFound));
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            if rel.kind == RefKind::Reply {
+                quote = crate::relation::quote(target.shown_text);
+            }
+            target_seq = Some(target.seq);
+        }
         let (head, update) = rooms
             .get_mut(&req.room)
             .ok_or(PlanError::UnknownRoom { request: i })?;
@@ -260,15 +576,54 @@ where
             }
         }
         slot.insert(Original::Batch(i));
-        plan.outcomes.push(Planned::Stored {
-            row: plan.rows.len(),
-            seq,
-        });
+        let row = plan.rows.len();
+        plan.outcomes.push(Planned::Stored { row, seq });
         plan.rows.push(PlannedRow {
             request: i,
             room: req.room,
             seq,
+            target_seq,
+            quote,
         });
+        // What the new row changes for the requests after it.
+        if let (Some(rel), Some(target_seq)) = (req.relation, target_seq) {
+            let target = target_states
+                .get_mut(rel.target)
+                .expect("the target was found above");
+            match rel.kind {
+                RefKind::Edit => target.shown_text = req.text,
+                RefKind::Redact => {
+                    target.redacted = true;
+                    plan.redactions.push(Redaction {
+                        room: req.room,
+                        target_seq,
+                    });
+                }
+                RefKind::Reply => {}
+                RefKind::React { key, remove } => {
+                    let entry = reaction_states
+                        .entry((req.room, target_seq, req.sender, key))
+                        .or_insert((false, Original::Batch(i), None));
+                    let write = ReactionWrite {
+                        room: req.room,
+                        target_seq,
+                        user: req.sender,
+                        key,
+                        present: !remove,
+                        row,
+                    };
+                    match entry.2 {
+                        Some(w) => plan.reactions[w] = write,
+                        None => {
+                            entry.2 = Some(plan.reactions.len());
+                            plan.reactions.push(write);
+                        }
+                    }
+                    entry.0 = !remove;
+                    entry.1 = Original::Batch(i);
+                }
+            }
+        }
     }
     Ok(plan)
 }
@@ -285,6 +640,7 @@ mod tests {
             sender,
             client_msg_id: id,
             text,
+            relation: None,
         }
     }
 
@@ -299,11 +655,13 @@ mod tests {
             client_msg_id: id,
             room,
             text,
+            relation: None,
+            redacted: false,
         }
     }
 
     /// The plan in words: one word per request, then the heads.
-    fn describe(plan: &BatchPlan<char>) -> String {
+    fn describe(plan: &BatchPlan<'_, char, u8>) -> String {
         let mut out: Vec<String> = plan
             .outcomes
             .iter()
@@ -313,11 +671,33 @@ mod tests {
                 }
                 Planned::Duplicate(Original::Stored(k)) => format!("dup-stored{k}"),
                 Planned::Duplicate(Original::Batch(j)) => format!("dup-req{j}"),
+                Planned::Duplicate(Original::Reaction(k)) => format!("dup-reaction{k}"),
                 Planned::Conflict => "conflict".to_owned(),
+                Planned::Refused(Refusal::TargetNotFound) => "not-found".to_owned(),
+                Planned::Refused(Refusal::NotAuthor) => "not-author".to_owned(),
+                Planned::Refused(Refusal::ReactionNotFound) => "no-reaction".to_owned(),
             })
             .collect();
         for h in &plan.heads {
             out.push(format!("head {}={}@{}", h.room, h.head_seq, h.last_request));
+        }
+        for row in &plan.rows {
+            if let Some(t) = row.target_seq {
+                out.push(format!("row{}->{t}", row.seq));
+            }
+            if !row.quote.is_empty() {
+                out.push(format!("quote {:?}", row.quote));
+            }
+        }
+        for r in &plan.reactions {
+            let sign = if r.present { '+' } else { '-' };
+            out.push(format!(
+                "react {}{}@{}/u{}",
+                sign, r.key, r.target_seq, r.user
+            ));
+        }
+        for r in &plan.redactions {
+            out.push(format!("redact {}", r.target_seq));
         }
         out.join(" ")
     }
@@ -455,14 +835,269 @@ mod tests {
         ];
         let mut failures = Vec::new();
         for case in cases {
-            let got = plan_batch(case.heads.iter().copied(), &case.stored, &case.batch)
-                .map(|plan| describe(&plan));
+            let got = plan_batch(
+                case.heads.iter().copied(),
+                &case.stored,
+                &[],
+                &[],
+                &case.batch,
+            )
+            .map(|plan| describe(&plan));
             let want = case.expect.map(str::to_owned);
             if got != want {
                 failures.push(format!("{}: got {got:?}, want {want:?}", case.name));
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    fn rel(mut r: Req, target: &'static str, kind: RefKind<'static>) -> Req {
+        r.relation = Some(RelationRef { target, kind });
+        r
+    }
+
+    fn react(key: &'static str) -> RefKind<'static> {
+        RefKind::React { key, remove: false }
+    }
+
+    fn unreact(key: &'static str) -> RefKind<'static> {
+        RefKind::React { key, remove: true }
+    }
+
+    /// Stored messages of room 'a': m1 by user 1 ("hello"), m2 by user 2
+    /// ("x" × 200, for the quote), m3 deleted, e4 an edit (not nameable).
+    fn targets() -> Vec<Target<'static, char, u8>> {
+        let t = |message_id, seq, sender, nameable, redacted, shown_text| Target {
+            message_id,
+            room: 'a',
+            seq,
+            sender,
+            nameable,
+            redacted,
+            shown_text,
+        };
+        vec![
+            t("m1", 1, 1, true, false, "hello"),
+            t("m2", 2, 2, true, false, LONG),
+            t("m3", 3, 1, true, true, ""),
+            t("e4", 4, 1, false, false, "edit"),
+        ]
+    }
+
+    /// What a reply to m2 stores (and the plan prints) as its quote.
+    const QUOTED: &str = concat!(
+        "a5 a6 a7 head a=7@2 row5->2 quote \"",
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "\" row6->2 row7->2 quote \"new text\""
+    );
+
+    const LONG: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+
+    struct RelCase {
+        name: &'static str,
+        stored: Vec<StoredKey<'static, char, u8>>,
+        reactions: Vec<Reaction<'static, char, u8>>,
+        batch: Vec<Req>,
+        expect: &'static str,
+    }
+
+    /// One driver, every rule of §8.6 the plan decides.
+    #[test]
+    fn plans_relations() {
+        let reaction = |user, key, present| Reaction {
+            room: 'a',
+            target_seq: 1,
+            user,
+            key,
+            present,
+        };
+        let cases = [
+            RelCase {
+                name: "R-8.6.3: an edit by the author names its target's seq",
+                stored: vec![],
+                reactions: vec![],
+                batch: vec![rel(req('a', 1, "x", "hullo"), "m1", RefKind::Edit)],
+                expect: "a5 head a=5@0 row5->1",
+            },
+            RelCase {
+                name: "R-8.6.2: an edit or deletion by another user is NOT_AUTHOR",
+                stored: vec![],
+                reactions: vec![],
+                batch: vec![
+                    rel(req('a', 2, "x", "mine now"), "m1", RefKind::Edit),
+                    rel(req('a', 2, "y", ""), "m1", RefKind::Redact),
+                ],
+                expect: "not-author not-author",
+            },
+            RelCase {
+                name: "R-8.6.1: unknown, deleted, unnameable or other-room targets are NOT_FOUND",
+                stored: vec![],
+                reactions: vec![],
+                batch: vec![
+                    rel(req('a', 1, "x", "t"), "nope", RefKind::Edit),
+                    rel(req('a', 1, "y", "t"), "m3", RefKind::Edit),
+                    rel(req('a', 1, "z", "t"), "e4", RefKind::Reply),
+                    rel(req('b', 1, "w", "t"), "m1", RefKind::Reply),
+                ],
+                expect: "not-found not-found not-found not-found",
+            },
+            RelCase {
+                name: "R-8.6.1: after a deletion in the batch its target is gone for later requests",
+                stored: vec![],
+                reactions: vec![],
+                batch: vec![
+                    rel(req('a', 1, "x", ""), "m1", RefKind::Redact),
+                    rel(req('a', 1, "y", "late"), "m1", RefKind::Edit),
+                    rel(req('a', 2, "z", ""), "m1", react("👍")),
+                ],
+                expect: "a5 not-found not-found head a=5@0 row5->1 redact 1",
+            },
+            RelCase {
+                name: "R-8.6.9: a reply quotes the target's shown text, cut to 128 bytes; after an in-batch edit, the edit's",
+                stored: vec![],
+                reactions: vec![],
+                batch: vec![
+                    rel(req('a', 1, "x", "re"), "m2", RefKind::Reply),
+                    rel(req('a', 2, "y", "new text"), "m2", RefKind::Edit),
+                    rel(req('a', 1, "z", "re2"), "m2", RefKind::Reply),
+                ],
+                expect: QUOTED,
+            },
+            RelCase {
+                name: "R-8.6.10: adding a reaction twice stores one; the second repeats the first",
+                stored: vec![],
+                reactions: vec![],
+                batch: vec![
+                    rel(req('a', 2, "x", ""), "m1", react("👍")),
+                    rel(req('a', 2, "y", ""), "m1", react("👍")),
+                    rel(req('a', 3, "z", ""), "m1", react("👍")),
+                ],
+                expect: "a5 dup-req0 a6 head a=6@2 row5->1 row6->1 react +👍@1/u2 react +👍@1/u3",
+            },
+            RelCase {
+                name: "R-8.6.10: adding a stored reaction repeats its react message; removing it stores a row",
+                stored: vec![],
+                reactions: vec![reaction(2, "👍", true)],
+                batch: vec![
+                    rel(req('a', 2, "x", ""), "m1", react("👍")),
+                    rel(req('a', 2, "y", ""), "m1", unreact("👍")),
+                    rel(req('a', 2, "z", ""), "m1", unreact("👍")),
+                ],
+                expect: "dup-reaction0 a5 dup-req1 head a=5@1 row5->1 react -👍@1/u2",
+            },
+            RelCase {
+                name: "R-8.6.10: removing a reaction never added is NOT_FOUND; one removed before repeats its removal",
+                stored: vec![],
+                reactions: vec![reaction(3, "🎉", false)],
+                batch: vec![
+                    rel(req('a', 2, "x", ""), "m1", unreact("👍")),
+                    rel(req('a', 3, "y", ""), "m1", unreact("🎉")),
+                ],
+                expect: "no-reaction dup-reaction0",
+            },
+            RelCase {
+                name: "one reaction state per key: add, remove, add in one batch writes the last",
+                stored: vec![],
+                reactions: vec![],
+                batch: vec![
+                    rel(req('a', 2, "x", ""), "m1", react("👍")),
+                    rel(req('a', 2, "y", ""), "m1", unreact("👍")),
+                    rel(req('a', 2, "z", ""), "m1", react("👍")),
+                ],
+                expect: "a5 a6 a7 head a=7@2 row5->1 row6->1 row7->1 react +👍@1/u2",
+            },
+            RelCase {
+                name: "R-8.6.4: a repeat with the same relation is a duplicate, even after its target is deleted",
+                stored: vec![StoredKey {
+                    relation: Some(RelationRef {
+                        target: "m3",
+                        kind: RefKind::Redact,
+                    }),
+                    ..key(1, "x", 'a', "")
+                }],
+                reactions: vec![],
+                batch: vec![rel(req('a', 1, "x", ""), "m3", RefKind::Redact)],
+                expect: "dup-stored0",
+            },
+            RelCase {
+                name: "R-8.6.4: a repeat with another relation or none conflicts",
+                stored: vec![StoredKey {
+                    relation: Some(RelationRef {
+                        target: "m1",
+                        kind: react("👍"),
+                    }),
+                    ..key(2, "x", 'a', "")
+                }],
+                reactions: vec![],
+                batch: vec![
+                    rel(req('a', 2, "x", ""), "m1", react("🎉")),
+                    rel(req('a', 2, "x", ""), "m1", unreact("👍")),
+                    req('a', 2, "x", ""),
+                ],
+                expect: "conflict conflict conflict",
+            },
+            RelCase {
+                name: "R-8.6.4: a repeat of a deleted message is judged without its text",
+                stored: vec![StoredKey {
+                    redacted: true,
+                    ..key(1, "x", 'a', "")
+                }],
+                reactions: vec![],
+                batch: vec![
+                    req('a', 1, "x", "what it said"),
+                    req('b', 1, "x", "what it said"),
+                ],
+                expect: "dup-stored0 conflict",
+            },
+            RelCase {
+                name: "a refused request uses no seq and leaves its key unused",
+                stored: vec![],
+                reactions: vec![],
+                batch: vec![
+                    rel(req('a', 2, "x", "no"), "m1", RefKind::Edit),
+                    rel(req('a', 2, "x", "re"), "m1", RefKind::Reply),
+                ],
+                expect: "not-author a5 head a=5@1 row5->1 quote \"hello\"",
+            },
+        ];
+        let targets = targets();
+        let mut failures = Vec::new();
+        for case in cases {
+            let got = plan_batch(
+                [('a', 4), ('b', 0)],
+                &case.stored,
+                &targets,
+                &case.reactions,
+                &case.batch,
+            )
+            .map(|plan| describe(&plan));
+            if got.as_deref() != Ok(case.expect) {
+                failures.push(format!(
+                    "{}: got {got:?}, want {:?}",
+                    case.name, case.expect
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn reaction_keys_lists_what_to_read_once() {
+        let targets = targets();
+        let batch = [
+            rel(req('a', 2, "x", ""), "m1", react("👍")),
+            rel(req('a', 2, "y", ""), "m1", unreact("👍")),
+            rel(req('a', 3, "z", ""), "m1", react("👍")),
+            rel(req('a', 3, "w", ""), "nope", react("👍")),
+            rel(req('b', 3, "v", ""), "m1", react("👍")),
+            rel(req('a', 3, "u", "t"), "m1", RefKind::Reply),
+        ];
+        assert_eq!(
+            reaction_keys(&batch, &targets),
+            [('a', 1, 2, "👍"), ('a', 1, 3, "👍")]
+        );
+        assert_eq!(batch_keys(&batch).targets, ["m1", "nope"]);
     }
 
     #[test]
@@ -494,6 +1129,7 @@ mod tests {
                 sender,
                 client_msg_id: IDS[id],
                 text: TEXTS[text],
+                relation: None,
             }
         }
 
@@ -512,13 +1148,15 @@ mod tests {
                     .iter()
                     .map(|s| {
                         let r = request(s);
-                        StoredKey { sender: r.sender, client_msg_id: r.client_msg_id, room: r.room, text: r.text }
+                        StoredKey { sender: r.sender, client_msg_id: r.client_msg_id, room: r.room, text: r.text, relation: None, redacted: false }
                     })
                     .collect();
                 let batch: Vec<_> = batch.iter().map(request).collect();
                 let plan = plan_batch(
                     heads.iter().enumerate().map(|(r, h)| (r as u8, *h)),
                     &stored,
+                    &[],
+                    &[],
                     &batch,
                 ).expect("every room has a head");
                 prop_assert_eq!(plan.outcomes.len(), batch.len());

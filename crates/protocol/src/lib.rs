@@ -14,6 +14,10 @@
 //! - [`delivery`]: the per-connection "never repeat a seq" marks (§10.6).
 //! - [`read`]: read state: the mention rule, the marker rule and a
 //!   client's per-room counts (§11.3).
+//! - [`relation`]: one relation (edit, delete, reply, react) on its own:
+//!   validation, the reply quote and the fallback (§8.6).
+//! - [`timeline`]: a room's messages with relations applied, as a client
+//!   shows them (§8.6.6).
 //! - [`rules`]: pure server-side rules: request validation, history ranges,
 //!   the resume decision and typing expiry (§7-§11).
 //! - [`http`]: JSON bodies of the HTTP endpoints and their JSON Schemas (§5).
@@ -28,8 +32,10 @@ pub mod http;
 pub mod limits;
 pub mod names;
 pub mod read;
+pub mod relation;
 pub mod rules;
 pub mod session;
+pub mod timeline;
 
 /// Prost types generated from `proto/confab/v1/*.proto` (package `confab.v1`).
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -55,6 +61,30 @@ pub mod capability {
     pub const ROOM_LIST_PUSH: &str = "room-list-push";
     /// Read-state pushes and counts (§11.3).
     pub const READ_STATE: &str = "read-state";
-    /// Every optional capability this crate knows.
-    pub const ALL: [&str; 4] = [TYPING, PRESENCE, ROOM_LIST_PUSH, READ_STATE];
+    /// Edits as they are, not their fallback (§8.6.2).
+    pub const EDIT: &str = "edit";
+    /// Deletions as they are (§8.6.3).
+    pub const REDACT: &str = "redact";
+    /// Replies as they are (§8.6.4).
+    pub const REPLY: &str = "reply";
+    /// Reactions as they are (§8.6.5).
+    pub const REACT: &str = "react";
+    /// The capabilities a client asks for by default
+    /// (`session::SessionConfig::new`): all but the relation ones, which a
+    /// client asks for once it applies relations (§8.6.1).
+    pub const WITHOUT_RELATIONS: [&str; 4] = [TYPING, PRESENCE, ROOM_LIST_PUSH, READ_STATE];
+    /// The relation capabilities (§8.6).
+    pub const RELATIONS: [&str; 4] = [EDIT, REDACT, REPLY, REACT];
+    /// Every optional capability this crate knows, in the order a server
+    /// lists them.
+    pub const ALL: [&str; 8] = [
+        TYPING,
+        PRESENCE,
+        ROOM_LIST_PUSH,
+        READ_STATE,
+        EDIT,
+        REDACT,
+        REPLY,
+        REACT,
+    ];
 }

@@ -262,6 +262,72 @@ impl Topic {
     }
 }
 
+string_newtype!(
+    /// The `message_id` a relation names (§8.6, `Relation.target_id`):
+    /// 1-64 bytes of printable ASCII, no spaces (§12.3).
+    MessageId
+);
+string_newtype!(
+    /// A reaction key (§8.6.5): 1-32 bytes, no whitespace, no control or
+    /// bidi characters; an emoji, with the joiners emoji need (§12.3).
+    ReactionKey
+);
+
+/// Longest message id a relation may name, in bytes.
+pub const MAX_MESSAGE_ID_BYTES: usize = 64;
+/// Longest reaction key, in bytes.
+pub const MAX_REACTION_KEY_BYTES: usize = 32;
+
+impl MessageId {
+    /// Validates a message id named by a relation.
+    pub fn parse(s: impl Into<String>) -> Result<Self, ValidationError> {
+        let s = s.into();
+        check_len("target_id", &s, 1, MAX_MESSAGE_ID_BYTES)?;
+        if let Some((at, ch)) = s.char_indices().find(|(_, c)| !c.is_ascii_graphic()) {
+            return Err(ValidationError::BadChar {
+                field: "target_id",
+                ch,
+                at,
+                rule: "a message_id is printable ASCII without spaces; copy it from the Message",
+            });
+        }
+        Ok(Self(s))
+    }
+}
+
+impl ReactionKey {
+    /// Validates a reaction key.
+    pub fn parse(s: impl Into<String>) -> Result<Self, ValidationError> {
+        let s = s.into();
+        check_len("reaction key", &s, 1, MAX_REACTION_KEY_BYTES)?;
+        if let Some((at, ch)) = s
+            .char_indices()
+            .find(|(_, c)| c.is_control() || c.is_whitespace())
+        {
+            return Err(ValidationError::BadChar {
+                field: "reaction key",
+                ch,
+                at,
+                rule: "a reaction is one emoji or short word, without spaces or control characters",
+            });
+        }
+        // The zero-width joiner builds emoji (family, flags of regions) and
+        // is allowed; the other invisible characters would make two keys
+        // that look the same differ.
+        if let Some((at, ch)) = s
+            .char_indices()
+            .find(|&(_, c)| c != '\u{200D}' && is_invisible_format(c))
+        {
+            return Err(ValidationError::Invisible {
+                field: "reaction key",
+                code_point: u32::from(ch),
+                at,
+            });
+        }
+        Ok(Self(s))
+    }
+}
+
 impl ClientMsgId {
     /// Validates a client message id.
     pub fn parse(s: impl Into<String>) -> Result<Self, ValidationError> {
@@ -310,6 +376,12 @@ impl MessageText {
             });
         }
         Ok(Self(s))
+    }
+
+    /// The empty text of a deletion or a reaction (§8.6), the one
+    /// `MessageText` that is blank.
+    pub fn none() -> Self {
+        Self(String::new())
     }
 
     /// The validated text.

@@ -86,6 +86,16 @@ pub fn counts_for(sender: &str, text: &str, me: &str) -> Counted {
     }
 }
 
+/// Whether read state counts `message` at all: edits,
+/// deletions and reactions (§8.6) are not new lines; a reply is.
+pub fn counts_as_message(message: &Message) -> bool {
+    use crate::wire::relation::Kind;
+    matches!(
+        message.relation.as_ref().map(|r| &r.kind),
+        None | Some(Some(Kind::Reply(_)))
+    )
+}
+
 /// The marker a MarkRead leaves: never behind the
 /// current one, never beyond the room's head.
 pub fn marker_after(current: u64, requested: u64, head_seq: u64) -> u64 {
@@ -193,7 +203,11 @@ impl RoomRead {
         if message.seq <= self.counted_seq() {
             return false;
         }
-        let counted = counts_for(&message.sender, &message.text, me);
+        let counted = if counts_as_message(message) {
+            counts_for(&message.sender, &message.text, me)
+        } else {
+            Counted::default()
+        };
         if self.later.len() == COUNT_CAP as usize {
             self.later.pop_front();
         }
@@ -314,6 +328,39 @@ mod tests {
             text: text.into(),
             ..Message::default()
         }
+    }
+
+    /// edits, deletions and reactions are not counted; replies are.
+    #[test]
+    fn only_messages_and_replies_count() {
+        use crate::wire::{Relation, relation::Kind};
+        let with = |seq, kind| Message {
+            relation: Some(Relation {
+                target_id: "m1".into(),
+                kind: Some(kind),
+                target_seq: 1,
+            }),
+            ..message(seq, "bob", "@alice hi")
+        };
+        let mut read = RoomRead::from_wire(&state(0, 0, 0, 0));
+        assert!(read.handle_message(&message(1, "bob", "hi"), "alice"));
+        assert!(!read.handle_message(&with(2, Kind::Edit(crate::wire::Edit {})), "alice"));
+        assert!(!read.handle_message(&with(3, Kind::Redact(crate::wire::Redact {})), "alice"));
+        assert!(!read.handle_message(
+            &with(
+                4,
+                Kind::React(crate::wire::React {
+                    key: "👍".into(),
+                    remove: false
+                })
+            ),
+            "alice"
+        ));
+        assert!(read.handle_message(
+            &with(5, Kind::Reply(crate::wire::Reply { quote: "hi".into() })),
+            "alice"
+        ));
+        assert_eq!((read.unread_count(), read.mention_count()), (2, 1));
     }
 
     fn state(read_seq: u64, unread: u32, mentions: u32, counted_seq: u64) -> ReadState {

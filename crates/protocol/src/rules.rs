@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::error::Rejection;
 use crate::limits::ServerLimits;
 use crate::names::{ClientMsgId, MessageText, RoomName};
+use crate::relation::ValidRelation;
 use crate::wire::{FetchHistory, MessageKind, SendMessage, fetch_history::Anchor};
 
 /// §3.4: the session's capabilities are those both sides support, in the
@@ -34,13 +35,35 @@ pub struct ValidSend {
     pub text: MessageText,
     /// Text or action; UNSPECIFIED is read as TEXT.
     pub kind: MessageKind,
+    /// What the message does to an earlier one (§8.6), if anything.
+    pub relation: Option<ValidRelation>,
 }
 
 /// §8.1: validates a send against the server's limits.
 pub fn validate_send(msg: &SendMessage, limits: &ServerLimits) -> Result<ValidSend, Rejection> {
     let room = RoomName::parse(msg.room.as_str())?;
     let client_msg_id = ClientMsgId::parse(msg.client_msg_id.as_str())?;
-    let text = MessageText::parse(msg.text.as_str(), limits.max_text_bytes as usize)?;
+    let relation = msg
+        .relation
+        .as_ref()
+        .map(ValidRelation::parse)
+        .transpose()?;
+    // §8.6: a deletion or a reaction has no text; everything else does.
+    let text = match &relation {
+        Some(rel) if !rel.kind.has_text() => {
+            if !msg.text.is_empty() {
+                return Err(Rejection::new(
+                    crate::wire::ErrorCode::InvalidArgument,
+                    format!(
+                        "a {} carries no text; send it with an empty text",
+                        rel.kind.name()
+                    ),
+                ));
+            }
+            MessageText::none()
+        }
+        _ => MessageText::parse(msg.text.as_str(), limits.max_text_bytes as usize)?,
+    };
     let kind = match MessageKind::try_from(msg.kind) {
         Ok(MessageKind::Action) => MessageKind::Action,
         Ok(MessageKind::Text | MessageKind::Unspecified) => MessageKind::Text,
@@ -56,6 +79,7 @@ pub fn validate_send(msg: &SendMessage, limits: &ServerLimits) -> Result<ValidSe
         client_msg_id,
         text,
         kind,
+        relation,
     })
 }
 
@@ -589,6 +613,7 @@ mod tests {
             client_msg_id: "c1".into(),
             text: "hi".into(),
             kind: 0,
+            relation: None,
         };
         assert!(validate_send(&ok, &limits).is_ok());
         let long = SendMessage {
@@ -606,11 +631,66 @@ mod tests {
         assert!(validate_send(&bad_kind, &limits).is_err());
         let no_id = SendMessage {
             client_msg_id: String::new(),
-            ..ok
+            ..ok.clone()
         };
         assert_eq!(
             validate_send(&no_id, &limits).unwrap_err().code,
             crate::wire::ErrorCode::InvalidArgument
         );
+    }
+
+    /// §8.6, step 1: a relation's text rule depends on its kind.
+    #[test]
+    fn relation_validation() {
+        use crate::wire::{Edit, React, Redact, Relation, relation::Kind};
+        let limits = ServerLimits::default();
+        let send = |text: &str, kind: Kind| SendMessage {
+            room: "general".into(),
+            client_msg_id: "c1".into(),
+            text: text.into(),
+            kind: 0,
+            relation: Some(Relation {
+                target_id: "m1".into(),
+                kind: Some(kind),
+                target_seq: 0,
+            }),
+        };
+        let react = |key: &str| {
+            Kind::React(React {
+                key: key.into(),
+                remove: false,
+            })
+        };
+        let cases = [
+            ("an edit has text", send("fixed", Kind::Edit(Edit {})), true),
+            ("an edit without text", send("", Kind::Edit(Edit {})), false),
+            (
+                "a deletion without text",
+                send("", Kind::Redact(Redact {})),
+                true,
+            ),
+            (
+                "a deletion with text",
+                send("why", Kind::Redact(Redact {})),
+                false,
+            ),
+            ("a reaction", send("", react("👍")), true),
+            ("a reaction with text", send("👍", react("👍")), false),
+            (
+                "a reaction with a spaced key",
+                send("", react("a b")),
+                false,
+            ),
+        ];
+        for (name, msg, valid) in cases {
+            let got = validate_send(&msg, &limits);
+            assert_eq!(got.is_ok(), valid, "{name}: {got:?}");
+            if let Err(err) = got {
+                assert_eq!(err.code, crate::wire::ErrorCode::InvalidArgument, "{name}");
+            }
+        }
+        let parsed = validate_send(&send("", react("🎉")), &limits).expect("valid");
+        assert!(parsed.text.as_str().is_empty());
+        assert!(parsed.relation.is_some());
     }
 }

@@ -34,6 +34,8 @@ fn msg(room: &str, seq: u64, sender: &str) -> wire::Message {
         text: format!("text {seq}"),
         kind: wire::MessageKind::Text as i32,
         server_ts_ms: 0,
+        redacted: false,
+        relation: None,
     }
 }
 
@@ -296,6 +298,7 @@ fn restored_outbox_is_sent_after_welcome() {
         room: "a".into(),
         text: "typed offline".into(),
         action: false,
+        relation: None,
     }]);
     let sent = h.connect(vec![room("a", 0)]);
     assert!(matches!(sent[0].body, Some(C::Resume(_))));
@@ -1104,6 +1107,7 @@ fn sends_queued_offline_or_restored_are_pending_at_once_and_delivered_after_reco
         room: "a".into(),
         text: "from last time".into(),
         action: false,
+        relation: None,
     }]);
     h.session
         .send_message(

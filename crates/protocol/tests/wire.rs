@@ -33,6 +33,8 @@ fn message() -> wire::Message {
         text: "hello".into(),
         kind: wire::MessageKind::Text as i32,
         server_ts_ms: 1_764_000_000_000,
+        redacted: false,
+        relation: None,
     }
 }
 
@@ -88,6 +90,7 @@ fn client_frames() -> Vec<ClientFrame> {
                 client_msg_id: "c-1".into(),
                 text: "hello".into(),
                 kind: wire::MessageKind::Text as i32,
+                relation: None,
             }),
         ),
         ClientFrame::request(

@@ -40,6 +40,7 @@ use bytes::Bytes;
 use confab_protocol::codec::encode_server_frame;
 use confab_protocol::error::{CloseCode, Rejection};
 use confab_protocol::names::{RoomName, Username};
+use confab_protocol::relation::{self, RelationCaps};
 use confab_protocol::rules::{self, ResumeDecision, TypingTracker};
 use confab_protocol::wire::{
     self, ErrorCode, Member, Presence, Resumed, RoomInfo, RoomListUpdate, RoomResume, ServerFrame,
@@ -78,6 +79,9 @@ pub enum Outbound {
         replay_after: u64,
         /// Room head at activation.
         head: u64,
+        /// The connection's relation capabilities: replayed messages are
+        /// sent as their fallback where one applies (§8.6.1).
+        caps: RelationCaps,
     },
     /// A Resume (§10): replay each activation in order, then send the
     /// encoded Resumed reply. Boxed, so one item of any size stays small.
@@ -97,6 +101,8 @@ pub struct Activation {
     pub replay_after: u64,
     /// Room head at activation.
     pub head: u64,
+    /// The connection's relation capabilities (§8.6.1).
+    pub caps: RelationCaps,
 }
 
 /// Everything a Resume queues, as one item.
@@ -181,6 +187,8 @@ pub struct Capabilities {
     pub room_list_push: bool,
     /// Read-state pushes (§11.3).
     pub read_state: bool,
+    /// Which relations it gets as they are, not as their fallback (§8.6.1).
+    pub relations: RelationCaps,
 }
 
 impl Capabilities {
@@ -192,6 +200,7 @@ impl Capabilities {
             presence: has(capability::PRESENCE),
             room_list_push: has(capability::ROOM_LIST_PUSH),
             read_state: has(capability::READ_STATE),
+            relations: RelationCaps::from_names(names),
         }
     }
 }
@@ -777,6 +786,16 @@ impl Hub {
         self.state().member_room(room, user).map(|r| r.id)
     }
 
+    /// The relation capabilities of a connection (§8.6.1); none for a
+    /// connection the hub no longer knows.
+    pub fn relation_caps(&self, conn: ConnId) -> RelationCaps {
+        self.state()
+            .connections
+            .get(&conn)
+            .map(|c| c.reg.caps.relations)
+            .unwrap_or_default()
+    }
+
     /// Members of a room, sorted by name, for a member (§7.5).
     pub fn members(&self, room: &RoomName, user: &Username) -> Result<Vec<Member>, Rejection> {
         let state = self.state();
@@ -808,6 +827,7 @@ impl Hub {
             room: name,
             replay_after: replay_after.min(head),
             head,
+            caps: c.reg.caps.relations,
         })
     }
 
@@ -816,6 +836,7 @@ impl Hub {
             room,
             replay_after,
             head,
+            caps,
         }) = Self::mark_active(state, conn, room, replay_after)
         else {
             return;
@@ -828,6 +849,7 @@ impl Hub {
                     room,
                     replay_after,
                     head,
+                    caps,
                 },
             );
         }
@@ -1184,14 +1206,47 @@ impl Hub {
         room.head_seq = message.seq;
         room.known_head = room.known_head.max(message.seq);
         room.last_activity_ms = room.last_activity_ms.max(message.server_ts_ms);
-        let push = Arc::new(Push {
-            room: Arc::clone(&room.name),
-            seq: message.seq,
-            frame: encode_server_frame(&ServerFrame::push(Body::Message(message.to_wire()))),
-        });
+        let wire = message.to_wire();
+        let name = Arc::clone(&room.name);
+        let push = |frame: Bytes| {
+            Arc::new(Push {
+                room: Arc::clone(&name),
+                seq: message.seq,
+                frame,
+            })
+        };
+        // §8.6.1: a relation is encoded at most twice, as stored and as
+        // its fallback; which one a connection gets depends only on its
+        // capabilities.
+        let mut fallbacks: Vec<(RelationCaps, Option<Arc<Push>>)> = Vec::new();
+        // Encoded from the frame that owns the message, which is then taken
+        // back for the fallbacks: a plain message is not copied.
+        let frame = ServerFrame::push(Body::Message(wire));
+        let as_stored = push(encode_server_frame(&frame));
+        let Some(Body::Message(wire)) = frame.body else {
+            return;
+        };
+        let fallback = |caps: RelationCaps| relation::fallback(&wire, caps);
         let mut delivered = 0u64;
-        for conn in state.room_audience(&push.room, None, |_| true) {
-            if deliver(&self.metrics, conn, Outbound::Message(Arc::clone(&push))) {
+        for conn in state.room_audience(&name, None, |_| true) {
+            let caps = conn.reg.caps.relations;
+            let item = if wire.relation.is_none() && !wire.redacted {
+                Arc::clone(&as_stored)
+            } else {
+                let known = fallbacks.iter().find(|(c, _)| *c == caps);
+                let chosen = match known {
+                    Some((_, chosen)) => chosen.clone(),
+                    None => {
+                        let chosen = fallback(caps).map(|m| {
+                            push(encode_server_frame(&ServerFrame::push(Body::Message(m))))
+                        });
+                        fallbacks.push((caps, chosen.clone()));
+                        chosen
+                    }
+                };
+                chosen.unwrap_or_else(|| Arc::clone(&as_stored))
+            };
+            if deliver(&self.metrics, conn, Outbound::Message(item)) {
                 delivered += 1;
             }
         }
@@ -1384,6 +1439,8 @@ mod tests {
             text: "hi".into(),
             kind: 1,
             server_ts_ms: 0,
+            redacted: false,
+            relation: None,
         }
     }
 

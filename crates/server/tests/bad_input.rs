@@ -226,6 +226,7 @@ async fn bad_input_gets_typed_errors_and_others_keep_chatting() {
                 client_msg_id: format!("flood-{i}"),
                 text: format!("flood {i}"),
                 kind: 0,
+                relation: None,
             }))
             .await,
         );

@@ -80,6 +80,7 @@ async fn send_until_killed(
                     client_msg_id: format!("{}-{next}", client.name),
                     text: format!("message {next} from {}", client.name),
                     kind: 0,
+                    relation: None,
                 }),
             );
             if client

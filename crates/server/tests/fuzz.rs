@@ -90,6 +90,7 @@ fn valid_frame(rng: &mut Rng) -> ClientFrame {
             client_msg_id: rng.string(),
             text: rng.string(),
             kind: rng.below(4) as i32,
+            relation: None,
         }),
         8 => C::FetchHistory(wire::FetchHistory {
             room: rng.string(),

@@ -143,6 +143,7 @@ async fn idempotent_resend_returns_the_original_and_stores_once() {
             client_msg_id: id.into(),
             text: "pipelined".into(),
             kind: 0,
+            relation: None,
         })
     };
     let r1 = alice.send(send("dup-2")).await;

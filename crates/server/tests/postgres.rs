@@ -29,6 +29,7 @@ fn summary(outcomes: &[AppendOutcome]) -> Vec<String> {
             AppendOutcome::Stored(m) => format!("stored {} {}", m.room, m.seq),
             AppendOutcome::Duplicate(m) => format!("duplicate {} {}", m.room, m.seq),
             AppendOutcome::Conflict => "conflict".to_owned(),
+            AppendOutcome::Refused(r) => format!("refused {r:?}"),
         })
         .collect()
 }
@@ -61,6 +62,7 @@ fn message(sender: &User, room: &Room, id: &str, text: &str, ts: i64) -> NewMess
         text: text.to_owned(),
         kind: MessageKind::Text,
         server_ts_ms: ts,
+        relation: None,
     }
 }
 

@@ -76,6 +76,9 @@ macro_rules! store_contract {
             read_marker_never_moves_back_or_past_the_head,
             read_marker_of_a_new_member_starts_at_the_head,
             read_state_survives_reopen,
+            relations_are_messages_with_a_checked_target,
+            redaction_removes_content,
+            reactions_once_per_user_and_key,
         );
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {
@@ -207,6 +210,7 @@ mod cases {
             text: text.to_owned(),
             kind: MessageKind::Text,
             server_ts_ms: ts,
+            relation: None,
         }
     }
 
@@ -217,6 +221,7 @@ mod cases {
                 AppendOutcome::Stored(m) => format!("stored {} {}", m.room, m.seq),
                 AppendOutcome::Duplicate(m) => format!("duplicate {} {}", m.room, m.seq),
                 AppendOutcome::Conflict => "conflict".to_owned(),
+                AppendOutcome::Refused(r) => format!("refused {r:?}"),
             })
             .collect()
     }
@@ -1170,6 +1175,286 @@ mod cases {
             other => panic!("expected Duplicate then Stored, got {other:?}"),
         }
         store.close().await.expect("close");
+    }
+
+    /// A relation of `kind` ("edit", "redact", "reply", "react KEY",
+    /// "unreact KEY") naming `target`.
+    fn relate(mut m: NewMessage, kind: &str, target: &StoredMessage) -> NewMessage {
+        use confab_protocol::names::{MessageId, ReactionKey};
+        use confab_protocol::relation::{RelationKind, ValidRelation};
+        let kind = match kind.split_once(' ') {
+            Some(("react", key)) => RelationKind::React {
+                key: ReactionKey::parse(key).expect("valid key"),
+                remove: false,
+            },
+            Some(("unreact", key)) => RelationKind::React {
+                key: ReactionKey::parse(key).expect("valid key"),
+                remove: true,
+            },
+            _ => match kind {
+                "edit" => RelationKind::Edit,
+                "redact" => RelationKind::Redact,
+                "reply" => RelationKind::Reply,
+                other => panic!("unknown relation {other}"),
+            },
+        };
+        m.relation = Some(ValidRelation {
+            target: MessageId::parse(target.message_id.as_str()).expect("valid id"),
+            kind,
+        });
+        m
+    }
+
+    /// Every message of `room` as (seq, text, redacted, relation in words).
+    async fn timeline(store: &dyn Store, room: &RoomName) -> Vec<String> {
+        use confab_protocol::wire::relation::Kind;
+        store
+            .history(room, HistoryRange::After(0), 100)
+            .await
+            .expect("history")
+            .messages
+            .iter()
+            .map(|m| {
+                let rel = match m.relation.as_ref().map(|r| (r.target_seq, &r.kind)) {
+                    None => String::new(),
+                    Some((t, Some(Kind::Edit(_)))) => format!(" edit->{t}"),
+                    Some((t, Some(Kind::Redact(_)))) => format!(" redact->{t}"),
+                    Some((t, Some(Kind::Reply(r)))) => format!(" reply->{t} {:?}", r.quote),
+                    Some((t, Some(Kind::React(r)))) => {
+                        format!(" {}{}->{t}", if r.remove { "-" } else { "+" }, r.key)
+                    }
+                    Some((_, None)) => " ?".to_owned(),
+                };
+                let deleted = if m.redacted { " (deleted)" } else { "" };
+                format!("{} {:?}{deleted}{rel}", m.seq, m.text)
+            })
+            .collect()
+    }
+
+    /// §8.6: edits and replies are stored in the room's seq space with
+    /// their target's seq (R-8.6.3), a reply quotes the latest edit
+    /// (R-8.6.9), only the author edits (R-8.6.2), unknown or other-room
+    /// targets are refused (R-8.6.1), and repeats compare the relation
+    /// (R-8.6.4). Relations are not unread (R-11.3.4).
+    pub async fn relations_are_messages_with_a_checked_target<B: Backend>() {
+        let db = B::fresh().await;
+        let w = world(db.open().await).await;
+        w.store.add_member(w.one.0, w.bob.0, 2).await.expect("add");
+        let out = w
+            .store
+            .append_batch(&[
+                msg(&w.alice, &w.one, "a1", "helo", 10),
+                msg(&w.alice, &w.two, "a2", "elsewhere", 10),
+            ])
+            .await
+            .expect("append");
+        let (m1, other) = (stored(&out[0]).clone(), stored(&out[1]).clone());
+        let edit = relate(msg(&w.alice, &w.one, "a3", "hello", 11), "edit", &m1);
+        let out = w
+            .store
+            .append_batch(&[
+                relate(msg(&w.bob, &w.one, "b1", "mine", 11), "edit", &m1),
+                edit.clone(),
+                relate(msg(&w.bob, &w.one, "b2", "hi!", 12), "reply", &m1),
+                relate(msg(&w.bob, &w.one, "b3", "hi?", 12), "reply", &other),
+                edit.clone(),
+                relate(msg(&w.alice, &w.one, "a3", "hello", 13), "reply", &m1),
+            ])
+            .await
+            .expect("append");
+        assert_eq!(
+            summary(&out),
+            [
+                "refused NotAuthor",
+                "stored one 2",
+                "stored one 3",
+                "refused TargetNotFound",
+                "duplicate one 2",
+                "conflict"
+            ]
+        );
+        let reply = stored(&out[2]);
+        let wire = reply.relation.as_ref().expect("a relation");
+        assert_eq!(
+            (wire.target_id.as_str(), wire.target_seq),
+            (m1.message_id.as_str(), 1)
+        );
+        assert_eq!(
+            timeline(&*w.store, &w.one.1).await,
+            [
+                r#"1 "helo""#,
+                r#"2 "hello" edit->1"#,
+                r#"3 "hi!" reply->1 "hello""#
+            ]
+        );
+        let sent = w
+            .store
+            .sent_message(w.alice.0, &ClientMsgId::parse("a3").expect("id"))
+            .await
+            .expect("read")
+            .expect("the edit's key");
+        assert_eq!(&sent, stored(&out[1]), "sent_message returns the relation");
+        // Bob's read state: alice's message counts, her edit does not.
+        let states = w
+            .store
+            .read_states(w.bob.0, &w.bob.1)
+            .await
+            .expect("read states");
+        let one = states.iter().find(|s| s.room == "one").expect("one");
+        assert_eq!((one.unread_count, one.counted_seq), (1, 3));
+        w.store.close().await.expect("close");
+    }
+
+    /// §8.6.3: a deletion empties the text of its target and of its
+    /// edits and the quote of its replies, in storage (R-8.6.6, R-8.6.7),
+    /// drops its reactions (R-8.6.8), and leaves nothing a relation may
+    /// name (R-8.6.1); a repeat of it is still its duplicate (R-8.6.4),
+    /// and all of it survives a restart.
+    pub async fn redaction_removes_content<B: Backend>() {
+        let db = B::fresh().await;
+        let w = world(db.open().await).await;
+        w.store.add_member(w.one.0, w.bob.0, 2).await.expect("add");
+        let out = w
+            .store
+            .append_batch(&[msg(&w.alice, &w.one, "a1", "secret", 10)])
+            .await
+            .expect("append");
+        let m1 = stored(&out[0]).clone();
+        let redact = relate(msg(&w.alice, &w.one, "a3", "", 13), "redact", &m1);
+        let out = w
+            .store
+            .append_batch(&[
+                relate(msg(&w.alice, &w.one, "a2", "secret2", 11), "edit", &m1),
+                relate(msg(&w.bob, &w.one, "b1", "what?", 12), "reply", &m1),
+                relate(msg(&w.bob, &w.one, "b2", "", 12), "react 👍", &m1),
+                relate(msg(&w.bob, &w.one, "b3", "", 12), "redact", &m1),
+                redact.clone(),
+            ])
+            .await
+            .expect("append");
+        assert_eq!(
+            summary(&out),
+            [
+                "stored one 2",
+                "stored one 3",
+                "stored one 4",
+                "refused NotAuthor",
+                "stored one 5"
+            ]
+        );
+        let out = w
+            .store
+            .append_batch(&[
+                relate(msg(&w.alice, &w.one, "a4", "again", 14), "edit", &m1),
+                relate(msg(&w.bob, &w.one, "b4", "", 14), "react 🎉", &m1),
+                relate(msg(&w.bob, &w.one, "b5", "late", 14), "reply", &m1),
+                redact.clone(),
+            ])
+            .await
+            .expect("append");
+        assert_eq!(
+            summary(&out),
+            [
+                "refused TargetNotFound",
+                "refused TargetNotFound",
+                "refused TargetNotFound",
+                "duplicate one 5"
+            ]
+        );
+        let want = [
+            r#"1 "" (deleted)"#,
+            r#"2 "" (deleted) edit->1"#,
+            r#"3 "what?" reply->1 """#,
+            r#"4 "" +👍->1"#,
+            r#"5 "" redact->1"#,
+        ];
+        assert_eq!(timeline(&*w.store, &w.one.1).await, want);
+        // The original send, repeated: its text is gone, so it is judged
+        // by room and relation alone (R-8.6.4).
+        let out = w
+            .store
+            .append_batch(&[msg(&w.alice, &w.one, "a1", "secret", 20)])
+            .await
+            .expect("append");
+        assert_eq!(summary(&out), ["duplicate one 1"]);
+        w.store.close().await.expect("close");
+        drop(w.store);
+        let store = db.open().await;
+        assert_eq!(timeline(&*store, &w.one.1).await, want);
+        store.close().await.expect("close");
+    }
+
+    /// §8.6.5, R-8.6.10: a user has each key on a message at most once; a
+    /// reaction that changes nothing stores nothing and repeats the react
+    /// message that set the state; removing one never added is refused.
+    pub async fn reactions_once_per_user_and_key<B: Backend>() {
+        let db = B::fresh().await;
+        let w = world(db.open().await).await;
+        w.store.add_member(w.one.0, w.bob.0, 2).await.expect("add");
+        let out = w
+            .store
+            .append_batch(&[msg(&w.alice, &w.one, "a1", "vote", 10)])
+            .await
+            .expect("append");
+        let m1 = stored(&out[0]).clone();
+        let react =
+            |user: &User, id: &str, kind: &str| relate(msg(user, &w.one, id, "", 11), kind, &m1);
+        let out = w
+            .store
+            .append_batch(&[
+                react(&w.bob, "b1", "react 👍"),
+                react(&w.bob, "b2", "react 👍"),
+                react(&w.alice, "a2", "react 👍"),
+                react(&w.alice, "a3", "unreact 🎉"),
+            ])
+            .await
+            .expect("append");
+        assert_eq!(
+            summary(&out),
+            [
+                "stored one 2",
+                "duplicate one 2",
+                "stored one 3",
+                "refused ReactionNotFound"
+            ]
+        );
+        // Across batches: against the stored state.
+        let out = w
+            .store
+            .append_batch(&[
+                react(&w.bob, "b3", "react 👍"),
+                react(&w.bob, "b4", "unreact 👍"),
+                react(&w.bob, "b5", "unreact 👍"),
+            ])
+            .await
+            .expect("append");
+        assert_eq!(
+            summary(&out),
+            ["duplicate one 2", "stored one 4", "duplicate one 4"]
+        );
+        let out = w
+            .store
+            .append_batch(&[react(&w.bob, "b6", "unreact 👍")])
+            .await
+            .expect("append");
+        assert_eq!(summary(&out), ["duplicate one 4"], "the removal, stored");
+        match &out[0] {
+            AppendOutcome::Duplicate(m) => assert_eq!(
+                m.client_msg_id, "b6",
+                "a duplicate reaction is acked under the request's own key"
+            ),
+            other => panic!("expected a duplicate, got {other:?}"),
+        }
+        assert_eq!(
+            timeline(&*w.store, &w.one.1).await,
+            [
+                r#"1 "vote""#,
+                r#"2 "" +👍->1"#,
+                r#"3 "" +👍->1"#,
+                r#"4 "" -👍->1"#
+            ]
+        );
+        w.store.close().await.expect("close");
     }
 }
 

@@ -74,7 +74,10 @@ impl SessionConfig {
     pub fn new(token: impl Into<String>) -> Self {
         Self {
             token: token.into(),
-            capabilities: crate::capability::ALL
+            // Relations (§8.6) only for a client that applies them
+            // (`crate::timeline`): without the capabilities it gets their
+            // readable fallbacks.
+            capabilities: crate::capability::WITHOUT_RELATIONS
                 .iter()
                 .map(|c| (*c).to_owned())
                 .collect(),
@@ -313,6 +316,9 @@ pub enum CommandError {
     /// The session stopped for good.
     #[error("the session has stopped; log in again")]
     Stopped,
+    /// A deletion or a reaction was given text (§8.6).
+    #[error("a {0} carries no text; send it with an empty text")]
+    TextNotAllowed(&'static str),
 }
 
 #[derive(Debug)]
@@ -711,12 +717,58 @@ impl ClientSession {
         }
         let room = RoomName::parse(room)?;
         let text = MessageText::parse(text, self.max_text_bytes)?;
-        let entry = OutboxEntry {
-            client_msg_id: client_msg_id.as_str().to_owned(),
-            room: room.into_string(),
-            text: text.into_string(),
-            action,
+        self.queue_send(
+            now,
+            OutboxEntry {
+                client_msg_id: client_msg_id.as_str().to_owned(),
+                room: room.into_string(),
+                text: text.into_string(),
+                action,
+                relation: None,
+            },
+        );
+        Ok(client_msg_id)
+    }
+
+    /// Queues an edit, deletion, reply or reaction (§8.6) of the message
+    /// `relation.target` in `room`, like [`ClientSession::send_message`]:
+    /// through the outbox, resent with its id until acknowledged. `text` is
+    /// the new text of an edit or the answer of a reply, and must be empty
+    /// for a deletion or a reaction.
+    pub fn send_relation(
+        &mut self,
+        now: Instant,
+        room: &str,
+        relation: &crate::relation::ValidRelation,
+        text: &str,
+        client_msg_id: ClientMsgId,
+    ) -> Result<ClientMsgId, CommandError> {
+        if matches!(self.state, ConnectionState::Offline(_)) {
+            return Err(CommandError::Stopped);
+        }
+        let room = RoomName::parse(room)?;
+        let text = if relation.kind.has_text() {
+            MessageText::parse(text, self.max_text_bytes)?.into_string()
+        } else if text.is_empty() {
+            String::new()
+        } else {
+            return Err(CommandError::TextNotAllowed(relation.kind.name()));
         };
+        self.queue_send(
+            now,
+            OutboxEntry {
+                client_msg_id: client_msg_id.as_str().to_owned(),
+                room: room.into_string(),
+                text,
+                action: false,
+                relation: Some(relation.to_wire(0, "")),
+            },
+        );
+        Ok(client_msg_id)
+    }
+
+    /// Puts a validated send in the outbox and on the wire when online.
+    fn queue_send(&mut self, now: Instant, entry: OutboxEntry) {
         // Offline, it waits for a connection: pending at once. A repeated
         // id is known to `sends` already and reported nothing new.
         let pending_at =
@@ -728,7 +780,6 @@ impl ClientSession {
         self.outbox.push(entry);
         self.events.push_back(SessionEvent::OutboxChanged);
         self.pump_outbox_at(now);
-        Ok(client_msg_id)
     }
 
     /// Lists every room, optionally subscribing to changes (§7.1). The
@@ -1052,6 +1103,7 @@ impl ClientSession {
                 room: entry.room.clone(),
                 client_msg_id: entry.client_msg_id.clone(),
                 text: entry.text.clone(),
+                relation: entry.relation.clone(),
                 kind: if entry.action {
                     MessageKind::Action
                 } else {

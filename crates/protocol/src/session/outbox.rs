@@ -21,6 +21,10 @@ pub struct OutboxEntry {
     /// True for an action (`/me`).
     #[serde(default)]
     pub action: bool,
+    /// For an edit, deletion, reply or reaction (§8.6), what it does to
+    /// which message; resent with the entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relation: Option<crate::wire::Relation>,
 }
 
 /// Unacknowledged sends, oldest first. Sends leave the outbox in order.

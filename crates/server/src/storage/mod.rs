@@ -14,9 +14,11 @@ pub mod writer;
 use std::future::Future;
 use std::pin::Pin;
 
+use confab_protocol::batch::{RefKind, RelationRef};
 use confab_protocol::names::{ClientMsgId, RoomName, Username};
+use confab_protocol::relation::{RelationKind, ValidRelation};
 use confab_protocol::rules::HistoryRange;
-use confab_protocol::wire::{self, MessageKind};
+use confab_protocol::wire::{self, MessageKind, relation::Kind};
 
 /// A boxed future, so `Store` can be used as `dyn Store`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -115,6 +117,130 @@ pub struct RoomVersion {
     pub member_version: u64,
 }
 
+/// How a message row keeps its relation (§8.6): `relation_kind` holds one
+/// of these codes, beside `target_seq`, `target_id`, `quote` (a reply's)
+/// and `reaction_key` (a reaction's), all NULL for a plain message.
+pub mod relation_code {
+    /// A plain message.
+    pub const NONE: i32 = 0;
+    /// An edit.
+    pub const EDIT: i32 = 1;
+    /// A deletion.
+    pub const REDACT: i32 = 2;
+    /// A reply.
+    pub const REPLY: i32 = 3;
+    /// A reaction added.
+    pub const REACT: i32 = 4;
+    /// A reaction removed.
+    pub const UNREACT: i32 = 5;
+
+    /// Whether a relation may name a message with this code (§8.6: a
+    /// plain message or a reply).
+    pub fn nameable(code: i32) -> bool {
+        code == NONE || code == REPLY
+    }
+
+    /// SQL condition on `relation_kind` for what read state counts as a
+    /// message (§11.3): what a user sees as a new line.
+    pub const COUNTED: &str = "relation_kind IN (0, 3)";
+}
+
+/// The code of a relation kind (see [`relation_code`]).
+pub(crate) fn relation_code_of(kind: &RelationKind) -> i32 {
+    match kind {
+        RelationKind::Edit => relation_code::EDIT,
+        RelationKind::Redact => relation_code::REDACT,
+        RelationKind::Reply => relation_code::REPLY,
+        RelationKind::React { remove: false, .. } => relation_code::REACT,
+        RelationKind::React { remove: true, .. } => relation_code::UNREACT,
+    }
+}
+
+/// The relation columns of a stored row, as read back.
+#[derive(Debug, Clone, Default)]
+pub struct RelationColumns {
+    /// `relation_kind`.
+    pub code: i32,
+    /// `target_seq`.
+    pub target_seq: Option<i64>,
+    /// `target_id`.
+    pub target_id: Option<String>,
+    /// `quote`.
+    pub quote: Option<String>,
+    /// `reaction_key`.
+    pub reaction_key: Option<String>,
+}
+
+impl RelationColumns {
+    /// The columns a wire relation is stored in (the inverse of
+    /// [`RelationColumns::to_wire`]).
+    pub fn of_wire(relation: Option<&wire::Relation>) -> Self {
+        let Some(relation) = relation else {
+            return Self::default();
+        };
+        let (code, quote, reaction_key) = match &relation.kind {
+            Some(Kind::Edit(_)) => (relation_code::EDIT, None, None),
+            Some(Kind::Redact(_)) => (relation_code::REDACT, None, None),
+            Some(Kind::Reply(r)) => (relation_code::REPLY, Some(r.quote.clone()), None),
+            Some(Kind::React(r)) if r.remove => (relation_code::UNREACT, None, Some(r.key.clone())),
+            Some(Kind::React(r)) => (relation_code::REACT, None, Some(r.key.clone())),
+            None => (relation_code::NONE, None, None),
+        };
+        Self {
+            code,
+            target_seq: Some(to_i64(relation.target_seq)),
+            target_id: Some(relation.target_id.clone()),
+            quote,
+            reaction_key,
+        }
+    }
+
+    /// The wire relation these columns hold; `None` for a plain message
+    /// (or an unknown code, which no version of the server writes).
+    pub fn to_wire(&self) -> Option<wire::Relation> {
+        let key = || self.reaction_key.clone().unwrap_or_default();
+        let kind = match self.code {
+            relation_code::EDIT => Kind::Edit(wire::Edit {}),
+            relation_code::REDACT => Kind::Redact(wire::Redact {}),
+            relation_code::REPLY => Kind::Reply(wire::Reply {
+                quote: self.quote.clone().unwrap_or_default(),
+            }),
+            relation_code::REACT => Kind::React(wire::React {
+                key: key(),
+                remove: false,
+            }),
+            relation_code::UNREACT => Kind::React(wire::React {
+                key: key(),
+                remove: true,
+            }),
+            _ => return None,
+        };
+        Some(wire::Relation {
+            target_id: self.target_id.clone().unwrap_or_default(),
+            kind: Some(kind),
+            target_seq: self.target_seq.map_or(0, to_u64),
+        })
+    }
+
+    /// The relation as the batch plan compares it.
+    pub fn as_ref(&self) -> Option<RelationRef<'_>> {
+        let kind = match self.code {
+            relation_code::EDIT => RefKind::Edit,
+            relation_code::REDACT => RefKind::Redact,
+            relation_code::REPLY => RefKind::Reply,
+            relation_code::REACT | relation_code::UNREACT => RefKind::React {
+                key: self.reaction_key.as_deref().unwrap_or_default(),
+                remove: self.code == relation_code::UNREACT,
+            },
+            _ => return None,
+        };
+        Some(RelationRef {
+            target: self.target_id.as_deref().unwrap_or_default(),
+            kind,
+        })
+    }
+}
+
 /// A message to append, already validated (§8.1) and authorised.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -134,6 +260,8 @@ pub struct NewMessage {
     pub kind: MessageKind,
     /// Server timestamp to store, ms since the Unix epoch.
     pub server_ts_ms: i64,
+    /// What it does to an earlier message (§8.6), if anything.
+    pub relation: Option<ValidRelation>,
 }
 
 impl NewMessage {
@@ -145,6 +273,51 @@ impl NewMessage {
             sender: self.sender_id,
             client_msg_id: self.client_msg_id.as_str(),
             text: self.text.as_str(),
+            relation: self.relation.as_ref().map(RelationRef::of),
+        }
+    }
+
+    /// The code of its relation (see [`relation_code`]).
+    pub(crate) fn relation_code(&self) -> i32 {
+        self.relation
+            .as_ref()
+            .map_or(relation_code::NONE, |r| relation_code_of(&r.kind))
+    }
+
+    /// Its reaction key, for a reaction.
+    pub(crate) fn reaction_key(&self) -> Option<&str> {
+        match &self.relation {
+            Some(ValidRelation {
+                kind: RelationKind::React { key, .. },
+                ..
+            }) => Some(key.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The stored message this request becomes as row `seq` with
+    /// `message_id`, its relation completed by the plan.
+    pub(crate) fn stored(
+        &self,
+        seq: u64,
+        message_id: String,
+        target_seq: Option<u64>,
+        quote: &str,
+    ) -> StoredMessage {
+        StoredMessage {
+            room: self.room.clone(),
+            seq,
+            message_id,
+            sender: self.sender.as_str().to_owned(),
+            client_msg_id: self.client_msg_id.as_str().to_owned(),
+            text: self.text.clone(),
+            kind: self.kind as i32,
+            server_ts_ms: self.server_ts_ms,
+            relation: self
+                .relation
+                .as_ref()
+                .map(|r| r.to_wire(target_seq.unwrap_or_default(), quote)),
+            redacted: false,
         }
     }
 
@@ -152,6 +325,11 @@ impl NewMessage {
     /// `confab_protocol::read::mentions`), without its sender: what a store
     /// writes beside the message so `mention_count` is a count of rows.
     pub fn mentions(&self) -> Vec<Username> {
+        // Only what read state counts as a message mentions (§11.3): an
+        // edit's new text does not mention anyone a second time.
+        if !relation_code::nameable(self.relation_code()) {
+            return Vec::new();
+        }
         let mut names = confab_protocol::read::mentions(&self.text);
         names.retain(|name| *name != self.sender);
         names
@@ -177,6 +355,10 @@ pub struct StoredMessage {
     pub kind: i32,
     /// Server timestamp.
     pub server_ts_ms: i64,
+    /// Its relation (§8.6), if any.
+    pub relation: Option<wire::Relation>,
+    /// Deleted (§8.6.3): `text` is empty.
+    pub redacted: bool,
 }
 
 impl StoredMessage {
@@ -192,7 +374,16 @@ impl StoredMessage {
             text: message.text,
             kind: message.kind,
             server_ts_ms: message.server_ts_ms,
+            relation: message.relation,
+            redacted: message.redacted,
         })
+    }
+
+    /// The wire form a connection with relation capabilities `caps` gets
+    /// (§8.6.1, R-3.4.4): the fallback where one applies.
+    pub fn to_wire_for(&self, caps: confab_protocol::relation::RelationCaps) -> wire::Message {
+        let message = self.to_wire();
+        confab_protocol::relation::fallback(&message, caps).unwrap_or(message)
     }
 
     /// The wire form.
@@ -206,6 +397,8 @@ impl StoredMessage {
             text: self.text.clone(),
             kind: self.kind,
             server_ts_ms: self.server_ts_ms,
+            relation: self.relation.clone(),
+            redacted: self.redacted,
         }
     }
 }
@@ -219,6 +412,8 @@ pub enum AppendOutcome {
     Duplicate(StoredMessage),
     /// The client_msg_id was used before for another room or text.
     Conflict,
+    /// A relation the rules of §8.6 refuse; nothing was stored.
+    Refused(confab_protocol::batch::Refusal),
 }
 
 /// A page of history with the room's head at the time of reading (§9).

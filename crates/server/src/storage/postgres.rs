@@ -38,7 +38,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use confab_protocol::batch::{
-    BatchRequest, Original, PlanError, Planned, StoredKey, batch_keys, plan_batch,
+    BatchPlan, BatchRequest, Original, PlanError, Planned, Reaction, StoredKey, Target, batch_keys,
+    plan_batch, reaction_keys,
 };
 use confab_protocol::names::{ClientMsgId, RoomName, Username};
 use confab_protocol::read;
@@ -48,8 +49,9 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use super::{
-    AppendOutcome, HistorySlice, NewMessage, RoomId, RoomRecord, RoomVersion, Store, StoreError,
-    StoreFuture, StoredMessage, TokenRecord, UserCredentials, UserId, to_i64, to_u64,
+    AppendOutcome, HistorySlice, NewMessage, RelationColumns, RoomId, RoomRecord, RoomVersion,
+    Store, StoreError, StoreFuture, StoredMessage, TokenRecord, UserCredentials, UserId,
+    relation_code, to_i64, to_u64,
 };
 
 /// Pool size: the batch writer plus concurrent readers (history, login,
@@ -199,35 +201,142 @@ impl PostgresStore {
         .await?;
         // A new statement, so it sees every row committed before the locks
         // were granted, including those of a batch we waited for.
-        let existing: Vec<ExistingRow> = sqlx::query_as(
-            "SELECT k.i, m.room_id, m.seq, m.message_id, m.text, m.kind, m.server_ts_ms \
+        let existing: Vec<ExistingRow> = sqlx::query(
+            "SELECT k.i, m.room_id, m.seq, m.message_id, m.text, m.kind, m.server_ts_ms, \
+             m.relation_kind, m.target_seq, m.target_id, m.quote, m.reaction_key, m.redacted \
              FROM UNNEST($1::bigint[], $2::text[]) WITH ORDINALITY AS k(sender_id, client_msg_id, i) \
              JOIN messages m ON m.sender_id = k.sender_id AND m.client_msg_id = k.client_msg_id",
         )
         .bind(&senders)
         .bind(&client_msg_ids)
         .fetch_all(&mut *tx)
-        .await?;
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(ExistingRow {
+                key: row.try_get("i")?,
+                room: row.try_get("room_id")?,
+                seq: row.try_get("seq")?,
+                message_id: row.try_get("message_id")?,
+                text: row.try_get("text")?,
+                kind: row.try_get("kind")?,
+                server_ts_ms: row.try_get("server_ts_ms")?,
+                relation: relation_columns(row)?,
+                redacted: row.try_get("redacted")?,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
         let stored = existing
             .iter()
             .map(|row| {
                 // WITH ORDINALITY counts from 1.
-                let (sender, client_msg_id) = usize::try_from(row.0 - 1)
+                let (sender, client_msg_id) = usize::try_from(row.key - 1)
                     .ok()
                     .and_then(|k| keys.keys.get(k).copied())
-                    .ok_or_else(|| StoreError::Database(format!("key read named key {}", row.0)))?;
+                    .ok_or_else(|| {
+                        StoreError::Database(format!("key read named key {}", row.key))
+                    })?;
                 Ok(StoredKey {
                     sender,
                     client_msg_id,
-                    room: row.1,
-                    text: row.4.as_str(),
+                    room: row.room,
+                    text: row.text.as_str(),
+                    relation: row.relation.as_ref(),
+                    redacted: row.redacted,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
 
+        // §8.6: the messages the batch's relations name, each with the
+        // text of its latest edit (a reply quotes it).
+        let target_rows: Vec<(i64, RoomId, i64, UserId, i32, bool, String)> = if keys
+            .targets
+            .is_empty()
+        {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                    "SELECT k.i, m.room_id, m.seq, m.sender_id, m.relation_kind, m.redacted, \
+                     COALESCE((SELECT e.text FROM messages e WHERE e.room_id = m.room_id \
+                       AND e.target_seq = m.seq AND e.relation_kind = $2 ORDER BY e.seq DESC LIMIT 1), m.text) \
+                     FROM UNNEST($1::text[]) WITH ORDINALITY AS k(message_id, i) \
+                     JOIN messages m ON m.message_id = k.message_id",
+                )
+                .bind(&keys.targets)
+                .bind(relation_code::EDIT)
+                .fetch_all(&mut *tx)
+                .await?
+        };
+        let targets = target_rows
+            .iter()
+            .map(|(i, room, seq, sender, code, redacted, shown)| {
+                let message_id = usize::try_from(i - 1)
+                    .ok()
+                    .and_then(|k| keys.targets.get(k).copied())
+                    .ok_or_else(|| StoreError::Database(format!("target read named {i}")))?;
+                Ok(Target {
+                    message_id,
+                    room: *room,
+                    seq: to_u64(*seq),
+                    sender: *sender,
+                    nameable: relation_code::nameable(*code),
+                    redacted: *redacted,
+                    shown_text: shown.as_str(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let wanted = reaction_keys(&requests, &targets);
+        let reaction_rows: Vec<ReactionRow> = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            let rooms: Vec<RoomId> = wanted.iter().map(|w| w.0).collect();
+            let seqs: Vec<i64> = wanted.iter().map(|w| to_i64(w.1)).collect();
+            let users: Vec<UserId> = wanted.iter().map(|w| w.2).collect();
+            let names: Vec<&str> = wanted.iter().map(|w| w.3).collect();
+            sqlx::query_as(
+                "SELECT k.i, x.present, x.seq, m.message_id, m.server_ts_ms \
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[]) \
+                   WITH ORDINALITY AS k(room_id, target_seq, user_id, key, i) \
+                 JOIN reactions x ON x.room_id = k.room_id AND x.target_seq = k.target_seq \
+                   AND x.user_id = k.user_id AND x.key = k.key \
+                 JOIN messages m ON m.room_id = x.room_id AND m.seq = x.seq",
+            )
+            .bind(&rooms)
+            .bind(&seqs)
+            .bind(&users)
+            .bind(&names)
+            .fetch_all(&mut *tx)
+            .await?
+        };
+        // Each read reaction with the key it answers (1-based index).
+        let reaction_keys_read = reaction_rows
+            .iter()
+            .map(|(i, ..)| {
+                usize::try_from(i - 1)
+                    .ok()
+                    .and_then(|k| wanted.get(k).copied())
+                    .ok_or_else(|| StoreError::Database(format!("reaction read named {i}")))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let reactions: Vec<Reaction<'_, RoomId, UserId>> = reaction_rows
+            .iter()
+            .zip(&reaction_keys_read)
+            .map(
+                |((_, present, ..), &(room, target_seq, user, key))| Reaction {
+                    room,
+                    target_seq,
+                    user,
+                    key,
+                    present: *present,
+                },
+            )
+            .collect();
+
         let plan = plan_batch(
             heads.iter().map(|&(room, head)| (room, to_u64(head))),
             &stored,
+            &targets,
+            &reactions,
             &requests,
         )
         .map_err(|err| match err {
@@ -238,6 +347,7 @@ impl PostgresStore {
         let mut rows = Rows::default();
         for row in &plan.rows {
             let msg = &batch[row.request];
+            let code = msg.relation_code();
             rows.room_id.push(row.room);
             rows.seq.push(to_i64(row.seq));
             rows.message_id.push(uuid::Uuid::now_v7().to_string());
@@ -246,8 +356,20 @@ impl PostgresStore {
             rows.text.push(msg.text.as_str());
             rows.kind.push(msg.kind as i32);
             rows.server_ts_ms.push(msg.server_ts_ms);
+            rows.relation_kind.push(code);
+            rows.target_seq.push(row.target_seq.map(to_i64));
+            rows.target_id
+                .push(msg.relation.as_ref().map(|r| r.target.as_str()));
+            rows.quote
+                .push((code == relation_code::REPLY).then_some(row.quote));
+            rows.reaction_key.push(msg.reaction_key());
         }
-        let outcomes = outcomes(batch, &plan.outcomes, &rows, &existing)?;
+        let read = Read {
+            existing: &existing,
+            reactions: &reaction_rows,
+            reaction_targets: &reaction_keys_read,
+        };
+        let outcomes = outcomes(batch, &plan, &rows, &read)?;
 
         if !plan.rows.is_empty() {
             let head_rooms: Vec<RoomId> = plan.heads.iter().map(|h| h.room).collect();
@@ -283,6 +405,11 @@ impl PostgresStore {
                 .bind(&mention_names)
                 .bind(&mention_rooms)
                 .bind(&mention_seqs)
+                .bind(&rows.relation_kind)
+                .bind(&rows.target_seq)
+                .bind(&rows.target_id)
+                .bind(&rows.quote)
+                .bind(&rows.reaction_key)
                 .fetch_one(&mut *tx)
                 .await;
             match written {
@@ -306,6 +433,63 @@ impl PostgresStore {
                 }
             }
         }
+        if !plan.reactions.is_empty() {
+            let rooms: Vec<RoomId> = plan.reactions.iter().map(|r| r.room).collect();
+            let seqs: Vec<i64> = plan
+                .reactions
+                .iter()
+                .map(|r| to_i64(r.target_seq))
+                .collect();
+            let users: Vec<UserId> = plan.reactions.iter().map(|r| r.user).collect();
+            let names: Vec<&str> = plan.reactions.iter().map(|r| r.key).collect();
+            let set_by: Vec<i64> = plan
+                .reactions
+                .iter()
+                .map(|r| to_i64(plan.rows[r.row].seq))
+                .collect();
+            let present: Vec<bool> = plan.reactions.iter().map(|r| r.present).collect();
+            // One row per key in the plan, so ON CONFLICT touches each once.
+            sqlx::query(
+                "INSERT INTO reactions (room_id, target_seq, user_id, key, seq, present) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::bool[]) \
+                 ON CONFLICT (room_id, target_seq, user_id, key) \
+                 DO UPDATE SET seq = EXCLUDED.seq, present = EXCLUDED.present",
+            )
+            .bind(&rooms)
+            .bind(&seqs)
+            .bind(&users)
+            .bind(&names)
+            .bind(&set_by)
+            .bind(&present)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !plan.redactions.is_empty() {
+            // §8.6.3, R-8.6.6-R-8.6.8: the content goes, in this commit.
+            // (PostgreSQL keeps the old row versions in the table's files
+            // until VACUUM reclaims them; see spec §8.6.3.)
+            let rooms: Vec<RoomId> = plan.redactions.iter().map(|d| d.room).collect();
+            let seqs: Vec<i64> = plan
+                .redactions
+                .iter()
+                .map(|d| to_i64(d.target_seq))
+                .collect();
+            sqlx::query(REDACT_SQL)
+                .bind(&rooms)
+                .bind(&seqs)
+                .bind(relation_code::EDIT)
+                .bind(relation_code::REPLY)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "DELETE FROM reactions x USING UNNEST($1::bigint[], $2::bigint[]) AS d(room_id, seq) \
+                 WHERE x.room_id = d.room_id AND x.target_seq = d.seq",
+            )
+            .bind(&rooms)
+            .bind(&seqs)
+            .execute(&mut *tx)
+            .await?;
+        }
         // With nothing written (every message a repeat) this only releases
         // the head locks.
         tx.commit().await?;
@@ -313,42 +497,75 @@ impl PostgresStore {
     }
 }
 
+/// Empties what deletions ($1 rooms, $2 seqs) remove: the text of each
+/// deleted message and of its edits ($3, the edit code), and the quote of
+/// its replies ($4, the reply code).
+const REDACT_SQL: &str = "UPDATE messages m SET \
+        text = CASE WHEN m.relation_kind = $4 AND m.target_seq = d.seq THEN m.text ELSE '' END, \
+        redacted = m.redacted OR m.seq = d.seq OR m.relation_kind = $3, \
+        quote = CASE WHEN m.relation_kind = $4 AND m.target_seq = d.seq THEN '' ELSE m.quote END \
+    FROM UNNEST($1::bigint[], $2::bigint[]) AS d(room_id, seq) \
+    WHERE m.room_id = d.room_id AND (m.seq = d.seq \
+        OR (m.target_seq = d.seq AND m.relation_kind IN ($3, $4)))";
+
 /// A row of the key read: the key's 1-based index in `BatchKeys::keys`,
-/// then the stored message's room id, seq, message id, text, kind and time.
-type ExistingRow = (i64, RoomId, i64, String, String, i32, i64);
+/// then the stored message.
+struct ExistingRow {
+    key: i64,
+    room: RoomId,
+    seq: i64,
+    message_id: String,
+    text: String,
+    kind: i32,
+    server_ts_ms: i64,
+    relation: RelationColumns,
+    redacted: bool,
+}
+
+/// A row of the reaction read: the key's 1-based index in what
+/// `reaction_keys` listed, whether it is present, and the seq, id and
+/// time of the react message that set it.
+type ReactionRow = (i64, bool, i64, String, i64);
+
+/// What the batch read before planning, as [`outcomes`] needs it.
+struct Read<'r, 'a> {
+    existing: &'r [ExistingRow],
+    reactions: &'r [ReactionRow],
+    /// The (room, target seq, user, key) of each of `reactions`.
+    reaction_targets: &'r [(RoomId, u64, UserId, &'a str)],
+}
 
 /// Turns the plan's outcomes into the store's: a stored message gets its
-/// row; a duplicate gets the original, unchanged (from the key read, or
-/// the row this batch stores for an earlier request).
+/// row; a duplicate gets the original, unchanged (from the key read, the
+/// row this batch stores for an earlier request, or the react message
+/// behind a reaction state).
 fn outcomes(
     batch: &[NewMessage],
-    planned: &[Planned],
+    plan: &BatchPlan<'_, RoomId, UserId>,
     rows: &Rows<'_>,
-    existing: &[ExistingRow],
+    read: &Read<'_, '_>,
 ) -> Result<Vec<AppendOutcome>, StoreError> {
     let stored_row = |i: usize, row: usize| -> Result<StoredMessage, StoreError> {
-        let msg = &batch[i];
-        Ok(StoredMessage {
-            room: msg.room.clone(),
-            seq: to_u64(*rows.seq.get(row).ok_or(StoreError::NotFound)?),
-            message_id: rows.message_id[row].clone(),
-            sender: msg.sender.as_str().to_owned(),
-            client_msg_id: msg.client_msg_id.as_str().to_owned(),
-            text: msg.text.clone(),
-            kind: msg.kind as i32,
-            server_ts_ms: msg.server_ts_ms,
-        })
+        let planned = plan.rows.get(row).ok_or(StoreError::NotFound)?;
+        Ok(batch[i].stored(
+            planned.seq,
+            rows.message_id[row].clone(),
+            planned.target_seq,
+            planned.quote,
+        ))
     };
-    planned
+    plan.outcomes
         .iter()
         .enumerate()
         .map(|(i, outcome)| {
+            let msg = &batch[i];
             Ok(match *outcome {
                 Planned::Stored { row, .. } => AppendOutcome::Stored(stored_row(i, row)?),
-                Planned::Duplicate(Original::Batch(j)) => match planned.get(j) {
-                    Some(&Planned::Stored { row, .. }) => {
-                        AppendOutcome::Duplicate(stored_row(j, row)?)
-                    }
+                Planned::Duplicate(Original::Batch(j)) => match plan.outcomes.get(j) {
+                    Some(&Planned::Stored { row, .. }) => AppendOutcome::Duplicate(StoredMessage {
+                        client_msg_id: msg.client_msg_id.as_str().to_owned(),
+                        ..stored_row(j, row)?
+                    }),
                     _ => {
                         return Err(StoreError::Database(format!(
                             "plan: request {i} repeats request {j}, which stored nothing"
@@ -356,34 +573,47 @@ fn outcomes(
                     }
                 },
                 Planned::Duplicate(Original::Stored(k)) => {
-                    let (_, _, seq, message_id, text, kind, server_ts_ms) =
-                        existing.get(k).ok_or(StoreError::NotFound)?;
+                    let e = read.existing.get(k).ok_or(StoreError::NotFound)?;
                     // Same key means same sender, and a duplicate names the
                     // same room: the request's names are the original's.
-                    let msg = &batch[i];
                     AppendOutcome::Duplicate(StoredMessage {
                         room: msg.room.clone(),
-                        seq: to_u64(*seq),
-                        message_id: message_id.clone(),
+                        seq: to_u64(e.seq),
+                        message_id: e.message_id.clone(),
                         sender: msg.sender.as_str().to_owned(),
                         client_msg_id: msg.client_msg_id.as_str().to_owned(),
-                        text: text.clone(),
-                        kind: *kind,
-                        server_ts_ms: *server_ts_ms,
+                        text: e.text.clone(),
+                        kind: e.kind,
+                        server_ts_ms: e.server_ts_ms,
+                        relation: e.relation.to_wire(),
+                        redacted: e.redacted,
                     })
                 }
+                Planned::Duplicate(Original::Reaction(k)) => {
+                    // R-8.6.10: the ack of the react message that set it.
+                    let (_, _, seq, message_id, server_ts_ms) =
+                        read.reactions.get(k).ok_or(StoreError::NotFound)?;
+                    let target_seq = read.reaction_targets.get(k).map(|t| t.1);
+                    let mut original = msg.stored(to_u64(*seq), message_id.clone(), target_seq, "");
+                    original.server_ts_ms = *server_ts_ms;
+                    AppendOutcome::Duplicate(original)
+                }
                 Planned::Conflict => AppendOutcome::Conflict,
+                Planned::Refused(refusal) => AppendOutcome::Refused(refusal),
             })
         })
         .collect()
 }
 
-/// Writes a planned batch in one statement: the new messages ($1-$8, one
-/// array per column) and the new head and last activity of every room that
-/// got one ($9-$11). Returns how many rows of each it wrote.
+/// Writes a planned batch in one statement: the new messages ($1-$8 and
+/// their relation columns $15-$19, one array per column), the new head and
+/// last activity of every room that got one ($9-$11) and the mentions
+/// ($12-$14). Returns how many messages and heads it wrote.
 const BATCH_WRITE_SQL: &str = "WITH inserted AS ( \
-        INSERT INTO messages (room_id, seq, message_id, sender_id, client_msg_id, text, kind, server_ts_ms) \
-        SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::int4[], $8::bigint[]) \
+        INSERT INTO messages (room_id, seq, message_id, sender_id, client_msg_id, text, kind, server_ts_ms, \
+          relation_kind, target_seq, target_id, quote, reaction_key) \
+        SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::int4[], $8::bigint[], \
+          $15::int4[], $16::bigint[], $17::text[], $18::text[], $19::text[]) \
         RETURNING 1 \
     ), heads AS ( \
         UPDATE rooms r SET head_seq = h.head_seq, last_activity_ms = h.last_activity_ms \
@@ -401,7 +631,7 @@ const BATCH_WRITE_SQL: &str = "WITH inserted AS ( \
 /// One statement, so the head and the counts are one snapshot.
 const READ_STATES_SQL: &str = "SELECT r.name, r.head_seq, COALESCE(k.read_seq, 0) AS read_seq, \
     (SELECT count(*) FROM (SELECT 1 FROM messages m WHERE m.room_id = r.id \
-       AND m.seq > COALESCE(k.read_seq, 0) AND m.sender_id <> $1 LIMIT $3) AS u) AS unread, \
+       AND m.seq > COALESCE(k.read_seq, 0) AND m.relation_kind IN (0, 3) AND m.sender_id <> $1 LIMIT $3) AS u) AS unread, \
     (SELECT count(*) FROM (SELECT 1 FROM mentions x WHERE x.username = $2 AND x.room_id = r.id \
        AND x.seq > COALESCE(k.read_seq, 0) LIMIT $3) AS n) AS mentioned \
     FROM members mb JOIN rooms r ON r.id = mb.room_id \
@@ -433,9 +663,15 @@ struct Rows<'a> {
     text: Vec<&'a str>,
     kind: Vec<i32>,
     server_ts_ms: Vec<i64>,
+    relation_kind: Vec<i32>,
+    target_seq: Vec<Option<i64>>,
+    target_id: Vec<Option<&'a str>>,
+    quote: Vec<Option<&'a str>>,
+    reaction_key: Vec<Option<&'a str>>,
 }
 
-const MESSAGE_COLUMNS: &str = "r.name AS room, m.seq, m.message_id, u.username AS sender, m.client_msg_id, m.text, m.kind, m.server_ts_ms";
+const MESSAGE_COLUMNS: &str = "r.name AS room, m.seq, m.message_id, u.username AS sender, m.client_msg_id, m.text, m.kind, m.server_ts_ms, \
+    m.relation_kind, m.target_seq, m.target_id, m.quote, m.reaction_key, m.redacted";
 const MESSAGE_JOINS: &str =
     "FROM messages m JOIN rooms r ON r.id = m.room_id JOIN users u ON u.id = m.sender_id";
 
@@ -451,6 +687,19 @@ fn message_from_row(row: &PgRow) -> Result<StoredMessage, StoreError> {
         text: row.try_get("text")?,
         kind: row.try_get("kind")?,
         server_ts_ms: row.try_get("server_ts_ms")?,
+        relation: relation_columns(row)?.to_wire(),
+        redacted: row.try_get::<bool, _>("redacted")?,
+    })
+}
+
+/// The relation columns of a message row (§8.6).
+fn relation_columns(row: &PgRow) -> Result<RelationColumns, StoreError> {
+    Ok(RelationColumns {
+        code: row.try_get("relation_kind")?,
+        target_seq: row.try_get("target_seq")?,
+        target_id: row.try_get("target_id")?,
+        quote: row.try_get("quote")?,
+        reaction_key: row.try_get("reaction_key")?,
     })
 }
 
@@ -842,7 +1091,8 @@ impl Store for PostgresStore {
             let order = if descending { "DESC" } else { "ASC" };
             let sql = format!(
                 "SELECT r.head_seq, r.epoch, p.seq, p.message_id, u.username AS sender, p.client_msg_id, \
-                 p.text, p.kind, p.server_ts_ms \
+                 p.text, p.kind, p.server_ts_ms, p.relation_kind, p.target_seq, p.target_id, p.quote, \
+                 p.reaction_key, p.redacted \
                  FROM rooms r \
                  LEFT JOIN LATERAL (SELECT * FROM messages m WHERE m.room_id = r.id {condition} \
                    ORDER BY m.seq {order} LIMIT $2) p ON TRUE \
@@ -873,6 +1123,8 @@ impl Store for PostgresStore {
                     text: row.try_get("text")?,
                     kind: row.try_get("kind")?,
                     server_ts_ms: row.try_get("server_ts_ms")?,
+                    relation: relation_columns(row)?.to_wire(),
+                    redacted: row.try_get("redacted")?,
                 });
             }
             // The join's output order is unspecified: sort, then drop the

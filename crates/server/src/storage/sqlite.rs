@@ -31,8 +31,9 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::sqlite_append::Appender;
 use super::{
-    AppendOutcome, HistorySlice, NewMessage, RoomId, RoomRecord, RoomVersion, Store, StoreError,
-    StoreFuture, StoredMessage, TokenRecord, UserCredentials, UserId, to_i64, to_u64,
+    AppendOutcome, HistorySlice, NewMessage, RelationColumns, RoomId, RoomRecord, RoomVersion,
+    Store, StoreError, StoreFuture, StoredMessage, TokenRecord, UserCredentials, UserId, to_i64,
+    to_u64,
 };
 
 /// How long a connection waits for a lock before failing with SQLITE_BUSY.
@@ -135,7 +136,8 @@ impl SqliteStore {
     }
 }
 
-const MESSAGE_COLUMNS: &str = "r.name AS room, m.seq, m.message_id, u.username AS sender, m.client_msg_id, m.text, m.kind, m.server_ts_ms";
+const MESSAGE_COLUMNS: &str = "r.name AS room, m.seq, m.message_id, u.username AS sender, m.client_msg_id, m.text, m.kind, m.server_ts_ms, \
+    m.relation_kind, m.target_seq, m.target_id, m.quote, m.reaction_key, m.redacted";
 const MESSAGE_JOINS: &str =
     "FROM messages m JOIN rooms r ON r.id = m.room_id JOIN users u ON u.id = m.sender_id";
 
@@ -151,6 +153,19 @@ fn message_from_row(row: &SqliteRow) -> Result<StoredMessage, StoreError> {
         text: row.try_get("text")?,
         kind: row.try_get("kind")?,
         server_ts_ms: row.try_get("server_ts_ms")?,
+        relation: relation_columns(row)?.to_wire(),
+        redacted: row.try_get::<bool, _>("redacted")?,
+    })
+}
+
+/// The relation columns of a message row (§8.6).
+fn relation_columns(row: &SqliteRow) -> Result<RelationColumns, StoreError> {
+    Ok(RelationColumns {
+        code: row.try_get("relation_kind")?,
+        target_seq: row.try_get("target_seq")?,
+        target_id: row.try_get("target_id")?,
+        quote: row.try_get("quote")?,
+        reaction_key: row.try_get("reaction_key")?,
     })
 }
 
@@ -159,7 +174,7 @@ fn message_from_row(row: &SqliteRow) -> Result<StoredMessage, StoreError> {
 /// One statement, so the head and the counts are one snapshot.
 const READ_STATES_SQL: &str = "SELECT r.name, r.head_seq, COALESCE(k.read_seq, 0) AS read_seq, \
     (SELECT count(*) FROM (SELECT 1 FROM messages m WHERE m.room_id = r.id \
-       AND m.seq > COALESCE(k.read_seq, 0) AND m.sender_id <> ?1 LIMIT ?3)) AS unread, \
+       AND m.seq > COALESCE(k.read_seq, 0) AND m.relation_kind IN (0, 3) AND m.sender_id <> ?1 LIMIT ?3)) AS unread, \
     (SELECT count(*) FROM (SELECT 1 FROM mentions x WHERE x.username = ?2 AND x.room_id = r.id \
        AND x.seq > COALESCE(k.read_seq, 0) LIMIT ?3)) AS mentioned \
     FROM members mb JOIN rooms r ON r.id = mb.room_id \
@@ -671,6 +686,7 @@ mod tests {
             text: text.to_owned(),
             kind: MessageKind::Text,
             server_ts_ms: 5,
+            relation: None,
         };
         let batch = [
             message("a", "first"),
@@ -685,6 +701,7 @@ mod tests {
                 AppendOutcome::Stored(m) => format!("stored {}", m.seq),
                 AppendOutcome::Duplicate(m) => format!("duplicate {}", m.seq),
                 AppendOutcome::Conflict => "conflict".to_owned(),
+                AppendOutcome::Refused(r) => format!("refused {r:?}"),
             })
             .collect();
         assert_eq!(summary, ["stored 1", "duplicate 1", "conflict", "stored 2"]);
@@ -709,6 +726,7 @@ mod tests {
                 AppendOutcome::Stored(m) => format!("stored {} {}", m.room, m.seq),
                 AppendOutcome::Duplicate(m) => format!("duplicate {} {}", m.room, m.seq),
                 AppendOutcome::Conflict => "conflict".to_owned(),
+                AppendOutcome::Refused(r) => format!("refused {r:?}"),
             })
             .collect()
     }
@@ -768,6 +786,7 @@ mod tests {
             text: text.to_owned(),
             kind: MessageKind::Text,
             server_ts_ms: ts,
+            relation: None,
         }
     }
 

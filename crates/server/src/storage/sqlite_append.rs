@@ -19,12 +19,17 @@
 use std::path::Path;
 use std::time::Duration;
 
-use confab_protocol::batch::{self, BatchRequest, Original, PlanError, Planned, StoredKey};
+use confab_protocol::batch::{
+    self, BatchRequest, Original, PlanError, Planned, Reaction, StoredKey, Target,
+};
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::OpenError;
-use super::{AppendOutcome, NewMessage, RoomId, StoreError, StoredMessage, to_i64, to_u64};
+use super::{
+    AppendOutcome, NewMessage, RelationColumns, RoomId, StoreError, StoredMessage, relation_code,
+    to_i64, to_u64,
+};
 
 impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> Self {
@@ -121,6 +126,9 @@ fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, rusqlite::Err
     // would not fsync the WAL, and an ack would not survive a power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // R-8.6.7: what a deletion removes is overwritten with zeros in the
+    // pages it frees, not left readable in the file.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     // Statement journals (for a write that may fail half-way inside a
     // transaction) in memory, not a temporary file created per batch.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -194,13 +202,37 @@ struct Existing {
     text: String,
     kind: i32,
     server_ts_ms: i64,
+    relation: RelationColumns,
+    redacted: bool,
 }
 
-/// Appends a batch in one transaction: reads the heads of its rooms and
-/// the messages behind its idempotency keys, lets [`batch::plan_batch`]
-/// decide seqs, repeats and conflicts (§8.2, §8.5), writes the new rows,
-/// heads and mentions, and commits. On an error nothing is committed: the
-/// transaction rolls back when dropped, so no seq is used (§8.2).
+/// A stored message a relation of the batch names (§8.6).
+struct TargetRow {
+    message_id: usize,
+    room: RoomId,
+    seq: i64,
+    sender: i64,
+    code: i32,
+    redacted: bool,
+    shown_text: String,
+}
+
+/// A stored reaction state, with the react message that set it.
+struct ReactionRow {
+    key: usize,
+    present: bool,
+    seq: i64,
+    message_id: String,
+    server_ts_ms: i64,
+}
+
+/// Appends a batch in one transaction: reads the heads of its rooms, the
+/// messages behind its idempotency keys, the targets of its relations and
+/// the reactions they change, lets [`batch::plan_batch`] decide seqs,
+/// repeats, conflicts and refusals (§8.2, §8.5, §8.6), writes the new rows,
+/// heads, mentions, reaction states and deletions, and commits. On an
+/// error nothing is committed: the transaction rolls back when dropped, so
+/// no seq is used (§8.2).
 fn append(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
     let requests: Vec<BatchRequest<'_, RoomId, i64>> =
         batch.iter().map(NewMessage::batch_request).collect();
@@ -223,7 +255,8 @@ fn append(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<AppendOutco
     {
         // Served by the UNIQUE (sender_id, client_msg_id) index.
         let mut stmt = tx.prepare_cached(
-            "SELECT room_id, seq, message_id, text, kind, server_ts_ms FROM messages \
+            "SELECT room_id, seq, message_id, text, kind, server_ts_ms, relation_kind, target_seq, \
+             target_id, quote, reaction_key, redacted FROM messages \
              WHERE sender_id = ?1 AND client_msg_id = ?2",
         )?;
         for (key, &(sender, client_msg_id)) in touched.keys.iter().enumerate() {
@@ -237,12 +270,95 @@ fn append(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<AppendOutco
                         text: r.get(3)?,
                         kind: r.get(4)?,
                         server_ts_ms: r.get(5)?,
+                        relation: RelationColumns {
+                            code: r.get(6)?,
+                            target_seq: r.get(7)?,
+                            target_id: r.get(8)?,
+                            quote: r.get(9)?,
+                            reaction_key: r.get(10)?,
+                        },
+                        redacted: r.get(11)?,
                     })
                 })
                 .optional()?;
             existing.extend(row);
         }
     }
+    let mut target_rows = Vec::new();
+    if !touched.targets.is_empty() {
+        // By the UNIQUE message_id index; the latest edit by the target
+        // index, whose rows are in seq order (§8.6.4 quotes it).
+        let mut stmt = tx.prepare_cached(
+            "SELECT m.room_id, m.seq, m.sender_id, m.relation_kind, m.redacted, \
+             COALESCE((SELECT e.text FROM messages e WHERE e.room_id = m.room_id \
+               AND e.target_seq = m.seq AND e.relation_kind = ?2 ORDER BY e.seq DESC LIMIT 1), m.text) \
+             FROM messages m WHERE m.message_id = ?1",
+        )?;
+        for (message_id, id) in touched.targets.iter().enumerate() {
+            let row = stmt
+                .query_row(params![id, relation_code::EDIT], |r| {
+                    Ok(TargetRow {
+                        message_id,
+                        room: r.get(0)?,
+                        seq: r.get(1)?,
+                        sender: r.get(2)?,
+                        code: r.get(3)?,
+                        redacted: r.get(4)?,
+                        shown_text: r.get(5)?,
+                    })
+                })
+                .optional()?;
+            target_rows.extend(row);
+        }
+    }
+    let targets: Vec<Target<'_, RoomId, i64>> = target_rows
+        .iter()
+        .map(|t| Target {
+            message_id: touched.targets[t.message_id],
+            room: t.room,
+            seq: to_u64(t.seq),
+            sender: t.sender,
+            nameable: relation_code::nameable(t.code),
+            redacted: t.redacted,
+            shown_text: t.shown_text.as_str(),
+        })
+        .collect();
+    let wanted = batch::reaction_keys(&requests, &targets);
+    let mut reaction_rows = Vec::new();
+    if !wanted.is_empty() {
+        let mut stmt = tx.prepare_cached(
+            "SELECT x.present, x.seq, m.message_id, m.server_ts_ms FROM reactions x \
+             JOIN messages m ON m.room_id = x.room_id AND m.seq = x.seq \
+             WHERE x.room_id = ?1 AND x.target_seq = ?2 AND x.user_id = ?3 AND x.key = ?4",
+        )?;
+        for (key, &(room, target_seq, user, reaction)) in wanted.iter().enumerate() {
+            let row = stmt
+                .query_row(params![room, to_i64(target_seq), user, reaction], |r| {
+                    Ok(ReactionRow {
+                        key,
+                        present: r.get(0)?,
+                        seq: r.get(1)?,
+                        message_id: r.get(2)?,
+                        server_ts_ms: r.get(3)?,
+                    })
+                })
+                .optional()?;
+            reaction_rows.extend(row);
+        }
+    }
+    let reactions: Vec<Reaction<'_, RoomId, i64>> = reaction_rows
+        .iter()
+        .map(|x| {
+            let (room, target_seq, user, key) = wanted[x.key];
+            Reaction {
+                room,
+                target_seq,
+                user,
+                key,
+                present: x.present,
+            }
+        })
+        .collect();
     let stored: Vec<StoredKey<'_, RoomId, i64>> = existing
         .iter()
         .map(|e| {
@@ -252,14 +368,22 @@ fn append(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<AppendOutco
                 client_msg_id,
                 room: e.room,
                 text: e.text.as_str(),
+                relation: e.relation.as_ref(),
+                redacted: e.redacted,
             }
         })
         .collect();
-    let plan =
-        batch::plan_batch(heads.iter().copied(), &stored, &requests).map_err(|err| match err {
-            PlanError::UnknownRoom { .. } => StoreError::NotFound,
-            other => StoreError::Database(other.to_string()),
-        })?;
+    let plan = batch::plan_batch(
+        heads.iter().copied(),
+        &stored,
+        &targets,
+        &reactions,
+        &requests,
+    )
+    .map_err(|err| match err {
+        PlanError::UnknownRoom { .. } => StoreError::NotFound,
+        other => StoreError::Database(other.to_string()),
+    })?;
 
     let message_ids: Vec<String> = plan
         .rows
@@ -272,16 +396,15 @@ fn append(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<AppendOutco
     for (i, planned) in plan.outcomes.iter().enumerate() {
         let msg = &batch[i];
         let outcome = match *planned {
-            Planned::Stored { row, seq } => AppendOutcome::Stored(StoredMessage {
-                room: msg.room.clone(),
-                seq,
-                message_id: message_ids[row].clone(),
-                sender: msg.sender.as_str().to_owned(),
-                client_msg_id: msg.client_msg_id.as_str().to_owned(),
-                text: msg.text.clone(),
-                kind: msg.kind as i32,
-                server_ts_ms: msg.server_ts_ms,
-            }),
+            Planned::Stored { row, seq } => {
+                let planned_row = &plan.rows[row];
+                AppendOutcome::Stored(msg.stored(
+                    seq,
+                    message_ids[row].clone(),
+                    planned_row.target_seq,
+                    planned_row.quote,
+                ))
+            }
             Planned::Duplicate(Original::Stored(k)) => {
                 let e = &existing[k];
                 // A duplicate has the request's room, sender and key (that is
@@ -295,10 +418,30 @@ fn append(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<AppendOutco
                     text: e.text.clone(),
                     kind: e.kind,
                     server_ts_ms: e.server_ts_ms,
+                    relation: e.relation.to_wire(),
+                    redacted: e.redacted,
                 })
             }
+            Planned::Duplicate(Original::Reaction(k)) => {
+                // R-8.6.10: the ack of the react message that set the state.
+                let x = &reaction_rows[k];
+                let mut original = msg.stored(
+                    to_u64(x.seq),
+                    x.message_id.clone(),
+                    Some(wanted[x.key].1),
+                    "",
+                );
+                original.server_ts_ms = x.server_ts_ms;
+                AppendOutcome::Duplicate(original)
+            }
             Planned::Duplicate(Original::Batch(j)) => match outcomes.get(j) {
-                Some(AppendOutcome::Stored(original)) => AppendOutcome::Duplicate(original.clone()),
+                Some(AppendOutcome::Stored(original)) => {
+                    // The original's seq and id, with the request's key.
+                    AppendOutcome::Duplicate(StoredMessage {
+                        client_msg_id: msg.client_msg_id.as_str().to_owned(),
+                        ..original.clone()
+                    })
+                }
                 _ => {
                     return Err(StoreError::Database(format!(
                         "batch plan: request {i} repeats request {j}, which was not stored"
@@ -306,21 +449,25 @@ fn append(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<AppendOutco
                 }
             },
             Planned::Conflict => AppendOutcome::Conflict,
+            Planned::Refused(refusal) => AppendOutcome::Refused(refusal),
         };
         outcomes.push(outcome);
     }
 
+    let redacting = !plan.redactions.is_empty();
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO messages \
-             (room_id, seq, message_id, sender_id, client_msg_id, text, kind, server_ts_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             (room_id, seq, message_id, sender_id, client_msg_id, text, kind, server_ts_ms, \
+              relation_kind, target_seq, target_id, quote, reaction_key) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         let mut mention =
             tx.prepare_cached("INSERT INTO mentions (username, room_id, seq) VALUES (?1, ?2, ?3)")?;
         for (row, message_id) in plan.rows.iter().zip(&message_ids) {
             let msg = &batch[row.request];
             let seq = to_i64(row.seq);
+            let code = msg.relation_code();
             insert.execute(params![
                 row.room,
                 seq,
@@ -330,6 +477,11 @@ fn append(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<AppendOutco
                 msg.text,
                 msg.kind as i32,
                 msg.server_ts_ms,
+                code,
+                row.target_seq.map(to_i64),
+                msg.relation.as_ref().map(|r| r.target.as_str()),
+                (code == relation_code::REPLY).then_some(row.quote),
+                msg.reaction_key(),
             ])?;
             // Who the row mentions (§11.3), in the same commit.
             for name in msg.mentions() {
@@ -346,9 +498,59 @@ fn append(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<AppendOutco
                 batch[h.last_request].server_ts_ms
             ])?;
         }
+        let mut react = tx.prepare_cached(
+            "INSERT INTO reactions (room_id, target_seq, user_id, key, seq, present) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (room_id, target_seq, user_id, key) \
+             DO UPDATE SET seq = excluded.seq, present = excluded.present",
+        )?;
+        for r in &plan.reactions {
+            react.execute(params![
+                r.room,
+                to_i64(r.target_seq),
+                r.user,
+                r.key,
+                to_i64(plan.rows[r.row].seq),
+                r.present
+            ])?;
+        }
+        // §8.6.3, R-8.6.6-R-8.6.8: the content goes, in this commit.
+        let mut empty = tx.prepare_cached(
+            "UPDATE messages SET text = '', redacted = 1 WHERE room_id = ?1 \
+             AND (seq = ?2 OR (target_seq = ?2 AND relation_kind = ?3))",
+        )?;
+        let mut unquote = tx.prepare_cached(
+            "UPDATE messages SET quote = '' WHERE room_id = ?1 AND target_seq = ?2 \
+             AND relation_kind = ?3",
+        )?;
+        let mut unreact =
+            tx.prepare_cached("DELETE FROM reactions WHERE room_id = ?1 AND target_seq = ?2")?;
+        for d in &plan.redactions {
+            let target = to_i64(d.target_seq);
+            empty.execute(params![d.room, target, relation_code::EDIT])?;
+            unquote.execute(params![d.room, target, relation_code::REPLY])?;
+            unreact.execute(params![d.room, target])?;
+        }
     }
     // Runs even when every message was a repeat, to end the transaction;
     // with nothing written, the commit writes nothing either.
     tx.commit()?;
+    if redacting {
+        // R-8.6.7: the deleted text may still sit in WAL frames written
+        // before (secure_delete only clears the pages written now): copy
+        // the WAL into the database and truncate it. A reader holding an
+        // old snapshot can keep it from completing; then the next
+        // deletion, or the next automatic checkpoint, finishes the job.
+        let (busy, _, _): (i64, i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        if busy != 0 {
+            tracing::warn!(
+                "after a deletion the WAL could not be truncated (a reader was active); \
+                 the deleted text stays in the WAL file until the next checkpoint"
+            );
+        }
+    }
     Ok(outcomes)
 }

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use confab_protocol::batch::Refusal;
 use confab_protocol::error::Rejection;
 use confab_protocol::wire::{ErrorCode, SendAck};
 use tokio::sync::{mpsc, oneshot};
@@ -242,13 +243,41 @@ async fn commit(store: &dyn Store, sink: &dyn CommitSink, batch: &mut Batch, met
             AppendOutcome::Conflict => Err(Rejection::new(
                 ErrorCode::IdempotencyConflict,
                 format!(
-                    "client_msg_id {} was already used for another room or text; use a fresh id for a new message",
+                    "client_msg_id {} was already used for another room, text or relation; use a fresh id for a new message",
                     message.client_msg_id
                 ),
             )),
+            AppendOutcome::Refused(refusal) => Err(refused(refusal, &message)),
         };
         // The sender may have disconnected meanwhile; the message is stored regardless.
         waiter.reply.send(reply).ok();
+    }
+}
+
+/// The Error for a relation the plan refused (§8.6).
+fn refused(refusal: Refusal, message: &NewMessage) -> Rejection {
+    let target = message.relation.as_ref().map_or("", |r| r.target.as_str());
+    let kind = message
+        .relation
+        .as_ref()
+        .map_or("relation", |r| r.kind.name());
+    match refusal {
+        Refusal::NotAuthor => Rejection::new(
+            ErrorCode::NotAuthor,
+            format!("message {target} was sent by another user; only its sender may {kind} it"),
+        ),
+        Refusal::ReactionNotFound => Rejection::new(
+            ErrorCode::NotFound,
+            format!("you have no such reaction on message {target} to remove; nothing was changed"),
+        ),
+        // TargetNotFound, and any refusal added later.
+        _ => Rejection::new(
+            ErrorCode::NotFound,
+            format!(
+                "no message {target} in room {} that a {kind} may name: it does not exist, was deleted, or is itself an edit, deletion or reaction",
+                message.room
+            ),
+        ),
     }
 }
 
@@ -415,6 +444,8 @@ mod tests {
                             text: m.text.clone(),
                             kind: m.kind as i32,
                             server_ts_ms: m.server_ts_ms,
+                            relation: None,
+                            redacted: false,
                         })
                     })
                     .collect())
@@ -444,6 +475,7 @@ mod tests {
             text: format!("text {i}"),
             kind: MessageKind::Text,
             server_ts_ms: 0,
+            relation: None,
         }
     }
 

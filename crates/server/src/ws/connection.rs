@@ -29,6 +29,7 @@ use confab_protocol::codec::{decode_client_frame, encode_server_frame};
 use confab_protocol::delivery::DeliveredSeqs;
 use confab_protocol::error::{BadMessage, CloseCode, Refusal, Rejection, refuse};
 use confab_protocol::names::RoomName;
+use confab_protocol::relation::RelationCaps;
 use confab_protocol::rules;
 use confab_protocol::wire::{
     self, ClientFrame, ErrorCode, ServerFrame, client_frame::Body as ClientBody,
@@ -950,7 +951,8 @@ impl Writer {
                 room,
                 replay_after,
                 head,
-            } => Box::pin(self.replay(sink, &room, replay_after, head)).await,
+                caps,
+            } => Box::pin(self.replay(sink, &room, replay_after, head, caps)).await,
             // §10.1: every room's replay in the Resume's order, then Resumed.
             Outbound::Resume(batch) => {
                 let ResumeBatch { activations, reply } = *batch;
@@ -958,9 +960,10 @@ impl Writer {
                     room,
                     replay_after,
                     head,
+                    caps,
                 } in activations
                 {
-                    Box::pin(self.replay(sink, &room, replay_after, head)).await?;
+                    Box::pin(self.replay(sink, &room, replay_after, head, caps)).await?;
                 }
                 self.write(sink, Message::Binary(reply), Step::Feed).await
             }
@@ -985,6 +988,7 @@ impl Writer {
         room: &RoomName,
         after: u64,
         head: u64,
+        caps: RelationCaps,
     ) -> Result<(), WriteFailed> {
         let mut cursor = after.max(self.delivered.mark(room));
         while cursor < head {
@@ -1005,7 +1009,7 @@ impl Writer {
                 break;
             };
             for message in page {
-                let frame = ServerFrame::push(ServerBody::Message(message.to_wire()));
+                let frame = ServerFrame::push(ServerBody::Message(message.to_wire_for(caps)));
                 self.write(
                     sink,
                     Message::Binary(encode_server_frame(&frame)),

@@ -484,6 +484,7 @@ impl Client {
             client_msg_id: client_msg_id.into(),
             text: text.into(),
             kind: wire::MessageKind::Text as i32,
+            relation: None,
         }))
         .await
     }

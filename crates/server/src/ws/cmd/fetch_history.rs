@@ -24,9 +24,11 @@ pub(super) async fn handle(
         .history(&query.room, query.range, query.limit)
         .await
         .map_err(internal)?;
+    // §8.6.1: relations as this connection's capabilities say.
+    let caps = reader.app.hub.relation_caps(reader.conn);
     let page = wire::HistoryPage {
         room: query.room.into_string(),
-        messages: slice.messages.iter().map(|m| m.to_wire()).collect(),
+        messages: slice.messages.iter().map(|m| m.to_wire_for(caps)).collect(),
         has_more: slice.has_more,
         head_seq: slice.head_seq,
         epoch: slice.epoch,

@@ -10,8 +10,9 @@ use tokio::sync::oneshot;
 
 use crate::auth::now_ms;
 use crate::metrics::Metrics;
-use crate::storage::NewMessage;
+use crate::storage::{NewMessage, RelationColumns};
 use crate::ws::connection::{Reader, internal, rate_limited};
+use confab_protocol::batch::{BatchRequest, RelationRef, StoredKey};
 
 /// Validate, authorise, rate-limit, then hand to the group-commit writer.
 /// The SendAck is queued by the reader when the commit is durable (§8.3).
@@ -49,6 +50,7 @@ pub(super) async fn handle(
         text: valid.text.into_string(),
         kind: valid.kind,
         server_ts_ms: now_ms(),
+        relation: valid.relation,
     };
     let ack = reader.app.writer.submit(message, received).await;
     reader
@@ -77,12 +79,29 @@ async fn answer_repeat(
         Metrics::inc(&reader.app.metrics.rate_limited);
         return Err(rate_limited("SendMessage", wait));
     };
-    // The same comparison as the storage writer's (§8.5: room and text).
-    if stored.room != valid.room || stored.text != valid.text.as_str() {
+    // The storage writer's comparison (§8.5, R-8.6.4: room, text and
+    // relation), from the protocol crate.
+    let columns = RelationColumns::of_wire(stored.relation.as_ref());
+    let key = StoredKey {
+        sender: (),
+        client_msg_id: stored.client_msg_id.as_str(),
+        room: stored.room.as_str(),
+        text: stored.text.as_str(),
+        relation: columns.as_ref(),
+        redacted: stored.redacted,
+    };
+    let request = BatchRequest {
+        room: valid.room.as_str(),
+        sender: (),
+        client_msg_id: valid.client_msg_id.as_str(),
+        text: valid.text.as_str(),
+        relation: valid.relation.as_ref().map(RelationRef::of),
+    };
+    if !key.repeated_by(&request) {
         return Err(Rejection::new(
             ErrorCode::IdempotencyConflict,
             format!(
-                "client_msg_id {} was already used for another room or text; use a fresh id for a new message",
+                "client_msg_id {} was already used for another room, text or relation; use a fresh id for a new message",
                 valid.client_msg_id
             ),
         ));

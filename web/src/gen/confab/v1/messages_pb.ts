@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file confab/v1/messages.proto.
  */
 export const file_confab_v1_messages: GenFile = /*@__PURE__*/
-  fileDesc("Chhjb25mYWIvdjEvbWVzc2FnZXMucHJvdG8SCWNvbmZhYi52MSJmCgtTZW5kTWVzc2FnZRIMCgRyb29tGAEgASgJEhUKDWNsaWVudF9tc2dfaWQYAiABKAkSDAoEdGV4dBgDIAEoCRIkCgRraW5kGAQgASgOMhYuY29uZmFiLnYxLk1lc3NhZ2VLaW5kIngKB1NlbmRBY2sSDAoEcm9vbRgBIAEoCRIVCg1jbGllbnRfbXNnX2lkGAIgASgJEgsKA3NlcRgDIAEoBBISCgptZXNzYWdlX2lkGAQgASgJEhQKDHNlcnZlcl90c19tcxgFIAEoAxIRCglkdXBsaWNhdGUYBiABKAgiqQEKB01lc3NhZ2USDAoEcm9vbRgBIAEoCRILCgNzZXEYAiABKAQSEgoKbWVzc2FnZV9pZBgDIAEoCRIOCgZzZW5kZXIYBCABKAkSFQoNY2xpZW50X21zZ19pZBgFIAEoCRIMCgR0ZXh0GAYgASgJEiQKBGtpbmQYByABKA4yFi5jb25mYWIudjEuTWVzc2FnZUtpbmQSFAoMc2VydmVyX3RzX21zGAggASgDImAKDEZldGNoSGlzdG9yeRIMCgRyb29tGAEgASgJEhQKCmJlZm9yZV9zZXEYAiABKARIABITCglhZnRlcl9zZXEYAyABKARIABINCgVsaW1pdBgEIAEoDUIICgZhbmNob3IidAoLSGlzdG9yeVBhZ2USDAoEcm9vbRgBIAEoCRIkCghtZXNzYWdlcxgCIAMoCzISLmNvbmZhYi52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAMgASgIEhAKCGhlYWRfc2VxGAQgASgEEg0KBWVwb2NoGAUgASgJIjAKBlJlc3VtZRImCgVyb29tcxgBIAMoCzIXLmNvbmZhYi52MS5Sb29tUG9zaXRpb24iPQoMUm9vbVBvc2l0aW9uEgwKBHJvb20YASABKAkSEAoIbGFzdF9zZXEYAiABKAQSDQoFZXBvY2gYAyABKAkiLwoHUmVzdW1lZBIkCgVyb29tcxgBIAMoCzIVLmNvbmZhYi52MS5Sb29tUmVzdW1lIoACCgpSb29tUmVzdW1lEgwKBHJvb20YASABKAkSLAoGc3RhdHVzGAIgASgOMhwuY29uZmFiLnYxLlJvb21SZXN1bWUuU3RhdHVzEhAKCGhlYWRfc2VxGAMgASgEEg0KBWVwb2NoGAQgASgJEhAKCHJlcGxheWVkGAUgASgNIoIBCgZTdGF0dXMSFgoSU1RBVFVTX1VOU1BFQ0lGSUVEEAASEwoPU1RBVFVTX1JFUExBWUVEEAESGAoUU1RBVFVTX0dBUF9UT09fTEFSR0UQAhIYChRTVEFUVVNfRVBPQ0hfQ0hBTkdFRBADEhcKE1NUQVRVU19OT1RfQV9NRU1CRVIQBCpbCgtNZXNzYWdlS2luZBIcChhNRVNTQUdFX0tJTkRfVU5TUEVDSUZJRUQQABIVChFNRVNTQUdFX0tJTkRfVEVYVBABEhcKE01FU1NBR0VfS0lORF9BQ1RJT04QAmIGcHJvdG8z");
+  fileDesc("Chhjb25mYWIvdjEvbWVzc2FnZXMucHJvdG8SCWNvbmZhYi52MSKNAQoLU2VuZE1lc3NhZ2USDAoEcm9vbRgBIAEoCRIVCg1jbGllbnRfbXNnX2lkGAIgASgJEgwKBHRleHQYAyABKAkSJAoEa2luZBgEIAEoDjIWLmNvbmZhYi52MS5NZXNzYWdlS2luZBIlCghyZWxhdGlvbhgFIAEoCzITLmNvbmZhYi52MS5SZWxhdGlvbiLFAQoIUmVsYXRpb24SEQoJdGFyZ2V0X2lkGAEgASgJEh8KBGVkaXQYAiABKAsyDy5jb25mYWIudjEuRWRpdEgAEiMKBnJlZGFjdBgDIAEoCzIRLmNvbmZhYi52MS5SZWRhY3RIABIhCgVyZXBseRgEIAEoCzIQLmNvbmZhYi52MS5SZXBseUgAEiEKBXJlYWN0GAUgASgLMhAuY29uZmFiLnYxLlJlYWN0SAASEgoKdGFyZ2V0X3NlcRgGIAEoBEIGCgRraW5kIgYKBEVkaXQiCAoGUmVkYWN0IhYKBVJlcGx5Eg0KBXF1b3RlGAEgASgJIiQKBVJlYWN0EgsKA2tleRgBIAEoCRIOCgZyZW1vdmUYAiABKAgieAoHU2VuZEFjaxIMCgRyb29tGAEgASgJEhUKDWNsaWVudF9tc2dfaWQYAiABKAkSCwoDc2VxGAMgASgEEhIKCm1lc3NhZ2VfaWQYBCABKAkSFAoMc2VydmVyX3RzX21zGAUgASgDEhEKCWR1cGxpY2F0ZRgGIAEoCCLiAQoHTWVzc2FnZRIMCgRyb29tGAEgASgJEgsKA3NlcRgCIAEoBBISCgptZXNzYWdlX2lkGAMgASgJEg4KBnNlbmRlchgEIAEoCRIVCg1jbGllbnRfbXNnX2lkGAUgASgJEgwKBHRleHQYBiABKAkSJAoEa2luZBgHIAEoDjIWLmNvbmZhYi52MS5NZXNzYWdlS2luZBIUCgxzZXJ2ZXJfdHNfbXMYCCABKAMSJQoIcmVsYXRpb24YCSABKAsyEy5jb25mYWIudjEuUmVsYXRpb24SEAoIcmVkYWN0ZWQYCiABKAgiYAoMRmV0Y2hIaXN0b3J5EgwKBHJvb20YASABKAkSFAoKYmVmb3JlX3NlcRgCIAEoBEgAEhMKCWFmdGVyX3NlcRgDIAEoBEgAEg0KBWxpbWl0GAQgASgNQggKBmFuY2hvciJ0CgtIaXN0b3J5UGFnZRIMCgRyb29tGAEgASgJEiQKCG1lc3NhZ2VzGAIgAygLMhIuY29uZmFiLnYxLk1lc3NhZ2USEAoIaGFzX21vcmUYAyABKAgSEAoIaGVhZF9zZXEYBCABKAQSDQoFZXBvY2gYBSABKAkiMAoGUmVzdW1lEiYKBXJvb21zGAEgAygLMhcuY29uZmFiLnYxLlJvb21Qb3NpdGlvbiI9CgxSb29tUG9zaXRpb24SDAoEcm9vbRgBIAEoCRIQCghsYXN0X3NlcRgCIAEoBBINCgVlcG9jaBgDIAEoCSIvCgdSZXN1bWVkEiQKBXJvb21zGAEgAygLMhUuY29uZmFiLnYxLlJvb21SZXN1bWUigAIKClJvb21SZXN1bWUSDAoEcm9vbRgBIAEoCRIsCgZzdGF0dXMYAiABKA4yHC5jb25mYWIudjEuUm9vbVJlc3VtZS5TdGF0dXMSEAoIaGVhZF9zZXEYAyABKAQSDQoFZXBvY2gYBCABKAkSEAoIcmVwbGF5ZWQYBSABKA0iggEKBlN0YXR1cxIWChJTVEFUVVNfVU5TUEVDSUZJRUQQABITCg9TVEFUVVNfUkVQTEFZRUQQARIYChRTVEFUVVNfR0FQX1RPT19MQVJHRRACEhgKFFNUQVRVU19FUE9DSF9DSEFOR0VEEAMSFwoTU1RBVFVTX05PVF9BX01FTUJFUhAEKlsKC01lc3NhZ2VLaW5kEhwKGE1FU1NBR0VfS0lORF9VTlNQRUNJRklFRBAAEhUKEU1FU1NBR0VfS0lORF9URVhUEAESFwoTTUVTU0FHRV9LSU5EX0FDVElPThACYgZwcm90bzM");
 
 /**
  * §8.1. Post a message to a room the sender is a member of.
@@ -46,6 +46,14 @@ export type SendMessage = Message$1<"confab.v1.SendMessage"> & {
    * @generated from field: confab.v1.MessageKind kind = 4;
    */
   kind: MessageKind;
+
+  /**
+   * §8.6. Set to edit, delete, reply to or react to an earlier message of
+   * the room instead of posting a plain one. Absent for a plain message.
+   *
+   * @generated from field: confab.v1.Relation relation = 5;
+   */
+  relation?: Relation | undefined;
 };
 
 /**
@@ -54,6 +62,148 @@ export type SendMessage = Message$1<"confab.v1.SendMessage"> & {
  */
 export const SendMessageSchema: GenMessage<SendMessage> = /*@__PURE__*/
   messageDesc(file_confab_v1_messages, 0);
+
+/**
+ * §8.6. What a message does to an earlier message of the same room. Kept
+ * apart from `text` (the content), so that content encrypted end to end
+ * later still leaves the server what it checks: the target and the kind.
+ *
+ * @generated from message confab.v1.Relation
+ */
+export type Relation = Message$1<"confab.v1.Relation"> & {
+  /**
+   * message_id of the message this one refers to, in the same room.
+   *
+   * @generated from field: string target_id = 1;
+   */
+  targetId: string;
+
+  /**
+   * @generated from oneof confab.v1.Relation.kind
+   */
+  kind: {
+    /**
+     * @generated from field: confab.v1.Edit edit = 2;
+     */
+    value: Edit;
+    case: "edit";
+  } | {
+    /**
+     * @generated from field: confab.v1.Redact redact = 3;
+     */
+    value: Redact;
+    case: "redact";
+  } | {
+    /**
+     * @generated from field: confab.v1.Reply reply = 4;
+     */
+    value: Reply;
+    case: "reply";
+  } | {
+    /**
+     * @generated from field: confab.v1.React react = 5;
+     */
+    value: React;
+    case: "react";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Set by the server in a stored Message: the target's seq. Ignored in
+   * SendMessage.
+   *
+   * @generated from field: uint64 target_seq = 6;
+   */
+  targetSeq: bigint;
+};
+
+/**
+ * Describes the message confab.v1.Relation.
+ * Use `create(RelationSchema)` to create a new message.
+ */
+export const RelationSchema: GenMessage<Relation> = /*@__PURE__*/
+  messageDesc(file_confab_v1_messages, 1);
+
+/**
+ * §8.6.2. The message's `text` replaces the target's (capability `edit`).
+ *
+ * @generated from message confab.v1.Edit
+ */
+export type Edit = Message$1<"confab.v1.Edit"> & {
+};
+
+/**
+ * Describes the message confab.v1.Edit.
+ * Use `create(EditSchema)` to create a new message.
+ */
+export const EditSchema: GenMessage<Edit> = /*@__PURE__*/
+  messageDesc(file_confab_v1_messages, 2);
+
+/**
+ * §8.6.3. Deletes the target (capability `redact`); `text` is empty.
+ *
+ * @generated from message confab.v1.Redact
+ */
+export type Redact = Message$1<"confab.v1.Redact"> & {
+};
+
+/**
+ * Describes the message confab.v1.Redact.
+ * Use `create(RedactSchema)` to create a new message.
+ */
+export const RedactSchema: GenMessage<Redact> = /*@__PURE__*/
+  messageDesc(file_confab_v1_messages, 3);
+
+/**
+ * §8.6.4. The message answers the target (capability `reply`).
+ *
+ * @generated from message confab.v1.Reply
+ */
+export type Reply = Message$1<"confab.v1.Reply"> & {
+  /**
+   * Set by the server in a stored Message: the start of the target's text
+   * when the reply was stored, at most 128 bytes, cut at a character
+   * boundary; emptied when the target is deleted. Ignored in SendMessage.
+   *
+   * @generated from field: string quote = 1;
+   */
+  quote: string;
+};
+
+/**
+ * Describes the message confab.v1.Reply.
+ * Use `create(ReplySchema)` to create a new message.
+ */
+export const ReplySchema: GenMessage<Reply> = /*@__PURE__*/
+  messageDesc(file_confab_v1_messages, 4);
+
+/**
+ * §8.6.5. Adds or removes one reaction of the sender (capability `react`);
+ * `text` is empty.
+ *
+ * @generated from message confab.v1.React
+ */
+export type React = Message$1<"confab.v1.React"> & {
+  /**
+   * The reaction: an emoji or another short string (§12.3).
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * True to remove the sender's reaction `key` instead of adding it.
+   *
+   * @generated from field: bool remove = 2;
+   */
+  remove: boolean;
+};
+
+/**
+ * Describes the message confab.v1.React.
+ * Use `create(ReactSchema)` to create a new message.
+ */
+export const ReactSchema: GenMessage<React> = /*@__PURE__*/
+  messageDesc(file_confab_v1_messages, 5);
 
 /**
  * §8.3. Sent only after the message is durably stored.
@@ -105,7 +255,7 @@ export type SendAck = Message$1<"confab.v1.SendAck"> & {
  * Use `create(SendAckSchema)` to create a new message.
  */
 export const SendAckSchema: GenMessage<SendAck> = /*@__PURE__*/
-  messageDesc(file_confab_v1_messages, 1);
+  messageDesc(file_confab_v1_messages, 6);
 
 /**
  * §8.2. A stored message, as pushed live, replayed and paged.
@@ -162,6 +312,22 @@ export type Message = Message$1<"confab.v1.Message"> & {
    * @generated from field: int64 server_ts_ms = 8;
    */
   serverTsMs: bigint;
+
+  /**
+   * §8.6. What this message does to an earlier one; absent for a plain
+   * message.
+   *
+   * @generated from field: confab.v1.Relation relation = 9;
+   */
+  relation?: Relation | undefined;
+
+  /**
+   * §8.6.3. True once the message was deleted (or, for an edit, once the
+   * message it edited was): `text` is then empty.
+   *
+   * @generated from field: bool redacted = 10;
+   */
+  redacted: boolean;
 };
 
 /**
@@ -169,7 +335,7 @@ export type Message = Message$1<"confab.v1.Message"> & {
  * Use `create(MessageSchema)` to create a new message.
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
-  messageDesc(file_confab_v1_messages, 2);
+  messageDesc(file_confab_v1_messages, 7);
 
 /**
  * §9. Page a room's history. With after_seq the page holds the oldest
@@ -214,7 +380,7 @@ export type FetchHistory = Message$1<"confab.v1.FetchHistory"> & {
  * Use `create(FetchHistorySchema)` to create a new message.
  */
 export const FetchHistorySchema: GenMessage<FetchHistory> = /*@__PURE__*/
-  messageDesc(file_confab_v1_messages, 3);
+  messageDesc(file_confab_v1_messages, 8);
 
 /**
  * §9. Messages are always in ascending seq order.
@@ -257,7 +423,7 @@ export type HistoryPage = Message$1<"confab.v1.HistoryPage"> & {
  * Use `create(HistoryPageSchema)` to create a new message.
  */
 export const HistoryPageSchema: GenMessage<HistoryPage> = /*@__PURE__*/
-  messageDesc(file_confab_v1_messages, 4);
+  messageDesc(file_confab_v1_messages, 9);
 
 /**
  * §10.1. Sent after a reconnect, once Welcome arrives.
@@ -276,7 +442,7 @@ export type Resume = Message$1<"confab.v1.Resume"> & {
  * Use `create(ResumeSchema)` to create a new message.
  */
 export const ResumeSchema: GenMessage<Resume> = /*@__PURE__*/
-  messageDesc(file_confab_v1_messages, 5);
+  messageDesc(file_confab_v1_messages, 10);
 
 /**
  * §10.1. The client's position in a room.
@@ -309,7 +475,7 @@ export type RoomPosition = Message$1<"confab.v1.RoomPosition"> & {
  * Use `create(RoomPositionSchema)` to create a new message.
  */
 export const RoomPositionSchema: GenMessage<RoomPosition> = /*@__PURE__*/
-  messageDesc(file_confab_v1_messages, 6);
+  messageDesc(file_confab_v1_messages, 11);
 
 /**
  * §10.3. Sent after the replayed messages of every listed room.
@@ -328,7 +494,7 @@ export type Resumed = Message$1<"confab.v1.Resumed"> & {
  * Use `create(ResumedSchema)` to create a new message.
  */
 export const ResumedSchema: GenMessage<Resumed> = /*@__PURE__*/
-  messageDesc(file_confab_v1_messages, 7);
+  messageDesc(file_confab_v1_messages, 12);
 
 /**
  * @generated from message confab.v1.RoomResume
@@ -370,7 +536,7 @@ export type RoomResume = Message$1<"confab.v1.RoomResume"> & {
  * Use `create(RoomResumeSchema)` to create a new message.
  */
 export const RoomResumeSchema: GenMessage<RoomResume> = /*@__PURE__*/
-  messageDesc(file_confab_v1_messages, 8);
+  messageDesc(file_confab_v1_messages, 13);
 
 /**
  * @generated from enum confab.v1.RoomResume.Status
@@ -416,7 +582,7 @@ export enum RoomResume_Status {
  * Describes the enum confab.v1.RoomResume.Status.
  */
 export const RoomResume_StatusSchema: GenEnum<RoomResume_Status> = /*@__PURE__*/
-  enumDesc(file_confab_v1_messages, 8, 0);
+  enumDesc(file_confab_v1_messages, 13, 0);
 
 /**
  * @generated from enum confab.v1.MessageKind

@@ -417,3 +417,53 @@ async fn a_breakage_on_one_node_is_caught_and_blamed_on_that_node() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn letting_anyone_edit_is_caught() {
+    check_breakage(
+        Breakage::AnyoneMayEdit,
+        &["relation-edit", "relation-redact"],
+        &["relation-reply", "relation-react"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeping_deleted_text_is_caught() {
+    check_breakage(
+        Breakage::KeepsDeletedText,
+        &["relation-redact"],
+        &["relation-edit", "relation-react"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusting_the_client_quote_is_caught() {
+    check_breakage(
+        Breakage::TrustsClientQuote,
+        &["relation-reply"],
+        &["relation-edit", "relation-redact"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storing_a_reaction_twice_is_caught() {
+    check_breakage(
+        Breakage::ReactionsCountTwice,
+        &["relation-react"],
+        &["relation-edit", "relation-reply"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_relations_without_fallbacks_is_caught() {
+    check_breakage(
+        Breakage::NoFallbacks,
+        &["relation-fallback"],
+        &["relation-edit", "relation-react", "capabilities-negotiated"],
+    )
+    .await;
+}

@@ -42,6 +42,18 @@ pub enum Breakage {
     /// Ignores client_msg_id: every send is stored under a fresh key, so
     /// repeats become new messages; keys are mapped back on the way out.
     IgnoresClientMsgId,
+    /// `edit`: lets anyone edit: a NOT_AUTHOR refusal becomes a SendAck.
+    AnyoneMayEdit,
+    /// `redact`: keeps deleted text: history shows a deleted message with
+    /// the text it had when it went by.
+    KeepsDeletedText,
+    /// `reply`: stores the quote the client sent instead of its own.
+    TrustsClientQuote,
+    /// `react`: a reaction that changes nothing is acked as a new one.
+    ReactionsCountTwice,
+    /// Ignores the relation capabilities: every connection gets relations
+    /// as stored (never the fallback), and Welcome hides that it did.
+    NoFallbacks,
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +61,10 @@ struct Shared {
     /// IgnoresClientMsgId: fresh key -> the client's key.
     renamed: HashMap<String, String>,
     counter: u64,
+    /// KeepsDeletedText: message_id -> the text it went by with.
+    texts: HashMap<String, String>,
+    /// TrustsClientQuote: client_msg_id of a reply -> the quote it sent.
+    quotes: HashMap<String, String>,
 }
 
 /// A running MITM in front of `upstream`.
@@ -139,6 +155,8 @@ async fn serve(
         resuming: false,
         duplicated: false,
         pushes: 0,
+        hidden: Vec::new(),
+        reactions: std::collections::HashSet::new(),
     };
     loop {
         tokio::select! {
@@ -187,6 +205,10 @@ struct Connection {
     resuming: bool,
     duplicated: bool,
     pushes: u64,
+    /// NoFallbacks: relation capabilities added to Auth behind the client's back.
+    hidden: Vec<String>,
+    /// ReactionsCountTwice: request ids of reactions.
+    reactions: std::collections::HashSet<u64>,
 }
 
 impl Connection {
@@ -199,6 +221,16 @@ impl Connection {
         };
         let request_id = frame.request_id;
         match (&mut frame.body, self.breakage) {
+            (Some(client_frame::Body::Auth(auth)), Breakage::NoFallbacks) => {
+                self.authenticated = true;
+                let asked = auth.capabilities.clone();
+                self.hidden = confab_protocol::capability::RELATIONS
+                    .iter()
+                    .filter(|c| !asked.iter().any(|a| a == *c))
+                    .map(|c| (*c).to_owned())
+                    .collect();
+                auth.capabilities.extend(self.hidden.iter().cloned());
+            }
             (Some(client_frame::Body::Auth(_)), _) => self.authenticated = true,
             (Some(client_frame::Body::Ping(ping)), Breakage::AnswersBeforeAuth)
                 if !self.authenticated =>
@@ -241,6 +273,27 @@ impl Connection {
                     server_frame::Body::SendAck(ack),
                 )]);
             }
+            (Some(client_frame::Body::SendMessage(send)), Breakage::TrustsClientQuote) => {
+                if let Some(wire::Relation {
+                    kind: Some(wire::relation::Kind::Reply(reply)),
+                    ..
+                }) = &send.relation
+                {
+                    self.shared
+                        .lock()
+                        .expect("MITM state")
+                        .quotes
+                        .insert(send.client_msg_id.clone(), reply.quote.clone());
+                }
+            }
+            (Some(client_frame::Body::SendMessage(send)), Breakage::ReactionsCountTwice) => {
+                if matches!(
+                    send.relation.as_ref().and_then(|r| r.kind.as_ref()),
+                    Some(wire::relation::Kind::React(_))
+                ) {
+                    self.reactions.insert(request_id);
+                }
+            }
             (Some(client_frame::Body::SendMessage(send)), Breakage::IgnoresClientMsgId) => {
                 let mut shared = self.shared.lock().expect("MITM state");
                 shared.counter += 1;
@@ -279,6 +332,63 @@ impl Connection {
             }
             (Some(server_frame::Body::Resumed(_)), Breakage::DuplicateOnResume) => {
                 self.resuming = false
+            }
+            (Some(server_frame::Body::Error(error)), Breakage::AnyoneMayEdit)
+                if error.code == wire::ErrorCode::NotAuthor as i32 =>
+            {
+                let ack = wire::SendAck {
+                    seq: u64::MAX >> 12,
+                    message_id: format!("let-through-{}", frame.request_id),
+                    ..wire::SendAck::default()
+                };
+                frame.body = Some(server_frame::Body::SendAck(ack));
+            }
+            (Some(server_frame::Body::Message(m)), Breakage::KeepsDeletedText) => {
+                if !m.text.is_empty() {
+                    self.shared
+                        .lock()
+                        .expect("MITM state")
+                        .texts
+                        .insert(m.message_id.clone(), m.text.clone());
+                }
+            }
+            (Some(server_frame::Body::HistoryPage(page)), Breakage::KeepsDeletedText) => {
+                let shared = self.shared.lock().expect("MITM state");
+                for m in page.messages.iter_mut().filter(|m| m.redacted) {
+                    if let Some(text) = shared.texts.get(&m.message_id) {
+                        m.text.clone_from(text);
+                    }
+                }
+            }
+            (Some(body), Breakage::TrustsClientQuote) => {
+                let shared = self.shared.lock().expect("MITM state");
+                let mut swap = |m: &mut wire::Message| {
+                    if let Some(wire::Relation {
+                        kind: Some(wire::relation::Kind::Reply(reply)),
+                        ..
+                    }) = &mut m.relation
+                        && let Some(sent) = shared.quotes.get(&m.client_msg_id)
+                    {
+                        reply.quote.clone_from(sent);
+                    }
+                };
+                match body {
+                    server_frame::Body::Message(m) => swap(m),
+                    server_frame::Body::HistoryPage(page) => {
+                        page.messages.iter_mut().for_each(swap)
+                    }
+                    _ => {}
+                }
+            }
+            (Some(server_frame::Body::SendAck(ack)), Breakage::ReactionsCountTwice)
+                if self.reactions.remove(&frame.request_id) && ack.duplicate =>
+            {
+                ack.duplicate = false;
+                ack.seq += 1;
+            }
+            (Some(server_frame::Body::Welcome(welcome)), Breakage::NoFallbacks) => {
+                let hidden = std::mem::take(&mut self.hidden);
+                welcome.capabilities.retain(|c| !hidden.contains(c));
             }
             (Some(body), Breakage::IgnoresClientMsgId) => {
                 let shared = self.shared.lock().expect("MITM state");

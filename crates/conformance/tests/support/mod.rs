@@ -343,14 +343,14 @@ impl Connection {
                 };
                 frame.body = Some(server_frame::Body::SendAck(ack));
             }
-            (Some(server_frame::Body::Message(m)), Breakage::KeepsDeletedText) => {
-                if !m.text.is_empty() {
-                    self.shared
-                        .lock()
-                        .expect("MITM state")
-                        .texts
-                        .insert(m.message_id.clone(), m.text.clone());
-                }
+            (Some(server_frame::Body::Message(m)), Breakage::KeepsDeletedText)
+                if !m.text.is_empty() =>
+            {
+                self.shared
+                    .lock()
+                    .expect("MITM state")
+                    .texts
+                    .insert(m.message_id.clone(), m.text.clone());
             }
             (Some(server_frame::Body::HistoryPage(page)), Breakage::KeepsDeletedText) => {
                 let shared = self.shared.lock().expect("MITM state");
@@ -362,7 +362,7 @@ impl Connection {
             }
             (Some(body), Breakage::TrustsClientQuote) => {
                 let shared = self.shared.lock().expect("MITM state");
-                let mut swap = |m: &mut wire::Message| {
+                let swap = |m: &mut wire::Message| {
                     if let Some(wire::Relation {
                         kind: Some(wire::relation::Kind::Reply(reply)),
                         ..

@@ -235,6 +235,46 @@ fn two_clients_chat_both_ways_with_typing_and_join_notices() {
     bob.quit();
 }
 
+/// Issue #16 in the terminal: numbered lines, /edit, /react, /reply and
+/// /delete between two clients, each seen on the other side as it stands.
+#[test]
+fn edit_react_reply_and_delete_between_two_clients() {
+    let server = Server::start();
+    let alice_home = logged_in(&server, "alice");
+    let bob_home = logged_in(&server, "bob");
+    let mut alice = chat(&alice_home);
+    alice.enter("general", true);
+    let mut bob = chat(&bob_home);
+    bob.enter("general", false);
+    alice.expect("bob joined #general");
+
+    alice.line("meet at 5");
+    bob.expect("#1 <alice> meet at 5");
+    alice.line("/edit meet at 6");
+    bob.expect("#1 <alice> meet at 6 (edited)");
+    // ASCII keys: the pseudo-terminal reader here reads bytes as Latin-1.
+    bob.line("/react #1 +1");
+    alice.expect("bob reacted +1 to #1 (\"meet at 6\"): +1 1");
+    bob.line("/reply #1 see you then");
+    alice.expect("<bob> [re #1 \"meet at 6\"] see you then");
+    bob.line("/edit #1 bob was here");
+    bob.expect("#1 is alice's message; you can only edit your own");
+    alice.line("/delete #1");
+    bob.expect("alice deleted #1");
+    // History shows it as it stands.
+    bob.line("/history 5");
+    let page = bob.expect("end of history");
+    assert!(page.contains("#1 <alice> (deleted)"), "{page}");
+    assert!(page.contains("[re #1 (deleted)] see you then"), "{page}");
+    assert!(
+        !page.contains("meet at"),
+        "the deleted text is gone: {page}"
+    );
+
+    alice.quit();
+    bob.quit();
+}
+
 #[test]
 fn a_second_room_receives_none_of_the_first_rooms_messages() {
     let server = Server::start();

@@ -18,11 +18,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use confab_protocol::names::{MessageId, ReactionKey};
 use confab_protocol::read::ReadCounts;
+use confab_protocol::relation::{RelationKind, ValidRelation};
 use confab_protocol::session::{
     ClientSession, CommandError, ConnectionState, OfflineReason, OutboxEntry, RequestKind,
     SessionEvent,
 };
+use confab_protocol::timeline::{Change, Shown, Timeline};
 use confab_protocol::wire::{
     self, ErrorCode, RoomInfo, presence::Kind as PresenceKind,
     room_list_update::Kind as UpdateKind, room_resume::Status as ResumeStatus,
@@ -64,6 +67,17 @@ pub enum Action {
         text: String,
         /// `/me`.
         action: bool,
+        /// Idempotency key (§8.5), fixed when the user hit enter.
+        client_msg_id: String,
+    },
+    /// Queue an edit, deletion, reply or reaction (§8.6) in the outbox.
+    Relate {
+        /// Room.
+        room: String,
+        /// What it does to which message.
+        relation: ValidRelation,
+        /// An edit's new text or a reply's answer; empty otherwise.
+        text: String,
         /// Idempotency key (§8.5), fixed when the user hit enter.
         client_msg_id: String,
     },
@@ -149,6 +163,16 @@ impl Action {
                 session.send_message(now, &room, &text, action, id)?;
                 return Ok(Applied::Queued(session.outbox().cloned().collect()));
             }
+            Action::Relate {
+                room,
+                relation,
+                text,
+                client_msg_id,
+            } => {
+                let id = confab_protocol::names::ClientMsgId::parse(client_msg_id)?;
+                session.send_relation(now, &room, &relation, &text, id)?;
+                return Ok(Applied::Queued(session.outbox().cloned().collect()));
+            }
             Action::Join(room) => session.join_room(now, &room).map(drop)?,
             Action::Create { name, topic } => session.create_room(now, &name, &topic).map(drop)?,
             Action::Leave(room) => session.leave_room(now, &room).map(drop)?,
@@ -184,6 +208,15 @@ enum Busy {
     /// Loading the view of a room (its recent history) after join or switch.
     View(String),
     History(String),
+}
+
+/// Messages kept per room for `/edit`, `/reply` and friends to name.
+const KEPT_PER_ROOM: usize = 2000;
+
+/// Whether a message is a line of its own (a plain message or a reply),
+/// not an edit, deletion or reaction of another (§8.6.6).
+fn shows_as_line(message: &wire::Message) -> bool {
+    confab_protocol::read::counts_as_message(message)
 }
 
 /// The chat view. See the module docs.
@@ -222,6 +255,10 @@ pub struct Chat {
     /// request order, §4.3), with their N.
     history_waiting: VecDeque<(String, u32)>,
     busy: Option<Busy>,
+    /// Per room, its messages as they stand (§8.6.6): what `/edit`,
+    /// `/delete`, `/reply` and `/react` look numbers up in, and what a
+    /// relation's line shows. At most [`KEPT_PER_ROOM`] messages each.
+    timelines: HashMap<String, Timeline>,
     typing_seen: HashMap<String, Instant>,
     my_typing: Option<(String, Instant)>,
     typing_ttl: Duration,
@@ -258,6 +295,7 @@ impl Chat {
             entering_read_seq: None,
             history_waiting: VecDeque::new(),
             busy: None,
+            timelines: HashMap::new(),
             typing_seen: HashMap::new(),
             my_typing: None,
             typing_ttl: Duration::from_millis(6000),
@@ -400,6 +438,10 @@ impl Chat {
         match input {
             Input::Say(text) => self.say(text, false),
             Input::Me(text) => self.say(text, true),
+            Input::Edit { target, text } => self.relate_mine(target, RelationKind::Edit, text),
+            Input::Delete(target) => self.relate_mine(target, RelationKind::Redact, String::new()),
+            Input::Reply { target, text } => self.reply(target, text),
+            Input::React { target, key } => self.react(target, &key),
             Input::Join(room) => {
                 self.busy = Some(Busy::Join(room.clone()));
                 vec![Out::Do(Action::Join(room))]
@@ -466,6 +508,209 @@ impl Chat {
             action,
             client_msg_id,
         })]
+    }
+
+    /// `/edit` or `/delete`: of the user's message `target`, or of their
+    /// last one in the room.
+    fn relate_mine(&mut self, target: Option<u64>, kind: RelationKind, text: String) -> Vec<Out> {
+        let Some(room) = self.current.clone() else {
+            return vec![self.no_room()];
+        };
+        let verb = if kind == RelationKind::Edit {
+            "edit"
+        } else {
+            "delete"
+        };
+        let found = match target {
+            Some(seq) => self.shown(&room, seq).and_then(|shown| {
+                if shown.message.sender == self.me {
+                    Ok(shown)
+                } else {
+                    Err(format!(
+                        "#{seq} is {}'s message; you can only {verb} your own",
+                        shown.message.sender
+                    ))
+                }
+            }),
+            None => self
+                .timelines
+                .get(&room)
+                .and_then(|t| {
+                    t.iter()
+                        .rev()
+                        .find(|s| s.message.sender == self.me && !s.deleted)
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "no message of yours in #{room} on screen to {verb}; /history shows older ones, /{verb} #N names one"
+                    )
+                }),
+        };
+        match found {
+            Ok(shown) => {
+                let id = shown.message.message_id.clone();
+                self.relation_action(room, &id, kind, text)
+            }
+            Err(e) => vec![self.error(&e)],
+        }
+    }
+
+    /// `/reply #N TEXT`.
+    fn reply(&mut self, target: u64, text: String) -> Vec<Out> {
+        let Some(room) = self.current.clone() else {
+            return vec![self.no_room()];
+        };
+        match self.shown(&room, target) {
+            Ok(shown) => {
+                let id = shown.message.message_id.clone();
+                self.relation_action(room, &id, RelationKind::Reply, text)
+            }
+            Err(e) => vec![self.error(&e)],
+        }
+    }
+
+    /// `/react [#N] EMOJI`: adds it, or takes the user's own back (a
+    /// second click on a reaction, as in Slack and Element).
+    fn react(&mut self, target: Option<u64>, key: &str) -> Vec<Out> {
+        let Some(room) = self.current.clone() else {
+            return vec![self.no_room()];
+        };
+        let key = match ReactionKey::parse(key) {
+            Ok(key) => key,
+            Err(e) => return vec![self.error(&e.to_string())],
+        };
+        let found = match target {
+            Some(seq) => self.shown(&room, seq),
+            None => self
+                .timelines
+                .get(&room)
+                .and_then(|t| t.iter().rev().find(|s| !s.deleted))
+                .ok_or_else(|| format!("no message in #{room} on screen to react to")),
+        };
+        match found {
+            Ok(shown) => {
+                let mine = shown
+                    .reactions(&self.me)
+                    .iter()
+                    .any(|(k, _, mine)| *k == key.as_str() && *mine);
+                let id = shown.message.message_id.clone();
+                let kind = RelationKind::React { key, remove: mine };
+                self.relation_action(room, &id, kind, String::new())
+            }
+            Err(e) => vec![self.error(&e)],
+        }
+    }
+
+    /// The message `seq` of `room` as it stands, if it is on screen and not
+    /// deleted; else why not, as a sentence.
+    fn shown(&self, room: &str, seq: u64) -> Result<&Shown, String> {
+        match self.timelines.get(room).and_then(|t| t.get(seq)) {
+            Some(shown) if shown.deleted => Err(format!("#{seq} was deleted")),
+            Some(shown) => Ok(shown),
+            None => Err(format!(
+                "no message #{seq} in #{room} on screen (numbers are those before each message; /history shows older ones)"
+            )),
+        }
+    }
+
+    fn relation_action(
+        &mut self,
+        room: String,
+        message_id: &str,
+        kind: RelationKind,
+        text: String,
+    ) -> Vec<Out> {
+        let target = match MessageId::parse(message_id) {
+            Ok(id) => id,
+            Err(e) => return vec![self.error(&e.to_string())],
+        };
+        self.my_typing = None;
+        vec![Out::Do(Action::Relate {
+            room,
+            relation: ValidRelation { target, kind },
+            text: text.replace("\r\n", "\n"),
+            client_msg_id: uuid::Uuid::now_v7().to_string(),
+        })]
+    }
+
+    /// What a send is, in words, for its pending, delivered and failed
+    /// lines: its text, or for a relation what it does to which message.
+    fn describe(&self, entry: &OutboxEntry) -> String {
+        use confab_protocol::wire::relation::Kind;
+        let Some(relation) = &entry.relation else {
+            return entry.text.clone();
+        };
+        let target = self
+            .timelines
+            .get(&entry.room)
+            .and_then(|t| t.by_message_id(&relation.target_id))
+            .map_or("a message".to_owned(), |s| format!("#{}", s.seq()));
+        match &relation.kind {
+            Some(Kind::Edit(_)) => format!("edit {target}: {}", entry.text),
+            Some(Kind::Redact(_)) => format!("delete {target}"),
+            Some(Kind::Reply(_)) => format!("reply to {target}: {}", entry.text),
+            Some(Kind::React(r)) if r.remove => format!("take back {} from {target}", r.key),
+            Some(Kind::React(r)) => format!("react {} to {target}", r.key),
+            None => entry.text.clone(),
+        }
+    }
+
+    /// Records a message of `room` in its timeline; what that changed.
+    fn remember(&mut self, message: &wire::Message) -> Change {
+        let timeline = self.timelines.entry(message.room.clone()).or_default();
+        let change = timeline.apply(message.clone());
+        timeline.keep_last(KEPT_PER_ROOM);
+        change
+    }
+
+    /// The line a live relation adds (§8.6.6): a terminal cannot redraw an
+    /// old line, so an edit shows the message again as it now stands, a
+    /// reaction its counts, a deletion says so.
+    fn relation_line(&mut self, message: &wire::Message, change: Change) -> Vec<Out> {
+        use confab_protocol::wire::relation::Kind;
+        let Some(relation) = &message.relation else {
+            return Vec::new();
+        };
+        let time = (self.clock)(message.server_ts_ms);
+        let target = self
+            .timelines
+            .get(&message.room)
+            .and_then(|t| t.get(relation.target_seq));
+        let who = &message.sender;
+        let n = relation.target_seq;
+        let about = |shown: Option<&Shown>| {
+            shown
+                .filter(|s| !s.deleted)
+                .map(|s| format!(" (\"{}\")", render::excerpt(&s.text, 30)))
+                .unwrap_or_default()
+        };
+        let line = match &relation.kind {
+            Some(Kind::Edit(_)) => match target {
+                Some(shown) if change == Change::Updated(n) => {
+                    Out::Print(render::shown_line(self.style, &time, shown, &self.me))
+                }
+                _ => self.notice(&format!("{who} edited #{n}: {}", message.text)),
+            },
+            Some(Kind::Redact(_)) => self.notice(&format!("{who} deleted #{n}")),
+            Some(Kind::React(r)) => {
+                let counts = target
+                    .map(|s| render::reactions_text(s, &self.me))
+                    .filter(|t| !t.is_empty())
+                    .map(|t| format!(": {t}"))
+                    .unwrap_or_default();
+                if r.remove {
+                    self.notice(&format!("{who} took back {} from #{n}{counts}", r.key))
+                } else {
+                    self.notice(&format!(
+                        "{who} reacted {} to #{n}{}{counts}",
+                        r.key,
+                        about(target)
+                    ))
+                }
+            }
+            Some(Kind::Reply(_)) | None => return self.message_lines(message),
+        };
+        vec![line]
     }
 
     fn switch(&mut self, room: String) -> Vec<Out> {
@@ -637,16 +882,16 @@ impl Chat {
             SessionEvent::SendPending(entry) => vec![self.pending_line(&entry)],
             SessionEvent::Delivered {
                 entry,
+                seq,
                 server_ts_ms,
                 was_pending,
-                ..
-            } => vec![self.delivered(&entry, server_ts_ms, was_pending)],
+            } => self.delivered(&entry, seq, server_ts_ms, was_pending),
             SessionEvent::SendFailed { entry, error } => {
                 vec![self.error(&format!(
                     "not delivered to #{}: {} (\"{}\")",
                     entry.room,
                     error.message,
-                    render::excerpt(&entry.text, 40)
+                    render::excerpt(&self.describe(&entry), 40)
                 ))]
             }
             SessionEvent::OutboxChanged => vec![Out::SaveOutbox],
@@ -814,12 +1059,13 @@ impl Chat {
 
     fn on_message(&mut self, message: wire::Message, sent_here: bool) -> Vec<Out> {
         self.typing_seen.remove(&message.sender);
-        if sent_here {
+        let change = self.remember(&message);
+        if sent_here && message.relation.is_none() {
             // Shown at its `Delivered`; only the marker moves past it.
             return self.mark_if_current(&message);
         }
         if self.current.as_deref() == Some(message.room.as_str()) {
-            return self.show_live(message);
+            return self.show_live(message, change);
         }
         // Other rooms: the session counts them (SessionEvent::ReadState).
         Vec::new()
@@ -827,12 +1073,16 @@ impl Chat {
 
     /// A live message of the room on screen: the session shows each once,
     /// after the view's page.
-    fn show_live(&mut self, message: wire::Message) -> Vec<Out> {
+    fn show_live(&mut self, message: wire::Message, change: Change) -> Vec<Out> {
         let mark = Out::Do(Action::MarkRead {
             room: message.room.clone(),
             seq: message.seq,
         });
-        let mut out = self.message_lines(&message);
+        let mut out = if message.relation.is_some() {
+            self.relation_line(&message, change)
+        } else {
+            self.message_lines(&message)
+        };
         out.push(mark);
         out
     }
@@ -845,11 +1095,15 @@ impl Chat {
             .last_day
             .replace(day.clone())
             .unwrap_or_else(|| (self.day)((self.wall)()));
-        let line = Out::Print(render::message_line(
-            self.style,
-            &(self.clock)(message.server_ts_ms),
-            message,
-        ));
+        let time = (self.clock)(message.server_ts_ms);
+        let line = match self
+            .timelines
+            .get(&message.room)
+            .and_then(|t| t.get(message.seq))
+        {
+            Some(shown) => Out::Print(render::shown_line(self.style, &time, shown, &self.me)),
+            None => Out::Print(render::message_line(self.style, &time, message)),
+        };
         if previous == day {
             vec![line]
         } else {
@@ -863,8 +1117,9 @@ impl Chat {
         let line = render::chat_line(
             self.style,
             &(self.clock)((self.wall)()),
+            None,
             &self.me,
-            &entry.text,
+            &self.describe(entry),
             entry.action,
             Mark::Pending,
         );
@@ -881,24 +1136,35 @@ impl Chat {
     /// One of the user's sends is stored, at `server_ts_ms`. Shown once:
     /// plainly when it was not shown pending and its room is on screen, else
     /// as a `✓ delivered` line naming it.
-    fn delivered(&self, entry: &OutboxEntry, server_ts_ms: i64, was_pending: bool) -> Out {
+    fn delivered(
+        &self,
+        entry: &OutboxEntry,
+        seq: u64,
+        server_ts_ms: i64,
+        was_pending: bool,
+    ) -> Vec<Out> {
         let time = (self.clock)(server_ts_ms);
         if was_pending || self.current.as_deref() != Some(entry.room.as_str()) {
-            return Out::Print(render::delivered_line(
+            return vec![Out::Print(render::delivered_line(
                 self.style,
                 &entry.room,
-                &entry.text,
+                &self.describe(entry),
                 &time,
-            ));
+            ))];
         }
-        Out::Print(render::chat_line(
+        if entry.relation.is_some() {
+            // Its echo shows what it did (`relation_line`).
+            return Vec::new();
+        }
+        vec![Out::Print(render::chat_line(
             self.style,
             &time,
+            Some(seq),
             &self.me,
             &entry.text,
             entry.action,
             Mark::Delivered,
-        ))
+        ))]
     }
 
     /// Moves the read marker past a message of the room on screen.
@@ -1024,6 +1290,10 @@ impl Chat {
         }
         let mut new_from = self.entering_read_seq.take();
         for message in messages {
+            self.remember(message);
+        }
+        // Relations are folded into the messages they name (§8.6.6).
+        for message in messages.iter().filter(|m| shows_as_line(m)) {
             if new_from.is_some_and(|read| message.seq > read && message.sender != self.me) {
                 new_from = None;
                 out.push(self.notice("--- new since you left ---"));
@@ -1061,6 +1331,9 @@ impl Chat {
         ))];
         self.last_day = None;
         for message in &page.messages {
+            self.remember(message);
+        }
+        for message in page.messages.iter().filter(|m| shows_as_line(m)) {
             out.extend(self.message_lines(message));
         }
         // The live lines after it follow the view, not this page.
@@ -1235,6 +1508,7 @@ fn upsert(rooms: &mut Vec<RoomInfo>, info: RoomInfo) {
 fn describe(action: &Action) -> String {
     match action {
         Action::Send { room, .. } => format!("sending to #{room}"),
+        Action::Relate { relation, .. } => format!("/{}", relation.kind.name()),
         Action::Join(room) => format!("/join {room}"),
         Action::Create { name, .. } => format!("/create {name}"),
         Action::Leave(room) => format!("/leave {room}"),
@@ -1370,6 +1644,152 @@ mod tests {
         }
     }
 
+    /// A relation of `kind` from `sender` naming message `target` (seq;
+    /// its id is `m{target}`, as [`message`] makes them).
+    fn related(
+        seq: u64,
+        sender: &str,
+        text: &str,
+        target: u64,
+        kind: wire::relation::Kind,
+    ) -> wire::Message {
+        wire::Message {
+            relation: Some(wire::Relation {
+                target_id: format!("m{target}"),
+                kind: Some(kind),
+                target_seq: target,
+            }),
+            ..message("general", seq, sender, text, &format!("c{seq}"))
+        }
+    }
+
+    /// The one relation the outs ask the session for: (target id, kind, text).
+    fn relation_of(outs: &[Out]) -> (String, RelationKind, String) {
+        match &actions(outs)[..] {
+            [Action::Relate { relation, text, .. }] => (
+                relation.target.as_str().to_owned(),
+                relation.kind.clone(),
+                text.clone(),
+            ),
+            other => panic!("one relation: {other:?} ({outs:?})"),
+        }
+    }
+
+    fn live(chat: &mut Chat, message: wire::Message) -> Vec<String> {
+        printed(&chat.handle_event(
+            SessionEvent::Message {
+                from_self: message.sender == ME,
+                message,
+                sent_here: false,
+                epoch: "e1".into(),
+            },
+            Instant::now(),
+        ))
+    }
+
+    /// §8.6.6 in a terminal: a view folds relations into the messages they
+    /// name; live ones add a line saying what changed; /edit, /delete,
+    /// /reply and /react name messages by their number.
+    #[test]
+    fn relations_show_as_they_stand_and_commands_name_messages_by_number() {
+        use wire::relation::Kind;
+        let mut chat = chat();
+        let react = |key: &str, remove| {
+            Kind::React(wire::React {
+                key: key.into(),
+                remove,
+            })
+        };
+        let shown = enter(
+            &mut chat,
+            "general",
+            vec![
+                message("general", 1, "bob", "helo", "b1"),
+                message("general", 2, ME, "my typo", "a1"),
+                related(3, "bob", "hello", 1, Kind::Edit(wire::Edit {})),
+                related(4, ME, "", 1, react("👍", false)),
+                related(5, "carol", "", 1, react("👍", false)),
+                related(
+                    6,
+                    "carol",
+                    "welcome",
+                    1,
+                    Kind::Reply(wire::Reply {
+                        quote: "hello".into(),
+                    }),
+                ),
+            ],
+        );
+        assert_eq!(
+            shown[shown.len() - 3..],
+            [
+                "t101 #1 <bob> hello (edited) [👍*2]",
+                "t102 #2 <alice> my typo",
+                "t106 #6 <carol> [re #1 \"hello\"] welcome",
+            ]
+        );
+        // Live: an edit shows the message again, a reaction its counts, a
+        // deletion says so.
+        assert_eq!(
+            live(
+                &mut chat,
+                related(7, "bob", "hello!", 1, Kind::Edit(wire::Edit {}))
+            ),
+            ["t107 #1 <bob> hello! (edited) [👍*2]"]
+        );
+        assert_eq!(
+            live(&mut chat, related(8, "carol", "", 1, react("👍", true))),
+            ["-- carol took back 👍 from #1: 👍*1"]
+        );
+        assert_eq!(
+            live(&mut chat, related(9, "bob", "", 2, react("🎉", false))),
+            ["-- bob reacted 🎉 to #2 (\"my typo\"): 🎉 1"]
+        );
+        // /edit without a number: my last message; /react without one: the
+        // last message; a second /react of mine takes it back.
+        assert_eq!(
+            relation_of(&chat.handle_line("/edit my fix")),
+            ("m2".into(), RelationKind::Edit, "my fix".into())
+        );
+        let (target, kind, _) = relation_of(&chat.handle_line("/react #1 👍"));
+        assert_eq!(target, "m1");
+        assert!(
+            matches!(kind, RelationKind::React { remove: true, .. }),
+            "{kind:?}"
+        );
+        let (_, kind, _) = relation_of(&chat.handle_line("/react #1 🚀"));
+        assert!(
+            matches!(kind, RelationKind::React { remove: false, .. }),
+            "{kind:?}"
+        );
+        assert_eq!(
+            relation_of(&chat.handle_line("/reply #1 thanks")),
+            ("m1".into(), RelationKind::Reply, "thanks".into())
+        );
+        // Refused here, before the server: another's message, an unknown one.
+        let refused = printed(&chat.handle_line("/edit #1 mine now"));
+        assert!(refused[0].contains("bob's message"), "{refused:?}");
+        let refused = printed(&chat.handle_line("/delete #99"));
+        assert!(refused[0].contains("no message #99"), "{refused:?}");
+        let refused = printed(&chat.handle_line("/react #1 thumbs"));
+        assert!(actions(&chat.handle_line("/react #1 a b")).is_empty());
+        assert_eq!(refused.len(), 0, "a word is a valid key: {refused:?}");
+        // A deletion.
+        assert_eq!(
+            live(
+                &mut chat,
+                related(10, ME, "", 2, Kind::Redact(wire::Redact {}))
+            ),
+            ["-- alice deleted #2"]
+        );
+        let refused = printed(&chat.handle_line("/reply #2 what was it"));
+        assert!(refused[0].contains("#2 was deleted"), "{refused:?}");
+        assert!(
+            printed(&chat.handle_line("/delete"))[0].contains("no message of yours"),
+            "my only message is gone"
+        );
+    }
+
     fn printed(outs: &[Out]) -> Vec<String> {
         outs.iter()
             .filter_map(|out| match out {
@@ -1449,7 +1869,7 @@ mod tests {
         let (entry, shown) = say(&mut chat, "hi");
         assert!(shown.is_empty(), "shown when the session reports it");
         let shown = printed(&chat.handle_event(delivered(&entry, 1, false), now));
-        assert_eq!(shown, ["t101 <alice> hi"]);
+        assert_eq!(shown, ["t101 #1 <alice> hi"]);
         let echo = SessionEvent::Message {
             message: message("general", 1, ME, "hi", &entry.client_msg_id),
             from_self: true,
@@ -1480,7 +1900,7 @@ mod tests {
         };
         assert_eq!(
             printed(&chat.handle_event(echo, Instant::now())),
-            ["t101 <alice> from my phone"]
+            ["t101 #1 <alice> from my phone"]
         );
     }
 

@@ -72,6 +72,30 @@ pub const COMMANDS: &[CommandSpec] = &[
         arg: ArgKind::Text,
     },
     CommandSpec {
+        name: "edit",
+        args: "[#N] TEXT",
+        about: "replace the text of your message #N (default: your last one here)",
+        arg: ArgKind::Text,
+    },
+    CommandSpec {
+        name: "delete",
+        args: "[#N]",
+        about: "delete your message #N (default: your last one here) for everyone",
+        arg: ArgKind::Text,
+    },
+    CommandSpec {
+        name: "reply",
+        args: "#N TEXT",
+        about: "answer message #N, quoting it",
+        arg: ArgKind::Text,
+    },
+    CommandSpec {
+        name: "react",
+        args: "[#N] EMOJI",
+        about: "add EMOJI to message #N (default: the last one here), or take yours back",
+        arg: ArgKind::Text,
+    },
+    CommandSpec {
         name: "rooms",
         args: "",
         about: "list every room: topic, members, online, unread, last activity",
@@ -130,6 +154,29 @@ pub enum Input {
     History(u32),
     /// `/me ACTION`.
     Me(String),
+    /// `/edit [#N] TEXT`: N is a seq of the current room.
+    Edit {
+        /// The message, or `None` for the user's last one.
+        target: Option<u64>,
+        /// The new text.
+        text: String,
+    },
+    /// `/delete [#N]`.
+    Delete(Option<u64>),
+    /// `/reply #N TEXT`.
+    Reply {
+        /// The message answered.
+        target: u64,
+        /// The answer.
+        text: String,
+    },
+    /// `/react [#N] EMOJI`: adds it, or removes the user's own.
+    React {
+        /// The message, or `None` for the room's last one.
+        target: Option<u64>,
+        /// The reaction.
+        key: String,
+    },
     /// `/rooms`.
     Rooms,
     /// `/help`.
@@ -212,6 +259,36 @@ pub fn parse(line: &str) -> Result<Option<Input>, String> {
             }
             Input::Me(args.to_owned())
         }
+        "edit" => {
+            let (target, text) = message_number(args);
+            if text.is_empty() {
+                return Err("usage: /edit [#N] TEXT".to_owned());
+            }
+            Input::Edit {
+                target,
+                text: text.to_owned(),
+            }
+        }
+        "delete" | "del" => match message_number(args) {
+            (target, "") => Input::Delete(target),
+            _ => return Err("usage: /delete [#N]".to_owned()),
+        },
+        "reply" | "re" => match message_number(args) {
+            (Some(target), text) if !text.is_empty() => Input::Reply {
+                target,
+                text: text.to_owned(),
+            },
+            _ => return Err("usage: /reply #N TEXT (N: the number before a message)".to_owned()),
+        },
+        "react" => match message_number(args) {
+            (target, key) if !key.is_empty() && !key.contains(char::is_whitespace) => {
+                Input::React {
+                    target,
+                    key: key.to_owned(),
+                }
+            }
+            _ => return Err("usage: /react [#N] EMOJI (one emoji or word)".to_owned()),
+        },
         "rooms" | "list" => no_args(Input::Rooms)?,
         "help" | "?" => Input::Help,
         "logout" => no_args(Input::Logout)?,
@@ -224,6 +301,18 @@ pub fn parse(line: &str) -> Result<Option<Input>, String> {
         }
     };
     Ok(Some(input))
+}
+
+/// A leading message number (`#12` or `12`) and the rest of `args`.
+fn message_number(args: &str) -> (Option<u64>, &str) {
+    let (first, rest) = match args.split_once(char::is_whitespace) {
+        Some((first, rest)) => (first, rest.trim()),
+        None => (args, ""),
+    };
+    match first.strip_prefix('#').unwrap_or(first).parse::<u64>() {
+        Ok(n) if n > 0 => (Some(n), rest),
+        _ => (None, args),
+    }
 }
 
 /// The command list as `/help` and `confab --help` print it.
@@ -281,6 +370,51 @@ mod tests {
         assert_eq!(ok("/history"), Some(Input::History(DEFAULT_HISTORY)));
         assert_eq!(ok("/history 5"), Some(Input::History(5)));
         assert_eq!(ok("/me waves"), Some(Input::Me("waves".into())));
+        assert_eq!(
+            ok("/edit #12 fixed it"),
+            Some(Input::Edit {
+                target: Some(12),
+                text: "fixed it".into()
+            })
+        );
+        assert_eq!(
+            ok("/edit fixed it"),
+            Some(Input::Edit {
+                target: None,
+                text: "fixed it".into()
+            })
+        );
+        assert_eq!(
+            ok("/edit 2023 was a year"),
+            Some(Input::Edit {
+                target: Some(2023),
+                text: "was a year".into()
+            }),
+            "a leading number is the message's"
+        );
+        assert_eq!(ok("/delete"), Some(Input::Delete(None)));
+        assert_eq!(ok("/delete #3"), Some(Input::Delete(Some(3))));
+        assert_eq!(
+            ok("/reply #3 sure"),
+            Some(Input::Reply {
+                target: 3,
+                text: "sure".into()
+            })
+        );
+        assert_eq!(
+            ok("/react 👍"),
+            Some(Input::React {
+                target: None,
+                key: "👍".into()
+            })
+        );
+        assert_eq!(
+            ok("/react #4 🎉"),
+            Some(Input::React {
+                target: Some(4),
+                key: "🎉".into()
+            })
+        );
         assert_eq!(ok("/rooms"), Some(Input::Rooms));
         assert_eq!(ok("/help"), Some(Input::Help));
         assert_eq!(ok("/logout"), Some(Input::Logout));
@@ -295,6 +429,16 @@ mod tests {
         assert!(parse("/me").unwrap_err().contains("/me ACTION"));
         assert!(parse("/frobnicate").unwrap_err().contains("/help"));
         assert!(parse("/who extra").unwrap_err().contains("no arguments"));
+        assert!(parse("/edit").unwrap_err().contains("/edit [#N] TEXT"));
+        assert!(parse("/edit #3").unwrap_err().contains("/edit [#N] TEXT"));
+        assert!(parse("/delete me").unwrap_err().contains("/delete [#N]"));
+        assert!(
+            parse("/reply hello")
+                .unwrap_err()
+                .contains("/reply #N TEXT")
+        );
+        assert!(parse("/react #3").unwrap_err().contains("/react"));
+        assert!(parse("/react #3 thumbs up").unwrap_err().contains("/react"));
     }
 
     #[test]

@@ -100,7 +100,15 @@ pub async fn run(
     let style = options.style;
     let outbox_path = store.outbox_path(&login.username, server.host(), server.port());
     let restored = FileOutboxStore::new(&outbox_path).load()?;
-    let mut session = ClientSession::new(session_config(&login.token, options.reconnect_cap));
+    let mut config = session_config(&login.token, options.reconnect_cap);
+    // The chat folds relations into what it shows (§8.6.6), so it takes
+    // them as they are; `send` and `tail` get their readable fallbacks.
+    config.capabilities.extend(
+        confab_protocol::capability::RELATIONS
+            .iter()
+            .map(|c| (*c).to_owned()),
+    );
+    let mut session = ClientSession::new(config);
     session.restore_outbox(restored.clone());
     let (handle, events) = driver::spawn(server.clone(), session, DriverOptions::default());
 

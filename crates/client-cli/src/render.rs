@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use confab_protocol::session::{ConnectionState, OfflineReason};
+use confab_protocol::timeline::Shown;
 use confab_protocol::wire::{self, MessageKind};
 
 use crate::style::Style;
@@ -163,20 +164,27 @@ pub enum Mark {
     Pending,
 }
 
-/// One chat line: `12:04 <alice> hello`, or `12:04 * alice waves` for an action.
+/// One chat line: `12:04 #7 <alice> hello`, or `12:04 #8 * alice waves` for
+/// an action, where `#7` is the message's seq, which `/edit`, `/delete`,
+/// `/reply` and `/react` name it by (none for a send not stored yet).
 /// Further lines of a multi-line text are indented under the first.
 pub fn chat_line(
     style: Style,
     time: &str,
+    seq: Option<u64>,
     sender: &str,
     text: &str,
     action: bool,
     mark: Mark,
 ) -> String {
+    let time = match seq {
+        Some(seq) => format!("{} {}", style.dim(time), style.dim(&format!("#{seq}"))),
+        None => style.dim(time),
+    };
     let head = if action {
-        format!("{} * {} ", style.dim(time), style.nick(sender))
+        format!("{time} * {} ", style.nick(sender))
     } else {
-        format!("{} <{}> ", style.dim(time), style.nick(sender))
+        format!("{time} <{}> ", style.nick(sender))
     };
     let indent = " ".repeat(time.chars().count() + 1);
     let mut out = head;
@@ -200,11 +208,62 @@ pub fn message_line(style: Style, time: &str, message: &wire::Message) -> String
     chat_line(
         style,
         time,
+        Some(message.seq),
         &message.sender,
         &message.text,
         action,
         Mark::Delivered,
     )
+}
+
+/// A message as it stands, its relations applied (§8.6.6): the latest
+/// text marked `(edited)`, `(deleted)` instead of a deleted one's text, a
+/// reply's quote before its text, and the reactions after it
+/// (`[👍 2 🎉 1]`, the user's own marked with `*`).
+pub fn shown_line(style: Style, time: &str, shown: &Shown, me: &str) -> String {
+    let action = shown.message.kind == MessageKind::Action as i32;
+    let mut text = String::new();
+    if let Some((to, quote)) = &shown.reply_to {
+        let quoted = if quote.is_empty() {
+            "(deleted)".to_owned()
+        } else {
+            format!("\"{}\"", excerpt(quote, 40))
+        };
+        text.push_str(&style.dim(&format!("[re #{to} {quoted}] ")));
+    }
+    if shown.deleted {
+        text.push_str(&style.dim("(deleted)"));
+    } else {
+        text.push_str(&shown.text);
+        if shown.edited {
+            text.push(' ');
+            text.push_str(&style.dim("(edited)"));
+        }
+    }
+    let reactions = reactions_text(shown, me);
+    if !reactions.is_empty() {
+        text.push(' ');
+        text.push_str(&style.dim(&format!("[{reactions}]")));
+    }
+    chat_line(
+        style,
+        time,
+        Some(shown.seq()),
+        &shown.message.sender,
+        &text,
+        action,
+        Mark::Delivered,
+    )
+}
+
+/// The reactions of a message: `👍 2 🎉*1` (`*`: one of them is `me`'s).
+pub fn reactions_text(shown: &Shown, me: &str) -> String {
+    shown
+        .reactions(me)
+        .iter()
+        .map(|(key, n, mine)| format!("{key}{}{n}", if *mine { "*" } else { " " }))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The update line that clears a pending mark.
@@ -414,15 +473,31 @@ mod tests {
     #[test]
     fn chat_lines() {
         assert_eq!(
-            chat_line(PLAIN, "12:04", "alice", "hi", false, Mark::Delivered),
-            "12:04 <alice> hi"
+            chat_line(
+                PLAIN,
+                "12:04",
+                Some(7),
+                "alice",
+                "hi",
+                false,
+                Mark::Delivered
+            ),
+            "12:04 #7 <alice> hi"
         );
         assert_eq!(
-            chat_line(PLAIN, "12:04", "alice", "waves", true, Mark::Pending),
+            chat_line(PLAIN, "12:04", None, "alice", "waves", true, Mark::Pending),
             "12:04 * alice waves (pending)"
         );
         assert_eq!(
-            chat_line(PLAIN, "12:04", "bob", "one\ntwo", false, Mark::Delivered),
+            chat_line(
+                PLAIN,
+                "12:04",
+                None,
+                "bob",
+                "one\ntwo",
+                false,
+                Mark::Delivered
+            ),
             "12:04 <bob> one\n      two"
         );
         assert_eq!(

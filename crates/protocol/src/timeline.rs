@@ -196,6 +196,14 @@ impl Timeline {
             }
             Some(Kind::Redact(_)) => {
                 shown.delete();
+                // its replies no longer quote it either.
+                for reply in self.shown.values_mut() {
+                    if let Some((to, quote)) = &mut reply.reply_to
+                        && *to == target
+                    {
+                        quote.clear();
+                    }
+                }
                 true
             }
             Some(Kind::React(react)) => {
@@ -245,6 +253,19 @@ impl Timeline {
     /// Relations waiting for a target not loaded.
     pub fn waiting(&self) -> usize {
         self.waiting_order.len()
+    }
+
+    /// Keeps at most `keep` shown messages, dropping the oldest (and what
+    /// is known of the seqs below them): a long-running client's memory
+    /// stays bounded. A relation of a dropped message later waits like one
+    /// of a message never loaded.
+    pub fn keep_last(&mut self, keep: usize) {
+        while self.shown.len() > keep {
+            let Some((seq, _)) = self.shown.pop_first() else {
+                break;
+            };
+            self.seen = self.seen.split_off(&(seq + 1));
+        }
     }
 }
 
@@ -363,6 +384,15 @@ mod tests {
                 "1: (deleted) | 5:next",
             ),
             (
+                "§8.6.3: a deletion also empties the quotes of replies to it",
+                vec![
+                    plain(1, "alice", "oops"),
+                    reply(2, 1, "oops", "what?"),
+                    redact(3, 1),
+                ],
+                "1: (deleted) | 2:what? [re 1: ]",
+            ),
+            (
                 "§8.6.4: a reply is its own message with its quote",
                 vec![
                     plain(1, "alice", "question?"),
@@ -431,6 +461,18 @@ mod tests {
         assert_eq!(t.apply(redact(4, 1)), Change::Updated(1));
         assert_eq!(t.apply(react(5, "bob", 1, "👍", false)), Change::Nothing);
         assert_eq!(t.by_message_id("m1").map(|s| s.deleted), Some(true));
+    }
+
+    #[test]
+    fn keep_last_bounds_what_is_shown() {
+        let mut t = Timeline::new();
+        for seq in 1..=10 {
+            t.apply(plain(seq, "alice", "x"));
+        }
+        t.keep_last(3);
+        assert_eq!(t.iter().map(Shown::seq).collect::<Vec<_>>(), [8, 9, 10]);
+        assert_eq!(t.apply(edit(11, 9, "y")), Change::Updated(9));
+        assert_eq!(t.apply(edit(12, 2, "y")), Change::Waiting);
     }
 
     #[test]

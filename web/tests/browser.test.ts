@@ -128,6 +128,62 @@ async function pair(
   return { alice, bob };
 }
 
+test("edit, reply, react and delete from a message's menu, seen alike on both sides (issue #16)", async () => {
+  const { alice, bob } = await pair(`rel${Date.now() % 100000}`);
+  await say(alice.page, "meet at 5");
+  await bob.page.locator(".timeline .line .text", { hasText: "meet at 5" }).waitFor();
+  // The message is #1 of the room: found by its seq whatever its text.
+  const aliceLine = alice.page.locator('.timeline .line[data-seq="1"]');
+
+  // Edit: the menu puts the text in the composer; Enter sends the edit.
+  await aliceLine.getByRole("button", { name: /^Actions for message/ }).click();
+  await aliceLine.getByRole("button", { name: "Edit" }).click();
+  await alice.page.getByText("Editing your message").waitFor();
+  await alice.page.getByLabel(/^Message #/).fill("meet at 6");
+  await alice.page.getByLabel(/^Message #/).press("Enter");
+  const bobLine = bob.page.locator('.timeline .line[data-seq="1"]');
+  await bobLine.locator(".edited").waitFor();
+  expect(await texts(bob.page)).toEqual(["meet at 6"]);
+
+  // React from the menu; the chip counts and toggles.
+  await bobLine.getByRole("button", { name: /^Actions for message/ }).click();
+  await bobLine.getByRole("button", { name: "React 👍" }).click();
+  await alice.page.locator(".timeline .line .reaction", { hasText: "👍 1" }).waitFor();
+  await alice.page.locator(".timeline .line .reaction", { hasText: "👍 1" }).click();
+  await bob.page.locator(".timeline .line .reaction", { hasText: "👍 2" }).waitFor();
+  await bob.page.locator(".timeline .line .reaction", { hasText: "👍 2" }).click();
+  await alice.page.locator(".timeline .line .reaction.mine", { hasText: "👍 1" }).waitFor();
+
+  // Reply: the server quotes the text as it stands.
+  await bobLine.getByRole("button", { name: /^Actions for message/ }).click();
+  await bobLine.getByRole("button", { name: "Reply" }).click();
+  await bob.page.getByText(/^Replying to alice_/).waitFor();
+  await say(bob.page, "see you then");
+  const reply = alice.page.locator(".timeline .line", { hasText: "see you then" });
+  await reply.locator(".quote", { hasText: "meet at 6" }).waitFor();
+
+  // Delete takes a second click; then the text is gone on both sides,
+  // the reply's quote too, and only the author is offered it.
+  await expect(bobLine.getByRole("button", { name: "Delete" }).count()).resolves.toBe(0);
+  await aliceLine.getByRole("button", { name: /^Actions for message/ }).click();
+  await aliceLine.getByRole("button", { name: "Delete" }).click();
+  await aliceLine.getByRole("button", { name: "Delete for everyone" }).click();
+  await bob.page.locator(".timeline .line .deleted").waitFor();
+  await bob.page.locator(".timeline .line .quote em", { hasText: "message deleted" }).waitFor();
+  for (const page of [alice.page, bob.page]) {
+    expect(await texts(page)).toEqual(["message deleted", "see you then"]);
+    expect(await page.locator(".timeline").textContent()).not.toContain("meet at");
+  }
+  // A reload reads the same state from history.
+  await bob.page.reload();
+  await bob.page.getByRole("button", { name: new RegExp(`#rel`) }).first().click();
+  await bob.page.locator(".timeline .line .deleted").waitFor();
+  expect(await texts(bob.page)).toEqual(["message deleted", "see you then"]);
+  expect(await bob.page.locator(".timeline").textContent()).not.toContain("meet at");
+  await alice.context.close();
+  await bob.context.close();
+});
+
 test("messages typed offline show pending and are delivered once when back online", async () => {
   const { alice, bob } = await pair(`offline${Date.now() % 100000}`);
   await alice.context.setOffline(true);

@@ -167,6 +167,10 @@ function Main({ login, onLoggedOut }: { login: LoginResult; onLoggedOut: () => v
             onEdit={(id) => model.discard(id)}
             onLoadOlder={() => model.loadOlder(current)}
             onTyping={(active) => model.setTyping(current, active)}
+            onEditMessage={(line, text) => model.edit(current, line, text)}
+            onDeleteMessage={(line) => model.remove(current, line)}
+            onReply={(line, text) => model.reply(current, line, text)}
+            onReact={(line, key) => model.react(current, line, key)}
             onBack={() => setScreen("rooms")}
             onMembers={() => model.toggleMembers(current)}
             onLeave={() => {

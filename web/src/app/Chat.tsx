@@ -6,7 +6,11 @@
 
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { clock, day } from "./format";
+import { fold } from "./relations";
 import type { Connection, Line, Timeline } from "./view";
+
+/** The reactions offered in a message's menu (any key may be sent). */
+const QUICK_REACTIONS = ["👍", "❤️", "😂", "🎉"];
 
 interface Props {
   room: string;
@@ -26,6 +30,14 @@ interface Props {
   onEdit: (clientMsgId: string) => string | undefined;
   onLoadOlder: () => void;
   onTyping: (active: boolean) => void;
+  /** Replaces the text of one of the user's messages (§8.6.2). */
+  onEditMessage: (line: Line, text: string) => void;
+  /** Deletes one of the user's messages for everyone (§8.6.3). */
+  onDeleteMessage: (line: Line) => void;
+  /** Answers a message, quoting it (§8.6.4). */
+  onReply: (line: Line, text: string) => void;
+  /** Adds the user's reaction, or takes it back (§8.6.5). */
+  onReact: (line: Line, key: string) => void;
   onBack: () => void;
   onMembers: () => void;
   onLeave: () => void;
@@ -56,6 +68,11 @@ function typingText(names: string[]): string {
 export function Chat(props: Props) {
   const { room, me, timeline, typing, members, connection, nowMs } = props;
   const [draft, setDraftState] = useState(props.initialDraft);
+  // The message whose menu is open, and whether its deletion awaits a
+  // second click; what the composer is doing besides a new message.
+  const [menuFor, setMenuFor] = useState<number | null>(null);
+  const [confirmDelete, setConfirmDelete] = useState(false);
+  const [mode, setMode] = useState<{ kind: "edit" | "reply"; line: Line } | null>(null);
   const input = useRef<HTMLTextAreaElement>(null);
   function setDraft(value: string) {
     setDraftState(value);
@@ -97,6 +114,19 @@ export function Chat(props: Props) {
     const text = draft.replace(/\r\n/g, "\n");
     if (!text.trim()) return;
     props.onTyping(false);
+    if (mode?.kind === "edit") {
+      props.onEditMessage(mode.line, text);
+      setMode(null);
+      setDraft("");
+      return;
+    }
+    if (mode?.kind === "reply") {
+      props.onReply(mode.line, text);
+      setMode(null);
+      stickToBottom.current = true;
+      setDraft("");
+      return;
+    }
     if (!props.onSend(text)) return;
     stickToBottom.current = true;
     setDraft("");
@@ -142,7 +172,24 @@ export function Chat(props: Props) {
   let markerShown =
     readAtOpen === undefined ||
     (timeline.hasMore && !timeline.lines.some((l) => l.seq !== undefined && l.seq <= readAtOpen));
-  const rows = timeline.lines.map((line: Line) => {
+  const shown = fold(timeline.lines, me);
+  const bySeq = new Map(shown.filter((l) => l.seq !== undefined).map((l) => [l.seq!, l]));
+  function openMenu(seq: number | null) {
+    setMenuFor(seq);
+    setConfirmDelete(false);
+  }
+  function startEdit(line: Line) {
+    setMode({ kind: "edit", line });
+    setDraft(line.text);
+    openMenu(null);
+    input.current?.focus();
+  }
+  function startReply(line: Line) {
+    setMode({ kind: "reply", line });
+    openMenu(null);
+    input.current?.focus();
+  }
+  const rows = shown.map((line: Line) => {
     const items = [];
     const lineDay = day(line.tsMs);
     if (lineDay !== lastDay) {
@@ -187,7 +234,89 @@ export function Chat(props: Props) {
       >
         {!grouped && !line.action && <span class="sender">{line.sender}</span>}
         <span class="time">{clock(line.tsMs)}</span>
-        <span class="text">{line.action ? `* ${line.sender} ${line.text}` : line.text}</span>
+        {line.replyTo && (
+          <span class="quote">
+            ↪ {bySeq.get(line.replyTo.seq)?.sender ?? "a message"}:{" "}
+            {line.replyTo.quote === "" ? <em>message deleted</em> : line.replyTo.quote}
+          </span>
+        )}
+        {line.deleted ? (
+          <span class="text deleted">message deleted</span>
+        ) : (
+          <span class="text">{line.action ? `* ${line.sender} ${line.text}` : line.text}</span>
+        )}
+        {line.edited && <span class="edited">(edited)</span>}
+        {line.reactions && line.reactions.length > 0 && (
+          <span class="reactions">
+            {line.reactions.map((r) => (
+              <button
+                type="button"
+                key={r.key}
+                class={`reaction${r.mine ? " mine" : ""}`}
+                aria-pressed={r.mine}
+                aria-label={`${r.key} ${r.count}${r.mine ? ", yours: click to take it back" : ""}`}
+                onClick={() => props.onReact(line, r.key)}
+              >
+                {r.key} {r.count}
+              </button>
+            ))}
+          </span>
+        )}
+        {line.seq !== undefined && !line.deleted && line.messageId && (
+          <button
+            type="button"
+            class="link menu-button"
+            aria-label={`Actions for message ${line.seq}`}
+            aria-expanded={menuFor === line.seq}
+            onClick={() => openMenu(menuFor === line.seq ? null : line.seq!)}
+          >
+            ⋯
+          </button>
+        )}
+        {menuFor === line.seq && (
+          <span class="menu" role="group" aria-label="Message actions">
+            <button type="button" class="link" onClick={() => startReply(line)}>
+              Reply
+            </button>
+            {QUICK_REACTIONS.map((key) => (
+              <button
+                type="button"
+                class="link"
+                key={key}
+                aria-label={`React ${key}`}
+                onClick={() => {
+                  props.onReact(line, key);
+                  openMenu(null);
+                }}
+              >
+                {key}
+              </button>
+            ))}
+            {line.sender === me && (
+              <>
+                <button type="button" class="link" onClick={() => startEdit(line)}>
+                  Edit
+                </button>
+                {confirmDelete ? (
+                  <button
+                    type="button"
+                    class="link danger"
+                    onClick={() => {
+                      props.onDeleteMessage(line);
+                      openMenu(null);
+                    }}
+                  >
+                    Delete for everyone
+                  </button>
+                ) : (
+                  <button type="button" class="link" onClick={() => setConfirmDelete(true)}>
+                    Delete
+                  </button>
+                )}
+              </>
+            )}
+          </span>
+        )}
         {line.status === "pending" && <span class="status">sending…</span>}
         {line.status === "failed" && (
           <span class="status">
@@ -250,6 +379,23 @@ export function Chat(props: Props) {
       <p class="typing" aria-live="polite">
         {typingText(typing)}
       </p>
+      {mode && (
+        <p class="composing" role="status">
+          {mode.kind === "edit"
+            ? "Editing your message"
+            : `Replying to ${mode.line.sender}: “${mode.line.text.slice(0, 60)}”`}{" "}
+          <button
+            type="button"
+            class="link"
+            onClick={() => {
+              if (mode.kind === "edit") setDraft("");
+              setMode(null);
+            }}
+          >
+            Cancel
+          </button>
+        </p>
+      )}
       <form class="composer" onSubmit={submit}>
         <label class="visually-hidden" for="composer-input">
           Message #{room}

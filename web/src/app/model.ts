@@ -11,6 +11,7 @@ import {
   Driver,
   IndexedDbOutboxStore,
   type OutboxEntry,
+  type OutboxRelation,
   type ReadCounts,
   type SessionEvent,
   sessionConfig,
@@ -20,6 +21,7 @@ import { type Member, type RoomInfo, RoomListUpdate_Kind } from "../gen/confab/v
 import { Presence_Kind } from "../gen/confab/v1/ephemeral_pb";
 import type { Login } from "./api";
 import { HELP, parseCommand } from "./commands";
+import type { LineRelation } from "./relations";
 import type { Connection, Line, RoomRow, Timeline } from "./view";
 
 const PAGE = 50;
@@ -65,7 +67,29 @@ function stored(message: Message): Line {
     tsMs: Number(message.serverTsMs),
     status: "delivered",
     clientMsgId: message.clientMsgId || undefined,
+    messageId: message.messageId,
+    relation: lineRelation(message),
+    redacted: message.redacted || undefined,
   };
+}
+
+/** What a stored message does to an earlier one (§8.6), as a line keeps it. */
+function lineRelation(message: Message): LineRelation | undefined {
+  const rel = message.relation;
+  if (rel === undefined) return undefined;
+  const targetSeq = Number(rel.targetSeq);
+  switch (rel.kind.case) {
+    case "edit":
+      return { kind: "edit", targetSeq };
+    case "redact":
+      return { kind: "redact", targetSeq };
+    case "reply":
+      return { kind: "reply", targetSeq, quote: rel.kind.value.quote };
+    case "react":
+      return { kind: "react", targetSeq, key: rel.kind.value.key, remove: rel.kind.value.remove };
+    default:
+      return undefined;
+  }
 }
 
 function own(entry: OutboxEntry, me: string, status: Line["status"], tsMs: number): Line {
@@ -102,6 +126,9 @@ export class ChatModel {
   readonly rooms = signal<RoomRow[]>([]);
   readonly current = signal<string | null>(null);
   readonly timelines = signal<Record<string, Timeline>>({});
+  /** client_msg_id -> message_id of sends acknowledged but not yet
+   * reported delivered (one event apart). */
+  private readonly ackedIds = new Map<string, string>();
   readonly typing = signal<Record<string, string[]>>({});
   readonly members = signal<Record<string, string[] | null>>({});
   /** The last thing that went wrong, in words. */
@@ -282,6 +309,42 @@ export class ChatModel {
     });
   }
 
+  /** Edits (§8.6.2) the user's message `line` to `text`. */
+  edit(room: string, line: Line, text: string): void {
+    if (line.messageId) this.relate(room, { kind: "edit", targetId: line.messageId }, text);
+  }
+
+  /** Deletes (§8.6.3) the user's message `line` for everyone. */
+  remove(room: string, line: Line): void {
+    if (line.messageId) this.relate(room, { kind: "redact", targetId: line.messageId }, "");
+  }
+
+  /** Answers `line` with `text` (§8.6.4); the server adds the quote. */
+  reply(room: string, line: Line, text: string): void {
+    if (line.messageId) this.relate(room, { kind: "reply", targetId: line.messageId }, text);
+  }
+
+  /** Adds the user's reaction `key` to `line`, or takes it back when the
+   * user has it already (§8.6.5). */
+  react(room: string, line: Line, key: string): void {
+    if (!line.messageId) return;
+    const remove = line.reactions?.some((r) => r.key === key && r.mine) ?? false;
+    this.relate(room, { kind: "react", targetId: line.messageId, key, remove }, "");
+  }
+
+  private relate(room: string, relation: OutboxRelation, text: string): void {
+    const id = crypto.randomUUID();
+    this.myTyping = undefined;
+    void this.started.then(() => {
+      try {
+        this.driver.call((s, now) => s.sendRelation(now, room, relation, text, id));
+      } catch (error) {
+        const entry: OutboxEntry = { clientMsgId: id, room, text, action: false, relation };
+        this.failed(entry, error instanceof Error ? error.message : String(error));
+      }
+    });
+  }
+
   retry(clientMsgId: string): void {
     const taken = this.takeFailed(clientMsgId);
     if (taken) this.send(taken.room, taken.line.text, taken.line.action);
@@ -349,7 +412,25 @@ export class ChatModel {
     this.run((s, now) => s.markRead(now, room, BigInt(seq)));
   }
 
+  /** Gives the stored line `seq` of `room` its message_id, once known. */
+  private identify(room: string, seq: number, messageId: string): boolean {
+    const t = this.timelines.value[room];
+    if (!t || !t.lines.some((l) => l.seq === seq)) return false;
+    if (t.lines.some((l) => l.seq === seq && l.messageId === undefined)) {
+      this.update(room, (t) => ({
+        ...t,
+        lines: t.lines.map((l) => (l.seq === seq && l.messageId === undefined ? { ...l, messageId } : l)),
+      }));
+    }
+    return true;
+  }
+
   private failed(entry: OutboxEntry, error: string): void {
+    if (entry.relation) {
+      // Nothing of it is on screen to mark: say it where the user looks.
+      this.notice.value = `your ${entry.relation.kind} in #${entry.room} was refused: ${error}`;
+      return;
+    }
     this.update(entry.room, (t) => ({
       ...t,
       lines: t.lines.map((l) => (l.clientMsgId === entry.clientMsgId && l.seq === undefined ? { ...l, status: "failed", error } : l)),
@@ -480,8 +561,10 @@ export class ChatModel {
         const room = message.room;
         const users = this.typingUntil.get(room);
         if (users?.delete(message.sender)) this.refreshTyping();
-        if (event.sentHere) {
-          // Its Delivered placed it; only the marker moves past it.
+        if (event.sentHere && !message.relation) {
+          // Its Delivered placed it; only the marker moves past it, and
+          // the line learns its id (edits and reactions name it).
+          this.identify(room, Number(message.seq), message.messageId);
           this.markRead(room, Number(message.seq));
           return;
         }
@@ -493,7 +576,17 @@ export class ChatModel {
         this.markRead(room, line.seq!);
         return;
       }
+      case "Acked":
+        // Before its Delivered: the line it makes takes the id from here.
+        if (!this.identify(event.ack.room, Number(event.ack.seq), event.ack.messageId)) {
+          // Bounded: an ack whose Delivered never comes (a repeat) is forgotten.
+          if (this.ackedIds.size >= 256) this.ackedIds.delete(this.ackedIds.keys().next().value!);
+          this.ackedIds.set(event.ack.clientMsgId, event.ack.messageId);
+        }
+        return;
       case "SendPending":
+        // A relation shows in the line it names, once stored.
+        if (event.entry.relation) return;
         this.update(event.entry.room, (t) =>
           t.lines.some((l) => l.clientMsgId === event.entry.clientMsgId)
             ? t
@@ -501,11 +594,15 @@ export class ChatModel {
         );
         return;
       case "Delivered": {
+        if (event.entry.relation) return;
         const seq = Number(event.seq);
+        const messageId = this.ackedIds.get(event.entry.clientMsgId);
+        this.ackedIds.delete(event.entry.clientMsgId);
         const line: Line = {
           ...own(event.entry, this.me, "delivered", Number(event.serverTsMs)),
           key: `s${seq}`,
           seq,
+          messageId,
         };
         this.update(event.entry.room, (t) => ({
           ...t,

@@ -2,6 +2,8 @@
 // events. The screens render these and call the model's actions; they keep
 // no protocol state.
 
+import type { LineRelation, Reaction } from "./relations";
+
 /** The connection as the app shows it. */
 export type Connection =
   | { kind: "connecting" }
@@ -39,6 +41,21 @@ export interface Line {
    * stored line `afterSeq`. */
   notice?: boolean;
   afterSeq?: number;
+  /** The stored message's id, which edits, replies and reactions name. */
+  messageId?: string;
+  /** What the stored message does to an earlier one (§8.6). */
+  relation?: LineRelation;
+  /** Deleted, from the server (§8.6.3). */
+  redacted?: boolean;
+  // Set by `fold` (relations.ts) on the lines it shows:
+  /** An edit replaced the text. */
+  edited?: boolean;
+  /** Deleted: shown without text. */
+  deleted?: boolean;
+  /** For a reply: what it answers. */
+  replyTo?: { seq: number; quote: string };
+  /** Reactions that count, by key. */
+  reactions?: Reaction[];
 }
 
 /** A room's timeline as shown. */

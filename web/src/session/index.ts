@@ -32,6 +32,7 @@ export {
   MemoryOutboxStore,
   Outbox,
   type OutboxEntry,
+  type OutboxRelation,
   type OutboxStore,
 } from "./outbox";
 export { COUNT_CAP, type Counted, countsFor, MAX_MENTIONS, markerAfter, mentions, type ReadCounts, RoomRead } from "./read";

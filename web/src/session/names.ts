@@ -212,3 +212,24 @@ export function parseMessageText(s: string, maxBytes: number): string {
   checkWellFormed("text", s, "the text is not valid Unicode (a lone surrogate)");
   return s;
 }
+
+/** Longest reaction key, in bytes (§12.3). */
+export const MAX_REACTION_KEY_BYTES = 32;
+
+/**
+ * A reaction key (§8.6.5, §12.3): 1-32 bytes, no whitespace, no control
+ * characters, no bidi controls or zero-width characters but the joiner
+ * U+200D that emoji need. Port of `ReactionKey::parse`.
+ */
+export function parseReactionKey(s: string): string {
+  checkLen("reaction key", s, 1, MAX_REACTION_KEY_BYTES);
+  const rule = "a reaction is one emoji or short word, without spaces or control characters";
+  for (const [at, ch] of charIndices(s)) {
+    if (/\p{Cc}|\p{White_Space}/u.test(ch)) throw new ValidationError("reaction key", { kind: "badChar", ch, at, rule });
+    const cp = ch.codePointAt(0) ?? 0;
+    if (cp !== 0x200d && isInvisibleFormat(cp)) {
+      throw new ValidationError("reaction key", { kind: "invisible", codePoint: cp, at });
+    }
+  }
+  return s;
+}

@@ -17,7 +17,15 @@ export interface OutboxEntry {
   text: string;
   /** True for an action (`/me`). */
   action: boolean;
+  /** For an edit, deletion, reply or reaction (§8.6): what it does to
+   * which message (by message_id); resent with the entry. */
+  relation?: OutboxRelation;
 }
+
+/** A relation as the outbox keeps it: plain data for IndexedDB. */
+export type OutboxRelation =
+  | { kind: "edit" | "redact" | "reply"; targetId: string }
+  | { kind: "react"; targetId: string; key: string; remove: boolean };
 
 interface Slot {
   entry: OutboxEntry;

@@ -169,9 +169,12 @@ export class RoomRead {
    * Counts a message received live, replayed or from history; one at or
    * below countedSeq is in the counts already. Returns whether the counts changed.
    */
-  handleMessage(message: Pick<Message, "seq" | "sender" | "text">, me: string): boolean {
+  handleMessage(message: Pick<Message, "seq" | "sender" | "text"> & Partial<Pick<Message, "relation">>, me: string): boolean {
     if (message.seq <= this.countedSeq()) return false;
-    const counted = countsFor(message.sender, message.text, me);
+    // edits, deletions and reactions are not counted; replies are.
+    const kind = message.relation?.kind.case;
+    const counted =
+      kind === undefined || kind === "reply" ? countsFor(message.sender, message.text, me) : { unread: false, mention: false };
     if (this.later.length === COUNT_CAP) this.later.shift();
     this.later.push({ seq: message.seq, counted });
     return message.seq > this._readSeq && (counted.unread || counted.mention);

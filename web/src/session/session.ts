@@ -33,6 +33,7 @@ import {
   type Resumed,
   type RoomResume,
   RoomResume_Status,
+  RelationSchema,
   type SendAck,
 } from "../gen/confab/v1/messages_pb";
 import type { ReadState } from "../gen/confab/v1/read_pb";
@@ -43,11 +44,12 @@ import {
   DEFAULT_MAX_TEXT_BYTES,
   parseClientMsgId,
   parseMessageText,
+  parseReactionKey,
   parseRoomName,
   parseTopic,
   ValidationError,
 } from "./names";
-import { Outbox, type OutboxEntry } from "./outbox";
+import { Outbox, type OutboxEntry, type OutboxRelation } from "./outbox";
 import { type ReadCounts, RoomRead } from "./read";
 import { RoomTrack } from "./rooms";
 import { OwnSends } from "./sends";
@@ -61,7 +63,16 @@ export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024;
 export const MAX_LISTED_ROOMS = 100_000;
 
 /** The optional capabilities of §3.4 this session knows and asks for by default. */
-export const CAPABILITIES = ["typing", "presence", "room-list-push", "read-state"] as const;
+export const CAPABILITIES = [
+  "typing",
+  "presence",
+  "room-list-push",
+  "read-state",
+  "edit",
+  "redact",
+  "reply",
+  "react",
+] as const;
 
 /** Settings of a session. Durations are milliseconds. */
 export interface SessionConfig {
@@ -325,6 +336,24 @@ function toSeq(seq: bigint | number): bigint {
 }
 
 /** Runs a validator, turning its refusal into the command's error. */
+/** The wire form of an outbox relation (§8.6); the server sets
+ * target_seq and a reply's quote. */
+function wireRelation(relation: OutboxRelation): MessageInitShape<typeof RelationSchema> {
+  switch (relation.kind) {
+    case "edit":
+      return { targetId: relation.targetId, kind: { case: "edit", value: {} } };
+    case "redact":
+      return { targetId: relation.targetId, kind: { case: "redact", value: {} } };
+    case "reply":
+      return { targetId: relation.targetId, kind: { case: "reply", value: {} } };
+    case "react":
+      return {
+        targetId: relation.targetId,
+        kind: { case: "react", value: { key: relation.key, remove: relation.remove } },
+      };
+  }
+}
+
 function valid<T>(check: () => T): T {
   try {
     return check();
@@ -668,6 +697,34 @@ export class ClientSession {
     return entry.clientMsgId;
   }
 
+  /**
+   * Queues an edit, deletion, reply or reaction (§8.6) like sendMessage:
+   * through the outbox, resent with its id until acknowledged. `text` is an
+   * edit's new text or a reply's answer, and empty for the others.
+   */
+  sendRelation(now: number, room: string, relation: OutboxRelation, text: string, clientMsgId: string): string {
+    if (this._state.kind === "offline") throw new CommandError("stopped");
+    const hasText = relation.kind === "edit" || relation.kind === "reply";
+    if (!hasText && text !== "") {
+      throw new CommandError(
+        "invalid",
+        new ValidationError("text", { kind: "tooLong", len: text.length, max: 0 }),
+      );
+    }
+    if (relation.kind === "react") valid(() => parseReactionKey(relation.key));
+    const entry: OutboxEntry = {
+      room: valid(() => parseRoomName(room)),
+      text: hasText ? valid(() => parseMessageText(text, this.maxTextBytes)) : "",
+      clientMsgId: valid(() => parseClientMsgId(clientMsgId)),
+      action: false,
+      relation: { ...relation },
+    };
+    this._outbox.push(entry);
+    this.events.push({ type: "OutboxChanged" });
+    this.pumpOutbox(now);
+    return entry.clientMsgId;
+  }
+
   /** Lists every room, optionally subscribing to changes (§7.1). The session
    * follows next_cursor itself and reports one RoomList once the last page came. */
   listRooms(now: number, subscribe: boolean): number {
@@ -902,6 +959,7 @@ export class ClientSession {
             clientMsgId: entry.clientMsgId,
             text: entry.text,
             kind: entry.action ? MessageKind.ACTION : MessageKind.TEXT,
+            relation: entry.relation === undefined ? undefined : wireRelation(entry.relation),
           },
         },
         { kind: "send", clientMsgId: entry.clientMsgId },

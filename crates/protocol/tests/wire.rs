@@ -291,6 +291,90 @@ fn server_frames_round_trip_and_are_pinned() {
     }
 }
 
+/// One relation per kind (§8.6), as sent and as stored.
+fn relations() -> Vec<(&'static str, wire::relation::Kind)> {
+    use wire::relation::Kind;
+    vec![
+        ("edit", Kind::Edit(wire::Edit {})),
+        ("redact", Kind::Redact(wire::Redact {})),
+        (
+            "reply",
+            Kind::Reply(wire::Reply {
+                quote: "hello".into(),
+            }),
+        ),
+        (
+            "react",
+            Kind::React(wire::React {
+                key: "👍".into(),
+                remove: true,
+            }),
+        ),
+    ]
+}
+
+/// The relation fields pinned like a frame kind: a SendMessage and a
+/// stored Message of each relation kind, bytes and proto3 JSON.
+#[test]
+fn relations_round_trip_and_are_pinned() {
+    for (name, kind) in relations() {
+        let relation = wire::Relation {
+            target_id: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+            kind: Some(kind),
+            target_seq: 42,
+        };
+        let send = ClientFrame::request(
+            8,
+            C::SendMessage(wire::SendMessage {
+                room: "general".into(),
+                client_msg_id: format!("c-{name}"),
+                text: if name == "edit" || name == "reply" {
+                    "hi".into()
+                } else {
+                    String::new()
+                },
+                kind: 0,
+                relation: Some(wire::Relation {
+                    target_seq: 0,
+                    ..relation.clone()
+                }),
+            }),
+        );
+        // The stored edit is pinned as one whose target was deleted since:
+        // no text, `redacted` set.
+        let stored = ServerFrame::push(S::Message(wire::Message {
+            seq: 43,
+            text: if name == "reply" {
+                "hi".into()
+            } else {
+                String::new()
+            },
+            relation: Some(relation),
+            redacted: name == "edit",
+            ..message()
+        }));
+        let bytes = encode_client_frame(&send);
+        assert_eq!(decode_client_frame(&bytes, MAX).unwrap(), send);
+        let json = serde_json::to_string(&send).unwrap();
+        assert_eq!(serde_json::from_str::<ClientFrame>(&json).unwrap(), send);
+        let stored_bytes = encode_server_frame(&stored);
+        assert_eq!(decode_server_frame(&stored_bytes, MAX).unwrap(), stored);
+        let stored_json = serde_json::to_string(&stored).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ServerFrame>(&stored_json).unwrap(),
+            stored
+        );
+        insta::assert_snapshot!(
+            format!("relation_{name}"),
+            format!(
+                "send hex:  {}\nsend json: {json}\nstored hex:  {}\nstored json: {stored_json}",
+                hex(&bytes),
+                hex(&stored_bytes)
+            )
+        );
+    }
+}
+
 /// Checks that an error is the expected kind.
 type ErrorCheck = fn(&DecodeError) -> bool;
 

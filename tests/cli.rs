@@ -566,6 +566,16 @@ fn fifty_lines_written_at_once_all_arrive_in_order_exactly_once() {
         .env("CONFAB_SERVER", server.url())
         .env("CONFAB_TOKEN", &token);
     let mut tail = Lines::spawn(tail_command);
+    // Typing starts once tail follows the room: it prints a page of
+    // history, then live lines, and a burst typed while it was still
+    // connecting could fall before its page (seen once in CI).
+    alice.line("tail, are you there?");
+    loop {
+        let line: serde_json::Value = serde_json::from_str(&tail.next()).expect("JSON line");
+        if line["text"] == "tail, are you there?" {
+            break;
+        }
+    }
 
     let lines: Vec<String> = (1..=50).map(|n| format!("typed ahead {n:02}")).collect();
     let mut keys: String = lines.iter().map(|l| format!("{l}\r")).collect();

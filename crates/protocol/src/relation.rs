@@ -25,6 +25,11 @@ pub const MAX_QUOTE_BYTES: usize = 128;
 /// from (§8.6.1).
 pub const MAX_FALLBACK_EXTRA_BYTES: usize = 160;
 
+/// Most reaction keys a HistoryPage gives for one message: those
+/// most users have, ties by the key's bytes. Bounds the page whatever
+/// keys were added.
+pub const MAX_PAGE_REACTION_KEYS: u32 = 20;
+
 /// Fallback text of a deletion (§8.6.1).
 pub const DELETION_FALLBACK: &str = "(deleted a message)";
 

@@ -192,6 +192,7 @@ fn a_gap_triggers_exactly_one_history_request_then_all_in_order() {
             has_more: true,
             head_seq: 7,
             epoch: EPOCH.into(),
+            reactions: Default::default(),
         }),
     ));
     assert_eq!(h.shown(), seqs("a", 3..=7));
@@ -229,6 +230,7 @@ fn gap_too_large_pages_history_forward_until_has_more_is_false() {
                 has_more: last < 250,
                 head_seq: 250,
                 epoch: EPOCH.into(),
+                reactions: Default::default(),
             }),
         ));
         shown.extend(h.shown());
@@ -623,6 +625,7 @@ fn a_timed_out_gap_fill_is_asked_for_again_and_the_late_reply_is_harmless() {
                 has_more: false,
                 head_seq: 3,
                 epoch: EPOCH.into(),
+                reactions: Default::default(),
             }),
         )
     };

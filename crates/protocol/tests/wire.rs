@@ -199,6 +199,7 @@ fn server_frames() -> Vec<ServerFrame> {
                 has_more: true,
                 head_seq: 42,
                 epoch: "9f2c1a7e".into(),
+                reactions: vec![],
             }),
         ),
         ServerFrame::reply(

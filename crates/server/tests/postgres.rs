@@ -175,7 +175,7 @@ async fn batches_assign_gapless_seqs_and_judge_repeats() {
         [("one".to_owned(), 3, 24), ("two".to_owned(), 3, 25)]
     );
     let page = store
-        .history(&one.1, HistoryRange::Before(3), 1)
+        .history(&one.1, HistoryRange::Before(3), 1, 0)
         .await
         .expect("history");
     let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();

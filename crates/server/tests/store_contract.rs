@@ -79,6 +79,7 @@ macro_rules! store_contract {
             relations_are_messages_with_a_checked_target,
             redaction_removes_content,
             reactions_once_per_user_and_key,
+            history_pages_count_reactions,
         );
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {
@@ -856,7 +857,10 @@ mod cases {
             let store = Arc::clone(&w.store);
             let room = w.one.1.clone();
             async move {
-                let p = store.history(&room, range, limit).await.expect("history");
+                let p = store
+                    .history(&room, range, limit, 0)
+                    .await
+                    .expect("history");
                 assert_eq!((p.head_seq, p.epoch.as_str()), (5, "epoch-1"));
                 (
                     p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
@@ -879,13 +883,13 @@ mod cases {
         assert_eq!(page(HistoryRange::After(5), 3).await, (vec![], false));
         let p = w
             .store
-            .history(&w.two.1, HistoryRange::Latest, 10)
+            .history(&w.two.1, HistoryRange::Latest, 10, 0)
             .await
             .expect("history");
         assert_eq!((p.messages.len(), p.has_more, p.head_seq), (0, false, 0));
         let m = &w
             .store
-            .history(&w.one.1, HistoryRange::After(2), 1)
+            .history(&w.one.1, HistoryRange::After(2), 1, 0)
             .await
             .expect("history")
             .messages[0];
@@ -909,7 +913,7 @@ mod cases {
         let w = world(db.open().await).await;
         let r = w
             .store
-            .history(&room_name("nowhere"), HistoryRange::Latest, 10)
+            .history(&room_name("nowhere"), HistoryRange::Latest, 10, 0)
             .await;
         assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
         w.store.close().await.expect("close");
@@ -1209,7 +1213,7 @@ mod cases {
     async fn timeline(store: &dyn Store, room: &RoomName) -> Vec<String> {
         use confab_protocol::wire::relation::Kind;
         store
-            .history(room, HistoryRange::After(0), 100)
+            .history(room, HistoryRange::After(0), 100, 0)
             .await
             .expect("history")
             .messages
@@ -1453,6 +1457,105 @@ mod cases {
                 r#"3 "" +👍->1"#,
                 r#"4 "" -👍->1"#
             ]
+        );
+        w.store.close().await.expect("close");
+    }
+
+    /// R-9.10: a history page carries the reactions that count on its
+    /// messages, by seq then key bytes, `mine` for the reader; a deleted
+    /// message has none; a page of other messages none of theirs.
+    pub async fn history_pages_count_reactions<B: Backend>() {
+        let db = B::fresh().await;
+        let w = world(db.open().await).await;
+        w.store.add_member(w.one.0, w.bob.0, 2).await.expect("add");
+        let out = w
+            .store
+            .append_batch(&[
+                msg(&w.alice, &w.one, "a1", "first", 10),
+                msg(&w.alice, &w.one, "a2", "second", 10),
+                msg(&w.alice, &w.one, "a3", "third", 10),
+            ])
+            .await
+            .expect("append");
+        let (m1, m2, m3) = (
+            stored(&out[0]).clone(),
+            stored(&out[1]).clone(),
+            stored(&out[2]).clone(),
+        );
+        let react = |user: &User, id: &str, kind: &str, target: &StoredMessage| {
+            relate(msg(user, &w.one, id, "", 11), kind, target)
+        };
+        w.store
+            .append_batch(&[
+                react(&w.bob, "b1", "react 👍", &m1),
+                react(&w.alice, "a4", "react 👍", &m1),
+                react(&w.bob, "b2", "react 🎉", &m1),
+                react(&w.bob, "b3", "unreact 🎉", &m1),
+                react(&w.bob, "b4", "react b", &m2),
+                react(&w.bob, "b5", "react a", &m2),
+                react(&w.bob, "b6", "react x", &m3),
+                relate(msg(&w.alice, &w.one, "a5", "", 12), "redact", &m3),
+            ])
+            .await
+            .expect("append");
+        let counts = |page: &confab_server::storage::HistorySlice| -> Vec<String> {
+            page.reactions
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} {}{}",
+                        r.seq,
+                        r.key,
+                        r.count,
+                        if r.mine { "*" } else { "" }
+                    )
+                })
+                .collect()
+        };
+        let page = w
+            .store
+            .history(&w.one.1, HistoryRange::After(0), 100, w.bob.0)
+            .await
+            .expect("history");
+        assert_eq!(counts(&page), ["1 👍 2*", "2 a 1*", "2 b 1*"]);
+        let page = w
+            .store
+            .history(&w.one.1, HistoryRange::After(0), 1, w.alice.0)
+            .await
+            .expect("history");
+        assert_eq!(
+            counts(&page),
+            ["1 👍 2*"],
+            "only the page's messages, mine for alice"
+        );
+        let page = w
+            .store
+            .history(&w.one.1, HistoryRange::After(1), 1, w.alice.0)
+            .await
+            .expect("history");
+        assert_eq!(counts(&page), ["2 a 1", "2 b 1"]);
+        // At most 20 keys per message: those most users have, then by bytes.
+        let many: Vec<NewMessage> = (0..25)
+            .map(|k| react(&w.bob, &format!("k{k}"), &format!("react k{k:02}"), &m2))
+            .chain([react(&w.alice, "a6", "react k24", &m2)])
+            .collect();
+        w.store.append_batch(&many).await.expect("append");
+        let page = w
+            .store
+            .history(&w.one.1, HistoryRange::After(1), 1, w.alice.0)
+            .await
+            .expect("history");
+        let keys: Vec<&str> = page.reactions.iter().map(|r| r.key.as_str()).collect();
+        let mut want = vec!["a", "b"];
+        want.extend([
+            "k00", "k01", "k02", "k03", "k04", "k05", "k06", "k07", "k08",
+        ]);
+        want.extend([
+            "k09", "k10", "k11", "k12", "k13", "k14", "k15", "k16", "k24",
+        ]);
+        assert_eq!(
+            keys, want,
+            "k24 (two users) first, then the 19 smallest keys"
         );
         w.store.close().await.expect("close");
     }

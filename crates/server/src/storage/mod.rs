@@ -416,6 +416,19 @@ pub enum AppendOutcome {
     Refused(confab_protocol::batch::Refusal),
 }
 
+/// A row of a reaction count query, (target seq, key, count, viewer has
+/// it), as the wire's `ReactionCount`.
+pub(crate) fn reaction_count(
+    (seq, key, count, mine): (i64, String, i64, bool),
+) -> wire::ReactionCount {
+    wire::ReactionCount {
+        seq: to_u64(seq),
+        key,
+        count: u32::try_from(count).unwrap_or(u32::MAX),
+        mine,
+    }
+}
+
 /// A page of history with the room's head at the time of reading (§9).
 #[derive(Debug, Clone)]
 pub struct HistorySlice {
@@ -427,6 +440,9 @@ pub struct HistorySlice {
     pub head_seq: u64,
     /// Room epoch.
     pub epoch: String,
+    /// The reactions that count on the page's messages, by seq then key,
+    /// with `mine` for the viewer.
+    pub reactions: Vec<wire::ReactionCount>,
 }
 
 /// Persistent state of a Confab server.
@@ -506,12 +522,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// are detected against stored messages and earlier ones in the batch.
     fn append_batch<'a>(&'a self, batch: &'a [NewMessage]) -> StoreFuture<'a, Vec<AppendOutcome>>;
 
-    /// Reads a page of history (§9).
+    /// Reads a page of history (§9), with the reaction counts of its
+    /// messages as `viewer` sees them, in one snapshot.
     fn history<'a>(
         &'a self,
         room: &'a RoomName,
         range: HistoryRange,
         limit: u32,
+        viewer: UserId,
     ) -> StoreFuture<'a, HistorySlice>;
 
     /// Messages with `after < seq <= up_to`, ascending, at most `limit`.

@@ -51,7 +51,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use super::{
     AppendOutcome, HistorySlice, NewMessage, RelationColumns, RoomId, RoomRecord, RoomVersion,
     Store, StoreError, StoreFuture, StoredMessage, TokenRecord, UserCredentials, UserId,
-    relation_code, to_i64, to_u64,
+    reaction_count, relation_code, to_i64, to_u64,
 };
 
 /// Pool size: the batch writer plus concurrent readers (history, login,
@@ -1076,6 +1076,7 @@ impl Store for PostgresStore {
         room: &'a RoomName,
         range: HistoryRange,
         limit: u32,
+        viewer: UserId,
     ) -> StoreFuture<'a, HistorySlice> {
         Box::pin(async move {
             // One statement, so one round trip and one snapshot: the page
@@ -1105,7 +1106,12 @@ impl Store for PostgresStore {
             if !condition.is_empty() {
                 query = query.bind(to_i64(anchor));
             }
-            let rows = query.fetch_all(&self.pool).await?;
+            // The page and its reaction counts (R-9.10) in one snapshot.
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+            let rows = query.fetch_all(&mut *tx).await?;
             let first = rows.first().ok_or(StoreError::NotFound)?;
             let head_seq = to_u64(first.try_get("head_seq")?);
             let epoch: String = first.try_get("epoch")?;
@@ -1138,11 +1144,34 @@ impl Store for PostgresStore {
                     messages.truncate(limit as usize);
                 }
             }
+            let mut reactions = Vec::new();
+            if let (Some(lo), Some(hi)) = (messages.first(), messages.last()) {
+                let counted: Vec<(i64, String, i64, bool)> = sqlx::query_as(
+                    "SELECT target_seq, key, n, mine FROM ( \
+                       SELECT x.target_seq, x.key, count(*) AS n, bool_or(x.user_id = $1) AS mine, \
+                         row_number() OVER (PARTITION BY x.target_seq \
+                           ORDER BY count(*) DESC, x.key COLLATE \"C\") AS rank \
+                       FROM reactions x JOIN rooms r ON r.id = x.room_id \
+                       WHERE r.name = $2 AND x.target_seq BETWEEN $3 AND $4 AND x.present \
+                       GROUP BY x.target_seq, x.key) ranked \
+                     WHERE rank <= $5 ORDER BY target_seq, key COLLATE \"C\"",
+                )
+                .bind(viewer)
+                .bind(room.as_str())
+                .bind(to_i64(lo.seq))
+                .bind(to_i64(hi.seq))
+                .bind(i64::from(confab_protocol::relation::MAX_PAGE_REACTION_KEYS))
+                .fetch_all(&mut *tx)
+                .await?;
+                reactions = counted.into_iter().map(reaction_count).collect();
+            }
+            tx.commit().await?;
             Ok(HistorySlice {
                 messages,
                 has_more,
                 head_seq,
                 epoch,
+                reactions,
             })
         })
     }

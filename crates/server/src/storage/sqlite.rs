@@ -32,8 +32,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::sqlite_append::Appender;
 use super::{
     AppendOutcome, HistorySlice, NewMessage, RelationColumns, RoomId, RoomRecord, RoomVersion,
-    Store, StoreError, StoreFuture, StoredMessage, TokenRecord, UserCredentials, UserId, to_i64,
-    to_u64,
+    Store, StoreError, StoreFuture, StoredMessage, TokenRecord, UserCredentials, UserId,
+    reaction_count, to_i64, to_u64,
 };
 
 /// How long a connection waits for a lock before failing with SQLITE_BUSY.
@@ -562,6 +562,7 @@ impl Store for SqliteStore {
         room: &'a RoomName,
         range: HistoryRange,
         limit: u32,
+        viewer: UserId,
     ) -> StoreFuture<'a, HistorySlice> {
         Box::pin(async move {
             // One read transaction, so the page and the head are one snapshot.
@@ -586,7 +587,6 @@ impl Store for SqliteStore {
                 query = query.bind(to_i64(anchor));
             }
             let rows = query.bind(i64::from(limit) + 1).fetch_all(&mut *tx).await?;
-            tx.commit().await?;
             let has_more = rows.len() > limit as usize;
             let mut messages = rows
                 .iter()
@@ -596,11 +596,35 @@ impl Store for SqliteStore {
             if order == "DESC" {
                 messages.reverse();
             }
+            // R-9.10: in the same snapshot. A page is a range of seqs, so
+            // its messages' reactions are those of the range.
+            let mut reactions = Vec::new();
+            if let (Some(first), Some(last)) = (messages.first(), messages.last()) {
+                let counted: Vec<(i64, String, i64, bool)> = sqlx::query_as(
+                    "SELECT target_seq, key, n, mine FROM ( \
+                       SELECT target_seq, key, count(*) AS n, max(user_id = ?1) AS mine, \
+                         row_number() OVER (PARTITION BY target_seq ORDER BY count(*) DESC, key) AS rank \
+                       FROM reactions \
+                       WHERE room_id = ?2 AND target_seq BETWEEN ?3 AND ?4 AND present = 1 \
+                       GROUP BY target_seq, key) \
+                     WHERE rank <= ?5 ORDER BY target_seq, key",
+                )
+                .bind(viewer)
+                .bind(room_id)
+                .bind(to_i64(first.seq))
+                .bind(to_i64(last.seq))
+                .bind(confab_protocol::relation::MAX_PAGE_REACTION_KEYS)
+                .fetch_all(&mut *tx)
+                .await?;
+                reactions = counted.into_iter().map(reaction_count).collect();
+            }
+            tx.commit().await?;
             Ok(HistorySlice {
                 messages,
                 has_more,
                 head_seq: to_u64(head.try_get("head_seq")?),
                 epoch: head.try_get("epoch")?,
+                reactions,
             })
         })
     }
@@ -708,7 +732,7 @@ mod tests {
         let rooms = store.load_rooms().await.expect("rooms");
         assert_eq!((rooms[0].head_seq, rooms[0].last_activity_ms), (2, 5));
         let page = store
-            .history(&room, HistoryRange::After(0), 10)
+            .history(&room, HistoryRange::After(0), 10, 0)
             .await
             .expect("history");
         let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
@@ -857,7 +881,7 @@ mod tests {
         assert_eq!(heads(&f.store).await, [(3, 24), (3, 25)]);
         let page = f
             .store
-            .history(&one.1, HistoryRange::After(0), 10)
+            .history(&one.1, HistoryRange::After(0), 10, 0)
             .await
             .expect("history");
         let stored: Vec<(u64, &str, &str)> = page
@@ -986,7 +1010,7 @@ mod tests {
         assert_eq!(heads(&f.store).await, [(0, 1), (0, 1)]);
         let page = f
             .store
-            .history(&two.1, HistoryRange::After(0), 10)
+            .history(&two.1, HistoryRange::After(0), 10, 0)
             .await
             .expect("history");
         assert!(page.messages.is_empty(), "{page:?}");

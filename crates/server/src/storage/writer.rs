@@ -396,6 +396,7 @@ mod tests {
             _: &'a RoomName,
             _: HistoryRange,
             _: u32,
+            _: UserId,
         ) -> StoreFuture<'a, HistorySlice> {
             unused()
         }

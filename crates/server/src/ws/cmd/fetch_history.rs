@@ -21,7 +21,7 @@ pub(super) async fn handle(
     let slice = reader
         .app
         .store
-        .history(&query.room, query.range, query.limit)
+        .history(&query.room, query.range, query.limit, reader.user.id)
         .await
         .map_err(internal)?;
     // §8.6.1: relations as this connection's capabilities say.
@@ -32,6 +32,7 @@ pub(super) async fn handle(
         has_more: slice.has_more,
         head_seq: slice.head_seq,
         epoch: slice.epoch,
+        reactions: slice.reactions,
     };
     Ok(ServerBody::HistoryPage(page))
 }

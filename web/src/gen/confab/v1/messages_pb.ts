@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file confab/v1/messages.proto.
  */
 export const file_confab_v1_messages: GenFile = /*@__PURE__*/
-  fileDesc("Chhjb25mYWIvdjEvbWVzc2FnZXMucHJvdG8SCWNvbmZhYi52MSKNAQoLU2VuZE1lc3NhZ2USDAoEcm9vbRgBIAEoCRIVCg1jbGllbnRfbXNnX2lkGAIgASgJEgwKBHRleHQYAyABKAkSJAoEa2luZBgEIAEoDjIWLmNvbmZhYi52MS5NZXNzYWdlS2luZBIlCghyZWxhdGlvbhgFIAEoCzITLmNvbmZhYi52MS5SZWxhdGlvbiLFAQoIUmVsYXRpb24SEQoJdGFyZ2V0X2lkGAEgASgJEh8KBGVkaXQYAiABKAsyDy5jb25mYWIudjEuRWRpdEgAEiMKBnJlZGFjdBgDIAEoCzIRLmNvbmZhYi52MS5SZWRhY3RIABIhCgVyZXBseRgEIAEoCzIQLmNvbmZhYi52MS5SZXBseUgAEiEKBXJlYWN0GAUgASgLMhAuY29uZmFiLnYxLlJlYWN0SAASEgoKdGFyZ2V0X3NlcRgGIAEoBEIGCgRraW5kIgYKBEVkaXQiCAoGUmVkYWN0IhYKBVJlcGx5Eg0KBXF1b3RlGAEgASgJIiQKBVJlYWN0EgsKA2tleRgBIAEoCRIOCgZyZW1vdmUYAiABKAgieAoHU2VuZEFjaxIMCgRyb29tGAEgASgJEhUKDWNsaWVudF9tc2dfaWQYAiABKAkSCwoDc2VxGAMgASgEEhIKCm1lc3NhZ2VfaWQYBCABKAkSFAoMc2VydmVyX3RzX21zGAUgASgDEhEKCWR1cGxpY2F0ZRgGIAEoCCLiAQoHTWVzc2FnZRIMCgRyb29tGAEgASgJEgsKA3NlcRgCIAEoBBISCgptZXNzYWdlX2lkGAMgASgJEg4KBnNlbmRlchgEIAEoCRIVCg1jbGllbnRfbXNnX2lkGAUgASgJEgwKBHRleHQYBiABKAkSJAoEa2luZBgHIAEoDjIWLmNvbmZhYi52MS5NZXNzYWdlS2luZBIUCgxzZXJ2ZXJfdHNfbXMYCCABKAMSJQoIcmVsYXRpb24YCSABKAsyEy5jb25mYWIudjEuUmVsYXRpb24SEAoIcmVkYWN0ZWQYCiABKAgiYAoMRmV0Y2hIaXN0b3J5EgwKBHJvb20YASABKAkSFAoKYmVmb3JlX3NlcRgCIAEoBEgAEhMKCWFmdGVyX3NlcRgDIAEoBEgAEg0KBWxpbWl0GAQgASgNQggKBmFuY2hvciJ0CgtIaXN0b3J5UGFnZRIMCgRyb29tGAEgASgJEiQKCG1lc3NhZ2VzGAIgAygLMhIuY29uZmFiLnYxLk1lc3NhZ2USEAoIaGFzX21vcmUYAyABKAgSEAoIaGVhZF9zZXEYBCABKAQSDQoFZXBvY2gYBSABKAkiMAoGUmVzdW1lEiYKBXJvb21zGAEgAygLMhcuY29uZmFiLnYxLlJvb21Qb3NpdGlvbiI9CgxSb29tUG9zaXRpb24SDAoEcm9vbRgBIAEoCRIQCghsYXN0X3NlcRgCIAEoBBINCgVlcG9jaBgDIAEoCSIvCgdSZXN1bWVkEiQKBXJvb21zGAEgAygLMhUuY29uZmFiLnYxLlJvb21SZXN1bWUigAIKClJvb21SZXN1bWUSDAoEcm9vbRgBIAEoCRIsCgZzdGF0dXMYAiABKA4yHC5jb25mYWIudjEuUm9vbVJlc3VtZS5TdGF0dXMSEAoIaGVhZF9zZXEYAyABKAQSDQoFZXBvY2gYBCABKAkSEAoIcmVwbGF5ZWQYBSABKA0iggEKBlN0YXR1cxIWChJTVEFUVVNfVU5TUEVDSUZJRUQQABITCg9TVEFUVVNfUkVQTEFZRUQQARIYChRTVEFUVVNfR0FQX1RPT19MQVJHRRACEhgKFFNUQVRVU19FUE9DSF9DSEFOR0VEEAMSFwoTU1RBVFVTX05PVF9BX01FTUJFUhAEKlsKC01lc3NhZ2VLaW5kEhwKGE1FU1NBR0VfS0lORF9VTlNQRUNJRklFRBAAEhUKEU1FU1NBR0VfS0lORF9URVhUEAESFwoTTUVTU0FHRV9LSU5EX0FDVElPThACYgZwcm90bzM");
+  fileDesc("Chhjb25mYWIvdjEvbWVzc2FnZXMucHJvdG8SCWNvbmZhYi52MSKNAQoLU2VuZE1lc3NhZ2USDAoEcm9vbRgBIAEoCRIVCg1jbGllbnRfbXNnX2lkGAIgASgJEgwKBHRleHQYAyABKAkSJAoEa2luZBgEIAEoDjIWLmNvbmZhYi52MS5NZXNzYWdlS2luZBIlCghyZWxhdGlvbhgFIAEoCzITLmNvbmZhYi52MS5SZWxhdGlvbiLFAQoIUmVsYXRpb24SEQoJdGFyZ2V0X2lkGAEgASgJEh8KBGVkaXQYAiABKAsyDy5jb25mYWIudjEuRWRpdEgAEiMKBnJlZGFjdBgDIAEoCzIRLmNvbmZhYi52MS5SZWRhY3RIABIhCgVyZXBseRgEIAEoCzIQLmNvbmZhYi52MS5SZXBseUgAEiEKBXJlYWN0GAUgASgLMhAuY29uZmFiLnYxLlJlYWN0SAASEgoKdGFyZ2V0X3NlcRgGIAEoBEIGCgRraW5kIgYKBEVkaXQiCAoGUmVkYWN0IhYKBVJlcGx5Eg0KBXF1b3RlGAEgASgJIiQKBVJlYWN0EgsKA2tleRgBIAEoCRIOCgZyZW1vdmUYAiABKAgieAoHU2VuZEFjaxIMCgRyb29tGAEgASgJEhUKDWNsaWVudF9tc2dfaWQYAiABKAkSCwoDc2VxGAMgASgEEhIKCm1lc3NhZ2VfaWQYBCABKAkSFAoMc2VydmVyX3RzX21zGAUgASgDEhEKCWR1cGxpY2F0ZRgGIAEoCCLiAQoHTWVzc2FnZRIMCgRyb29tGAEgASgJEgsKA3NlcRgCIAEoBBISCgptZXNzYWdlX2lkGAMgASgJEg4KBnNlbmRlchgEIAEoCRIVCg1jbGllbnRfbXNnX2lkGAUgASgJEgwKBHRleHQYBiABKAkSJAoEa2luZBgHIAEoDjIWLmNvbmZhYi52MS5NZXNzYWdlS2luZBIUCgxzZXJ2ZXJfdHNfbXMYCCABKAMSJQoIcmVsYXRpb24YCSABKAsyEy5jb25mYWIudjEuUmVsYXRpb24SEAoIcmVkYWN0ZWQYCiABKAgiYAoMRmV0Y2hIaXN0b3J5EgwKBHJvb20YASABKAkSFAoKYmVmb3JlX3NlcRgCIAEoBEgAEhMKCWFmdGVyX3NlcRgDIAEoBEgAEg0KBWxpbWl0GAQgASgNQggKBmFuY2hvciKhAQoLSGlzdG9yeVBhZ2USDAoEcm9vbRgBIAEoCRIkCghtZXNzYWdlcxgCIAMoCzISLmNvbmZhYi52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAMgASgIEhAKCGhlYWRfc2VxGAQgASgEEg0KBWVwb2NoGAUgASgJEisKCXJlYWN0aW9ucxgGIAMoCzIYLmNvbmZhYi52MS5SZWFjdGlvbkNvdW50IkYKDVJlYWN0aW9uQ291bnQSCwoDc2VxGAEgASgEEgsKA2tleRgCIAEoCRINCgVjb3VudBgDIAEoDRIMCgRtaW5lGAQgASgIIjAKBlJlc3VtZRImCgVyb29tcxgBIAMoCzIXLmNvbmZhYi52MS5Sb29tUG9zaXRpb24iPQoMUm9vbVBvc2l0aW9uEgwKBHJvb20YASABKAkSEAoIbGFzdF9zZXEYAiABKAQSDQoFZXBvY2gYAyABKAkiLwoHUmVzdW1lZBIkCgVyb29tcxgBIAMoCzIVLmNvbmZhYi52MS5Sb29tUmVzdW1lIoACCgpSb29tUmVzdW1lEgwKBHJvb20YASABKAkSLAoGc3RhdHVzGAIgASgOMhwuY29uZmFiLnYxLlJvb21SZXN1bWUuU3RhdHVzEhAKCGhlYWRfc2VxGAMgASgEEg0KBWVwb2NoGAQgASgJEhAKCHJlcGxheWVkGAUgASgNIoIBCgZTdGF0dXMSFgoSU1RBVFVTX1VOU1BFQ0lGSUVEEAASEwoPU1RBVFVTX1JFUExBWUVEEAESGAoUU1RBVFVTX0dBUF9UT09fTEFSR0UQAhIYChRTVEFUVVNfRVBPQ0hfQ0hBTkdFRBADEhcKE1NUQVRVU19OT1RfQV9NRU1CRVIQBCpbCgtNZXNzYWdlS2luZBIcChhNRVNTQUdFX0tJTkRfVU5TUEVDSUZJRUQQABIVChFNRVNTQUdFX0tJTkRfVEVYVBABEhcKE01FU1NBR0VfS0lORF9BQ1RJT04QAmIGcHJvdG8z");
 
 /**
  * §8.1. Post a message to a room the sender is a member of.
@@ -416,6 +416,15 @@ export type HistoryPage = Message$1<"confab.v1.HistoryPage"> & {
    * @generated from field: string epoch = 5;
    */
   epoch: string;
+
+  /**
+   * §9, R-9.10: the reactions that count (§8.6.5) on the page's messages
+   * when the page was read, by seq then key: what a client that has not
+   * read the react messages (an old page) shows.
+   *
+   * @generated from field: repeated confab.v1.ReactionCount reactions = 6;
+   */
+  reactions: ReactionCount[];
 };
 
 /**
@@ -424,6 +433,46 @@ export type HistoryPage = Message$1<"confab.v1.HistoryPage"> & {
  */
 export const HistoryPageSchema: GenMessage<HistoryPage> = /*@__PURE__*/
   messageDesc(file_confab_v1_messages, 9);
+
+/**
+ * §9. One reaction key on one message of a HistoryPage.
+ *
+ * @generated from message confab.v1.ReactionCount
+ */
+export type ReactionCount = Message$1<"confab.v1.ReactionCount"> & {
+  /**
+   * The message's seq.
+   *
+   * @generated from field: uint64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * @generated from field: string key = 2;
+   */
+  key: string;
+
+  /**
+   * How many users have it.
+   *
+   * @generated from field: uint32 count = 3;
+   */
+  count: number;
+
+  /**
+   * Whether the user who read the page is one of them.
+   *
+   * @generated from field: bool mine = 4;
+   */
+  mine: boolean;
+};
+
+/**
+ * Describes the message confab.v1.ReactionCount.
+ * Use `create(ReactionCountSchema)` to create a new message.
+ */
+export const ReactionCountSchema: GenMessage<ReactionCount> = /*@__PURE__*/
+  messageDesc(file_confab_v1_messages, 10);
 
 /**
  * §10.1. Sent after a reconnect, once Welcome arrives.
@@ -442,7 +491,7 @@ export type Resume = Message$1<"confab.v1.Resume"> & {
  * Use `create(ResumeSchema)` to create a new message.
  */
 export const ResumeSchema: GenMessage<Resume> = /*@__PURE__*/
-  messageDesc(file_confab_v1_messages, 10);
+  messageDesc(file_confab_v1_messages, 11);
 
 /**
  * §10.1. The client's position in a room.
@@ -475,7 +524,7 @@ export type RoomPosition = Message$1<"confab.v1.RoomPosition"> & {
  * Use `create(RoomPositionSchema)` to create a new message.
  */
 export const RoomPositionSchema: GenMessage<RoomPosition> = /*@__PURE__*/
-  messageDesc(file_confab_v1_messages, 11);
+  messageDesc(file_confab_v1_messages, 12);
 
 /**
  * §10.3. Sent after the replayed messages of every listed room.
@@ -494,7 +543,7 @@ export type Resumed = Message$1<"confab.v1.Resumed"> & {
  * Use `create(ResumedSchema)` to create a new message.
  */
 export const ResumedSchema: GenMessage<Resumed> = /*@__PURE__*/
-  messageDesc(file_confab_v1_messages, 12);
+  messageDesc(file_confab_v1_messages, 13);
 
 /**
  * @generated from message confab.v1.RoomResume
@@ -536,7 +585,7 @@ export type RoomResume = Message$1<"confab.v1.RoomResume"> & {
  * Use `create(RoomResumeSchema)` to create a new message.
  */
 export const RoomResumeSchema: GenMessage<RoomResume> = /*@__PURE__*/
-  messageDesc(file_confab_v1_messages, 13);
+  messageDesc(file_confab_v1_messages, 14);
 
 /**
  * @generated from enum confab.v1.RoomResume.Status
@@ -582,7 +631,7 @@ export enum RoomResume_Status {
  * Describes the enum confab.v1.RoomResume.Status.
  */
 export const RoomResume_StatusSchema: GenEnum<RoomResume_Status> = /*@__PURE__*/
-  enumDesc(file_confab_v1_messages, 13, 0);
+  enumDesc(file_confab_v1_messages, 14, 0);
 
 /**
  * @generated from enum confab.v1.MessageKind
